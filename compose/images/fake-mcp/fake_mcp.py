@@ -1,0 +1,213 @@
+"""A stand-in for playwright-mcp: enough MCP over streamable HTTP for the pool's tests.
+
+Speaks JSON-RPC on ``POST /mcp`` (``initialize``, ``notifications/initialized``, ``ping``,
+``tools/list``, ``tools/call`` for ``browser_navigate`` and ``browser_snapshot``), ends a
+session on ``DELETE /mcp``, and answers ``GET /mcp`` with 400 like the real server.
+
+Fault modes, switched by ``POST /_fake/mode`` with a JSON body (or ``FAKE_MCP_MODE`` at start):
+  {"mode": "ok"}                      normal service
+  {"mode": "hang"}                    accept /mcp requests and never answer
+  {"mode": "slow", "delay_s": 2.5}    answer /mcp requests after a delay
+  {"mode": "fail"}                    every tools/call answers a JSON-RPC error
+  {"grow_mb": 50}                     allocate and touch 50 MB more (memory-leak stand-in)
+  {"exit": 3}                         exit the process with that code (crash stand-in)
+``GET /_fake/state`` returns the mode, open sessions, memory held and every tools/call with
+the ``X-Cinnamon-Token`` header it carried (which lease holder called).
+
+Standard library only: it runs on the host's Debian python3 bind-mounted into a scratch image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+PROTOCOL_VERSION = "2025-06-18"
+TOOLS = [
+    {
+        "name": "browser_navigate",
+        "description": "Navigate to a URL",
+        "inputSchema": {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
+    },
+    {
+        "name": "browser_snapshot",
+        "description": "Accessibility snapshot of the current page",
+        "inputSchema": {"type": "object", "properties": {}},
+    },
+]
+
+
+class FakeState:
+    def __init__(self, mode: str) -> None:
+        self.lock = threading.Lock()
+        self.mode = mode
+        self.delay_s = 0.0
+        self.sessions: dict[str, str] = {}  # session id -> current URL
+        self.ballast: list[bytearray] = []
+        self.calls: list[dict[str, Any]] = []
+
+    def apply(self, change: dict[str, Any]) -> None:
+        with self.lock:
+            if "mode" in change:
+                self.mode = str(change["mode"])
+            if "delay_s" in change:
+                self.delay_s = float(change["delay_s"])
+            grow_mb = int(change.get("grow_mb", 0))
+            if grow_mb > 0:
+                block = bytearray(grow_mb * 1024 * 1024)
+                for offset in range(0, len(block), 4096):  # touch every page so it is resident
+                    block[offset] = 1
+                self.ballast.append(block)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "mode": self.mode,
+                "delay_s": self.delay_s,
+                "sessions": len(self.sessions),
+                "ballast_mb": sum(len(b) for b in self.ballast) // (1024 * 1024),
+                "calls": list(self.calls),
+            }
+
+
+STATE = FakeState(os.environ.get("FAKE_MCP_MODE", "ok"))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fake-mcp/1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        sys.stderr.write("fake-mcp: " + (format % args) + "\n")
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        payload = b"" if body is None else json.dumps(body).encode()
+        self.send_response(status)
+        if body is not None:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _read_json(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"null")
+
+    def _fault_gate(self) -> None:
+        mode, delay = STATE.mode, STATE.delay_s
+        if mode == "hang":
+            while STATE.mode == "hang":
+                time.sleep(0.2)
+        elif mode == "slow":
+            time.sleep(delay)
+
+    # -- routes --------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        if self.path == "/_fake/state":
+            self._send(200, STATE.snapshot())
+            return
+        if self.path.startswith("/mcp"):
+            self._fault_gate()
+            self._send(405 if self.headers.get("mcp-session-id") else 400, {"error": "use POST"})
+            return
+        self._send(404, {"error": "not found"})
+
+    def do_DELETE(self) -> None:
+        if not self.path.startswith("/mcp"):
+            self._send(404, {"error": "not found"})
+            return
+        self._fault_gate()
+        session = self.headers.get("mcp-session-id", "")
+        with STATE.lock:
+            known = STATE.sessions.pop(session, None) is not None
+        self._send(200 if known else 404, None)
+
+    def do_POST(self) -> None:
+        if self.path == "/_fake/mode":
+            change = self._read_json() or {}
+            if "exit" in change:
+                self._send(200, {"exiting": change["exit"]})
+                self.wfile.flush()
+                os._exit(int(change["exit"]))
+            STATE.apply(change)
+            self._send(200, STATE.snapshot())
+            return
+        if not self.path.startswith("/mcp"):
+            self._send(404, {"error": "not found"})
+            return
+        message = self._read_json()
+        self._fault_gate()
+        if not isinstance(message, dict) or "method" not in message:
+            self._send(400, {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "invalid request"}})
+            return
+        if "id" not in message:  # a notification
+            self._send(202, None)
+            return
+        session = self.headers.get("mcp-session-id", "")
+        if message["method"] == "initialize":
+            session = uuid.uuid4().hex
+            with STATE.lock:
+                STATE.sessions[session] = "about:blank"
+            result = {
+                "protocolVersion": PROTOCOL_VERSION,
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "fake-mcp", "version": "1"},
+            }
+            self._send(200, {"jsonrpc": "2.0", "id": message["id"], "result": result}, {"mcp-session-id": session})
+            return
+        with STATE.lock:
+            known = session in STATE.sessions
+        if not known:
+            self._send(404, {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32001, "message": "session not found"}})
+            return
+        self._send(200, {"jsonrpc": "2.0", "id": message["id"], **self._dispatch(session, message)})
+
+    def _dispatch(self, session: str, message: dict[str, Any]) -> dict[str, Any]:
+        method, params = message["method"], message.get("params") or {}
+        if method == "ping":
+            return {"result": {}}
+        if method == "tools/list":
+            return {"result": {"tools": TOOLS}}
+        if method != "tools/call":
+            return {"error": {"code": -32601, "message": f"method not found: {method}"}}
+        name, arguments = params.get("name"), params.get("arguments") or {}
+        with STATE.lock:
+            STATE.calls.append({"tool": name, "token": self.headers.get("x-cinnamon-token", ""), "at": time.time()})
+            failing = STATE.mode == "fail"
+            if name == "browser_navigate" and not failing:
+                STATE.sessions[session] = str(arguments.get("url", ""))
+            url = STATE.sessions.get(session, "")
+        if failing:
+            return {"error": {"code": -32603, "message": "fake-mcp: injected failure"}}
+        if name == "browser_navigate":
+            text = f"### Page\n- Page URL: {url}\n"
+        elif name == "browser_snapshot":
+            text = f"### Page\n- Page URL: {url}\n### Snapshot\n```yaml\n- generic [ref=e1]: fake page\n```"
+        else:
+            return {"error": {"code": -32602, "message": f"unknown tool: {name}"}}
+        return {"result": {"content": [{"type": "text", "text": text}], "isError": False}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8931)
+    parser.add_argument("--host", default="0.0.0.0")
+    args = parser.parse_args()
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    server.daemon_threads = True
+    sys.stderr.write(f"fake-mcp: listening on {args.host}:{args.port} (mode {STATE.mode})\n")
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

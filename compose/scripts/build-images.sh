@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Build the pool's images locally, with no registry: `build-images.sh [playwright|fake|all]`.
+#   cinnamon-pool/playwright-mcp:local  the real @playwright/mcp (npm) + Debian's Chromium
+#   cinnamon-pool/fake-mcp:test         the test stand-in (compose/images/fake-mcp/fake_mcp.py)
+# Both are FROM scratch and expect the host's /usr bind-mounted read-only at run time.
+# A rebuild with unchanged inputs is a cache hit; an existing npm install is reused.
+set -euo pipefail
+
+PLAYWRIGHT_MCP_VERSION=${PLAYWRIGHT_MCP_VERSION:-0.0.83}
+here=$(cd "$(dirname "$0")/.." && pwd)       # compose/
+top=$(cd "$here/.." && pwd)
+build=${CINNAMON_BUILD_DIR:-$top/.build/images}
+which=${1:-all}
+say() { printf '[images] %s\n' "$*"; }
+
+base_rootfs() {
+  # The files a scratch image needs around a bind-mounted /usr: merged-/usr links, a user,
+  # name-service and font configuration, and writable-by-tmpfs mount points.
+  local root=$1
+  rm -rf "$root" && mkdir -p "$root"/{etc,app,tmp,proc,sys,dev,usr,sbin}  # /sbin real: docker-init mounts there
+  for d in bin lib lib64; do ln -s "usr/$d" "$root/$d"; done
+  printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nmcp:x:1000:1000:mcp:/tmp:/usr/sbin/nologin\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nmcp:x:1000:\n' >"$root/etc/group"
+  printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$root/etc/nsswitch.conf"
+  if [ -d /etc/fonts ]; then cp -a /etc/fonts "$root/etc/fonts"; fi
+  chmod 1777 "$root/tmp"
+}
+
+build_image() {
+  local tag=$1 context=$2
+  say "docker build $tag"
+  DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$context" >/dev/null
+  say "built $tag ($(docker image inspect -f '{{.Size}}' "$tag") bytes without the host /usr)"
+}
+
+build_fake() {
+  local ctx=$build/fake-mcp
+  mkdir -p "$ctx"
+  base_rootfs "$ctx/rootfs"
+  cp "$here/images/fake-mcp/fake_mcp.py" "$ctx/rootfs/app/fake_mcp.py"
+  cp "$here/images/fake-mcp/Dockerfile" "$ctx/Dockerfile"
+  build_image cinnamon-pool/fake-mcp:test "$ctx"
+}
+
+build_playwright() {
+  [ -x /usr/lib/chromium/chromium ] || { echo "[images] ERROR: /usr/lib/chromium/chromium is missing: run compose/scripts/services.sh --browser (installs Debian's chromium)" >&2; exit 1; }
+  command -v npm >/dev/null || { echo "[images] ERROR: npm is missing: apt-get install npm" >&2; exit 1; }
+  local ctx=$build/playwright-mcp npm_dir=$build/npm-playwright-mcp-$PLAYWRIGHT_MCP_VERSION
+  if [ ! -f "$npm_dir/node_modules/@playwright/mcp/cli.js" ]; then
+    say "npm install @playwright/mcp@$PLAYWRIGHT_MCP_VERSION"
+    mkdir -p "$npm_dir"
+    (cd "$npm_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund \
+      --omit=dev --prefix . "@playwright/mcp@$PLAYWRIGHT_MCP_VERSION")
+  fi
+  mkdir -p "$ctx"
+  base_rootfs "$ctx/rootfs"
+  cp -a "$npm_dir/node_modules" "$ctx/rootfs/app/node_modules"
+  cp "$here/images/playwright-mcp/Dockerfile" "$ctx/Dockerfile"
+  build_image cinnamon-pool/playwright-mcp:local "$ctx"
+}
+
+case "$which" in
+  fake) build_fake ;;
+  playwright) build_playwright ;;
+  all) build_fake; build_playwright ;;
+  *) echo "build-images.sh: unknown image '$which' (known: playwright, fake, all)" >&2; exit 2 ;;
+esac

@@ -1,0 +1,121 @@
+"""``cinnamon-pool``: the operator's command line. The only place that reads the environment
+(through :meth:`PoolConfig.load`) and configures console logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from cinnamon_pool import __version__
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.errors import CinnamonError
+
+LATER = {
+    "report": "the log analyzer (issue 6)",
+    "doctor": "the environment checks (issue 4)",
+    "drain": "draining the pool (issue 4)",
+    "restart": "restarting one container (issue 7)",
+}
+
+
+def _config(args: argparse.Namespace) -> PoolConfig:
+    return PoolConfig.load(args.config, os.environ)
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    import redis
+
+    from cinnamon_pool.lease.store import LeaseStore
+    from cinnamon_pool.logs.writer import DailyLogWriter
+    from cinnamon_pool.runtime.docker import DockerRuntime
+    from cinnamon_pool.supervisor.loop import Supervisor
+
+    config = _config(args)
+    rules = config.rules
+    store = LeaseStore(
+        redis.Redis.from_url(config.redis.url, socket_timeout=10),
+        config.pool.name,
+        lease_ttl_s=rules.lease_ttl_s,
+        max_lease_s=rules.max_lease_s,
+        error_threshold=rules.error_threshold,
+    )
+    supervisor = Supervisor(config, store, DockerRuntime(), DailyLogWriter(config.logs.dir))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        print(f"cinnamon-pool supervise: {signal.Signals(signum).name}: finishing the tick; containers keep running", file=sys.stderr)
+        stop.set()
+        supervisor.wake.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(
+        f"cinnamon-pool supervise: pool {config.pool.name!r}, {config.pool.initial_size} container(s) of {config.container.image}, "
+        f"logs in {config.logs.dir}/containers",
+        file=sys.stderr,
+    )
+    supervisor.run(stop)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cinnamon_pool.pool import ContainerPool
+
+    status = ContainerPool(_config(args)).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(
+        f"pool {status['pool']}: {status['total']} container(s), {status['available']} available, {status['allocated']} allocated, "
+        f"{status['restarting']} restarting, {status['unhealthy']} unhealthy, {status['waiting']} waiting"
+    )
+    row = "{:<15} {:<11} {:<30} {:<38} {:>8} {:>6} {:>8}"
+    print(row.format("CONTAINER", "STATE", "ENDPOINT", "TEST RUN", "MEMORY", "ERRORS", "RESTARTS"))
+    for c in status["containers"]:
+        memory = "-" if c["memory_mb"] is None else f"{c['memory_mb']:.0f}MB"
+        print(row.format(c["name"], c["state"], c["endpoint"], c["test_run_id"] or "-", memory, c["error_count"], c["restarts"]))
+    return 0
+
+
+def cmd_later(args: argparse.Namespace) -> int:
+    print(f"cinnamon-pool {args.command}: not built yet: {LATER[args.command]}.", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cinnamon-pool", description="A pool of playwright-mcp containers for rq jobs.")
+    parser.add_argument("--version", action="version", version=f"cinnamon-pool {__version__}")
+    parser.add_argument("--config", metavar="PATH", help="TOML configuration (default: $CINNAMON_CONFIG); CINNAMON_* variables win")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("supervise", help="run the supervisor daemon (keeps the pool right, writes the logs)").set_defaults(run=cmd_supervise)
+    status = commands.add_parser("status", help="show the pool's containers and leases")
+    status.add_argument("--json", action="store_true", help="print the documented JSON document")
+    status.set_defaults(run=cmd_status)
+    for name, what in LATER.items():
+        sub = commands.add_parser(name, help=f"{what} -- not built yet")
+        if name == "restart":
+            sub.add_argument("name", nargs="?")
+        if name in {"report"}:
+            sub.add_argument("--json", action="store_true")
+        sub.set_defaults(run=cmd_later)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except CinnamonError as error:
+        print(f"cinnamon-pool {args.command}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Pool configuration: a frozen dataclass per TOML table, validated loudly.
+
+Built by entry points from a TOML file (``--config PATH`` or ``CINNAMON_CONFIG``) and the
+``CINNAMON_*`` variables, the environment winning over the file. Unknown keys and bad values
+raise :class:`ConfigError` naming the key (``pool.min_size``) or variable and the value.
+No module reads the environment on its own: callers pass ``environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cinnamon_pool.errors import ConfigError
+from cinnamon_pool.model import validate_pool_name
+
+DEFAULT_COMMAND = (
+    "--headless", "--browser", "chromium", "--no-sandbox", "--isolated",
+    "--port", "8931", "--host", "0.0.0.0", "--allowed-hosts", "*",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    name: str = "default"
+    min_size: int = 2
+    max_size: int = 10
+    initial_size: int = 2
+
+
+@dataclass(frozen=True)
+class ContainerTemplate:
+    """How every container of the pool is created. Comes from configuration only, never Redis."""
+
+    image: str = "mcr.microsoft.com/playwright/mcp:latest"
+    command: tuple[str, ...] = DEFAULT_COMMAND
+    port: int = 8931
+    env: Mapping[str, str] = field(default_factory=dict)
+    volumes: tuple[str, ...] = ()
+    user: str = ""
+    read_only: bool = True
+    tmpfs: tuple[str, ...] = ("/tmp",)
+    memory: str = "512m"
+    cpus: float = 0.5
+    pids_limit: int = 512
+    network: str = "cinnamon-qa-network"
+    host_port_range: str = "3000-3999"
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_memory(self.memory, "container.memory")
+
+    @property
+    def host_ports(self) -> range:
+        low, high = (int(p) for p in self.host_port_range.split("-"))
+        return range(low, high + 1)
+
+
+@dataclass(frozen=True)
+class Rules:
+    max_memory_mb: int = 400
+    error_threshold: int = 3
+    health_interval_s: float = 10.0
+    health_timeout_s: float = 5.0
+    health_failures: int = 3
+    lease_ttl_s: float = 30.0
+    max_lease_s: float = 1800.0
+    tick_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    dir: str = "logs"
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    container: ContainerTemplate = field(default_factory=ContainerTemplate)
+    rules: Rules = field(default_factory=Rules)
+    logs: LogSettings = field(default_factory=LogSettings)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> PoolConfig:
+        """Read ``path`` (or ``CINNAMON_CONFIG``), then apply ``CINNAMON_*`` variables, then validate."""
+        environ = environ or {}
+        path = path or environ.get("CINNAMON_CONFIG") or None
+        tables: dict[str, dict[str, Any]] = {}
+        if path is not None:
+            tables = _read_toml(Path(path))
+        for variable, dotted in ENV_VARIABLES.items():
+            if variable in environ:
+                section, key = dotted.split(".")
+                tables.setdefault(section, {})[key] = _from_env(variable, environ[variable], section, key)
+        return cls.from_tables(tables)
+
+    @classmethod
+    def from_tables(cls, tables: Mapping[str, Any]) -> PoolConfig:
+        sections: dict[str, Any] = {}
+        for section_field in dataclasses.fields(cls):
+            raw = tables.get(section_field.name, {})
+            if not isinstance(raw, Mapping):
+                raise ConfigError(section_field.name, raw, "must be a table")
+            section_type = _SECTION_TYPES[section_field.name]
+            sections[section_field.name] = _build_section(section_field.name, section_type, raw)
+        unknown = set(tables) - set(sections)
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ConfigError(name, tables[name], f"unknown table (known: {', '.join(sorted(sections))})")
+        config = cls(**sections)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Check the rules that span keys; single values were checked when parsed."""
+        pool, rules, template = self.pool, self.rules, self.container
+        validate_pool_name(pool.name)
+        if pool.min_size < 0:
+            raise ConfigError("pool.min_size", pool.min_size, "must be >= 0")
+        if pool.max_size < 1:
+            raise ConfigError("pool.max_size", pool.max_size, "must be >= 1")
+        if pool.min_size > pool.max_size:
+            raise ConfigError("pool.min_size", pool.min_size, f"must be <= pool.max_size ({pool.max_size})")
+        if not pool.min_size <= pool.initial_size <= pool.max_size:
+            raise ConfigError(
+                "pool.initial_size", pool.initial_size, f"must be within pool.min_size..pool.max_size ({pool.min_size}..{pool.max_size})"
+            )
+        if not re.fullmatch(r"(redis|rediss|unix)://.+", self.redis.url):
+            raise ConfigError("redis.url", self.redis.url, "must start with redis://, rediss:// or unix://")
+        parse_memory(template.memory, "container.memory")
+        _check_port_range(template.host_port_range)
+        if not 1 <= template.port <= 65535:
+            raise ConfigError("container.port", template.port, "must be a TCP port (1-65535)")
+        if template.cpus <= 0:
+            raise ConfigError("container.cpus", template.cpus, "must be > 0")
+        for volume in template.volumes:
+            if not re.fullmatch(r"[^:]+:/[^:]*(:(ro|rw))?", volume):
+                raise ConfigError("container.volumes", volume, 'must be "host:container[:ro|rw]"')
+        if len(template.host_ports) < pool.max_size:
+            raise ConfigError(
+                "container.host_port_range", template.host_port_range, f"holds fewer ports than pool.max_size ({pool.max_size})"
+            )
+        for key in ("max_memory_mb", "error_threshold", "health_failures"):
+            if getattr(rules, key) < 1:
+                raise ConfigError(f"rules.{key}", getattr(rules, key), "must be >= 1")
+        for key in ("health_interval_s", "health_timeout_s", "lease_ttl_s", "max_lease_s", "tick_s"):
+            if getattr(rules, key) <= 0:
+                raise ConfigError(f"rules.{key}", getattr(rules, key), "must be > 0")
+        if rules.max_lease_s < rules.lease_ttl_s:
+            raise ConfigError("rules.max_lease_s", rules.max_lease_s, f"must be >= rules.lease_ttl_s ({rules.lease_ttl_s})")
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "redis": RedisSettings,
+    "pool": PoolSettings,
+    "container": ContainerTemplate,
+    "rules": Rules,
+    "logs": LogSettings,
+}
+
+ENV_VARIABLES: dict[str, str] = {
+    "CINNAMON_REDIS_URL": "redis.url",
+    "CINNAMON_POOL": "pool.name",
+    "CINNAMON_IMAGE": "container.image",
+    "CINNAMON_MIN_SIZE": "pool.min_size",
+    "CINNAMON_MAX_SIZE": "pool.max_size",
+    "CINNAMON_INITIAL_SIZE": "pool.initial_size",
+    "CINNAMON_LOG_DIR": "logs.dir",
+    "CINNAMON_MAX_MEMORY_MB": "rules.max_memory_mb",
+    "CINNAMON_ERROR_THRESHOLD": "rules.error_threshold",
+}
+
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_memory(text: str, key: str) -> int:
+    """``"512m"`` -> bytes, in Docker's units; anything else is a ConfigError naming ``key``."""
+    match = re.fullmatch(r"\s*(\d+)\s*([bkmg]?)\s*", str(text).lower())
+    if not match or int(match.group(1)) == 0:
+        raise ConfigError(key, text, 'must be a size like "512m" or "2g" (units b, k, m, g)')
+    return int(match.group(1)) * _MEMORY_UNITS[match.group(2)]
+
+
+def _check_port_range(text: str) -> None:
+    match = re.fullmatch(r"(\d+)-(\d+)", text)
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)) <= 65535:
+        raise ConfigError("container.host_port_range", text, 'must be "LOW-HIGH" with 1 <= LOW <= HIGH <= 65535')
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as error:
+        raise ConfigError("CINNAMON_CONFIG", str(path), "file not found") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("CINNAMON_CONFIG", str(path), f"not valid TOML: {error}") from error
+
+
+def _from_env(variable: str, text: str, section: str, key: str) -> Any:
+    """Environment values are strings; convert them to the field's type, naming the variable."""
+    default = getattr(_SECTION_TYPES[section](), key)
+    try:
+        if isinstance(default, bool):
+            return {"true": True, "1": True, "false": False, "0": False}[text.lower()]
+        if isinstance(default, (int, float)):
+            return type(default)(text)
+    except (KeyError, ValueError) as error:
+        raise ConfigError(variable, text, f"must be a {type(default).__name__}") from error
+    return text
+
+
+def _build_section(section: str, section_type: type, raw: Mapping[str, Any]) -> Any:
+    known = {f.name: f for f in dataclasses.fields(section_type)}
+    defaults = section_type()
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{section}.{key}"
+        if key not in known:
+            raise ConfigError(dotted, value, f"unknown key (known in [{section}]: {', '.join(known)})")
+        values[key] = _coerce(dotted, value, getattr(defaults, key))
+    return section_type(**values)
+
+
+def _coerce(dotted: str, value: Any, default: Any) -> Any:
+    """Check a TOML value against the type of the field's default."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(dotted, value, "must be true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(dotted, value, "must be a whole number")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(dotted, value, "must be a number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(dotted, value, "must be a string")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(dotted, value, "must be a list of strings")
+        return tuple(value)
+    if isinstance(default, Mapping):
+        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(dotted, value, "must be a table of strings")
+        return dict(value)
+    raise ConfigError(dotted, value, "has no known type")  # pragma: no cover - every field is covered above

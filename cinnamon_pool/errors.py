@@ -1,0 +1,73 @@
+"""One exception root for everything cinnamon-pool raises on purpose.
+
+Foreign errors (redis, docker, httpx) are translated at the adapter that met them, with
+``raise ... from error`` so the cause stays attached.
+"""
+
+from __future__ import annotations
+
+
+class CinnamonError(Exception):
+    """Root of every error cinnamon-pool raises on purpose."""
+
+
+class ConfigError(CinnamonError, ValueError):
+    """A configuration key or value is wrong; ``key`` names it, ``value`` is what was given."""
+
+    def __init__(self, key: str, value: object, reason: str) -> None:
+        self.key, self.value, self.reason = key, value, reason
+        super().__init__(f"config {key}={value!r}: {reason}")
+
+
+class InvalidIdentifier(CinnamonError, ValueError):
+    """A name, id or test run id is not safe to put in a Redis key, a label or a log line."""
+
+    def __init__(self, kind: str, value: object, reason: str) -> None:
+        self.kind, self.value, self.reason = kind, value, reason
+        shown = value if not isinstance(value, str) or len(value) <= 80 else value[:77] + "..."
+        super().__init__(f"invalid {kind} {shown!r}: {reason}")
+
+
+class LeaseError(CinnamonError):
+    """A lease operation was refused; the pool's keys were left as they were."""
+
+
+class PoolExhausted(LeaseError):
+    """No container could be granted within the acquire timeout."""
+
+    def __init__(self, pool: str, waited_s: float, counts: dict[str, int]) -> None:
+        self.pool, self.waited_s, self.counts = pool, waited_s, dict(counts)
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        super().__init__(f"pool {pool!r} had no free container after {waited_s:.1f} s ({shown})")
+
+
+class PoolNotReady(LeaseError):
+    """The pool has no metadata in Redis: no supervisor has registered a container yet."""
+
+
+class LeaseLost(LeaseError):
+    """The lease is no longer ours: expired, reclaimed, container gone, or Redis lost its data."""
+
+    def __init__(self, container: str, reason: str) -> None:
+        self.container, self.reason = container, reason
+        super().__init__(f"lease on {container} lost: {reason}")
+
+
+class LeaseNotOwned(LeaseError):
+    """The token presented is not the current holder's (forged, stale, or from another epoch)."""
+
+    def __init__(self, container: str, reason: str) -> None:
+        self.container, self.reason = container, reason
+        super().__init__(f"lease on {container} not owned: {reason}")
+
+
+class RuntimeUnavailable(CinnamonError):
+    """The container runtime (Docker) cannot be reached or refused an operation."""
+
+
+class ImageMissing(RuntimeUnavailable):
+    """The configured image is not present and cannot be pulled."""
+
+    def __init__(self, image: str, detail: str) -> None:
+        self.image = image
+        super().__init__(f"image {image!r} is not available: {detail}")

@@ -1,0 +1,63 @@
+"""Health probes over HTTP. A TCP connect proves nothing (docker-proxy always accepts), so:
+
+- liveness: ``GET /mcp`` must get an HTTP answer (playwright-mcp says 400, ~14 ms);
+- readiness: MCP ``initialize`` must return a session id, which is then ended with ``DELETE``
+  (20-40 ms), so the probe leaves no browser behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
+
+PROTOCOL_VERSION = "2025-06-18"
+_INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": PROTOCOL_VERSION,
+        "capabilities": {},
+        "clientInfo": {"name": "cinnamon-pool-probe", "version": "1"},
+    },
+}
+_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    seconds: float
+    detail: str = ""
+
+
+def liveness(endpoint: str, timeout_s: float = 5.0, clock: Clock = SYSTEM_CLOCK) -> ProbeResult:
+    started = clock.monotonic()
+    try:
+        response = httpx.get(endpoint, timeout=timeout_s)
+    except httpx.HTTPError as error:
+        return ProbeResult(False, clock.monotonic() - started, f"{type(error).__name__}: {error}")
+    elapsed = clock.monotonic() - started
+    return ProbeResult(response.status_code < 500, elapsed, f"HTTP {response.status_code}")
+
+
+def readiness(endpoint: str, timeout_s: float = 5.0, client: httpx.Client | None = None, clock: Clock = SYSTEM_CLOCK) -> ProbeResult:
+    """Open an MCP session and end it; ok when both steps answered within ``timeout_s``."""
+    started = clock.monotonic()
+    owned = client is None
+    http = client or httpx.Client(timeout=timeout_s)
+    try:
+        response = http.post(endpoint, json=_INITIALIZE, headers=_HEADERS, timeout=timeout_s)
+        session = response.headers.get("mcp-session-id")
+        if response.status_code != 200 or not session:
+            return ProbeResult(False, clock.monotonic() - started, f"initialize answered HTTP {response.status_code}")
+        http.delete(endpoint, headers={"mcp-session-id": session}, timeout=timeout_s)
+    except httpx.HTTPError as error:
+        return ProbeResult(False, clock.monotonic() - started, f"{type(error).__name__}: {error}")
+    finally:
+        if owned:
+            http.close()
+    return ProbeResult(True, clock.monotonic() - started, "initialize + DELETE")

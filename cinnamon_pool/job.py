@@ -1,0 +1,74 @@
+"""``@with_container``: lend a pool container to an rq job for exactly one call.
+
+Inside the process that runs the job (rq's work horse): acquire a lease (waiting in the fair
+queue when none is free), renew it from a heartbeat thread, call the job with
+``container=<ContainerLease>``, then release it with the outcome (see
+:func:`cinnamon_pool.pool.classify`). It never talks to Docker. Exceptions are re-raised, so
+rq records the failure as usual.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+from rq import get_current_job
+
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.pool import ContainerPool
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+def _pool_for(config: PoolConfig) -> ContainerPool:
+    rules = config.rules
+    key = (config.redis.url, config.pool.name, rules.lease_ttl_s, rules.max_lease_s, rules.error_threshold)
+    pool = _POOLS.get(key)
+    if pool is None:
+        # One pool (and Redis connection pool) per configuration per process; redis-py opens
+        # new connections after a fork, so rq's work horses share no socket with their parent.
+        pool = _POOLS[key] = ContainerPool(config, client=redis.Redis.from_url(config.redis.url, socket_timeout=30))
+    return pool
+
+
+_POOLS: dict[tuple[Any, ...], ContainerPool] = {}
+
+
+def _current_job() -> Any:
+    return get_current_job()
+
+
+def with_container(
+    config: PoolConfig | None = None,
+    *,
+    acquire_timeout_s: float = 300.0,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Inject ``container=`` (a :class:`ContainerLease`) into an rq job function.
+
+    ``config`` defaults to the same configuration the CLI reads (``CINNAMON_CONFIG`` and the
+    ``CINNAMON_*`` variables), read when the job runs. The test run id is the job's
+    ``test_run_id`` keyword when given (it is still passed on to the function), else the rq
+    job id. When no container frees up within ``acquire_timeout_s`` the job fails with
+    :class:`PoolExhausted`, whose message carries the pool's counts.
+    """
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def run_with_container(*args: P.args, **kwargs: P.kwargs) -> R:
+            if "container" in kwargs:
+                raise TypeError(f"{function.__name__}() was given 'container', which @with_container injects")
+            pool = _pool_for(config or PoolConfig.load(environ=os.environ))
+            job = _current_job()
+            job_id = str(job.id) if job is not None else ""
+            worker = str(getattr(job, "worker_name", None) or socket.gethostname())
+            test_run_id = str(kwargs.get("test_run_id") or job_id) or None
+            with pool.lease(test_run_id, job_id=job_id, worker=worker, timeout_s=acquire_timeout_s) as lease:
+                return function(*args, container=lease, **kwargs)  # type: ignore[arg-type]
+
+        return run_with_container
+
+    return decorate

@@ -1,0 +1,116 @@
+"""Every Redis key of a pool, built here and nowhere else.
+
+All keys carry the hash tag ``{pool}`` so a pool lives in one Redis Cluster slot, and Lua
+scripts receive them in KEYS. The schema, in one place:
+
+  cinnamon:{P}:meta          hash    epoch (random, written once), generation (INCR), ticket_seq
+  cinnamon:{P}:containers    hash    name -> ContainerRecord JSON
+  cinnamon:{P}:free          zset    name -> ms it became free (oldest free is granted first)
+  cinnamon:{P}:leases        hash    name -> lease JSON (token, holder, granted/expires/cap ms)
+  cinnamon:{P}:expiries      zset    name -> ms the lease expires (min of TTL and hard cap)
+  cinnamon:{P}:last_tokens   hash    name -> token of the last released lease (release twice = no-op)
+  cinnamon:{P}:waiters       zset    ticket -> sequence number (FIFO order)
+  cinnamon:{P}:waiter_dl     zset    ticket -> ms the ticket dies unless refreshed
+  cinnamon:{P}:tickets       hash    ticket -> holder JSON of the waiting acquirer
+  cinnamon:{P}:handoffs      hash    ticket -> grant JSON handed over by a release
+  cinnamon:{P}:wake:<ticket> list    pushed once when that ticket is granted (BLPOP target)
+  cinnamon:{P}:memory        hash    name -> latest memory reading in MB (supervisor, plain data)
+  cinnamon:{P}:events        stream  every grant, release, expiry and state change (capped)
+  cinnamon:{P}:draining      string  "1" while the pool is drained: no new grants
+  cinnamon:{P}:leader        string  the active supervisor's id (leader election)
+
+The wake keys are the one family a script derives: release hands a container to the oldest
+waiter, whose ticket it only learns inside the script. The script receives the prefix
+``cinnamon:{P}:wake:`` in KEYS and appends the validated ticket, so the key stays in the pool's
+slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cinnamon_pool.model import validate_pool_name, validate_ticket
+
+PREFIX = "cinnamon"
+EVENTS_CONSUMER_GROUP = "cinnamon-logs"
+
+
+@dataclass(frozen=True)
+class PoolKeys:
+    pool: str
+
+    def __post_init__(self) -> None:
+        validate_pool_name(self.pool)
+
+    def _key(self, name: str) -> str:
+        return f"{PREFIX}:{{{self.pool}}}:{name}"
+
+    @property
+    def meta(self) -> str:
+        return self._key("meta")
+
+    @property
+    def containers(self) -> str:
+        return self._key("containers")
+
+    @property
+    def free(self) -> str:
+        return self._key("free")
+
+    @property
+    def leases(self) -> str:
+        return self._key("leases")
+
+    @property
+    def expiries(self) -> str:
+        return self._key("expiries")
+
+    @property
+    def last_tokens(self) -> str:
+        return self._key("last_tokens")
+
+    @property
+    def waiters(self) -> str:
+        return self._key("waiters")
+
+    @property
+    def waiter_deadlines(self) -> str:
+        return self._key("waiter_dl")
+
+    @property
+    def tickets(self) -> str:
+        return self._key("tickets")
+
+    @property
+    def handoffs(self) -> str:
+        return self._key("handoffs")
+
+    @property
+    def wake_prefix(self) -> str:
+        return self._key("wake:")
+
+    def wake(self, ticket: str) -> str:
+        return self.wake_prefix + validate_ticket(ticket)
+
+    @property
+    def memory(self) -> str:
+        return self._key("memory")
+
+    @property
+    def events(self) -> str:
+        return self._key("events")
+
+    @property
+    def draining(self) -> str:
+        return self._key("draining")
+
+    @property
+    def leader(self) -> str:
+        return self._key("leader")
+
+    def all_state_keys(self) -> list[str]:
+        """The keys that hold the pool's state (for snapshots, DUMP comparisons and wipes)."""
+        return [
+            self.meta, self.containers, self.free, self.leases, self.expiries, self.last_tokens,
+            self.waiters, self.waiter_deadlines, self.tickets, self.handoffs, self.draining,
+        ]  # fmt: skip

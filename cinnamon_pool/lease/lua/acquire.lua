@@ -1,0 +1,42 @@
+-- acquire.lua: grant a free container to this ticket, or queue the ticket (FIFO).
+-- KEYS: the common layout of _lib.lua.
+-- ARGV[1] ticket (32 hex)        ARGV[2] holder JSON {test_run_id, job_id, worker, ttl_ms, cap_ms, random}
+-- ARGV[3] waiter ttl ms          ARGV[4] "wait" to queue when nothing is free, "try" to not queue
+-- Returns {"GRANTED", grant JSON} | {"WAIT", position, counts JSON} | {"EXHAUSTED", counts JSON}
+--       | {"NOT_READY"} when the pool has no metadata (no supervisor registered a container yet).
+-- Only the head of the queue (or anyone when the queue is empty) may take a free container,
+-- and a ticket already handed a container by a release gets that grant back (idempotent).
+local ticket, mode = ARGV[1], ARGV[4]
+local handed = redis.call('HGET', K_HANDOFFS, ticket)
+if handed then
+  redis.call('HDEL', K_HANDOFFS, ticket)
+  return {'GRANTED', handed}
+end
+if redis.call('HEXISTS', K_META, 'epoch') == 0 then
+  return {'NOT_READY'}
+end
+purge_dead_waiters()
+local rank = redis.call('ZRANK', K_WAITERS, ticket)
+if (rank == false or rank == 0) and redis.call('EXISTS', K_DRAINING) == 0 then
+  local name = redis.call('ZRANGE', K_FREE, 0, 0)[1]
+  if name then
+    local holder = cjson.decode(ARGV[2])
+    holder.ticket = ''
+    drop_ticket(ticket)
+    return {'GRANTED', grant(get_record(name), holder)}
+  end
+end
+if mode ~= 'wait' then
+  return {'EXHAUSTED', cjson.encode(counts())}
+end
+if rank == false then
+  local seq = redis.call('HINCRBY', K_META, 'ticket_seq', 1)
+  redis.call('ZADD', K_WAITERS, seq, ticket)
+  local holder = cjson.decode(ARGV[2])
+  holder.ticket = ticket
+  redis.call('HSET', K_TICKETS, ticket, cjson.encode(holder))
+  emit('waiting', '', {'ticket', ticket, 'test_run_id', holder.test_run_id})
+  rank = redis.call('ZRANK', K_WAITERS, ticket)
+end
+redis.call('ZADD', K_WAITER_DL, NOW + tonumber(ARGV[3]), ticket)
+return {'WAIT', rank + 1, cjson.encode(counts())}

@@ -1,0 +1,16 @@
+-- reap.lua: end every lease past its expiry (TTL or hard cap); those containers go to
+-- "restarting" so the supervisor recycles them before they serve again. Drops dead waiters.
+-- KEYS: the common layout of _lib.lua.
+-- ARGV: none
+-- Returns the names of the containers whose leases expired.
+purge_dead_waiters()
+local expired = redis.call('ZRANGEBYSCORE', K_EXPIRIES, '-inf', NOW)
+for _, name in ipairs(expired) do
+  local raw = redis.call('HGET', K_LEASES, name)
+  local reason = 'expired'
+  if raw and NOW >= cjson.decode(raw).cap_ms then reason = 'hard cap' end
+  revoke_lease(name, reason)
+  local rec = get_record(name)
+  if rec then set_state(rec, 'restarting', 'lease ' .. reason) end
+end
+return expired

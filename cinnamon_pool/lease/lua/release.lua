@@ -1,0 +1,43 @@
+-- release.lua: end the lease of the current token and record the job's outcome.
+-- KEYS: the common layout of _lib.lua.
+-- ARGV[1] container name   ARGV[2] token   ARGV[3] outcome ok|test_failed|infra_error
+-- ARGV[4] error threshold  ARGV[5] "recycle" when the job side saw residue or a failed cleanup
+-- Returns {"OK", "available"|"handed"|"restarting", error_count} | {"NOOP"} (released twice)
+--       | {"LOST", reason} | {"NOT_OWNER", reason}. Rejections write nothing, except that a
+-- lease found expired is ended as the reaper would end it.
+local name, token, outcome = ARGV[1], ARGV[2], ARGV[3]
+local raw = redis.call('HGET', K_LEASES, name)
+local lease = raw and cjson.decode(raw)
+if not lease or lease.token ~= token then
+  if redis.call('HGET', K_LAST, name) == token then return {'NOOP'} end
+  local epoch = redis.call('HGET', K_META, 'epoch')
+  if not epoch or token_epoch(token) ~= epoch then return {'LOST', 'redis lost the pool state (epoch changed)'} end
+  if not lease then return {'LOST', 'no lease on this container (expired, reclaimed or released)'} end
+  return {'NOT_OWNER', 'another token holds this container'}
+end
+local rec = get_record(name)
+if NOW >= lease.expires_ms then
+  revoke_lease(name, 'expired')
+  set_state(rec, 'restarting', 'lease expired')
+  return {'LOST', 'lease expired'}
+end
+redis.call('HDEL', K_LEASES, name)
+redis.call('ZREM', K_EXPIRIES, name)
+redis.call('HSET', K_LAST, name, token)
+if outcome == 'infra_error' then
+  rec.error_count = (rec.error_count or 0) + 1
+elseif outcome == 'ok' then
+  rec.error_count = 0
+end
+local threshold = tonumber(ARGV[4])
+emit('released', name, {'token', token, 'test_run_id', lease.test_run_id, 'outcome', outcome,
+                        'duration_ms', NOW - lease.granted_ms, 'error_count', rec.error_count,
+                        'threshold', threshold})
+if rec.state == 'draining' or rec.error_count >= threshold or ARGV[5] == 'recycle' then
+  local reason = 'drained'
+  if rec.error_count >= threshold then reason = 'error_threshold' elseif ARGV[5] == 'recycle' then reason = 'cleanup' end
+  set_state(rec, 'restarting', reason)
+  return {'OK', 'restarting', rec.error_count}
+end
+if offer(rec, 'released') then return {'OK', 'handed', rec.error_count} end
+return {'OK', 'available', rec.error_count}

@@ -1,0 +1,20 @@
+-- set_state.lua: the supervisor moves a container to draining, restarting or unhealthy.
+-- draining: a leased container restarts when released; a free one goes to restarting now.
+-- restarting/unhealthy: leaves the free set; a lease on it is revoked (its holder gets LOST).
+-- KEYS: the common layout of _lib.lua.
+-- ARGV[1] container name   ARGV[2] state   ARGV[3] reason
+-- Returns {"OK", state} | {"UNKNOWN"} when the container is not registered.
+local name, state, reason = ARGV[1], ARGV[2], ARGV[3]
+local rec = get_record(name)
+if not rec then return {'UNKNOWN'} end
+if state == 'draining' then
+  if redis.call('HEXISTS', K_LEASES, name) == 1 then
+    set_state(rec, 'draining', reason)
+    return {'OK', 'draining'}
+  end
+  state = 'restarting'
+end
+redis.call('ZREM', K_FREE, name)
+revoke_lease(name, reason)
+set_state(rec, state, reason)
+return {'OK', state}

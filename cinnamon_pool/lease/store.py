@@ -1,0 +1,271 @@
+"""The lease store: the pool's state in Redis, changed only through the Lua scripts.
+
+Script replies map to :class:`Status`, then to typed exceptions. Waiting is not polling: a
+queued acquirer blocks on its own wake list, which a release pushes in the same script that
+hands it the container; the block is sliced (``waiter_ttl_s / 3``) only to keep the ticket
+alive, so a waiter that dies drops out of the queue by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
+from cinnamon_pool.errors import LeaseLost, LeaseNotOwned, PoolExhausted, PoolNotReady
+from cinnamon_pool.keys import EVENTS_CONSUMER_GROUP, PoolKeys
+from cinnamon_pool.lease.scripts import Op, Status, source
+from cinnamon_pool.model import (
+    ContainerRecord,
+    ContainerState,
+    LeaseInfo,
+    Outcome,
+    validate_container_name,
+    validate_test_run_id,
+    validate_ticket,
+    validate_token,
+)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who asks for a lease: recorded with it and shown in logs and ``status``."""
+
+    test_run_id: str
+    job_id: str = ""
+    worker: str = ""
+
+    def __post_init__(self) -> None:
+        validate_test_run_id(self.test_run_id)
+        for kind, value in (("job id", self.job_id), ("worker name", self.worker)):
+            if len(value) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise ValueError(f"invalid {kind} {value!r}: at most 200 printable characters")
+
+
+@dataclass(frozen=True)
+class Grant:
+    name: str
+    container_id: str
+    endpoint: str
+    host: str
+    slot: int
+    token: str
+    test_run_id: str
+    granted_ms: int
+    expires_ms: int
+    cap_ms: int
+
+    @classmethod
+    def from_reply(cls, raw: bytes | str) -> Grant:
+        data = json.loads(raw)
+        return cls(**{k: (int(data[k]) if k in _INT_FIELDS else str(data[k])) for k in _GRANT_FIELDS})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _GRANT_FIELDS}
+
+
+_GRANT_FIELDS = ("name", "container_id", "endpoint", "host", "slot", "token", "test_run_id", "granted_ms", "expires_ms", "cap_ms")
+_INT_FIELDS = {"slot", "granted_ms", "expires_ms", "cap_ms"}
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    """The whole pool read in one round trip (MULTI/EXEC)."""
+
+    epoch: str | None
+    containers: dict[str, ContainerRecord]
+    leases: dict[str, LeaseInfo]
+    free: list[str]
+    waiting: int
+    draining: bool
+    memory_mb: dict[str, float]
+    now_ms: int
+
+    def count(self, state: ContainerState) -> int:
+        return sum(1 for record in self.containers.values() if record.state is state)
+
+
+class LeaseStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        pool: str,
+        *,
+        lease_ttl_s: float = 30.0,
+        max_lease_s: float = 1800.0,
+        error_threshold: int = 3,
+        waiter_ttl_s: float = 10.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.redis = client
+        self.pool = pool
+        self.keys = PoolKeys(pool)
+        self.lease_ttl_s = lease_ttl_s
+        self.max_lease_s = max_lease_s
+        self.error_threshold = error_threshold
+        self.waiter_ttl_s = waiter_ttl_s
+        self.clock = clock
+        self._scripts = {op: client.register_script(source(op)) for op in Op}
+        k = self.keys
+        self._keys = [
+            k.meta, k.containers, k.free, k.leases, k.expiries, k.last_tokens, k.waiters,
+            k.waiter_deadlines, k.tickets, k.handoffs, k.wake_prefix, k.events, k.draining,
+        ]  # fmt: skip
+
+    def _run(self, op: Op, *args: Any) -> list[Any]:
+        reply = self._scripts[op](keys=self._keys, args=list(args))
+        return [_text(item) for item in reply] if isinstance(reply, list) else [reply]
+
+    # -- job side ------------------------------------------------------------------------
+    def acquire(self, holder: Holder, timeout_s: float = 60.0, *, wait: bool = True) -> Grant:
+        """Grant a container to ``holder``, waiting in FIFO order up to ``timeout_s``."""
+        ticket = secrets.token_hex(16)
+        request = json.dumps(
+            {
+                "test_run_id": holder.test_run_id,
+                "job_id": holder.job_id,
+                "worker": holder.worker,
+                "ttl_ms": int(self.lease_ttl_s * 1000),
+                "cap_ms": int(self.max_lease_s * 1000),
+                "random": secrets.token_hex(8),
+            }
+        )
+        started = self.clock.monotonic()
+        deadline = started + timeout_s
+        waiter_ttl_ms = int(self.waiter_ttl_s * 1000)
+        counts: dict[str, int] = {}
+        while True:
+            reply = self._run(Op.ACQUIRE, ticket, request, waiter_ttl_ms, "wait" if wait else "try")
+            status = Status(reply[0])
+            if status is Status.GRANTED:
+                return Grant.from_reply(reply[1])
+            if status is Status.WAIT:
+                counts = json.loads(reply[2])
+            elif status is Status.EXHAUSTED:
+                raise PoolExhausted(self.pool, self.clock.monotonic() - started, json.loads(reply[1]))
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                self.cancel(ticket)
+                if status is Status.NOT_READY:
+                    raise PoolNotReady(f"pool {self.pool!r} has no containers registered yet (is `cinnamon-pool supervise` running?)")
+                raise PoolExhausted(self.pool, self.clock.monotonic() - started, counts)
+            self.redis.blpop([self.keys.wake(ticket)], timeout=max(0.01, min(remaining, self.waiter_ttl_s / 3)))
+
+    def cancel(self, ticket: str) -> None:
+        self._run(Op.CANCEL, validate_ticket(ticket))
+
+    def renew(self, name: str, token: str) -> int:
+        """Extend the lease by its TTL; returns the new expiry (Redis ms). Raises if not ours."""
+        reply = self._run(Op.RENEW, validate_container_name(name), validate_token(token), int(self.lease_ttl_s * 1000))
+        _raise_rejection(name, reply)
+        return int(reply[1])
+
+    def release(self, name: str, token: str, outcome: Outcome = Outcome.OK, *, recycle: bool = False) -> str:
+        """End the lease; returns where the container went (available, handed, restarting) or noop."""
+        reply = self._run(
+            Op.RELEASE,
+            validate_container_name(name),
+            validate_token(token),
+            Outcome(outcome).value,
+            self.error_threshold,
+            "recycle" if recycle else "",
+        )
+        if reply[0] == Status.NOOP:
+            return "noop"
+        _raise_rejection(name, reply)
+        return str(reply[1])
+
+    # -- supervisor side -----------------------------------------------------------------
+    def register(self, record: ContainerRecord) -> str:
+        """Add or re-add a ready container; returns the pool's epoch."""
+        fields = record.to_json_dict()
+        reply = self._run(Op.REGISTER, json.dumps(fields), secrets.token_hex(8))
+        return str(reply[1])
+
+    def set_state(self, name: str, state: ContainerState, reason: str) -> str | None:
+        reply = self._run(Op.SET_STATE, validate_container_name(name), ContainerState(state).value, reason)
+        return None if reply[0] == Status.UNKNOWN else str(reply[1])
+
+    def deregister(self, name: str, reason: str) -> bool:
+        reply = self._run(Op.DEREGISTER, validate_container_name(name), reason)
+        return bool(int(reply[1]))
+
+    def reap(self) -> list[str]:
+        """End expired leases; returns the containers that must be recycled."""
+        return [str(name) for name in self._run(Op.REAP) if name]
+
+    def set_draining(self, draining: bool) -> None:
+        if draining:
+            self.redis.set(self.keys.draining, "1")
+        else:
+            self.redis.delete(self.keys.draining)
+
+    def record_memory(self, memory_mb: dict[str, float]) -> None:
+        """Publish the supervisor's latest memory readings (plain data, no lease decision)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self.keys.memory)
+        if memory_mb:
+            pipe.hset(self.keys.memory, mapping={name: f"{mb:.1f}" for name, mb in memory_mb.items()})
+        pipe.execute()
+
+    def snapshot(self) -> PoolSnapshot:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(self.keys.meta, "epoch")
+        pipe.hgetall(self.keys.containers)
+        pipe.hgetall(self.keys.leases)
+        pipe.zrange(self.keys.free, 0, -1)
+        pipe.zcard(self.keys.waiters)
+        pipe.exists(self.keys.draining)
+        pipe.hgetall(self.keys.memory)
+        pipe.time()
+        epoch, containers, leases, free, waiting, draining, memory, (seconds, micros) = pipe.execute()
+        return PoolSnapshot(
+            epoch=_text(epoch) if epoch else None,
+            containers={_text(k): ContainerRecord.from_json_dict(json.loads(v)) for k, v in containers.items()},
+            leases={_text(k): LeaseInfo.from_json_dict(_text(k), json.loads(v)) for k, v in leases.items()},
+            free=[_text(name) for name in free],
+            waiting=int(waiting),
+            draining=bool(draining),
+            memory_mb={_text(k): float(v) for k, v in memory.items()},
+            now_ms=int(seconds) * 1000 + int(micros) // 1000,
+        )
+
+    # -- event stream --------------------------------------------------------------------
+    def ensure_consumer_group(self) -> None:
+        try:
+            self.redis.xgroup_create(self.keys.events, EVENTS_CONSUMER_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    def read_events(self, consumer: str, count: int = 500, block_ms: int | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+        """Yield new events for this consumer; pending ones (read, never acknowledged) first."""
+        for start in ("0", ">"):
+            reply = self.redis.xreadgroup(
+                EVENTS_CONSUMER_GROUP, consumer, {self.keys.events: start}, count=count, block=block_ms if start == ">" else None
+            )
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    yield _text(entry_id), {_text(k): _text(v) for k, v in fields.items()}
+
+    def ack_events(self, entry_ids: Sequence[str]) -> None:
+        if entry_ids:
+            self.redis.xack(self.keys.events, EVENTS_CONSUMER_GROUP, *entry_ids)
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _raise_rejection(name: str, reply: list[Any]) -> None:
+    status = Status(reply[0])
+    if status is Status.LOST:
+        raise LeaseLost(name, str(reply[1]))
+    if status is Status.NOT_OWNER:
+        raise LeaseNotOwned(name, str(reply[1]))
+

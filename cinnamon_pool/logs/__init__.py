@@ -1,0 +1,1 @@
+"""Human-readable daily log files: the format (and its parser) and the writer."""

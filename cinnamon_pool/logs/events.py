@@ -1,0 +1,51 @@
+"""Lease events (from the Redis stream) and supervisor actions as log records. Pure."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+
+from cinnamon_pool.logs.format import LogKind, LogRecord
+
+
+def action_record(at: _dt.datetime, subject: str, action: str, details: list[tuple[str, str]], level: str = "INFO") -> LogRecord:
+    return LogRecord(at.replace(microsecond=0), level, subject, action, tuple(details))
+
+
+def event_record(fields: Mapping[str, str], memory_mb: Mapping[str, float], error_threshold: int) -> list[tuple[LogKind, LogRecord]]:
+    """The records one lease event produces (none for events operators need not read)."""
+    kind, name = fields.get("kind", ""), fields.get("name", "")
+    at = _dt.datetime.fromtimestamp(int(fields.get("at_ms", "0")) / 1000).replace(microsecond=0)
+    memory = memory_mb.get(name)
+    memory_detail = [("Memory Usage", f"{memory:.0f}MB")] if memory is not None else []
+
+    if kind == "granted":
+        details = [("Test Run", fields.get("test_run_id", ""))]
+        if fields.get("job_id"):
+            details.append(("Job", fields["job_id"]))
+        if fields.get("worker"):
+            details.append(("Worker", fields["worker"]))
+        details += memory_detail + [("Available Containers", fields.get("available", "?"))]
+        return [(LogKind.USAGE, LogRecord(at, "INFO", name, "ALLOCATED", tuple(details)))]
+
+    if kind == "released":
+        outcome = fields.get("outcome", "")
+        duration_s = int(fields.get("duration_ms", "0")) / 1000
+        errors = f"{fields.get('error_count', '0')}/{fields.get('threshold', error_threshold)}"
+        details = [("Test Run", fields.get("test_run_id", "")), ("Outcome", outcome), ("Duration", f"{duration_s:.2f}s")]
+        details += memory_detail + [("Consecutive Errors", errors)]
+        out = [(LogKind.USAGE, LogRecord(at, "INFO", name, "RELEASED", tuple(details)))]
+        if outcome == "infra_error":
+            error_details = (("Test Run", fields.get("test_run_id", "")), ("Error Type", "infra_error"), ("Consecutive Errors", errors))
+            out.append((LogKind.ERRORS, LogRecord(at, "ERROR", name, "ERROR_OCCURRED", error_details)))
+        return out
+
+    if kind == "revoked" and fields.get("reason") in {"expired", "hard cap"}:
+        details = (
+            ("Test Run", fields.get("test_run_id", "")),
+            ("Reason", fields.get("reason", "")),
+            ("Held For", f"{int(fields.get('duration_ms', '0')) / 1000:.2f}s"),
+        )
+        return [(LogKind.POOL, LogRecord(at, "WARN", name, "LEASE_EXPIRED", details))]
+
+    return []

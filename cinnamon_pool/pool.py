@@ -1,0 +1,126 @@
+"""``ContainerPool``: the pool as a Python object, for jobs and operators.
+
+    pool = ContainerPool.from_env(os.environ)
+    with pool.lease("test-run-123") as container:
+        ...                      # container.endpoint is yours alone until the block ends
+    print(pool.status())         # the dict `cinnamon-pool status --json` prints
+
+``lease()`` is what ``@with_container`` runs: acquire (fair queue), heartbeat, release with
+the outcome. It never talks to Docker.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import httpx2
+import redis
+from mcp.shared.exceptions import MCPError
+
+from cinnamon_pool.browser import ToolError
+from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.errors import LeaseError, LeaseLost
+from cinnamon_pool.lease.handle import ContainerLease
+from cinnamon_pool.lease.heartbeat import Heartbeat
+from cinnamon_pool.lease.store import Holder, LeaseStore
+from cinnamon_pool.model import ContainerState, Outcome
+
+INFRA_ERRORS: tuple[type[BaseException], ...] = (
+    LeaseLost,
+    MCPError,
+    httpx.TransportError,
+    httpx2.TransportError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def classify(error: BaseException) -> Outcome:
+    """``infra_error`` when the container (or the way to it) failed, else ``test_failed``."""
+    if isinstance(error, BaseExceptionGroup):
+        return Outcome.INFRA_ERROR if any(classify(e) is Outcome.INFRA_ERROR for e in error.exceptions) else Outcome.TEST_FAILED
+    if isinstance(error, INFRA_ERRORS) and not isinstance(error, ToolError):
+        return Outcome.INFRA_ERROR
+    cause = error.__cause__
+    return classify(cause) if cause is not None and cause is not error else Outcome.TEST_FAILED
+
+
+class ContainerPool:
+    def __init__(self, config: PoolConfig, *, client: redis.Redis | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.config = config
+        self.clock = clock
+        rules = config.rules
+        self.store = LeaseStore(
+            client or redis.Redis.from_url(config.redis.url, socket_timeout=30, health_check_interval=30),
+            config.pool.name,
+            lease_ttl_s=rules.lease_ttl_s,
+            max_lease_s=rules.max_lease_s,
+            error_threshold=rules.error_threshold,
+            clock=clock,
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], config_path: str | None = None) -> ContainerPool:
+        return cls(PoolConfig.load(config_path, environ))
+
+    @property
+    def name(self) -> str:
+        return self.config.pool.name
+
+    @contextmanager
+    def lease(self, test_run_id: str | None = None, *, job_id: str = "", worker: str = "", timeout_s: float = 300.0) -> Iterator[ContainerLease]:
+        """Hold a container for the block; released with the block's outcome, even on error."""
+        holder = Holder(test_run_id or job_id or f"local-{secrets.token_hex(6)}", job_id, worker)
+        grant = self.store.acquire(holder, timeout_s=timeout_s)
+        lease = ContainerLease.from_grant(self.name, grant.as_dict(), fence_after_s=self.store.lease_ttl_s * 2 / 3, clock=self.clock)
+        outcome = Outcome.OK
+        try:
+            with Heartbeat(self.store, lease):
+                yield lease
+        except BaseException as error:
+            outcome = classify(error)
+            raise
+        finally:
+            try:
+                self.store.release(lease.name, lease.token, lease.declared_outcome or outcome)
+            except LeaseError:
+                pass  # lost meanwhile: the supervisor recycles the container; nothing to give back
+
+    def status(self) -> dict[str, Any]:
+        """The pool as ``cinnamon-pool status --json`` prints it (the documented contract)."""
+        snapshot = self.store.snapshot()
+        containers = []
+        for name, record in sorted(snapshot.containers.items()):
+            lease = snapshot.leases.get(name)
+            containers.append(
+                {
+                    "name": name,
+                    "container_id": record.container_id,
+                    "state": record.state.value,
+                    "endpoint": record.endpoint,
+                    "test_run_id": lease.test_run_id if lease else None,
+                    "memory_mb": snapshot.memory_mb.get(name),
+                    "error_count": record.error_count,
+                    "restarts": record.restarts,
+                }
+            )
+        return {
+            "pool": self.name,
+            "total": len(snapshot.containers),
+            "available": len(snapshot.free),
+            "allocated": len(snapshot.leases),
+            "restarting": snapshot.count(ContainerState.RESTARTING) + snapshot.count(ContainerState.STARTING),
+            "unhealthy": snapshot.count(ContainerState.UNHEALTHY),
+            "waiting": snapshot.waiting,
+            "draining": snapshot.draining,
+            "containers": containers,
+        }
+
+    def drain(self, draining: bool = True) -> None:
+        """Stop (or resume) granting; released containers go to restart instead of the pool."""
+        self.store.set_draining(draining)

@@ -1,0 +1,89 @@
+"""The seam between the supervisor and a container engine.
+
+The supervisor talks to a :class:`ContainerRuntime`; only ``runtime/docker.py`` imports
+``docker``. Tests of the supervisor's decisions use ``tests/fakes.py``'s ``FakeRuntime``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cinnamon_pool.config import ContainerTemplate
+
+LABEL_POOL = "cinnamon.pool"
+LABEL_MANAGED = "cinnamon.managed"
+LABEL_SLOT = "cinnamon.slot"
+
+
+def pool_labels(pool: str, slot: int) -> dict[str, str]:
+    """The full label set of a pool container; the supervisor touches nothing without all of it."""
+    return {LABEL_POOL: pool, LABEL_MANAGED: "true", LABEL_SLOT: str(slot)}
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container to create: the template plus what differs per slot."""
+
+    pool: str
+    slot: int
+    docker_name: str
+    host_port: int | None
+    template: ContainerTemplate
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObservedContainer:
+    """A container as the engine reports it."""
+
+    container_id: str
+    docker_name: str
+    labels: dict[str, str]
+    status: str  # created, running, paused, restarting, removing, exited, dead
+    host_port: int | None = None
+    started_at: float = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def slot(self) -> int | None:
+        try:
+            return int(self.labels.get(LABEL_SLOT, ""))
+        except ValueError:
+            return None
+
+    def belongs_to(self, pool: str) -> bool:
+        """True only with the pool's full label set (a partial set is never ours to touch)."""
+        return (
+            self.labels.get(LABEL_POOL) == pool
+            and self.labels.get(LABEL_MANAGED) == "true"
+            and self.slot is not None
+        )
+
+
+class ContainerRuntime(Protocol):
+    host: str  # the engine's identity; container records name it so several hosts share a pool
+
+    def list(self, pool: str) -> list[ObservedContainer]:
+        """Every container carrying the pool's label, running or not (one call, no inspects)."""
+
+    def create(self, spec: ContainerSpec) -> ObservedContainer:
+        """Create and start; nothing is left behind when it fails."""
+
+    def remove(self, container_id: str) -> None: ...
+
+    def restart(self, container_id: str) -> ObservedContainer: ...
+
+    def memory_mb(self, container_id: str) -> float | None:
+        """Usage minus inactive file cache (what ``docker stats`` shows); None when unknown."""
+
+    def ensure_network(self, name: str) -> None: ...
+
+    def image_present(self, image: str) -> bool: ...
+
+    def watch_events(self, pool: str, wake: threading.Event, stop: threading.Event) -> None:
+        """Set ``wake`` on every container event of the pool until ``stop`` is set."""

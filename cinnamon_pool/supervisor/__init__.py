@@ -1,0 +1,1 @@
+"""The supervisor daemon: pure planning (reconcile) and the loop that applies it."""

@@ -1,10 +1,10 @@
 """cinnamon-pool: a pool of playwright-mcp containers lent to python-rq jobs, one job at a time.
 
-    from cinnamon_pool import with_container
+from cinnamon_pool import with_container
 
-    @with_container()
-    def check_login(url, *, container):
-        ...  # container.endpoint is the MCP URL of a container leased to this job alone
+@with_container()
+def check_login(url, *, container):
+    ...  # container.endpoint is the MCP URL of a container leased to this job alone
 """
 
 from cinnamon_pool.browser import Browser, mcp_session

@@ -15,7 +15,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from mcp import Client
@@ -96,10 +96,8 @@ class Browser:
         if self._requests is not None:
             self._loop.call_soon_threadsafe(self._requests.put_nowait, None)
         if self._session_done is not None:
-            try:
+            with suppress(BaseException):
                 self._session_done.result(timeout=self.timeout_s)
-            except BaseException:  # noqa: BLE001 - the session's own error was already raised to the caller
-                pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
@@ -114,7 +112,7 @@ class Browser:
                     name, arguments, result = request
                     try:
                         result.set_result(await session.call_tool(name, arguments))
-                    except Exception as error:  # noqa: BLE001 - handed to the calling thread
+                    except Exception as error:
                         result.set_exception(error)
         except BaseException as error:
             if not ready.done():

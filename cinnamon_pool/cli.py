@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cinnamon-pool {__version__}")
     parser.add_argument("--config", metavar="PATH", help="TOML configuration (default: $CINNAMON_CONFIG); CINNAMON_* variables win")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("supervise", help="run the supervisor daemon (keeps the pool right, writes the logs)").set_defaults(run=cmd_supervise)
+    commands.add_parser("supervise", help="run the supervisor daemon (keeps the pool right, writes the logs)").set_defaults(
+        run=cmd_supervise
+    )
     status = commands.add_parser("status", help="show the pool's containers and leases")
     status.add_argument("--json", action="store_true", help="print the documented JSON document")
     status.set_defaults(run=cmd_status)

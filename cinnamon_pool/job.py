@@ -24,6 +24,7 @@ from cinnamon_pool.pool import ContainerPool
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
 def _pool_for(config: PoolConfig) -> ContainerPool:
     rules = config.rules
     key = (config.redis.url, config.pool.name, rules.lease_ttl_s, rules.max_lease_s, rules.error_threshold)

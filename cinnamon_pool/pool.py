@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import httpx
@@ -73,7 +73,9 @@ class ContainerPool:
         return self.config.pool.name
 
     @contextmanager
-    def lease(self, test_run_id: str | None = None, *, job_id: str = "", worker: str = "", timeout_s: float = 300.0) -> Iterator[ContainerLease]:
+    def lease(
+        self, test_run_id: str | None = None, *, job_id: str = "", worker: str = "", timeout_s: float = 300.0
+    ) -> Iterator[ContainerLease]:
         """Hold a container for the block; released with the block's outcome, even on error."""
         holder = Holder(test_run_id or job_id or f"local-{secrets.token_hex(6)}", job_id, worker)
         grant = self.store.acquire(holder, timeout_s=timeout_s)
@@ -86,10 +88,9 @@ class ContainerPool:
             outcome = classify(error)
             raise
         finally:
-            try:
+            # A lease lost meanwhile has nothing to give back: the supervisor recycles the container.
+            with suppress(LeaseError):
                 self.store.release(lease.name, lease.token, lease.declared_outcome or outcome)
-            except LeaseError:
-                pass  # lost meanwhile: the supervisor recycles the container; nothing to give back
 
     def status(self) -> dict[str, Any]:
         """The pool as ``cinnamon-pool status --json`` prints it (the documented contract)."""

@@ -62,8 +62,9 @@ class Grant:
 
     @classmethod
     def from_reply(cls, raw: bytes | str) -> Grant:
-        data = json.loads(raw)
-        return cls(**{k: (int(data[k]) if k in _INT_FIELDS else str(data[k])) for k in _GRANT_FIELDS})
+        data: dict[str, Any] = json.loads(raw)
+        values: dict[str, Any] = {k: (int(data[k]) if k in _INT_FIELDS else str(data[k])) for k in _GRANT_FIELDS}
+        return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _GRANT_FIELDS}
@@ -246,7 +247,7 @@ class LeaseStore:
     def read_events(self, consumer: str, count: int = 500, block_ms: int | None = None) -> Iterator[tuple[str, dict[str, str]]]:
         """Yield new events for this consumer; pending ones (read, never acknowledged) first."""
         for start in ("0", ">"):
-            reply = self.redis.xreadgroup(
+            reply: Any = self.redis.xreadgroup(
                 EVENTS_CONSUMER_GROUP, consumer, {self.keys.events: start}, count=count, block=block_ms if start == ">" else None
             )
             for _stream, entries in reply or []:
@@ -268,4 +269,3 @@ def _raise_rejection(name: str, reply: list[Any]) -> None:
         raise LeaseLost(name, str(reply[1]))
     if status is Status.NOT_OWNER:
         raise LeaseNotOwned(name, str(reply[1]))
-

@@ -25,7 +25,7 @@ def event_record(fields: Mapping[str, str], memory_mb: Mapping[str, float], erro
             details.append(("Job", fields["job_id"]))
         if fields.get("worker"):
             details.append(("Worker", fields["worker"]))
-        details += memory_detail + [("Available Containers", fields.get("available", "?"))]
+        details += [*memory_detail, ("Available Containers", fields.get("available", "?"))]
         return [(LogKind.USAGE, LogRecord(at, "INFO", name, "ALLOCATED", tuple(details)))]
 
     if kind == "released":
@@ -33,7 +33,7 @@ def event_record(fields: Mapping[str, str], memory_mb: Mapping[str, float], erro
         duration_s = int(fields.get("duration_ms", "0")) / 1000
         errors = f"{fields.get('error_count', '0')}/{fields.get('threshold', error_threshold)}"
         details = [("Test Run", fields.get("test_run_id", "")), ("Outcome", outcome), ("Duration", f"{duration_s:.2f}s")]
-        details += memory_detail + [("Consecutive Errors", errors)]
+        details += [*memory_detail, ("Consecutive Errors", errors)]
         out = [(LogKind.USAGE, LogRecord(at, "INFO", name, "RELEASED", tuple(details)))]
         if outcome == "infra_error":
             error_details = (("Test Run", fields.get("test_run_id", "")), ("Error Type", "infra_error"), ("Consecutive Errors", errors))
@@ -41,11 +41,8 @@ def event_record(fields: Mapping[str, str], memory_mb: Mapping[str, float], erro
         return out
 
     if kind == "revoked" and fields.get("reason") in {"expired", "hard cap"}:
-        details = (
-            ("Test Run", fields.get("test_run_id", "")),
-            ("Reason", fields.get("reason", "")),
-            ("Held For", f"{int(fields.get('duration_ms', '0')) / 1000:.2f}s"),
-        )
-        return [(LogKind.POOL, LogRecord(at, "WARN", name, "LEASE_EXPIRED", details))]
+        held_s = int(fields.get("duration_ms", "0")) / 1000
+        expired = (("Test Run", fields.get("test_run_id", "")), ("Reason", fields.get("reason", "")), ("Held For", f"{held_s:.2f}s"))
+        return [(LogKind.POOL, LogRecord(at, "WARN", name, "LEASE_EXPIRED", expired))]
 
     return []

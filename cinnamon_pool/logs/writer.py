@@ -21,7 +21,9 @@ from cinnamon_pool.logs.format import LogKind, LogRecord, render
 
 
 class DailyLogWriter:
-    def __init__(self, root: str | Path, *, clock: Clock = SYSTEM_CLOCK, stderr: TextIO | None = None, report_every_s: float = 60.0) -> None:
+    def __init__(
+        self, root: str | Path, *, clock: Clock = SYSTEM_CLOCK, stderr: TextIO | None = None, report_every_s: float = 60.0
+    ) -> None:
         self.root = Path(root)
         self.clock = clock
         self.stderr = stderr or sys.stderr

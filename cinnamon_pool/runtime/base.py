@@ -58,11 +58,7 @@ class ObservedContainer:
 
     def belongs_to(self, pool: str) -> bool:
         """True only with the pool's full label set (a partial set is never ours to touch)."""
-        return (
-            self.labels.get(LABEL_POOL) == pool
-            and self.labels.get(LABEL_MANAGED) == "true"
-            and self.slot is not None
-        )
+        return self.labels.get(LABEL_POOL) == pool and self.labels.get(LABEL_MANAGED) == "true" and self.slot is not None
 
 
 class ContainerRuntime(Protocol):

@@ -221,4 +221,4 @@ def _parse_docker_time(text: str) -> float:
     if not match:
         return 0.0
     fraction = float(match.group(2) or 0)
-    return _dt.datetime.fromisoformat(match.group(1)).replace(tzinfo=_dt.timezone.utc).timestamp() + fraction
+    return _dt.datetime.fromisoformat(match.group(1)).replace(tzinfo=_dt.UTC).timestamp() + fraction

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -16,7 +17,7 @@ import redis
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import CinnamonError, ImageMissing, RuntimeUnavailable
-from cinnamon_pool.health import readiness
+from cinnamon_pool.health import ProbeResult, readiness
 from cinnamon_pool.lease.store import LeaseStore, PoolSnapshot
 from cinnamon_pool.logs.events import action_record, event_record
 from cinnamon_pool.logs.format import LogKind
@@ -47,12 +48,22 @@ class TickReport:
 
 
 class Supervisor:
-    def __init__(self, config: PoolConfig, store: LeaseStore, runtime: ContainerRuntime, writer: DailyLogWriter, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        config: PoolConfig,
+        store: LeaseStore,
+        runtime: ContainerRuntime,
+        writer: DailyLogWriter,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        probe: Callable[[str, float], ProbeResult] = readiness,
+    ) -> None:
         self.config = config
         self.store = store
         self.runtime = runtime
         self.writer = writer
         self.clock = clock
+        self.probe = probe
         self.pool = config.pool.name
         self.size = config.pool.initial_size
         self.wake = threading.Event()
@@ -97,7 +108,7 @@ class Supervisor:
         ready: dict[str, bool] = {}
         base = Observation(self.pool, self.runtime.host, containers, records, {}, self.size)
         for container in needs_probe(base):
-            ready[container.container_id] = readiness(self._endpoint(container), self.config.rules.health_timeout_s).ok
+            ready[container.container_id] = self.probe(self._endpoint(container), self.config.rules.health_timeout_s).ok
         memory: dict[str, float] = {}
         by_id = {c.container_id: c for c in containers if c.running}
         for name, record in records.items():
@@ -112,7 +123,13 @@ class Supervisor:
     def _check_epoch(self, snapshot: PoolSnapshot, containers: list[ObservedContainer]) -> None:
         """Redis lost the pool's state: every container may hold a job's leftovers, so recycle all."""
         if self.epoch is not None and snapshot.epoch != self.epoch:
-            self._log(LogKind.ERRORS, "pool", "ERROR_OCCURRED", [("Error", "redis lost the pool state (epoch changed)"), ("Action", "recycling every container")], level="ERROR")
+            self._log(
+                LogKind.ERRORS,
+                "pool",
+                "ERROR_OCCURRED",
+                [("Error", "redis lost the pool state (epoch changed)"), ("Action", "recycling every container")],
+                level="ERROR",
+            )
             for container in containers:
                 if container.running and container.belongs_to(self.pool):
                     self.runtime.restart(container.container_id)
@@ -124,7 +141,13 @@ class Supervisor:
             self._create(action.slot)
         elif isinstance(action, Replace):
             self.runtime.remove(action.container_id)
-            self._log(LogKind.POOL, container_name(action.slot), "CONTAINER_REPLACED", [("Reason", action.reason), ("Old Container", action.container_id[:12])], level="WARN")
+            self._log(
+                LogKind.POOL,
+                container_name(action.slot),
+                "CONTAINER_REPLACED",
+                [("Reason", action.reason), ("Old Container", action.container_id[:12])],
+                level="WARN",
+            )
             self._create(action.slot)
         elif isinstance(action, Register):
             self._register(action)
@@ -138,7 +161,9 @@ class Supervisor:
             self.store.deregister(action.name, action.reason)
         elif isinstance(action, RemoveOrphan):
             self.runtime.remove(action.container_id)
-            self._log(LogKind.POOL, "pool", "ORPHAN_REMOVED", [("Container", action.container_id[:12]), ("Reason", action.reason)], level="WARN")
+            self._log(
+                LogKind.POOL, "pool", "ORPHAN_REMOVED", [("Container", action.container_id[:12]), ("Reason", action.reason)], level="WARN"
+            )
 
     def _create(self, slot: int) -> None:
         template = self.config.container
@@ -206,6 +231,14 @@ class Supervisor:
         if self._last_error is not None and self._last_error[0] == message and now - self._last_error[1] < 60:
             return
         self._last_error = (message, now)
-        kind = "image missing" if isinstance(error, ImageMissing) else "docker" if isinstance(error, RuntimeUnavailable) else "redis" if isinstance(error, redis.RedisError) else "pool"
+        kind = (
+            "image missing"
+            if isinstance(error, ImageMissing)
+            else "docker"
+            if isinstance(error, RuntimeUnavailable)
+            else "redis"
+            if isinstance(error, redis.RedisError)
+            else "pool"
+        )
         self._log(LogKind.ERRORS, "pool", "ERROR_OCCURRED", [("Error Type", kind), ("Error", message)], level="ERROR")
         print(f"cinnamon-pool supervise: {kind}: {message}", file=sys.stderr)

@@ -1,0 +1,151 @@
+"""Shared fixtures: a real redis-server per session, fakeredis, the real Docker engine.
+
+Every container and network a test creates carries labels naming the test session and is
+removed when the test ends, pass or fail.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+
+from cinnamon_pool.config import PoolConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_IMAGE = "cinnamon-pool/fake-mcp:test"
+PLAYWRIGHT_IMAGE = "cinnamon-pool/playwright-mcp:local"
+SESSION = secrets.token_hex(4)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on loopback for this test session; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run `make services` (installs Debian's redis-server)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("redis-server did not answer within 5 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def real_redis(redis_server: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fake_redis() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def pool_name() -> str:
+    return f"t{SESSION}{secrets.token_hex(3)}"
+
+
+_next_port_block = iter(range(3100, 3999, 10))
+
+
+def test_config(pool_name: str, redis_url: str, *, image: str = FAKE_IMAGE, size: int = 2, network: str, **rules: float) -> PoolConfig:
+    """A pool configuration for tests: its own pool name, network and block of host ports."""
+    low = next(_next_port_block)
+    return PoolConfig.from_tables(
+        {
+            "redis": {"url": redis_url},
+            "pool": {"name": pool_name, "min_size": min(size, 1), "max_size": max(size, 2), "initial_size": size},
+            "container": {"image": image, "volumes": ["/usr:/usr:ro"], "network": network, "host_port_range": f"{low}-{low + 9}"},
+            "rules": {"tick_s": 0.5, **rules},
+        }
+    )
+
+
+test_config.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[object]:
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception as error:
+        pytest.fail(f"no Docker engine answers ({error}): run `make services` (installs docker.io, starts dockerd)")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def test_network(docker_client: object) -> Iterator[str]:
+    """One labelled bridge network for the session's pools; removed at the end."""
+    name = f"cinnamon-test-{SESSION}"
+    docker_client.networks.create(name, driver="bridge", labels={"cinnamon.test": SESSION})  # type: ignore[attr-defined]
+    yield name
+    for network in docker_client.networks.list(names=[name]):  # type: ignore[attr-defined]
+        network.remove()
+
+
+def _require_image(docker_client: object, image: str) -> None:
+    try:
+        docker_client.images.get(image)  # type: ignore[attr-defined]
+    except Exception:
+        pytest.fail(f"image {image} is missing: run `make images`")
+
+
+@pytest.fixture
+def fake_image(docker_client: object) -> str:
+    _require_image(docker_client, FAKE_IMAGE)
+    return FAKE_IMAGE
+
+
+@pytest.fixture
+def playwright_image(docker_client: object) -> str:
+    _require_image(docker_client, PLAYWRIGHT_IMAGE)
+    return PLAYWRIGHT_IMAGE
+
+
+@pytest.fixture
+def pool_cleanup(docker_client: object, pool_name: str) -> Iterator[str]:
+    """Remove every container of this test's pool when the test ends, pass or fail."""
+    yield pool_name
+    for container in docker_client.containers.list(all=True, filters={"label": f"cinnamon.pool={pool_name}"}):  # type: ignore[attr-defined]
+        container.remove(force=True)
+
+
+def pytest_report_header() -> str:
+    return f"cinnamon-pool test session {SESSION}: containers labelled cinnamon.pool=t{SESSION}*"

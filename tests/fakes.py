@@ -1,0 +1,68 @@
+"""Hand-written fakes for unit tests of the supervisor's decisions (no Docker, no sleeps)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+from cinnamon_pool.errors import ImageMissing
+from cinnamon_pool.runtime.base import ContainerSpec, ObservedContainer
+
+
+class FakeRuntime:
+    """An in-memory container engine that records every call it gets."""
+
+    def __init__(self, host: str = "fake-host") -> None:
+        self.host = host
+        self.containers: dict[str, ObservedContainer] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.images = {"cinnamon-pool/fake-mcp:test"}
+        self.memory: dict[str, float] = {}
+        self._ids = itertools.count(1)
+
+    def list(self, pool: str) -> list[ObservedContainer]:
+        self.calls.append(("list", pool))
+        return [c for c in self.containers.values() if c.labels.get("cinnamon.pool") == pool]
+
+    def create(self, spec: ContainerSpec) -> ObservedContainer:
+        self.calls.append(("create", spec.docker_name))
+        if spec.template.image not in self.images:
+            raise ImageMissing(spec.template.image, "not present (fake)")
+        container_id = f"{next(self._ids):064x}"
+        container = ObservedContainer(
+            container_id, spec.docker_name, dict(spec.labels), "running", spec.host_port, float(len(self.containers))
+        )
+        self.containers[container_id] = container
+        return container
+
+    def remove(self, container_id: str) -> None:
+        self.calls.append(("remove", container_id))
+        self.containers.pop(container_id, None)
+
+    def restart(self, container_id: str) -> ObservedContainer:
+        self.calls.append(("restart", container_id))
+        return self.containers[container_id]
+
+    def memory_mb(self, container_id: str) -> float | None:
+        return self.memory.get(container_id)
+
+    def ensure_network(self, name: str) -> None:
+        self.calls.append(("ensure_network", name))
+
+    def image_present(self, image: str) -> bool:
+        return image in self.images
+
+    def watch_events(self, pool: str, wake: threading.Event, stop: threading.Event) -> None:
+        stop.wait()
+
+    # -- test helpers --------------------------------------------------------------------
+    def exit(self, container_id: str, status: str = "exited") -> None:
+        old = self.containers[container_id]
+        self.containers[container_id] = ObservedContainer(
+            old.container_id, old.docker_name, old.labels, status, old.host_port, old.started_at
+        )
+
+    def add_foreign(self, labels: dict[str, str]) -> str:
+        container_id = f"{next(self._ids):064x}"
+        self.containers[container_id] = ObservedContainer(container_id, f"foreign-{container_id[-4:]}", labels, "running")
+        return container_id

@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+
+from cinnamon_pool.config import DEFAULT_COMMAND, PoolConfig
+from cinnamon_pool.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pool.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_match_the_design_contract() -> None:
+    config = PoolConfig.load(None, {})
+    assert config.redis.url == "redis://127.0.0.1:6379/0"
+    assert (config.pool.name, config.pool.min_size, config.pool.max_size, config.pool.initial_size) == ("default", 2, 10, 2)
+    assert config.container.image == "mcr.microsoft.com/playwright/mcp:latest"
+    assert config.container.command == DEFAULT_COMMAND
+    assert config.container.memory_bytes == 512 * 1024**2
+    assert config.container.host_ports == range(3000, 4000)
+    assert (config.rules.max_memory_mb, config.rules.error_threshold, config.rules.lease_ttl_s) == (400, 3, 30.0)
+
+
+def test_file_then_environment_and_the_environment_wins(tmp_path: Path) -> None:
+    path = write(tmp_path, '[pool]\nname = "qa"\nmax_size = 6\n[container]\nimage = "from-file"\nenv = {A = "1"}\n')
+    config = PoolConfig.load(None, {"CINNAMON_CONFIG": str(path), "CINNAMON_IMAGE": "from-env", "CINNAMON_MAX_SIZE": "8"})
+    assert config.pool.name == "qa"
+    assert config.container.image == "from-env"
+    assert config.pool.max_size == 8
+    assert dict(config.container.env) == {"A": "1"}
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value"),
+    [
+        ("[pool]\nmax_sise = 3\n", "pool.max_sise", 3),
+        ("[pool]\nmin_size = 5\nmax_size = 3\ninitial_size = 3\n", "pool.min_size", 5),
+        ('[container]\nmemory = "lots"\n', "container.memory", "lots"),
+        ('[container]\nhost_port_range = "4000-3000"\n', "container.host_port_range", "4000-3000"),
+        ('[container]\nvolumes = ["relative"]\n', "container.volumes", "relative"),
+        ("[rules]\nerror_threshold = 0\n", "rules.error_threshold", 0),
+        ('[rules]\nlease_ttl_s = "30"\n', "rules.lease_ttl_s", "30"),
+        ("[nonsense]\nx = 1\n", "nonsense", {"x": 1}),
+        ('[pool]\nname = "a:b{c}"\n', None, "a:b{c}"),
+    ],
+)
+def test_bad_configuration_names_the_key_and_the_value(tmp_path: Path, text: str, key: str | None, value: object) -> None:
+    with pytest.raises((ConfigError, ValueError)) as caught:
+        PoolConfig.load(write(tmp_path, text), {})
+    message = str(caught.value)
+    assert repr(value) in message, f"the message should show the bad value {value!r}: {message}"
+    if key is not None:
+        assert isinstance(caught.value, ConfigError) and caught.value.key == key, message
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="CINNAMON_MIN_SIZE='two'"):
+        PoolConfig.load(None, {"CINNAMON_MIN_SIZE": "two"})
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        PoolConfig.load(tmp_path / "nope.toml", {})
+
+
+def test_the_shipped_local_config_is_valid() -> None:
+    root = Path(__file__).resolve().parents[2]
+    config = PoolConfig.load(root / "compose" / "pool.local.toml", {})
+    assert config.container.image == "cinnamon-pool/playwright-mcp:local"
+    assert "/usr:/usr:ro" in config.container.volumes

@@ -1,0 +1,63 @@
+"""Imports point down the layers of STYLE.md; only the Docker adapter imports docker."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "cinnamon_pool"
+LAYERS = {
+    1: ["errors", "clock", "model", "config", "keys", "logs.format", "lease.scripts", "runtime.base"],
+    2: ["supervisor.reconcile", "logs.events"],
+    3: ["lease.store", "lease.handle", "lease.heartbeat", "runtime.docker", "health", "logs.writer", "browser"],
+    4: ["pool", "job", "supervisor.loop"],
+    5: ["cli"],
+}
+LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
+PURE = {"supervisor.reconcile", "logs.events", "logs.format", "model", "keys", "config", "runtime.base"}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).with_suffix("")
+        if relative.name == "__init__":
+            continue
+        found[".".join(relative.parts)] = path
+    return found
+
+
+def imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_every_module_has_a_layer() -> None:
+    assert set(modules()) == set(LAYER_OF), "add new modules to LAYERS in this test"
+
+
+def test_imports_point_downward() -> None:
+    upward = []
+    for module, path in modules().items():
+        for name in imports(path):
+            if name.startswith("cinnamon_pool."):
+                target = name.removeprefix("cinnamon_pool.")
+                if target in LAYER_OF and LAYER_OF[target] > LAYER_OF[module]:
+                    upward.append(f"{module} (layer {LAYER_OF[module]}) imports {target} (layer {LAYER_OF[target]})")
+    assert upward == []
+
+
+def test_pure_modules_import_no_io_library() -> None:
+    io_libraries = {"redis", "docker", "loguru", "httpx", "httpx2", "mcp", "requests", "rq"}
+    offenders = [(m, n) for m in PURE for n in imports(modules()[m]) if n.split(".")[0] in io_libraries]
+    assert offenders == []
+
+
+def test_only_the_docker_adapter_imports_docker() -> None:
+    importers = sorted(m for m, p in modules().items() if any(n.split(".")[0] == "docker" for n in imports(p)))
+    assert importers == ["runtime.docker"]

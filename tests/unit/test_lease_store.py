@@ -1,0 +1,129 @@
+"""The lease scripts through fakeredis (fast); tests/integration repeats them on a real server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from cinnamon_pool.errors import LeaseLost, LeaseNotOwned, PoolExhausted, PoolNotReady
+from cinnamon_pool.lease.scripts import Op
+from cinnamon_pool.lease.store import Holder, LeaseStore
+from cinnamon_pool.model import ContainerState, Outcome
+from tests.lease_helpers import dump_state, record, store_with
+
+
+@pytest.fixture(params=["fakeredis", pytest.param("redis-server", marks=pytest.mark.redis)])
+def client(request: pytest.FixtureRequest) -> redis.Redis:
+    fixture = "fake_redis" if request.param == "fakeredis" else "real_redis"
+    return request.getfixturevalue(fixture)  # type: ignore[no-any-return]
+
+
+def test_grant_is_exclusive_and_carries_a_fencing_token(client: redis.Redis) -> None:
+    store = store_with(client, 2)
+    first = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    second = store.acquire(Holder("run-2"), timeout_s=0, wait=False)
+    assert first.name != second.name
+    epoch = store.snapshot().epoch
+    assert first.token.split(":")[0] == epoch and second.token.split(":")[0] == epoch
+    assert int(second.token.split(":")[1]) > int(first.token.split(":")[1]), "generations must increase"
+    with pytest.raises(PoolExhausted) as caught:
+        store.acquire(Holder("run-3"), timeout_s=0, wait=False)
+    assert "available=0" in str(caught.value) and "total=2" in str(caught.value)
+
+
+def test_release_frees_the_container_and_a_second_release_is_a_noop(client: redis.Redis) -> None:
+    store = store_with(client, 1)
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    assert store.release(grant.name, grant.token) == "available"
+    before = dump_state(client, "unit")
+    assert store.release(grant.name, grant.token) == "noop"
+    assert dump_state(client, "unit") == before, "a second release must change nothing"
+    again = store.acquire(Holder("run-2"), timeout_s=0, wait=False)
+    assert again.name == grant.name and again.token != grant.token
+
+
+def test_a_forged_token_is_rejected_and_changes_nothing(client: redis.Redis) -> None:
+    store = store_with(client, 1)
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    epoch, generation, _ = grant.token.split(":")
+    forged = f"{epoch}:{generation}:{'0' * 16}"
+    before = dump_state(client, "unit")
+    with pytest.raises(LeaseNotOwned):
+        store.release(grant.name, forged)
+    with pytest.raises(LeaseNotOwned):
+        store.renew(grant.name, forged)
+    with pytest.raises(LeaseLost, match="epoch"):
+        store.renew(grant.name, f"{'f' * 16}:{generation}:{'0' * 16}")
+    assert dump_state(client, "unit") == before, "a rejected operation must leave the keys byte-identical"
+    assert store.renew(grant.name, grant.token) > 0
+
+
+def test_renew_extends_the_lease_for_the_current_token(client: redis.Redis) -> None:
+    store = store_with(client, 1, lease_ttl_s=30)
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    expires = store.renew(grant.name, grant.token)
+    assert grant.expires_ms <= expires <= grant.cap_ms
+
+
+def test_acquire_before_any_container_is_registered_says_so(client: redis.Redis) -> None:
+    store = LeaseStore(client, "empty")
+    with pytest.raises(PoolNotReady, match="supervise"):
+        store.acquire(Holder("run-1"), timeout_s=0)
+
+
+def test_infra_errors_count_and_the_threshold_sends_the_container_to_restart(client: redis.Redis) -> None:
+    store = store_with(client, 1, error_threshold=3)
+    outcomes = [Outcome.INFRA_ERROR, Outcome.TEST_FAILED, Outcome.INFRA_ERROR, Outcome.OK, Outcome.INFRA_ERROR, Outcome.INFRA_ERROR]
+    counts = []
+    for outcome in outcomes:
+        grant = store.acquire(Holder("run"), timeout_s=0, wait=False)
+        store.release(grant.name, grant.token, outcome)
+        counts.append(store.snapshot().containers[grant.name].error_count)
+    assert counts == [1, 1, 2, 0, 1, 2], "test failures must not count; success must reset"
+    grant = store.acquire(Holder("run"), timeout_s=0, wait=False)
+    assert store.release(grant.name, grant.token, Outcome.INFRA_ERROR) == "restarting"
+    assert store.snapshot().containers[grant.name].state is ContainerState.RESTARTING
+    with pytest.raises(PoolExhausted):
+        store.acquire(Holder("run"), timeout_s=0, wait=False)
+
+
+def test_a_release_hands_the_container_to_the_oldest_waiter(client: redis.Redis) -> None:
+    store = store_with(client, 1)
+    holder = store.acquire(Holder("holder"), timeout_s=0, wait=False)
+    tickets = ["a" * 32, "b" * 32]
+    for ticket, run in zip(tickets, ["first", "second"], strict=True):
+        reply = store._run(store_op("acquire"), ticket, _request(run), 10_000, "wait")
+        assert reply[0] == "WAIT"
+    assert store.snapshot().waiting == 2
+    assert store.release(holder.name, holder.token) == "handed"
+    assert client.lpop(store.keys.wake(tickets[0])) == b"1", "the oldest waiter must be woken"
+    assert client.lpop(store.keys.wake(tickets[1])) is None, "only the oldest waiter is woken"
+    reply = store._run(store_op("acquire"), tickets[0], _request("first"), 10_000, "wait")
+    assert reply[0] == "GRANTED" and '"test_run_id":"first"' in reply[1]
+
+
+def test_deregister_revokes_the_lease_and_its_holder_learns_on_renewal(client: redis.Redis) -> None:
+    store = store_with(client, 1)
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    assert store.deregister(grant.name, "container vanished")
+    with pytest.raises(LeaseLost):
+        store.renew(grant.name, grant.token)
+    assert store.snapshot().containers == {}
+
+
+def test_re_registering_a_name_keeps_its_state_until_offered(client: redis.Redis) -> None:
+    store = store_with(client, 1)
+    store.set_state("container-001", ContainerState.STARTING, "restart")
+    assert store.snapshot().free == []
+    store.register(record(1))
+    assert store.snapshot().free == ["container-001"]
+
+
+def store_op(name: str) -> Op:
+    return Op(name)
+
+
+def _request(run: str) -> str:
+    return json.dumps({"test_run_id": run, "job_id": "", "worker": "", "ttl_ms": 30000, "cap_ms": 1800000, "random": "0" * 16})

@@ -1,0 +1,98 @@
+"""The supervisor loop against a fake runtime and fakeredis: what it decides and records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fakeredis
+
+from cinnamon_pool.clock import ManualClock
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.health import ProbeResult
+from cinnamon_pool.lease.store import Holder, LeaseStore
+from cinnamon_pool.logs.format import parse
+from cinnamon_pool.logs.writer import DailyLogWriter
+from cinnamon_pool.model import ContainerState, Outcome
+from cinnamon_pool.supervisor.loop import Supervisor
+from tests.fakes import FakeRuntime
+
+
+def make(tmp_path: Path, image: str = "cinnamon-pool/fake-mcp:test", ready: bool = True) -> tuple[Supervisor, FakeRuntime, LeaseStore]:
+    config = PoolConfig.from_tables({"pool": {"name": "qa", "initial_size": 2}, "container": {"image": image}})
+    store = LeaseStore(fakeredis.FakeRedis(), "qa")
+    runtime = FakeRuntime()
+    clock = ManualClock()
+    supervisor = Supervisor(
+        config, store, runtime, DailyLogWriter(tmp_path, clock=clock), clock=clock, probe=lambda url, timeout: ProbeResult(ready, 0.01)
+    )
+    return supervisor, runtime, store
+
+
+def records(tmp_path: Path, kind: str) -> list[str]:
+    files = sorted((tmp_path / "containers").glob(f"container-{kind}-*.log"))
+    return [r.action for f in files for r in parse(f.read_text().splitlines(keepends=True))]
+
+
+def test_first_ticks_start_and_register_initial_size(tmp_path: Path) -> None:
+    supervisor, runtime, store = make(tmp_path)
+    report = supervisor.tick()
+    assert [c for c in runtime.calls if c[0] == "create"] == [
+        ("create", "cinnamon-qa-container-001"),
+        ("create", "cinnamon-qa-container-002"),
+    ]
+    assert report.pending, "a tick that created containers must ask for a fast next tick"
+    supervisor.tick()
+    snapshot = store.snapshot()
+    assert sorted(snapshot.free) == ["container-001", "container-002"]
+    assert {r.endpoint for r in snapshot.containers.values()} == {"http://127.0.0.1:3000/mcp", "http://127.0.0.1:3001/mcp"}
+    assert records(tmp_path, "pool") == ["CONTAINER_STARTED", "CONTAINER_STARTED"]
+
+
+def test_an_exited_container_is_replaced_and_its_lease_revoked(tmp_path: Path) -> None:
+    supervisor, runtime, store = make(tmp_path)
+    supervisor.tick(), supervisor.tick()
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    runtime.exit(grant.container_id)
+    supervisor.tick()
+    assert grant.container_id not in runtime.containers
+    assert grant.name not in store.snapshot().leases, "the vanished container's lease must be freed"
+    supervisor.tick()
+    assert store.snapshot().containers[grant.name].container_id != grant.container_id
+    assert "CONTAINER_REPLACED" in records(tmp_path, "pool")
+
+
+def test_lease_events_become_usage_records(tmp_path: Path) -> None:
+    supervisor, _runtime, store = make(tmp_path)
+    supervisor.tick(), supervisor.tick()
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    store.release(grant.name, grant.token, Outcome.INFRA_ERROR)
+    supervisor.tick()
+    assert records(tmp_path, "usage") == ["ALLOCATED", "RELEASED"]
+    assert records(tmp_path, "errors") == ["ERROR_OCCURRED"]
+    supervisor.tick()
+    assert records(tmp_path, "usage") == ["ALLOCATED", "RELEASED"], "events must be written once"
+
+
+def test_error_threshold_leads_to_a_restart_in_place(tmp_path: Path) -> None:
+    supervisor, runtime, store = make(tmp_path)
+    supervisor.tick(), supervisor.tick()
+    for _ in range(6):  # grants alternate between the two containers (oldest free first)
+        grant = store.acquire(Holder("run"), timeout_s=0, wait=False)
+        store.release(grant.name, grant.token, Outcome.INFRA_ERROR)
+        if store.snapshot().containers[grant.name].state is ContainerState.RESTARTING:
+            break
+    supervisor.tick()
+    assert ("restart", grant.container_id) in runtime.calls
+    supervisor.tick()
+    recycled = store.snapshot().containers[grant.name]
+    assert recycled.state is ContainerState.AVAILABLE and recycled.error_count == 0 and recycled.restarts == 1
+    assert "CONTAINER_RESTART" in records(tmp_path, "pool")
+
+
+def test_a_missing_image_creates_nothing_and_reports_once(tmp_path: Path, capsys: object) -> None:
+    supervisor, runtime, _store = make(tmp_path, image="nowhere/missing:1")
+    for _ in range(5):
+        report = supervisor.tick()
+        assert report.error is not None and "nowhere/missing:1" in report.error
+    assert runtime.containers == {}
+    assert records(tmp_path, "errors") == ["ERROR_OCCURRED"], "one error record per backoff period, not one per tick"

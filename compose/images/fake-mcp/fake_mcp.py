@@ -202,7 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8931)
     parser.add_argument("--host", default="0.0.0.0")
-    args = parser.parse_args()
+    args, _ignored = parser.parse_known_args()  # accepts playwright-mcp's arguments as a stand-in
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     sys.stderr.write(f"fake-mcp: listening on {args.host}:{args.port} (mode {STATE.mode})\n")

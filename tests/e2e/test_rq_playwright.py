@@ -1,0 +1,108 @@
+"""End to end: real `rq worker` processes (the forking worker) run jobs that drive the real
+playwright-mcp in containers leased from a pool kept by a real `cinnamon-pool supervise`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.logs.format import parse
+from cinnamon_pool.pool import ContainerPool
+from tests.conftest import ROOT, test_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.redis]
+BIN = Path(sys.executable).parent
+
+
+def write_config(config: PoolConfig, path: Path, logs: Path) -> Path:
+    c = config.container
+    path.write_text(
+        f'[redis]\nurl = "{config.redis.url}"\n'
+        f'[pool]\nname = "{config.pool.name}"\nmin_size = 2\nmax_size = 2\ninitial_size = 2\n'
+        f'[container]\nimage = "{c.image}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{c.network}"\nhost_port_range = "{c.host_port_range}"\n'
+        f"[rules]\ntick_s = 0.5\n"
+        f'[logs]\ndir = "{logs}"\n'
+    )
+    return path
+
+
+@pytest.fixture
+def supervised_pool(
+    real_redis: redis.Redis, redis_server: str, pool_cleanup: str, test_network: str, playwright_image: str, tmp_path: Path
+) -> Iterator[tuple[PoolConfig, dict[str, str], Path]]:
+    config = test_config(pool_cleanup, redis_server, image=playwright_image, network=test_network)
+    logs = tmp_path / "logs"
+    env = {**os.environ, "CINNAMON_CONFIG": str(write_config(config, tmp_path / "pool.toml", logs))}
+    log = (tmp_path / "supervise.log").open("w")
+    supervisor = subprocess.Popen([BIN / "cinnamon-pool", "supervise"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        pool = ContainerPool(PoolConfig.load(env["CINNAMON_CONFIG"]))
+        deadline = time.monotonic() + 60
+        while pool.status()["available"] < 2:
+            assert supervisor.poll() is None, (tmp_path / "supervise.log").read_text()
+            assert time.monotonic() < deadline, "the supervisor did not bring up 2 containers in 60 s"
+            time.sleep(0.1)
+        yield config, env, logs
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(timeout=30)
+        log.close()
+
+
+def test_six_jobs_through_two_forking_workers_and_two_real_browsers(supervised_pool: tuple[PoolConfig, dict[str, str], Path]) -> None:
+    config, env, logs = supervised_pool
+    client = redis.Redis.from_url(config.redis.url)
+    queue = Queue("e2e", connection=client, serializer=JSONSerializer)
+    jobs = [
+        queue.enqueue(
+            "workers.jobs.snapshot_page", f"<title>Job {i}</title><h1>Page number {i}</h1>", test_run_id=f"e2e-run-{i}", job_timeout=120
+        )
+        for i in range(6)
+    ]
+    worker_command = [str(BIN / "rq"), "worker", "--burst", "-S", "json", "--path", str(ROOT), "--url", config.redis.url, "e2e"]
+    workers = [subprocess.Popen(worker_command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=240)[0] for w in workers]
+
+    for i, job in enumerate(jobs):
+        job = Job.fetch(job.id, connection=client, serializer=JSONSerializer)
+        assert job.get_status() == JobStatus.FINISHED, (
+            f"job {i} {job.get_status()}: {job.latest_result() and job.latest_result().exc_string}\n{outputs}"
+        )
+        result = job.return_value()
+        assert f'heading "Page number {i}"' in result["snapshot"], result["snapshot"]
+        assert result["test_run_id"] == f"e2e-run-{i}"
+
+    # Exclusivity, from the lease records: on each container, grants and releases alternate and
+    # every release ends the lease that the grant before it started.
+    history: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for _id, fields in client.xrange(PoolKeys(config.pool.name).events):
+        kind, name = fields[b"kind"].decode(), fields[b"name"].decode()
+        if kind in {"granted", "released"}:
+            history[name].append((kind, fields[b"token"].decode()))
+    assert set(history) <= {"container-001", "container-002"}
+    for name, events in history.items():
+        for (kind_a, token_a), (kind_b, token_b) in zip(events[::2], events[1::2], strict=True):
+            assert (kind_a, kind_b) == ("granted", "released") and token_a == token_b, f"{name} served two jobs at once: {events}"
+    assert sum(len(e) for e in history.values()) == 12, "6 grants and 6 releases"
+
+    usage = logs / "containers"
+    deadline = time.monotonic() + 10
+    actions: list[str] = []
+    while time.monotonic() < deadline and actions.count("RELEASED") < 6:
+        actions = [r.action for f in usage.glob("container-usage-*.log") for r in parse(f.open())]
+        time.sleep(0.2)
+    assert actions.count("ALLOCATED") == 6 and actions.count("RELEASED") == 6, actions

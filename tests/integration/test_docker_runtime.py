@@ -1,0 +1,90 @@
+"""The Docker adapter against the real engine, with the fake-mcp image."""
+
+from __future__ import annotations
+
+import time
+
+import docker
+import httpx
+import pytest
+
+from cinnamon_pool.errors import ImageMissing
+from cinnamon_pool.health import liveness, readiness
+from cinnamon_pool.runtime.base import ContainerSpec, pool_labels
+from cinnamon_pool.runtime.docker import DockerRuntime
+from tests.conftest import test_config
+
+pytestmark = pytest.mark.docker
+
+
+def wait_ready(endpoint: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if readiness(endpoint, 2).ok:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{endpoint} was not ready within {seconds} s")
+
+
+@pytest.fixture
+def runtime(docker_client: docker.DockerClient) -> DockerRuntime:
+    return DockerRuntime(docker_client)
+
+
+def spec_for(pool: str, network: str, redis_url: str, image: str, slot: int = 1) -> ContainerSpec:
+    config = test_config(pool, redis_url, image=image, network=network)
+    return ContainerSpec(
+        pool,
+        slot,
+        f"cinnamon-{pool}-container-{slot:03d}",
+        config.container.host_ports[slot - 1],
+        config.container,
+        pool_labels(pool, slot),
+    )
+
+
+def test_create_applies_the_hardened_template(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, pool_cleanup: str, test_network: str, fake_image: str
+) -> None:
+    spec = spec_for(pool_cleanup, test_network, "redis://127.0.0.1:1/0", fake_image)
+    observed = runtime.create(spec)
+    host = docker_client.api.inspect_container(observed.container_id)["HostConfig"]
+    assert host["Init"] is True
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert host["Memory"] == 512 * 1024**2 and host["MemorySwap"] == host["Memory"], "swap must equal memory"
+    assert host["NanoCpus"] == 500_000_000
+    assert host["PidsLimit"] == 512
+    assert host["RestartPolicy"]["Name"] in {"no", ""}
+    assert host["PortBindings"]["8931/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(spec.host_port)}]
+    assert "/tmp" in host["Tmpfs"]
+    listed = runtime.list(pool_cleanup)
+    assert [c.container_id for c in listed] == [observed.container_id]
+    assert listed[0].belongs_to(pool_cleanup) and listed[0].host_port == spec.host_port
+    wait_ready(f"http://127.0.0.1:{spec.host_port}/mcp")
+
+
+def test_probes_and_memory_reading_follow_the_container(
+    runtime: DockerRuntime, pool_cleanup: str, test_network: str, fake_image: str
+) -> None:
+    spec = spec_for(pool_cleanup, test_network, "redis://127.0.0.1:1/0", fake_image)
+    observed = runtime.create(spec)
+    endpoint = f"http://127.0.0.1:{spec.host_port}/mcp"
+    wait_ready(endpoint)
+    assert liveness(endpoint).detail == "HTTP 400", "GET /mcp answers 400 like playwright-mcp"
+    before = runtime.memory_mb(observed.container_id)
+    assert before is not None and 1 < before < 100, before
+    httpx.post(f"http://127.0.0.1:{spec.host_port}/_fake/mode", json={"grow_mb": 60}, timeout=10).raise_for_status()
+    after = runtime.memory_mb(observed.container_id)
+    assert after is not None and after - before >= 55, f"memory went from {before} to {after} MB after growing 60 MB"
+    runtime.remove(observed.container_id)
+    assert runtime.list(pool_cleanup) == []
+    assert not readiness(endpoint, 1).ok
+
+
+def test_a_missing_image_leaves_nothing_behind(runtime: DockerRuntime, pool_cleanup: str, test_network: str) -> None:
+    spec = spec_for(pool_cleanup, test_network, "redis://127.0.0.1:1/0", "cinnamon-pool/does-not-exist:1")
+    with pytest.raises(ImageMissing, match="does-not-exist"):
+        runtime.create(spec)
+    assert runtime.list(pool_cleanup) == []

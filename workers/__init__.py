@@ -1,0 +1,1 @@
+"""rq job functions run by plain `rq worker` processes for a cinnamon-pool pool."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -119,7 +120,5 @@ def test_orphans_with_the_full_label_set_are_removed_and_nothing_else(
         assert partial.status == "running" and other.status == "running", "containers without the full label set must be untouched"
     finally:
         for container in (orphan, partial, other):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
-            except docker.errors.NotFound:
-                pass

@@ -1,0 +1,51 @@
+# cinnamon-pool: `make demo` runs the pool with real jobs, `make test` runs every test.
+# Both set up what they need on a fresh machine (Python venv, Redis, Docker, images).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all venv services images demo test unit integration lint bench clean stop-services
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+services:
+	bash compose/scripts/services.sh --browser
+
+images: services
+	bash compose/scripts/build-images.sh all
+
+demo: venv images
+	$(BIN)/python -m workers.demo
+
+test: venv images
+	$(BIN)/python -m pytest
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+integration: venv images
+	$(BIN)/python -m pytest tests/integration tests/e2e
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: venv images
+	$(BIN)/python -m tests.bench
+
+stop-services:
+	-[ -f .run/redis.pid ] && kill $$(cat .run/redis.pid)
+	-[ -f .run/dockerd.pid ] && kill $$(cat .run/dockerd.pid)
+
+clean:
+	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,7 @@ replacement is registered as soon as its readiness probe passes.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from cinnamon_pool.supervisor.reconcile import (
 )
 
 FAST_TICK_S = 0.1
+MAX_BACKOFF_S = 30.0
+ERROR_REPORT_EVERY_S = 60.0
 
 
 @dataclass
@@ -78,10 +81,18 @@ class Supervisor:
     def run(self, stop: threading.Event) -> None:
         watcher = threading.Thread(target=self.runtime.watch_events, args=(self.pool, self.wake, stop), daemon=True, name="docker-events")
         watcher.start()
+        failures = 0
         while not stop.is_set():
             report = self.tick()
-            self.wake.wait(FAST_TICK_S if report.pending else self.config.rules.tick_s)
+            failures = failures + 1 if report.error else 0
             self.wake.clear()
+            self.wake.wait(self.next_wait(report, failures))
+
+    def next_wait(self, report: TickReport, failures: int) -> float:
+        """Fast while containers start; exponential backoff (1 s .. 30 s) while ticks fail."""
+        if failures:
+            return min(MAX_BACKOFF_S, 2.0 ** (failures - 1))
+        return FAST_TICK_S if report.pending else self.config.rules.tick_s
 
     def tick(self) -> TickReport:
         report = TickReport()
@@ -225,12 +236,13 @@ class Supervisor:
         self.writer.write(kind, action_record(self.clock.now(), subject, action, details, level))
 
     def _report_error(self, error: Exception) -> None:
-        """One ERROR_OCCURRED record per distinct error per backoff period (no log flood)."""
+        """One ERROR_OCCURRED record per kind of error per period (ids do not make it new)."""
         message = str(error)
+        shape = re.sub(r"[0-9a-f]{12,}", "<id>", message)
         now = self.clock.monotonic()
-        if self._last_error is not None and self._last_error[0] == message and now - self._last_error[1] < 60:
+        if self._last_error is not None and self._last_error[0] == shape and now - self._last_error[1] < ERROR_REPORT_EVERY_S:
             return
-        self._last_error = (message, now)
+        self._last_error = (shape, now)
         kind = (
             "image missing"
             if isinstance(error, ImageMissing)

@@ -8,12 +8,13 @@ import fakeredis
 
 from cinnamon_pool.clock import ManualClock
 from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.errors import RuntimeUnavailable
 from cinnamon_pool.health import ProbeResult
 from cinnamon_pool.lease.store import Holder, LeaseStore
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.model import ContainerState, Outcome
-from cinnamon_pool.supervisor.loop import Supervisor
+from cinnamon_pool.supervisor.loop import FAST_TICK_S, Supervisor
 from tests.fakes import FakeRuntime
 
 
@@ -96,3 +97,21 @@ def test_a_missing_image_creates_nothing_and_reports_once(tmp_path: Path, capsys
         assert report.error is not None and "nowhere/missing:1" in report.error
     assert runtime.containers == {}
     assert records(tmp_path, "errors") == ["ERROR_OCCURRED"], "one error record per backoff period, not one per tick"
+
+
+def test_failing_ticks_back_off_exponentially_up_to_30_s(tmp_path: Path) -> None:
+    supervisor, _runtime, _store = make(tmp_path, image="nowhere/missing:1")
+    report = supervisor.tick()
+    waits = [supervisor.next_wait(report, failures) for failures in range(1, 9)]
+    assert waits == [1, 2, 4, 8, 16, 30, 30, 30]
+    healthy, _runtime, _store = make(tmp_path / "healthy")
+    assert healthy.next_wait(healthy.tick(), 0) == FAST_TICK_S, "containers starting: tick fast"
+    healthy.tick()
+    assert healthy.next_wait(healthy.tick(), 0) == healthy.config.rules.tick_s, "a settled pool ticks at tick_s"
+
+
+def test_errors_that_differ_only_by_ids_are_reported_once(tmp_path: Path) -> None:
+    supervisor, _runtime, _store = make(tmp_path)
+    for container_id in ("a" * 64, "b" * 64, "c" * 64):
+        supervisor._report_error(RuntimeUnavailable(f"docker run: endpoint {container_id}: port is already allocated"))
+    assert records(tmp_path, "errors") == ["ERROR_OCCURRED"]

@@ -1,0 +1,52 @@
+"""Process helpers shared by the test fixtures and the benchmarks."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_redis_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server on loopback (no persistence); the process and its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: run `make services` (installs Debian's redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            client.ping()
+            return process, url
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("redis-server did not answer within 5 s") from None
+            time.sleep(0.05)
+        finally:
+            client.close()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()

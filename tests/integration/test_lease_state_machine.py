@@ -243,7 +243,14 @@ class LeaseMachine(RuleBasedStateMachine):
                 assert not still_waiting, f"ticket {granted.seq} was granted before the older live ticket {waiter.seq}"
 
     def _acquire_script(self, ticket: str) -> list[str]:
-        holder = {"test_run_id": "waiter", "job_id": "", "worker": "", "ttl_ms": int(TTL_S * 1000), "cap_ms": int(CAP_S * 1000), "random": secrets.token_hex(8)}
+        holder = {
+            "test_run_id": "waiter",
+            "job_id": "",
+            "worker": "",
+            "ttl_ms": int(TTL_S * 1000),
+            "cap_ms": int(CAP_S * 1000),
+            "random": secrets.token_hex(8),
+        }
         return self.store._run(Op.ACQUIRE, ticket, json.dumps(holder), int(WAITER_TTL_S * 1000), "wait")
 
     def _rejected_changes_nothing(self, operation: object, expect_error: bool = False) -> None:

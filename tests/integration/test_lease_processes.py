@@ -1,0 +1,146 @@
+"""The lease protocol with real processes: forking `rq worker`s paused or killed mid-job.
+
+The endpoint is the fake-mcp stand-in run as a local process: it records which fencing token
+made every call, so "no call after the new holder's grant" is checked from its own log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from cinnamon_pool.errors import PoolExhausted
+from cinnamon_pool.lease.store import Holder, LeaseStore
+from cinnamon_pool.model import ContainerRecord, ContainerState
+from tests.conftest import ROOT
+from tests.support import free_port
+
+pytestmark = pytest.mark.redis
+BIN = Path(sys.executable).parent
+TTL_S = 1.5
+FAKE_MCP = ROOT / "compose" / "images" / "fake-mcp" / "fake_mcp.py"
+
+
+@pytest.fixture
+def fake_endpoint() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(["/usr/bin/python3", str(FAKE_MCP), "--host", "127.0.0.1", "--port", str(port)], stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            httpx.get(f"{base}/_fake/state", timeout=1)
+            break
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, "fake-mcp did not start"
+            time.sleep(0.05)
+    yield base
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def one_container_pool(
+    real_redis: redis.Redis, redis_server: str, fake_endpoint: str, tmp_path: Path
+) -> tuple[LeaseStore, ContainerRecord, dict[str, str]]:
+    record = ContainerRecord("container-001", "a" * 64, 1, "host-a", f"{fake_endpoint}/mcp", ContainerState.STARTING)
+    store = LeaseStore(real_redis, "proc", lease_ttl_s=TTL_S)
+    store.register(record)
+    config = tmp_path / "pool.toml"
+    config.write_text(f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "proc"\n[rules]\nlease_ttl_s = {TTL_S}\n')
+    return store, record, {**os.environ, "CINNAMON_CONFIG": str(config)}
+
+
+def start_worker(env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
+    command = [str(BIN / "rq"), "worker", "--burst", "-S", "json", "--path", str(ROOT), "--url", url, "proc"]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_for_file(path: Path, seconds: float = 30) -> int:
+    deadline = time.monotonic() + seconds
+    while not path.exists() or not path.read_text():
+        assert time.monotonic() < deadline, f"the job did not start within {seconds} s"
+        time.sleep(0.02)
+    return int(path.read_text())
+
+
+def server_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def test_a_paused_holder_makes_no_call_after_the_new_holders_grant(
+    one_container_pool: tuple[LeaseStore, ContainerRecord, dict[str, str]],
+    real_redis: redis.Redis,
+    redis_server: str,
+    fake_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    store, record, env = one_container_pool
+    queue = Queue("proc", connection=real_redis, serializer=JSONSerializer)
+    job = queue.enqueue("tests.jobs.call_endpoint_repeatedly", 8.0, str(tmp_path / "pid"), job_timeout=60)
+    worker = start_worker(env, redis_server)
+    try:
+        horse = wait_for_file(tmp_path / "pid")
+        time.sleep(0.5)
+        groups = {worker.pid, os.getpgid(horse)}  # rq puts its work horse in a session of its own
+        for group in groups:
+            os.killpg(group, signal.SIGSTOP)  # the worker and its work horse: no heartbeat, no calls
+        time.sleep(TTL_S + 0.5)
+        assert store.reap() == ["container-001"], "the paused holder's lease must expire within its TTL"
+        store.register(record)  # the supervisor's recycle
+        second = store.acquire(Holder("second-holder"), timeout_s=1)
+        granted_at_ms = server_ms(real_redis)
+    finally:
+        for group in groups:
+            os.killpg(group, signal.SIGCONT)
+    worker.wait(timeout=60)
+    job = Job.fetch(job.id, connection=real_redis, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FAILED
+    assert "LeaseLost" in (job.latest_result().exc_string or ""), job.latest_result().exc_string
+    calls = httpx.get(f"{fake_endpoint}/_fake/state", timeout=5).json()["calls"]
+    first_token_calls = [c for c in calls if c["token"] and c["token"] != second.token]
+    assert first_token_calls, "the first holder should have called before it was paused"
+    late = [c for c in first_token_calls if c["at"] * 1000 > granted_at_ms]
+    assert late == [], f"the paused holder called {len(late)} time(s) after the new holder's grant"
+
+
+def test_a_killed_work_horse_leaves_a_lease_that_expires_and_is_not_granted_before_recycling(
+    one_container_pool: tuple[LeaseStore, ContainerRecord, dict[str, str]], real_redis: redis.Redis, redis_server: str, tmp_path: Path
+) -> None:
+    store, record, env = one_container_pool
+    queue = Queue("proc", connection=real_redis, serializer=JSONSerializer)
+    queue.enqueue("tests.jobs.hold_and_sleep", 30.0, str(tmp_path / "pid"), job_timeout=60)
+    worker = start_worker(env, redis_server)
+    try:
+        horse = wait_for_file(tmp_path / "pid")
+        assert horse != worker.pid, "the forking worker runs the job in a work horse"
+        lease = store.snapshot().leases["container-001"]
+        os.kill(horse, signal.SIGKILL)
+        killed_at = time.monotonic()
+        expired: list[str] = []
+        while not expired:
+            assert time.monotonic() - killed_at < TTL_S + 1.0, "the lease did not expire within its TTL"
+            expired = store.reap()
+            time.sleep(0.05)
+        assert lease.expires_ms - lease.granted_ms <= TTL_S * 1000
+        assert store.snapshot().containers["container-001"].state is ContainerState.RESTARTING
+        with pytest.raises(PoolExhausted):
+            store.acquire(Holder("next"), timeout_s=0, wait=False)  # not before it was recycled
+        store.register(record)
+        assert store.acquire(Holder("next"), timeout_s=0, wait=False).name == "container-001"
+    finally:
+        worker.kill()
+        worker.wait(timeout=30)

@@ -121,10 +121,8 @@ class LeaseMachine(RuleBasedStateMachine):
         if isinstance(grant, Grant):
             expected = self._live_head()
             handed_before = set(self.client.hkeys(self.keys.handoffs))
-            try:
+            with contextlib.suppress(LeaseLost, LeaseNotOwned):
                 self.store.release(grant.name, grant.token, outcome)
-            except (LeaseLost, LeaseNotOwned):
-                pass
             handed = set(self.client.hkeys(self.keys.handoffs)) - handed_before
             if handed and expected is not None:
                 assert handed == {expected.encode()}, f"a release handed the container to {handed}, not the oldest live waiter {expected}"
@@ -157,7 +155,7 @@ class LeaseMachine(RuleBasedStateMachine):
     def reap_and_recycle(self) -> None:
         """What the supervisor does: end expired leases, then recycle what must be recycled."""
         self.store.reap()
-        for name, rec in self.store.snapshot().containers.items():
+        for _name, rec in self.store.snapshot().containers.items():
             if rec.state is ContainerState.RESTARTING:
                 self.store.register(record(rec.slot))
 

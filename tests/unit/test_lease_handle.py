@@ -36,7 +36,7 @@ def test_a_holder_fences_itself_when_renewals_stop() -> None:
     clock.advance(19.9)
     held.check()
     clock.advance(0.2)
-    with pytest.raises(LeaseLost, match="no successful renewal for 20.1 s"):
+    with pytest.raises(LeaseLost, match=r"no successful renewal for 20\.1 s"):
         held.check()
     held.mark_renewed()
     held.check()

@@ -1,7 +1,7 @@
 """`make bench`: every benchmark section, one table, bench-results.json.
 
-Each row carries a baseline measured in the same run. Sections: pool (this issue); later
-issues add lease, supervisor, jobs and logs.
+Each row carries a baseline measured in the same run. `python -m tests.bench lease` runs one
+section. Sections: lease (real redis-server), pool (real Docker and playwright-mcp).
 """
 
 from __future__ import annotations
@@ -10,19 +10,32 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench import pool_bench
+from tests.bench import lease_bench, pool_bench
 from tests.bench.report import emit
 from tests.support import start_redis_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def main() -> int:
+SECTIONS = ("lease", "pool")
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(SECTIONS)
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        print(f"unknown section(s) {sorted(unknown)}; known: {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    rows = []
     with tempfile.TemporaryDirectory(prefix="cinnamon-bench-") as scratch:
         process, url = start_redis_server(Path(scratch))
         try:
-            print("section pool: warm pool vs a fresh container per job (real playwright-mcp)", flush=True)
-            rows = pool_bench.run(url, Path(scratch))
+            if "lease" in chosen:
+                print("section lease: the lease protocol vs a minimal Lua pair and vs per-container Locks with polling", flush=True)
+                rows += lease_bench.run(url)
+            if "pool" in chosen:
+                print("section pool: warm pool vs a fresh container per job (real playwright-mcp)", flush=True)
+                rows += pool_bench.run(url, Path(scratch))
         finally:
             stop(process)
     print()
@@ -31,4 +44,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

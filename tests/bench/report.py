@@ -38,7 +38,7 @@ def emit(rows: list[Row], path: Path) -> None:
     print("-" * len(header))
     for row in rows:
         baseline = "-" if row.baseline is None else f"{row.baseline:.3f}"
-        ratio = "-" if row.ratio is None else f"{row.ratio:.0f}x"
+        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}x" if row.ratio < 10 else f"{row.ratio:.0f}x"
         print(f"{row.section:<10} {row.figure + ' (' + row.unit + ')':<58} {row.value:>11.3f} {baseline:>11} {ratio:>9}  {row.target}")
     path.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows], indent=2) + "\n")
     print(f"\nwritten to {path}")

@@ -48,11 +48,15 @@ local function put_record(rec)
   redis.call('HSET', K_CONTAINERS, rec.name, cjson.encode(rec))
 end
 
+-- The routine moves (available <-> allocated) are told by the granted/released events
+-- themselves; every other change of state gets a 'state' event of its own.
+local ROUTINE = {['available>allocated'] = true, ['allocated>available'] = true}
+
 local function set_state(rec, state, reason)
   local old = rec.state
   rec.state = state
   put_record(rec)
-  if old ~= state then
+  if old ~= state and not ROUTINE[tostring(old) .. '>' .. state] then
     emit('state', rec.name, {'from', old, 'to', state, 'reason', reason or ''})
   end
 end

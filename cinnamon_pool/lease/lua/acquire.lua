@@ -22,7 +22,7 @@ if (rank == false or rank == 0) and redis.call('EXISTS', K_DRAINING) == 0 then
   if name then
     local holder = cjson.decode(ARGV[2])
     holder.ticket = ''
-    drop_ticket(ticket)
+    if rank ~= false then drop_ticket(ticket) end
     return {'GRANTED', grant(get_record(name), holder)}
   end
 end

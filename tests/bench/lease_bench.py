@@ -1,0 +1,197 @@
+"""Section "lease": the lease protocol on a real redis-server, against two baselines run in the
+same process tree: (a) the floor, a minimal Lua acquire + release pair; (b) the naive design,
+one redis-py ``Lock`` per container tried in turn, waiting by polling every 50 ms."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import redis
+
+from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.lease.store import Holder, LeaseStore
+from tests.bench.report import Row, percentile
+from tests.lease_helpers import store_with
+
+FLOOR_ACQUIRE = """
+local name = redis.call('ZPOPMIN', KEYS[1])[1]
+if not name then return false end
+redis.call('HSET', KEYS[2], name, ARGV[1])
+return name
+"""
+FLOOR_RELEASE = """
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+return 1
+"""
+POLL_S = 0.05
+
+
+def _pairs_protocol(url: str, pool: str, count: int) -> list[float]:
+    store = LeaseStore(redis.Redis.from_url(url), pool)
+    holder = Holder("bench")
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        grant = store.acquire(holder, timeout_s=30)
+        store.release(grant.name, grant.token)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def _pairs_floor(url: str, pool: str, count: int) -> list[float]:
+    client = redis.Redis.from_url(url)
+    acquire, release = client.register_script(FLOOR_ACQUIRE), client.register_script(FLOOR_RELEASE)
+    keys = [f"floor:{{{pool}}}:free", f"floor:{{{pool}}}:leases"]
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        name = acquire(keys=keys, args=["holder"])
+        while name is None:  # only when clients outnumber containers, which the runs avoid
+            name = acquire(keys=keys, args=["holder"])
+        release(keys=keys, args=[name])
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def _naive_acquire(client: redis.Redis, pool: str, containers: int) -> redis.lock.Lock:
+    while True:
+        for slot in range(containers):
+            lock = client.lock(f"naive:{pool}:{slot}", timeout=30)
+            if lock.acquire(blocking=False):
+                return lock
+        time.sleep(POLL_S)
+
+
+def _pairs_naive(url: str, pool: str, count: int, containers: int) -> list[float]:
+    client = redis.Redis.from_url(url)
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        _naive_acquire(client, pool, containers).release()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def _run_clients(target: Callable[..., list[float]], clients: int, args: tuple[object, ...]) -> list[float]:
+    with mp.get_context("fork").Pool(clients) as workers:
+        results = workers.starmap(target, [args] * clients)
+    return [sample for result in results for sample in result]
+
+
+def _handoff(url: str, pool: str, naive: bool, rounds: int) -> list[float]:
+    """A waiter blocks for the only container; the holder releases; time until the waiter has it."""
+    ctx = mp.get_context("fork")
+    samples = []
+    for _ in range(rounds):
+        client = redis.Redis.from_url(url)
+        if naive:
+            lock = _naive_acquire(client, pool, 1)
+        else:
+            store = LeaseStore(client, pool)
+            grant = store.acquire(Holder("holder"), timeout_s=5)
+        got = ctx.Queue()
+        waiter = ctx.Process(target=_handoff_waiter, args=(url, pool, naive, got))
+        waiter.start()
+        time.sleep(0.12)  # let the waiter queue up (and, naive, settle into its polling)
+        released_at = time.monotonic()  # CLOCK_MONOTONIC is one clock for every process here
+        lock.release() if naive else store.release(grant.name, grant.token)
+        samples.append(got.get(timeout=10) - released_at)
+        waiter.join(timeout=10)
+    return samples
+
+
+def _handoff_waiter(url: str, pool: str, naive: bool, got: mp.Queue) -> None:  # type: ignore[type-arg]
+    client = redis.Redis.from_url(url)
+    if naive:
+        lock = _naive_acquire(client, pool, 1)
+        got.put(time.monotonic())
+        lock.release()
+    else:
+        store = LeaseStore(client, pool)
+        grant = store.acquire(Holder("waiter"), timeout_s=10)
+        got.put(time.monotonic())
+        store.release(grant.name, grant.token)
+
+
+def double_grants(client: redis.Redis, pool: str) -> int:
+    """Grants made while the same container's previous lease was still open (must be 0)."""
+    open_lease: dict[str, str | None] = defaultdict(lambda: None)
+    doubles = 0
+    for _id, fields in client.xrange(PoolKeys(pool).events):
+        kind, name = fields[b"kind"], fields[b"name"].decode()
+        if kind == b"granted":
+            doubles += open_lease[name] is not None
+            open_lease[name] = fields[b"token"].decode()
+        elif kind in {b"released", b"revoked"}:
+            open_lease[name] = None
+    return doubles
+
+
+def run(url: str) -> list[Row]:
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    rows: list[Row] = []
+    total_doubles = 0
+    for clients, per_client in ((1, 2000), (8, 300), (32, 80)):
+        pool = f"bench{clients}"
+        store_with(client, clients, pool=pool)
+        ours = _run_clients(_pairs_protocol, clients, (url, pool, per_client))
+        total_doubles += double_grants(client, pool)
+        client.zadd(f"floor:{{{pool}}}:free", {f"c{i}": 0 for i in range(clients)})
+        floor = _run_clients(_pairs_floor, clients, (url, pool, per_client))
+        naive = _run_clients(_pairs_naive, clients, (url, pool, per_client, clients))
+        print(
+            f"  {clients} client(s): protocol p50 {percentile(ours, 50) * 1e3:.3f} ms, floor {percentile(floor, 50) * 1e3:.3f} ms, naive {percentile(naive, 50) * 1e3:.3f} ms",
+            flush=True,
+        )
+        for q in (50, 99):
+            rows.append(
+                Row(
+                    "lease",
+                    f"acquire+release pair, {clients} client(s), p{q} (vs Lua floor)",
+                    percentile(ours, q) * 1e3,
+                    percentile(floor, q) * 1e3,
+                    "ms",
+                    "<= 1.5x floor" if q == 50 else "-",
+                )
+            )
+        rows.append(
+            Row(
+                "lease",
+                f"acquire+release pair, {clients} client(s), p50 (vs naive Locks)",
+                percentile(ours, 50) * 1e3,
+                percentile(naive, 50) * 1e3,
+                "ms",
+                "-",
+            )
+        )
+    store_with(client, 1, pool="handoff")
+    handoff = _handoff(url, "handoff", naive=False, rounds=40)
+    total_doubles += double_grants(client, "handoff")
+    polling = _handoff(url, "naive-handoff", naive=True, rounds=40)
+    rows.append(
+        Row(
+            "lease",
+            "hand-off release -> waiting acquire, p50 (vs polling 50 ms)",
+            percentile(handoff, 50) * 1e3,
+            percentile(polling, 50) * 1e3,
+            "ms",
+            "<= 1.5 ms and >= 10x",
+        )
+    )
+    rows.append(
+        Row(
+            "lease",
+            "hand-off release -> waiting acquire, p99 (vs polling 50 ms)",
+            percentile(handoff, 99) * 1e3,
+            percentile(polling, 99) * 1e3,
+            "ms",
+            "-",
+        )
+    )
+    rows.append(Row("lease", "double grants across the run", float(total_doubles), None, "count", "0"))
+    return rows

@@ -1,8 +1,8 @@
 """The lease store: the pool's state in Redis, changed only through the Lua scripts.
 
 Script replies map to :class:`Status`, then to typed exceptions. Waiting is not polling: a
-queued acquirer blocks on its own wake list, which a release pushes in the same script that
-hands it the container; the block is sliced (``waiter_ttl_s / 3``) only to keep the ticket
+queued acquirer blocks on its own wake list, onto which a release pushes the grant in the same
+script that hands it the container; the block is sliced (``waiter_ttl_s / 3``) only to keep the ticket
 alive, so a waiter that dies drops out of the queue by itself.
 """
 
@@ -155,7 +155,9 @@ class LeaseStore:
                 if status is Status.NOT_READY:
                     raise PoolNotReady(f"pool {self.pool!r} has no containers registered yet (is `cinnamon-pool supervise` running?)")
                 raise PoolExhausted(self.pool, self.clock.monotonic() - started, counts)
-            self.redis.blpop([self.keys.wake(ticket)], timeout=max(0.01, min(remaining, self.waiter_ttl_s / 3)))
+            woken = self.redis.blpop([self.keys.wake(ticket)], timeout=max(0.01, min(remaining, self.waiter_ttl_s / 3)))
+            if woken is not None:
+                return Grant.from_reply(woken[1])  # a release handed us the container
 
     def cancel(self, ticket: str) -> None:
         self._run(Op.CANCEL, validate_ticket(ticket))

@@ -10,7 +10,7 @@
 --   KEYS[8]  waiter_dl     zset    ticket -> ms the ticket dies unless refreshed
 --   KEYS[9]  tickets       hash    ticket -> holder JSON
 --   KEYS[10] handoffs      hash    ticket -> grant JSON
---   KEYS[11] wake prefix   list prefix; KEYS[11]..ticket is pushed when that ticket is granted
+--   KEYS[11] wake prefix   list prefix; the grant JSON is pushed to KEYS[11]..ticket when that ticket is granted
 --   KEYS[12] events        stream
 --   KEYS[13] draining      string
 -- Time comes from the server (TIME), never from a client.
@@ -126,10 +126,13 @@ local function offer(rec, reason)
   local head = redis.call('ZRANGE', K_WAITERS, 0, 0)[1]
   if head then
     local holder = cjson.decode(redis.call('HGET', K_TICKETS, head))
-    redis.call('HSET', K_HANDOFFS, head, grant(rec, holder))
+    local granted = grant(rec, holder)
+    -- The grant rides on the wake list, so the woken waiter has it without another round
+    -- trip; the handoffs entry serves a waiter that retries acquire instead (lost reply).
+    redis.call('HSET', K_HANDOFFS, head, granted)
     drop_ticket(head)
     local wake = K_WAKE .. head
-    redis.call('RPUSH', wake, '1')
+    redis.call('RPUSH', wake, granted)
     redis.call('PEXPIRE', wake, WAKE_TTL_MS)
     return head
   end

@@ -9,8 +9,7 @@
 local ticket, mode = ARGV[1], ARGV[4]
 local handed = redis.call('HGET', K_HANDOFFS, ticket)
 if handed then
-  redis.call('HDEL', K_HANDOFFS, ticket)
-  return {'GRANTED', handed}
+  return {'GRANTED', handed}  -- the entry goes when the lease ends (release, expiry, revoke)
 end
 if redis.call('HEXISTS', K_META, 'epoch') == 0 then
   return {'NOT_READY'}

@@ -24,6 +24,7 @@ end
 redis.call('HDEL', K_LEASES, name)
 redis.call('ZREM', K_EXPIRIES, name)
 redis.call('HSET', K_LAST, name, token)
+if lease.ticket ~= '' then redis.call('HDEL', K_HANDOFFS, lease.ticket) end
 if outcome == 'infra_error' then
   rec.error_count = (rec.error_count or 0) + 1
 elseif outcome == 'ok' then

@@ -19,8 +19,6 @@ from cinnamon_pool.errors import CinnamonError
 
 LATER = {
     "report": "the log analyzer (issue 6)",
-    "doctor": "the environment checks (issue 4)",
-    "drain": "draining the pool (issue 4)",
     "restart": "restarting one container (issue 7)",
 }
 
@@ -35,18 +33,24 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     from cinnamon_pool.lease.store import LeaseStore
     from cinnamon_pool.logs.writer import DailyLogWriter
     from cinnamon_pool.runtime.docker import DockerRuntime
+    from cinnamon_pool.supervisor.election import LeaderElection
     from cinnamon_pool.supervisor.loop import Supervisor
 
     config = _config(args)
     rules = config.rules
+    runtime = DockerRuntime()
     store = LeaseStore(
         redis.Redis.from_url(config.redis.url, socket_timeout=10),
         config.pool.name,
         lease_ttl_s=rules.lease_ttl_s,
         max_lease_s=rules.max_lease_s,
         error_threshold=rules.error_threshold,
+        host=runtime.host,
     )
-    supervisor = Supervisor(config, store, DockerRuntime(), DailyLogWriter(config.logs.dir))
+    election = LeaderElection(
+        store, lease_s=rules.leader_lease_s, renew_deadline_s=rules.leader_renew_deadline_s, retry_s=rules.leader_retry_s
+    )
+    supervisor = Supervisor(config, store, runtime, DailyLogWriter(config.logs.dir), election=election)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -84,6 +88,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    from cinnamon_pool.pool import ContainerPool
+
+    pool = ContainerPool(_config(args))
+    pool.drain(not args.undo)
+    status = pool.status()
+    if args.undo:
+        print(f"pool {status['pool']}: granting again; the supervisor brings the pool back to its size")
+    else:
+        print(f"pool {status['pool']}: drained: no new grants; {status['allocated']} leased container(s) go when released, the rest now")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from cinnamon_pool.doctor import run_checks
+
+    failed = 0
+    for check in run_checks(_config(args)):
+        print(check.line(), flush=True)
+        failed += check.status == "FAIL"
+    return 1 if failed else 0
+
+
 def cmd_later(args: argparse.Namespace) -> int:
     print(f"cinnamon-pool {args.command}: not built yet: {LATER[args.command]}.", file=sys.stderr)
     return 2
@@ -100,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show the pool's containers and leases")
     status.add_argument("--json", action="store_true", help="print the documented JSON document")
     status.set_defaults(run=cmd_status)
+    commands.add_parser("doctor", help="check Docker, the image, the network and Redis; one line per check").set_defaults(run=cmd_doctor)
+    drain = commands.add_parser("drain", help="stop granting; remove containers as they are released")
+    drain.add_argument("--undo", action="store_true", help="grant again and let the supervisor refill the pool")
+    drain.set_defaults(run=cmd_drain)
     for name, what in LATER.items():
         sub = commands.add_parser(name, help=f"{what} -- not built yet")
         if name == "restart":

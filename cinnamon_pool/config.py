@@ -76,6 +76,11 @@ class Rules:
     lease_ttl_s: float = 30.0
     max_lease_s: float = 1800.0
     tick_s: float = 2.0
+    idle_shrink_s: float = 300.0
+    scale_cooldown_s: float = 30.0
+    leader_lease_s: float = 15.0
+    leader_renew_deadline_s: float = 10.0
+    leader_retry_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -154,9 +159,17 @@ class PoolConfig:
         for key in ("max_memory_mb", "error_threshold", "health_failures"):
             if getattr(rules, key) < 1:
                 raise ConfigError(f"rules.{key}", getattr(rules, key), "must be >= 1")
-        for key in ("health_interval_s", "health_timeout_s", "lease_ttl_s", "max_lease_s", "tick_s"):
+        for key in ("health_interval_s", "health_timeout_s", "lease_ttl_s", "max_lease_s", "tick_s", "idle_shrink_s", "leader_retry_s"):
             if getattr(rules, key) <= 0:
                 raise ConfigError(f"rules.{key}", getattr(rules, key), "must be > 0")
+        if rules.scale_cooldown_s < 0:
+            raise ConfigError("rules.scale_cooldown_s", rules.scale_cooldown_s, "must be >= 0")
+        if not rules.leader_retry_s < rules.leader_renew_deadline_s < rules.leader_lease_s:
+            raise ConfigError(
+                "rules.leader_renew_deadline_s",
+                rules.leader_renew_deadline_s,
+                f"must be between rules.leader_retry_s ({rules.leader_retry_s}) and rules.leader_lease_s ({rules.leader_lease_s})",
+            )
         if rules.max_lease_s < rules.lease_ttl_s:
             raise ConfigError("rules.max_lease_s", rules.max_lease_s, f"must be >= rules.lease_ttl_s ({rules.lease_ttl_s})")
 

@@ -61,6 +61,10 @@ class LeaseNotOwned(LeaseError):
         super().__init__(f"lease on {container} not owned: {reason}")
 
 
+class NotLeader(LeaseError):
+    """This supervisor is not (or no longer) the active one for its Docker host; nothing changed."""
+
+
 class RuntimeUnavailable(CinnamonError):
     """The container runtime (Docker) cannot be reached or refused an operation."""
 

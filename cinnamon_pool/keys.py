@@ -17,7 +17,7 @@ scripts receive them in KEYS. The schema, in one place:
   cinnamon:{P}:memory        hash    name -> latest memory reading in MB (supervisor, plain data)
   cinnamon:{P}:events        stream  every grant, release, expiry and state change (capped)
   cinnamon:{P}:draining      string  "1" while the pool is drained: no new grants
-  cinnamon:{P}:leader        string  the active supervisor's id (leader election)
+  cinnamon:{P}:leader:<host> string  the active supervisor of that Docker host (leader election)
 
 The wake keys are the one family a script derives: release hands a container to the oldest
 waiter, whose ticket it only learns inside the script. The script receives the prefix
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cinnamon_pool.model import validate_pool_name, validate_ticket
+from cinnamon_pool.model import validate_host, validate_pool_name, validate_ticket
 
 PREFIX = "cinnamon"
 EVENTS_CONSUMER_GROUP = "cinnamon-logs"
@@ -104,9 +104,8 @@ class PoolKeys:
     def draining(self) -> str:
         return self._key("draining")
 
-    @property
-    def leader(self) -> str:
-        return self._key("leader")
+    def leader(self, host: str) -> str:
+        return self._key(f"leader:{validate_host(host)}")
 
     def all_state_keys(self) -> list[str]:
         """The keys that hold the pool's state (for snapshots, DUMP comparisons and wipes)."""

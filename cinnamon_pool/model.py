@@ -37,6 +37,7 @@ _TEST_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}")
 _DOCKER_ID = re.compile(r"[0-9a-f]{64}")
 _TOKEN = re.compile(r"[0-9a-f]{16}:\d{1,19}:[0-9a-f]{16}")
 _TICKET = re.compile(r"[0-9a-f]{32}")
+_HOST = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
 
 def _check(kind: str, value: object, pattern: re.Pattern[str], rule: str) -> str:
@@ -73,6 +74,10 @@ def validate_token(value: object) -> str:
 
 def validate_ticket(value: object) -> str:
     return _check("waiter ticket", value, _TICKET, "must be 32 lowercase hex digits")
+
+
+def validate_host(value: object) -> str:
+    return _check("docker host name", value, _HOST, "1-128 of A-Z a-z 0-9 _ . -")
 
 
 def container_name(slot: int) -> str:

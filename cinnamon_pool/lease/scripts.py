@@ -20,6 +20,7 @@ class Op(enum.StrEnum):
     REGISTER = "register"
     SET_STATE = "set_state"
     DEREGISTER = "deregister"
+    LEADER = "leader"
 
 
 class Status(enum.StrEnum):
@@ -34,6 +35,8 @@ class Status(enum.StrEnum):
     LOST = "LOST"
     NOT_OWNER = "NOT_OWNER"
     UNKNOWN = "UNKNOWN"
+    NOT_LEADER = "NOT_LEADER"
+    BUSY = "BUSY"
 
 
 @cache

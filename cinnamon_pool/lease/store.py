@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
-from cinnamon_pool.errors import LeaseLost, LeaseNotOwned, PoolExhausted, PoolNotReady
+from cinnamon_pool.errors import LeaseLost, LeaseNotOwned, NotLeader, PoolExhausted, PoolNotReady
 from cinnamon_pool.keys import EVENTS_CONSUMER_GROUP, PoolKeys
 from cinnamon_pool.lease.scripts import Op, Status, source
 from cinnamon_pool.model import (
@@ -82,6 +82,7 @@ class PoolSnapshot:
     containers: dict[str, ContainerRecord]
     leases: dict[str, LeaseInfo]
     free: list[str]
+    free_since_ms: dict[str, int]
     waiting: int
     draining: bool
     memory_mb: dict[str, float]
@@ -102,6 +103,7 @@ class LeaseStore:
         error_threshold: int = 3,
         waiter_ttl_s: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
+        host: str = "-",
     ) -> None:
         self.redis = client
         self.pool = pool
@@ -111,16 +113,24 @@ class LeaseStore:
         self.error_threshold = error_threshold
         self.waiter_ttl_s = waiter_ttl_s
         self.clock = clock
+        self.host = host
+        self.leader_id = ""  # set by an elected supervisor: its writes are then fenced
         self._scripts = {op: client.register_script(source(op)) for op in Op}
         k = self.keys
         self._keys = [
             k.meta, k.containers, k.free, k.leases, k.expiries, k.last_tokens, k.waiters,
-            k.waiter_deadlines, k.tickets, k.handoffs, k.wake_prefix, k.events, k.draining,
+            k.waiter_deadlines, k.tickets, k.handoffs, k.wake_prefix, k.events, k.draining, k.leader(host),
         ]  # fmt: skip
 
     def _run(self, op: Op, *args: Any) -> list[Any]:
         reply = self._scripts[op](keys=self._keys, args=list(args))
         return [_text(item) for item in reply] if isinstance(reply, list) else [reply]
+
+    def _run_as_leader(self, op: Op, *args: Any) -> list[Any]:
+        reply = self._run(op, *args, self.leader_id)
+        if reply and reply[0] == Status.NOT_LEADER:
+            raise NotLeader(f"supervisor {self.leader_id!r} is no longer the leader for host {self.host!r}: {op.value} refused")
+        return reply
 
     # -- job side ------------------------------------------------------------------------
     def acquire(self, holder: Holder, timeout_s: float = 60.0, *, wait: bool = True) -> Grant:
@@ -187,20 +197,29 @@ class LeaseStore:
     def register(self, record: ContainerRecord) -> str:
         """Add or re-add a ready container; returns the pool's epoch."""
         fields = record.to_json_dict()
-        reply = self._run(Op.REGISTER, json.dumps(fields), secrets.token_hex(8))
+        reply = self._run_as_leader(Op.REGISTER, json.dumps(fields), secrets.token_hex(8))
         return str(reply[1])
 
     def set_state(self, name: str, state: ContainerState, reason: str) -> str | None:
-        reply = self._run(Op.SET_STATE, validate_container_name(name), ContainerState(state).value, reason)
+        reply = self._run_as_leader(Op.SET_STATE, validate_container_name(name), ContainerState(state).value, reason)
         return None if reply[0] == Status.UNKNOWN else str(reply[1])
 
-    def deregister(self, name: str, reason: str) -> bool:
-        reply = self._run(Op.DEREGISTER, validate_container_name(name), reason)
-        return bool(int(reply[1]))
+    def deregister(self, name: str, reason: str, *, only_if_unleased: bool = False) -> bool:
+        """Remove a container's record (revoking its lease unless ``only_if_unleased``).
+
+        Returns False when it was not registered, or is leased and ``only_if_unleased``."""
+        reply = self._run(Op.DEREGISTER, validate_container_name(name), reason, self.leader_id, "if_unleased" if only_if_unleased else "")
+        if reply[0] == Status.NOT_LEADER:
+            raise NotLeader(f"supervisor {self.leader_id!r} is no longer the leader for host {self.host!r}: deregister refused")
+        return reply[0] == Status.OK and bool(int(reply[1]))
+
+    def leadership(self, op: str, identity: str, lease_s: float) -> bool:
+        """Claim, renew or resign this host's supervisor leadership; True when it holds."""
+        return bool(self._run(Op.LEADER, op, identity, int(lease_s * 1000))[0] == Status.OK)
 
     def reap(self) -> list[str]:
         """End expired leases; returns the containers that must be recycled."""
-        return [str(name) for name in self._run(Op.REAP) if name]
+        return [str(name) for name in self._run_as_leader(Op.REAP) if name]
 
     def set_draining(self, draining: bool) -> None:
         if draining:
@@ -221,7 +240,7 @@ class LeaseStore:
         pipe.hget(self.keys.meta, "epoch")
         pipe.hgetall(self.keys.containers)
         pipe.hgetall(self.keys.leases)
-        pipe.zrange(self.keys.free, 0, -1)
+        pipe.zrange(self.keys.free, 0, -1, withscores=True)
         pipe.zcard(self.keys.waiters)
         pipe.exists(self.keys.draining)
         pipe.hgetall(self.keys.memory)
@@ -231,7 +250,8 @@ class LeaseStore:
             epoch=_text(epoch) if epoch else None,
             containers={_text(k): ContainerRecord.from_json_dict(json.loads(v)) for k, v in containers.items()},
             leases={_text(k): LeaseInfo.from_json_dict(_text(k), json.loads(v)) for k, v in leases.items()},
-            free=[_text(name) for name in free],
+            free=[_text(name) for name, _score in free],
+            free_since_ms={_text(name): int(score) for name, score in free},
             waiting=int(waiting),
             draining=bool(draining),
             memory_mb={_text(k): float(v) for k, v in memory.items()},

@@ -105,6 +105,18 @@ class DockerRuntime:
         except (docker.errors.DockerException, *_TRANSIENT) as error:
             raise RuntimeUnavailable(f"docker inspect image {image}: {error}") from error
 
+    def pull(self, image: str, progress: Callable[[str], None]) -> None:
+        """Pull ``image``, reporting each layer's progress; ImageMissing when it cannot."""
+        last_segment = image.split("/")[-1]
+        repository, tag = (image.rsplit(":", 1)) if ":" in last_segment else (image, "latest")
+        try:
+            for event in self.api.pull(repository, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    raise ImageMissing(image, str(event["error"]))
+                progress(f"     pulling {image}: {event.get('status', '')} {event.get('id', '')} {event.get('progress', '')}".rstrip())
+        except (docker.errors.DockerException, *_TRANSIENT) as error:
+            raise ImageMissing(image, f"pull failed: {error}") from error
+
     # -- act -------------------------------------------------------------------------------
     def ensure_network(self, name: str) -> None:
         if not _translate("network list", lambda: self.api.networks(names=[name])):

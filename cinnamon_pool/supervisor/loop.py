@@ -2,7 +2,8 @@
 
 The only process that talks to Docker. It re-lists the truth every tick (``rules.tick_s``);
 Docker events only wake it early, and it ticks fast while a container is starting so a
-replacement is registered as soon as its readiness probe passes.
+replacement is registered as soon as its readiness probe passes. With an election, it acts
+only while it leads its Docker host; a standby just waits.
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ import re
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import redis
 
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
-from cinnamon_pool.errors import CinnamonError, ImageMissing, RuntimeUnavailable
-from cinnamon_pool.health import ProbeResult, readiness
+from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, RuntimeUnavailable
+from cinnamon_pool.health import ProbeResult, liveness, readiness
 from cinnamon_pool.lease.store import LeaseStore, PoolSnapshot
 from cinnamon_pool.logs.events import action_record, event_record
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.model import ContainerRecord, ContainerState, container_name
 from cinnamon_pool.runtime.base import ContainerRuntime, ContainerSpec, ObservedContainer, pool_labels
+from cinnamon_pool.supervisor.election import LeaderElection
 from cinnamon_pool.supervisor.reconcile import (
     Action,
     Create,
@@ -34,20 +37,26 @@ from cinnamon_pool.supervisor.reconcile import (
     Register,
     RemoveOrphan,
     Replace,
+    Retire,
+    ScalePolicy,
     needs_probe,
     plan,
+    scale,
 )
+from cinnamon_pool.supervisor.rules import HealthPolicy, Probe, StateChange, judge
 
 FAST_TICK_S = 0.1
 MAX_BACKOFF_S = 30.0
 ERROR_REPORT_EVERY_S = 60.0
+Prober = Callable[[str, float], ProbeResult]
 
 
 @dataclass
 class TickReport:
-    actions: list[Action] = field(default_factory=list)
+    actions: list[Action | StateChange] = field(default_factory=list)
     pending: bool = False  # something is starting: tick again soon
     error: str | None = None
+    standby: bool = False
 
 
 class Supervisor:
@@ -59,7 +68,9 @@ class Supervisor:
         writer: DailyLogWriter,
         *,
         clock: Clock = SYSTEM_CLOCK,
-        probe: Callable[[str, float], ProbeResult] = readiness,
+        probe: Prober = readiness,
+        health_probe: Prober = liveness,
+        election: LeaderElection | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -67,69 +78,148 @@ class Supervisor:
         self.writer = writer
         self.clock = clock
         self.probe = probe
+        self.health_probe = health_probe
+        self.election = election
         self.pool = config.pool.name
         self.size = config.pool.initial_size
         self.wake = threading.Event()
         self.epoch: str | None = None
+        rules = config.rules
+        self.health_policy = HealthPolicy(rules.max_memory_mb, rules.health_failures, rules.health_timeout_s)
+        self.scale_policy = ScalePolicy(config.pool.min_size, config.pool.max_size, rules.idle_shrink_s, rules.scale_cooldown_s)
         self._network_ready = False
         self._created_at: dict[int, float] = {}  # slot -> monotonic time of create (startup time)
         self._restart_reasons: dict[str, str] = {}
         self._last_error: tuple[str, float] | None = None
         self._memory: dict[str, float] = {}
+        self._probe_failures: dict[str, int] = {}
+        self._probed_at: dict[str, float] = {}
+        self._scaled_at = clock.monotonic()
+        self._was_leading = False
+        self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cinnamon-probe")
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         watcher = threading.Thread(target=self.runtime.watch_events, args=(self.pool, self.wake, stop), daemon=True, name="docker-events")
         watcher.start()
         failures = 0
-        while not stop.is_set():
-            report = self.tick()
-            failures = failures + 1 if report.error else 0
-            self.wake.clear()
-            self.wake.wait(self.next_wait(report, failures))
+        try:
+            while not stop.is_set():
+                report = self.tick()
+                failures = failures + 1 if report.error else 0
+                self.wake.clear()
+                self.wake.wait(self.next_wait(report, failures))
+        finally:
+            if self.election is not None:
+                self.election.resign()
+            self._probes.shutdown(wait=False, cancel_futures=True)
 
     def next_wait(self, report: TickReport, failures: int) -> float:
         """Fast while containers start; exponential backoff (1 s .. 30 s) while ticks fail."""
         if failures:
             return min(MAX_BACKOFF_S, 2.0 ** (failures - 1))
+        if report.standby:
+            return self.config.rules.leader_retry_s
         return FAST_TICK_S if report.pending else self.config.rules.tick_s
 
     def tick(self) -> TickReport:
         report = TickReport()
         try:
+            if not self._lead():
+                report.standby = True
+                return report
             self.store.ensure_consumer_group()
             self.store.reap()
-            observation = self.observe()
-            report.actions = plan(observation)
-            for action in report.actions:
+            observation, snapshot = self.observe()
+            changes = self._judge(observation)
+            for change in changes:
+                self._apply_change(change)
+            actions = plan(observation)
+            self.size, shrink = scale(
+                self.size, observation, self.scale_policy, snapshot.waiting, snapshot.free_since_ms, snapshot.now_ms, self._since_scaled()
+            )
+            if self.size > observation.size:
+                self._scaled(
+                    LogKind.POOL,
+                    "POOL_EXPANDED",
+                    [("From", str(observation.size)), ("To", str(self.size)), ("Waiting", str(snapshot.waiting))],
+                )
+            actions += [shrink] if shrink else []
+            for action in actions:
+                if self.election is not None and not self.election.leading:
+                    raise NotLeader("lost the leadership during the tick; stopping before the next action")
                 self.apply(action)
-            report.pending = any(isinstance(a, (Create, Replace, Recycle)) for a in report.actions) or bool(needs_probe(observation))
+            report.actions = [*changes, *actions]
+            report.pending = (
+                any(isinstance(a, (Create, Replace, Recycle)) for a in actions) or bool(needs_probe(observation)) or bool(changes)
+            )
             self.write_event_logs()
         except (CinnamonError, redis.RedisError) as error:
             report.error = str(error)
             self._report_error(error)
         return report
 
+    def _lead(self) -> bool:
+        if self.election is None:
+            return True
+        leading = self.election.step()
+        if leading != self._was_leading:
+            self._was_leading = leading
+            state = "LEADER_ELECTED" if leading else "LEADER_LOST"
+            self._log(
+                LogKind.POOL,
+                "pool",
+                state,
+                [("Supervisor", self.election.identity), ("Host", self.runtime.host)],
+                level="INFO" if leading else "WARN",
+            )
+            print(f"cinnamon-pool supervise: {'leading' if leading else 'standing by'} for host {self.runtime.host}", file=sys.stderr)
+        return leading
+
     # -- observe -------------------------------------------------------------------------
-    def observe(self) -> Observation:
+    def observe(self) -> tuple[Observation, PoolSnapshot]:
         containers = self.runtime.list(self.pool)
         snapshot = self.store.snapshot()
         self._check_epoch(snapshot, containers)
         records = {name: rec for name, rec in snapshot.containers.items() if rec.host == self.runtime.host}
-        ready: dict[str, bool] = {}
-        base = Observation(self.pool, self.runtime.host, containers, records, {}, self.size)
-        for container in needs_probe(base):
-            ready[container.container_id] = self.probe(self._endpoint(container), self.config.rules.health_timeout_s).ok
+        base = Observation(self.pool, self.runtime.host, containers, records, {}, self.size, snapshot.draining)
+        timeout = self.config.rules.health_timeout_s
+        starting = needs_probe(base)
+        ready = dict(
+            zip(
+                (c.container_id for c in starting),
+                self._probes.map(lambda c: self.probe(self._endpoint(c), timeout).ok, starting),
+                strict=True,
+            )
+        )
+        running = {c.container_id for c in containers if c.running}
         memory: dict[str, float] = {}
-        by_id = {c.container_id: c for c in containers if c.running}
         for name, record in records.items():
-            if record.container_id in by_id:
+            if record.container_id in running:
                 reading = self.runtime.memory_mb(record.container_id)
                 if reading is not None:
                     memory[name] = reading
         self.store.record_memory(memory)
         self._memory = memory
-        return Observation(self.pool, self.runtime.host, containers, records, ready, self.size)
+        return Observation(self.pool, self.runtime.host, containers, records, ready, self.size, snapshot.draining), snapshot
+
+    def _judge(self, observation: Observation) -> list[StateChange]:
+        """Probe the serving containers whose interval is due (in parallel), then apply the rules."""
+        now, interval = self.clock.monotonic(), self.config.rules.health_interval_s
+        running = {c.container_id for c in observation.containers if c.running}
+        due = [
+            r
+            for r in observation.records.values()
+            if r.container_id in running and now - self._probed_at.get(r.name, float("-inf")) >= interval
+        ]
+        # Twice the timeout, so that a slow answer is told apart from no answer.
+        results = self._probes.map(lambda r: self.health_probe(r.endpoint, 2 * self.config.rules.health_timeout_s), due)
+        probes = {}
+        for record, result in zip(due, results, strict=True):
+            self._probed_at[record.name] = now
+            probes[record.name] = Probe(result.ok, result.seconds, result.detail)
+        changes, self._probe_failures = judge(observation.records, self._memory, probes, self._probe_failures, self.health_policy)
+        return changes
 
     def _check_epoch(self, snapshot: PoolSnapshot, containers: list[ObservedContainer]) -> None:
         """Redis lost the pool's state: every container may hold a job's leftovers, so recycle all."""
@@ -147,6 +237,19 @@ class Supervisor:
         self.epoch = snapshot.epoch
 
     # -- apply ---------------------------------------------------------------------------
+    def _apply_change(self, change: StateChange) -> None:
+        if change.state is ContainerState.DRAINING:
+            self._restart_reasons[change.name] = change.reason
+        self.store.set_state(change.name, change.state, change.reason)
+        level = "ERROR" if change.state is ContainerState.UNHEALTHY else "WARN"
+        self._log(
+            LogKind.ERRORS if level == "ERROR" else LogKind.POOL,
+            change.name,
+            f"MARKED_{change.state.value.upper()}",
+            [("Reason", change.reason)],
+            level=level,
+        )
+
     def apply(self, action: Action) -> None:
         if isinstance(action, Create):
             self._create(action.slot)
@@ -175,6 +278,26 @@ class Supervisor:
             self._log(
                 LogKind.POOL, "pool", "ORPHAN_REMOVED", [("Container", action.container_id[:12]), ("Reason", action.reason)], level="WARN"
             )
+        elif isinstance(action, Retire):
+            self._retire(action)
+
+    def _retire(self, action: Retire) -> None:
+        retired = action.name is None or self.store.deregister(action.name, action.reason, only_if_unleased=True)
+        if not retired and action.name in self.store.snapshot().containers:
+            return  # leased meanwhile: it stays, and is looked at again next tick
+        self.runtime.remove(action.container_id)
+        if action.slot == self.size and action.slot > self.scale_policy.min_size:
+            self.size -= 1
+            self._scaled(LogKind.POOL, "POOL_SHRUNK", [("From", str(action.slot)), ("To", str(self.size)), ("Reason", action.reason)])
+        else:
+            self._log(LogKind.POOL, action.name or "pool", "CONTAINER_REMOVED", [("Reason", action.reason)])
+
+    def _scaled(self, kind: LogKind, action: str, details: list[tuple[str, str]]) -> None:
+        self._scaled_at = self.clock.monotonic()
+        self._log(kind, "pool", action, details)
+
+    def _since_scaled(self) -> float:
+        return self.clock.monotonic() - self._scaled_at
 
     def _create(self, slot: int) -> None:
         template = self.config.container
@@ -208,6 +331,7 @@ class Supervisor:
             started_at=container.started_at,
         )
         self.epoch = self.store.register(record)
+        self._probe_failures.pop(name, None)
         created = self._created_at.pop(action.slot, None)
         details = [("Container ID", container.container_id[:12]), ("Endpoint", record.endpoint)]
         if created is not None:
@@ -225,7 +349,7 @@ class Supervisor:
         for entry_id, fields in self.store.read_events(f"supervisor-{self.runtime.host}"):
             ids.append(entry_id)
             if fields.get("kind") == "state" and fields.get("to") == ContainerState.RESTARTING:
-                self._restart_reasons[fields.get("name", "")] = fields.get("reason", "")
+                self._restart_reasons.setdefault(fields.get("name", ""), fields.get("reason", ""))
             for kind, record in event_record(fields, self._memory, self.config.rules.error_threshold):
                 self.writer.write(kind, record)
                 written += 1

@@ -57,7 +57,17 @@ class RemoveOrphan:
     reason: str
 
 
-Action = Create | Register | Replace | Recycle | Deregister | RemoveOrphan
+@dataclass(frozen=True)
+class Retire:
+    """Take an unleased container out of the pool for good (scale-down, drain)."""
+
+    slot: int
+    name: str | None
+    container_id: str
+    reason: str
+
+
+Action = Create | Register | Replace | Recycle | Deregister | RemoveOrphan | Retire
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class Observation:
     records: Mapping[str, ContainerRecord]  # the lease store's records for this host
     ready: Mapping[str, bool]  # container id -> readiness probe passed (only for those probed)
     size: int  # how many slots this host should serve
+    draining: bool = False
 
 
 def needs_probe(observation: Observation) -> list[ObservedContainer]:
@@ -84,6 +95,8 @@ def needs_probe(observation: Observation) -> list[ObservedContainer]:
 
 
 def plan(observation: Observation) -> list[Action]:
+    if observation.draining:
+        return _plan_drain(observation)
     actions: list[Action] = []
     ours = [c for c in observation.containers if c.belongs_to(observation.pool)]
     by_slot: dict[int, list[ObservedContainer]] = {}
@@ -138,3 +151,49 @@ def _plan_slot(observation: Observation, slot: int, containers: list[ObservedCon
     elif record.state is ContainerState.STARTING and observation.ready.get(current.container_id):
         actions.append(Register(slot, current, restarted=True))
     return actions
+
+
+def _plan_drain(observation: Observation) -> list[Action]:
+    """Drained: no new containers; each one goes as soon as it holds no lease."""
+    by_id = {record.container_id: record for record in observation.records.values()}
+    actions: list[Action] = []
+    for container in observation.containers:
+        if not container.belongs_to(observation.pool):
+            continue
+        record = by_id.get(container.container_id)
+        if record is not None and record.state in {ContainerState.ALLOCATED, ContainerState.DRAINING}:
+            continue
+        actions.append(Retire(container.slot or 0, record.name if record else None, container.container_id, "pool drained"))
+    return actions
+
+
+@dataclass(frozen=True)
+class ScalePolicy:
+    min_size: int
+    max_size: int
+    idle_shrink_s: float
+    cooldown_s: float
+
+
+def scale(
+    size: int,
+    observation: Observation,
+    policy: ScalePolicy,
+    waiting: int,
+    free_since_ms: Mapping[str, int],
+    now_ms: int,
+    since_last_change_s: float,
+) -> tuple[int, Action | None]:
+    """The pool's next size: grow by the waiting acquirers when nothing is free, shrink the
+    highest slot after it sat idle for ``idle_shrink_s``; never within the cool-down."""
+    if observation.draining or since_last_change_s < policy.cooldown_s:
+        return size, None
+    if waiting > 0 and not free_since_ms and size < policy.max_size:
+        return min(policy.max_size, size + waiting), None
+    if size > policy.min_size:
+        name = container_name(size)
+        record = observation.records.get(name)
+        idle_since = free_since_ms.get(name)
+        if record is not None and idle_since is not None and now_ms - idle_since >= policy.idle_shrink_s * 1000:
+            return size, Retire(size, name, record.container_id, f"idle for {(now_ms - idle_since) / 1000:.0f} s")
+    return size, None

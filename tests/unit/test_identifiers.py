@@ -30,7 +30,7 @@ def test_ordinary_identifiers_pass() -> None:
 
 def test_every_key_of_a_pool_shares_its_hash_tag() -> None:
     keys = PoolKeys("qa")
-    all_keys = [*keys.all_state_keys(), keys.events, keys.leader, keys.memory, keys.wake("0" * 32)]
+    all_keys = [*keys.all_state_keys(), keys.events, keys.leader("host-a"), keys.memory, keys.wake("0" * 32)]
     assert all(key.startswith("cinnamon:{qa}:") for key in all_keys), all_keys
     assert len(set(all_keys)) == len(all_keys), "two parts of the schema share a key"
     with pytest.raises(InvalidIdentifier):

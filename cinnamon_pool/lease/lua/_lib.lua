@@ -13,15 +13,22 @@
 --   KEYS[11] wake prefix   list prefix; the grant JSON is pushed to KEYS[11]..ticket when that ticket is granted
 --   KEYS[12] events        stream
 --   KEYS[13] draining      string
+--   KEYS[14] leader        string  the active supervisor of the caller's Docker host
 -- Time comes from the server (TIME), never from a client.
 local K_META, K_CONTAINERS, K_FREE, K_LEASES, K_EXPIRIES, K_LAST = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_WAITERS, K_WAITER_DL, K_TICKETS, K_HANDOFFS, K_WAKE = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local K_EVENTS, K_DRAINING = KEYS[12], KEYS[13]
+local K_EVENTS, K_DRAINING, K_LEADER = KEYS[12], KEYS[13], KEYS[14]
 
 local time = redis.call('TIME')
 local NOW = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local EVENTS_MAXLEN = 100000
 local WAKE_TTL_MS = 60000
+
+-- Supervisor scripts take the caller's leader id; '' means no election (tests, one supervisor).
+-- A deposed leader's writes are refused, so a paused supervisor that wakes up changes nothing.
+local function is_leader(id)
+  return id == '' or redis.call('GET', K_LEADER) == id
+end
 
 local function emit(kind, name, fields)
   local entry = {'kind', kind, 'name', name, 'at_ms', tostring(NOW)}

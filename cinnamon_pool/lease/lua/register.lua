@@ -4,7 +4,9 @@
 -- KEYS: the common layout of _lib.lua.
 -- ARGV[1] record JSON {name, container_id, slot, host, endpoint, restarts, started_at}
 -- ARGV[2] epoch candidate (16 hex), used only when the pool has none
+-- ARGV[3] leader id ('' = no election); a deposed leader gets {"NOT_LEADER"}
 -- Returns {"OK", epoch, handed ticket or ""}
+if not is_leader(ARGV[3]) then return {'NOT_LEADER'} end
 redis.call('HSETNX', K_META, 'epoch', ARGV[2])
 local rec = cjson.decode(ARGV[1])
 local old = get_record(rec.name)

@@ -1,0 +1,102 @@
+"""``cinnamon-pool doctor``: is this machine ready to run the pool? One line per check.
+
+Each check says OK, WARN or FAIL, what it found, and for anything but OK the fix.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import redis
+
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.errors import CinnamonError
+
+
+@dataclass(frozen=True)
+class Check:
+    status: str  # OK, WARN, FAIL
+    name: str
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        fix = f" -- fix: {self.fix}" if self.fix and self.status != "OK" else ""
+        return f"{self.status:<4} {self.name}: {self.detail}{fix}"
+
+
+def run_checks(config: PoolConfig, progress: Callable[[str], None] = print) -> Iterator[Check]:
+    yield from _docker_checks(config, progress)
+    yield from _redis_checks(config)
+
+
+def _docker_checks(config: PoolConfig, progress: Callable[[str], None]) -> Iterator[Check]:
+    from cinnamon_pool.runtime.docker import DockerRuntime
+
+    client = shutil.which("docker")
+    yield Check(
+        "OK" if client else "WARN", "docker client", client or "not on PATH", "apt-get install docker.io (the pool itself talks to the API)"
+    )
+    try:
+        runtime = DockerRuntime()
+    except CinnamonError as error:
+        yield Check("FAIL", "docker daemon", str(error), "start dockerd (make services) or set DOCKER_HOST")
+        return
+    yield Check("OK", "docker daemon", f"answers (host {runtime.host})")
+    image = config.container.image
+    if runtime.image_present(image):
+        yield Check("OK", "image", f"{image} is present")
+    else:
+        try:
+            runtime.pull(image, progress)
+            yield Check("OK", "image", f"{image} pulled")
+        except CinnamonError as error:
+            yield Check(
+                "FAIL",
+                "image",
+                f"{image} is missing and cannot be pulled: {error}",
+                "make images (builds the local images), or pull it where a registry is reachable",
+            )
+    try:
+        runtime.ensure_network(config.container.network)
+        yield Check("OK", "network", f"{config.container.network} present")
+    except CinnamonError as error:
+        yield Check("FAIL", "network", str(error), f"docker network create {config.container.network}")
+
+
+def _redis_checks(config: PoolConfig) -> Iterator[Check]:
+    client = redis.Redis.from_url(config.redis.url, socket_timeout=5)
+    shown = config.redis.url.rpartition("@")[2]  # never print a password
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        yield Check("FAIL", "redis", f"{shown}: {error}", "start redis-server (make services) or fix redis.url / CINNAMON_REDIS_URL")
+        return
+    yield Check("OK", "redis", f"{shown} answers")
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
+        persistence = client.config_get("appendonly").get("appendonly", "?")
+        save = client.config_get("save").get("save", "")
+    except redis.RedisError as error:
+        yield Check(
+            "WARN", "redis settings", f"cannot read CONFIG ({error})", "check maxmemory-policy noeviction and appendonly yes by hand"
+        )
+        return
+    if policy == "noeviction":
+        yield Check("OK", "redis eviction", "maxmemory-policy noeviction")
+    else:
+        yield Check(
+            "FAIL",
+            "redis eviction",
+            f"maxmemory-policy {policy}: Redis may evict lease keys",
+            "CONFIG SET maxmemory-policy noeviction (and in redis.conf)",
+        )
+    if persistence == "yes":
+        yield Check("OK", "redis persistence", "appendonly yes")
+    else:
+        detail = f"appendonly {persistence}, save '{save}'"
+        yield Check(
+            "WARN", "redis persistence", f"{detail}: a restart loses the pool state (detected and recycled)", "CONFIG SET appendonly yes"
+        )

@@ -1,0 +1,69 @@
+"""The container rules, as pure functions: readings in, state changes out.
+
+- memory over ``max_memory_mb`` -> draining (restarted when released, never mid-lease);
+- a health probe slower than ``health_timeout_s`` -> unhealthy at once;
+- ``health_failures`` failed probes in a row -> unhealthy (the plan then replaces it).
+The consecutive-error rule lives in the release script, which counts the outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cinnamon_pool.model import ContainerRecord, ContainerState
+
+SERVING = {ContainerState.AVAILABLE, ContainerState.ALLOCATED, ContainerState.DRAINING}
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    max_memory_mb: float
+    health_failures: int
+    health_timeout_s: float
+
+
+@dataclass(frozen=True)
+class Probe:
+    ok: bool
+    seconds: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StateChange:
+    name: str
+    state: ContainerState
+    reason: str
+
+
+def judge(
+    records: Mapping[str, ContainerRecord],
+    memory_mb: Mapping[str, float],
+    probes: Mapping[str, Probe],
+    failures: Mapping[str, int],
+    policy: HealthPolicy,
+) -> tuple[list[StateChange], dict[str, int]]:
+    """State changes for this tick, and the consecutive probe failures carried to the next."""
+    changes: list[StateChange] = []
+    carried: dict[str, int] = {}
+    for name, record in sorted(records.items()):
+        if record.state not in SERVING:
+            continue
+        count = failures.get(name, 0)
+        probe = probes.get(name)
+        if probe is not None:
+            if probe.ok and probe.seconds > policy.health_timeout_s:
+                changes.append(
+                    StateChange(name, ContainerState.UNHEALTHY, f"probe took {probe.seconds:.1f}s (> {policy.health_timeout_s:g}s)")
+                )
+                continue
+            count = 0 if probe.ok else count + 1
+            if count >= policy.health_failures:
+                changes.append(StateChange(name, ContainerState.UNHEALTHY, f"{count} failed probes ({probe.detail})"))
+                continue
+        carried[name] = count
+        memory = memory_mb.get(name)
+        if memory is not None and memory > policy.max_memory_mb and record.state is not ContainerState.DRAINING:
+            changes.append(StateChange(name, ContainerState.DRAINING, f"memory {memory:.0f}MB > {policy.max_memory_mb:g}MB"))
+    return changes, carried

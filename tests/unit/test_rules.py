@@ -1,0 +1,71 @@
+"""The container rules and the sizing decision as pure functions."""
+
+from __future__ import annotations
+
+from cinnamon_pool.model import ContainerRecord, ContainerState
+from cinnamon_pool.supervisor.reconcile import Observation, Retire, ScalePolicy, scale
+from cinnamon_pool.supervisor.rules import HealthPolicy, Probe, StateChange, judge
+
+POLICY = HealthPolicy(max_memory_mb=400, health_failures=3, health_timeout_s=5)
+
+
+def rec(slot: int, state: ContainerState = ContainerState.AVAILABLE) -> ContainerRecord:
+    return ContainerRecord(f"container-{slot:03d}", f"{slot:064x}", slot, "h", f"http://127.0.0.1:{3000 + slot}/mcp", state)
+
+
+def test_memory_over_the_limit_drains_once_and_never_touches_a_restarting_one() -> None:
+    records = {
+        "container-001": rec(1, ContainerState.ALLOCATED),
+        "container-002": rec(2, ContainerState.RESTARTING),
+        "container-003": rec(3),
+    }
+    changes, _ = judge(records, {"container-001": 412.0, "container-002": 900.0, "container-003": 399.0}, {}, {}, POLICY)
+    assert changes == [StateChange("container-001", ContainerState.DRAINING, "memory 412MB > 400MB")]
+    draining = {"container-001": rec(1, ContainerState.DRAINING)}
+    assert judge(draining, {"container-001": 500.0}, {}, {}, POLICY)[0] == [], "already draining: no second change"
+
+
+def test_three_failed_probes_in_a_row_make_it_unhealthy_and_a_success_resets() -> None:
+    records = {"container-001": rec(1)}
+    failures: dict[str, int] = {}
+    fail, ok = Probe(False, 0.01, "ConnectError"), Probe(True, 0.01)
+    history = []
+    for probe in (fail, fail, ok, fail, fail, fail):
+        changes, failures = judge(records, {}, {"container-001": probe}, failures, POLICY)
+        history.append([c.state for c in changes])
+    assert history == [[], [], [], [], [], [ContainerState.UNHEALTHY]]
+
+
+def test_one_probe_slower_than_the_timeout_makes_it_unhealthy() -> None:
+    changes, _ = judge({"container-001": rec(1)}, {}, {"container-001": Probe(True, 5.5)}, {}, POLICY)
+    assert changes == [StateChange("container-001", ContainerState.UNHEALTHY, "probe took 5.5s (> 5s)")]
+
+
+def observation(records: list[ContainerRecord], size: int, draining: bool = False) -> Observation:
+    return Observation("qa", "h", [], {r.name: r for r in records}, {}, size, draining)
+
+
+SCALE = ScalePolicy(min_size=1, max_size=4, idle_shrink_s=300, cooldown_s=30)
+
+
+def test_grow_by_the_waiting_acquirers_up_to_max_and_not_within_the_cool_down() -> None:
+    obs = observation([rec(1, ContainerState.ALLOCATED)], 1)
+    assert scale(1, obs, SCALE, waiting=2, free_since_ms={}, now_ms=0, since_last_change_s=60) == (3, None)
+    assert scale(1, obs, SCALE, waiting=9, free_since_ms={}, now_ms=0, since_last_change_s=60) == (4, None)
+    assert scale(1, obs, SCALE, waiting=2, free_since_ms={}, now_ms=0, since_last_change_s=10) == (1, None)
+    assert scale(1, obs, SCALE, waiting=2, free_since_ms={"container-001": 0}, now_ms=0, since_last_change_s=60) == (1, None), (
+        "something is free"
+    )
+
+
+def test_shrink_the_highest_idle_slot_above_min_only() -> None:
+    records = [rec(1), rec(2)]
+    obs = observation(records, 2)
+    idle = {"container-001": 0, "container-002": 0}
+    assert scale(2, obs, SCALE, 0, idle, now_ms=299_000, since_last_change_s=60) == (2, None)
+    assert scale(2, obs, SCALE, 0, idle, now_ms=300_000, since_last_change_s=60) == (
+        2,
+        Retire(2, "container-002", f"{2:064x}", "idle for 300 s"),
+    )
+    assert scale(2, obs, SCALE, 0, {"container-001": 0}, now_ms=400_000, since_last_change_s=60) == (2, None), "slot 2 is leased"
+    assert scale(1, observation([rec(1)], 1), SCALE, 0, {"container-001": 0}, now_ms=10**9, since_last_change_s=60) == (1, None), "at min"

@@ -9,6 +9,7 @@ its writes refused by the scripts, which compare its id with the key's value.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -61,8 +62,6 @@ class LeaderElection:
 
     def resign(self) -> None:
         if self._renewed_at is not None:
-            try:
+            with contextlib.suppress(redis.RedisError):  # else the key expires by itself
                 self.store.leadership("resign", self.identity, self.lease_s)
-            except redis.RedisError:
-                pass  # the key expires by itself
         self._renewed_at = None

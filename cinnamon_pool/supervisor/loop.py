@@ -95,7 +95,7 @@ class Supervisor:
         self._probe_failures: dict[str, int] = {}
         self._probed_at: dict[str, float] = {}
         self._scaled_at = clock.monotonic()
-        self._was_leading = False
+        self._was_leading: bool | None = None  # None: not yet told
         self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cinnamon-probe")
 
     # -- the loop ------------------------------------------------------------------------
@@ -130,6 +130,7 @@ class Supervisor:
                 return report
             self.store.ensure_consumer_group()
             self.store.reap()
+            self.write_event_logs()  # first: the events tell why containers await a restart
             observation, snapshot = self.observe()
             changes = self._judge(observation)
             for change in changes:
@@ -165,7 +166,7 @@ class Supervisor:
         leading = self.election.step()
         if leading != self._was_leading:
             self._was_leading = leading
-            state = "LEADER_ELECTED" if leading else "LEADER_LOST"
+            state = "LEADER_ELECTED" if leading else "LEADER_STANDBY"
             self._log(
                 LogKind.POOL,
                 "pool",

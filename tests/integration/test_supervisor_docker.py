@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
+import httpx
 import pytest
 import redis
 
@@ -16,6 +19,7 @@ from cinnamon_pool.errors import LeaseLost
 from cinnamon_pool.lease.store import Holder, LeaseStore
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.logs.writer import DailyLogWriter
+from cinnamon_pool.model import ContainerState, Outcome
 from cinnamon_pool.runtime.docker import DockerRuntime
 from cinnamon_pool.supervisor.loop import Supervisor
 from tests.conftest import test_config
@@ -43,8 +47,11 @@ class Running:
         return [r.action for f in sorted((self.logs / "containers").glob(f"container-{kind}-*.log")) for r in parse(f.open())]
 
 
+Starter = Callable[..., Running]
+
+
 @pytest.fixture
-def running(
+def start(
     docker_client: docker.DockerClient,
     real_redis: redis.Redis,
     redis_server: str,
@@ -52,19 +59,33 @@ def running(
     test_network: str,
     fake_image: str,
     tmp_path: Path,
-) -> Iterator[Running]:
-    config = test_config(pool_cleanup, redis_server, image=fake_image, network=test_network)
-    store = LeaseStore(real_redis, pool_cleanup, lease_ttl_s=5)
-    supervisor = Supervisor(config, store, DockerRuntime(docker_client), DailyLogWriter(tmp_path))
-    stop = threading.Event()
-    thread = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield Running(supervisor, store, tmp_path)
-    finally:
+) -> Iterator[Starter]:
+    """Start a supervisor thread on a pool of fake-mcp containers, with rules overridden."""
+    stops: list[tuple[threading.Event, threading.Thread, Supervisor]] = []
+
+    def starter(size: int = 2, min_size: int | None = None, max_size: int | None = None, **rules: float) -> Running:
+        config = test_config(pool_cleanup, redis_server, image=fake_image, network=test_network, size=size, **rules)
+        if min_size is not None or max_size is not None:
+            pool = {"name": pool_cleanup, "min_size": min_size or size, "max_size": max_size or size, "initial_size": size}
+            config = dataclasses.replace(config, pool=dataclasses.replace(config.pool, **pool))
+        store = LeaseStore(real_redis, pool_cleanup, lease_ttl_s=5, error_threshold=config.rules.error_threshold)
+        supervisor = Supervisor(config, store, DockerRuntime(docker_client), DailyLogWriter(tmp_path))
+        stop = threading.Event()
+        thread = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
+        thread.start()
+        stops.append((stop, thread, supervisor))
+        return Running(supervisor, store, tmp_path)
+
+    yield starter
+    for stop, thread, supervisor in stops:
         stop.set()
         supervisor.wake.set()
         thread.join(timeout=30)
+
+
+@pytest.fixture
+def running(start: Starter) -> Running:
+    return start()
 
 
 def test_starts_initial_size_and_registers_ready_containers(
@@ -122,3 +143,93 @@ def test_orphans_with_the_full_label_set_are_removed_and_nothing_else(
         for container in (orphan, partial, other):
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
+
+
+def pool_log(running: Running, action: str) -> list[str]:
+    files = sorted((running.logs / "containers").glob("container-*.log"))
+    return [r.detail("Reason") for f in files for r in parse(f.open()) if r.action == action]
+
+
+def fake(endpoint: str, change: dict[str, object]) -> None:
+    httpx.post(endpoint.removesuffix("/mcp") + "/_fake/mode", json=change, timeout=10).raise_for_status()
+
+
+def test_memory_growth_drains_then_restarts_the_container(start: Starter) -> None:
+    running = start(max_memory_mb=80)
+    eventually(lambda: len(running.free()) == 2, what="pool ready")
+    victim = running.store.snapshot().containers["container-001"]
+    fake(victim.endpoint, {"grow_mb": 100})
+    eventually(lambda: any("memory" in reason for reason in pool_log(running, "CONTAINER_RESTART")), what="a restart for memory")
+    eventually(lambda: running.store.snapshot().containers["container-001"].state.value == "available", what="back in the pool")
+    recycled = running.store.snapshot().containers["container-001"]
+    assert recycled.container_id == victim.container_id and recycled.restarts == 1, "restarted in place, counted"
+    assert running.store.snapshot().memory_mb.get("container-001", 999) < 80
+
+
+def test_three_infra_errors_in_a_row_restart_the_container(start: Starter) -> None:
+    running = start(size=1, min_size=1, max_size=2)
+    eventually(lambda: running.free() == ["container-001"], what="pool ready")
+    for _ in range(3):
+        grant = running.store.acquire(Holder("failing-job"), timeout_s=10)
+        running.store.release(grant.name, grant.token, Outcome.INFRA_ERROR)
+    eventually(lambda: "error_threshold" in pool_log(running, "CONTAINER_RESTART"), what="a restart for error_threshold")
+    eventually(lambda: running.free() == ["container-001"], what="back in the pool")
+    assert running.store.snapshot().containers["container-001"].error_count == 0
+
+
+def test_a_hung_container_is_replaced_after_three_failed_probes(start: Starter) -> None:
+    running = start(health_interval_s=0.2, health_timeout_s=0.3, health_failures=3)
+    eventually(lambda: len(running.free()) == 2, what="pool ready")
+    hung = running.store.snapshot().containers["container-002"]
+    fake(hung.endpoint, {"mode": "hang"})
+
+    def replaced() -> bool:
+        record = running.store.snapshot().containers.get("container-002")
+        return record is not None and record.container_id != hung.container_id and record.state.value == "available"
+
+    eventually(replaced, what="the hung container replaced")
+    assert any(reason.startswith("3 failed probes") for reason in pool_log(running, "MARKED_UNHEALTHY")), pool_log(
+        running, "MARKED_UNHEALTHY"
+    )
+
+
+def test_a_foreign_container_id_in_redis_gets_no_docker_call(
+    running: Running, docker_client: docker.DockerClient, fake_image: str, pool_cleanup: str
+) -> None:
+    eventually(lambda: len(running.free()) == 2, what="pool ready")
+    foreign = docker_client.containers.run(
+        fake_image, detach=True, volumes=["/usr:/usr:ro"], network_mode="none", labels={"cinnamon.test": pool_cleanup}
+    )
+    try:
+        record = running.store.snapshot().containers["container-001"]
+        forged = dataclasses.replace(record, container_id=foreign.id)
+        running.store.redis.hset(running.store.keys.containers, "container-001", json.dumps(forged.to_json_dict()))
+        running.store.set_state("container-001", ContainerState.RESTARTING, "forged record")
+        eventually(
+            lambda: running.store.snapshot().containers["container-001"].container_id == record.container_id, what="the record healed"
+        )
+        foreign.reload()
+        assert foreign.status == "running" and foreign.attrs["RestartCount"] == 0, "the foreign container must not be touched"
+        assert foreign.attrs["State"]["StartedAt"] == docker_client.api.inspect_container(foreign.id)["State"]["StartedAt"]
+    finally:
+        foreign.remove(force=True)
+
+
+def test_the_pool_grows_under_waiting_jobs_and_shrinks_back_when_idle(start: Starter) -> None:
+    running = start(size=1, min_size=1, max_size=3, idle_shrink_s=1.0, scale_cooldown_s=0.0)
+    eventually(lambda: running.free() == ["container-001"], what="pool ready")
+    holder = running.store.acquire(Holder("holder"), timeout_s=5)
+    grants: list[object] = []
+    waiters = [threading.Thread(target=lambda: grants.append(running.store.acquire(Holder("waiter"), timeout_s=60))) for _ in range(2)]
+    for waiter in waiters:
+        waiter.start()
+    for waiter in waiters:
+        waiter.join(timeout=90)
+    assert len(grants) == 2, "both waiters got a container from the grown pool"
+    assert running.supervisor.size == 3
+    assert sorted(g.name for g in grants) == ["container-002", "container-003"]  # type: ignore[attr-defined]
+    for grant in [holder, *grants]:
+        running.store.release(grant.name, grant.token)  # type: ignore[attr-defined]
+    eventually(lambda: running.supervisor.size == 1 and running.free() == ["container-001"], seconds=30, what="shrunk back to min_size")
+    actions = [r.action for f in sorted((running.logs / "containers").glob("container-pool-*.log")) for r in parse(f.open())]
+    assert "POOL_EXPANDED" in actions and actions.count("POOL_SHRUNK") == 2

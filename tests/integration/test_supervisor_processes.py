@@ -1,0 +1,119 @@
+"""Real `cinnamon-pool supervise` processes: leader election and crashes mid-action."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import redis
+
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.pool import ContainerPool
+from tests.conftest import test_config
+from tests.integration.test_supervisor_docker import eventually
+
+pytestmark = [pytest.mark.docker, pytest.mark.redis]
+BIN = Path(sys.executable).parent
+RULES = "tick_s = 0.3\nleader_lease_s = 1.5\nleader_renew_deadline_s = 1.0\nleader_retry_s = 0.2\n"
+
+
+class Supervisors:
+    def __init__(self, config: PoolConfig, config_path: Path, workdir: Path) -> None:
+        self.config, self.config_path, self.workdir = config, config_path, workdir
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.pool = ContainerPool(config)
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"supervise-{len(self.processes)}.log").open("wb")
+        env = {**os.environ, "CINNAMON_CONFIG": str(self.config_path)}
+        process = subprocess.Popen([str(BIN / "cinnamon-pool"), "supervise"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def output(self, index: int) -> str:
+        return (self.workdir / f"supervise-{index}.log").read_text()
+
+    def ready(self) -> bool:
+        status = self.pool.status()
+        return status["available"] == 2 and status["total"] == 2
+
+
+@pytest.fixture
+def supervisors(
+    real_redis: redis.Redis, redis_server: str, pool_cleanup: str, test_network: str, fake_image: str, tmp_path: Path
+) -> Iterator[Supervisors]:
+    config = test_config(pool_cleanup, redis_server, image=fake_image, network=test_network)
+    c = config.container
+    path = tmp_path / "pool.toml"
+    path.write_text(
+        f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "{pool_cleanup}"\nmin_size = 1\nmax_size = 2\ninitial_size = 2\n'
+        f'[container]\nimage = "{c.image}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{c.network}"\nhost_port_range = "{c.host_port_range}"\n'
+        f'[rules]\n{RULES}[logs]\ndir = "{tmp_path / "logs"}"\n'
+    )
+    group = Supervisors(config, path, tmp_path)
+    yield group
+    for process in group.processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+            process.wait(timeout=10)
+
+
+def pool_containers(client: docker.DockerClient, pool: str) -> list[docker.models.containers.Container]:
+    return client.containers.list(all=True, filters={"label": f"cinnamon.pool={pool}"})
+
+
+def one_per_slot(client: docker.DockerClient, pool: str, status: Callable[[], dict[str, object]]) -> bool:
+    containers = pool_containers(client, pool)
+    slots = sorted(c.labels["cinnamon.slot"] for c in containers)
+    registered = {c["container_id"] for c in status()["containers"] if c["state"] == "available"}  # type: ignore[attr-defined,index]
+    return slots == ["1", "2"] and registered == {c.id for c in containers}
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_the_standby_takes_over_when_the_leader_dies_or_pauses(
+    supervisors: Supervisors, docker_client: docker.DockerClient, pool_cleanup: str, how: str
+) -> None:
+    leader = supervisors.start()
+    eventually(supervisors.ready, what="the leader brought up 2 containers")
+    standby = supervisors.start()
+    eventually(lambda: "standing by" in supervisors.output(1), seconds=10, what="the second supervisor standing by")
+    assert "leading" not in supervisors.output(1)
+    os.kill(leader.pid, getattr(signal, how))
+    victim = supervisors.pool.status()["containers"][0]
+    docker_client.containers.get(victim["container_id"]).kill()
+    eventually(lambda: "leading" in supervisors.output(1), seconds=15, what="the standby took over")
+
+    def healed() -> bool:
+        return one_per_slot(docker_client, pool_cleanup, supervisors.pool.status) and victim["container_id"] not in {
+            c.id for c in pool_containers(docker_client, pool_cleanup)
+        }
+
+    eventually(healed, seconds=30, what="the new leader replaced the killed container")
+    if how == "SIGSTOP":
+        os.kill(leader.pid, signal.SIGCONT)
+        eventually(lambda: "standing by" in supervisors.output(0), seconds=15, what="the paused leader stepping down")
+        time.sleep(1.0)
+        assert one_per_slot(docker_client, pool_cleanup, supervisors.pool.status), "the old leader must not have acted after waking"
+    assert standby.poll() is None
+
+
+def test_a_supervisor_killed_between_create_and_register_leaves_one_container_per_slot(
+    supervisors: Supervisors, docker_client: docker.DockerClient, pool_cleanup: str
+) -> None:
+    first = supervisors.start()
+    eventually(lambda: pool_containers(docker_client, pool_cleanup), seconds=30, what="a first container created")
+    first.kill()  # most likely before its registration: fake-mcp needs ~0.2 s to answer
+    first.wait(timeout=10)
+    supervisors.start()
+    eventually(
+        lambda: one_per_slot(docker_client, pool_cleanup, supervisors.pool.status), seconds=30, what="one registered container per slot"
+    )
+    assert len(pool_containers(docker_client, pool_cleanup)) == 2, "nothing leaked"

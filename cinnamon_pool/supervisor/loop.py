@@ -45,7 +45,8 @@ from cinnamon_pool.supervisor.reconcile import (
 )
 from cinnamon_pool.supervisor.rules import HealthPolicy, Probe, StateChange, judge
 
-FAST_TICK_S = 0.1
+FAST_TICK_S = 0.05
+EVENT_RECHECK_S = 0.1
 MAX_BACKOFF_S = 30.0
 ERROR_REPORT_EVERY_S = 60.0
 Prober = Callable[[str, float], ProbeResult]
@@ -104,11 +105,18 @@ class Supervisor:
         watcher.start()
         failures = 0
         try:
+            woken = False
             while not stop.is_set():
+                self.wake.clear()  # before the tick: an event that arrives during it is not lost
                 report = self.tick()
                 failures = failures + 1 if report.error else 0
-                self.wake.clear()
-                self.wake.wait(self.next_wait(report, failures))
+                delay = self.next_wait(report, failures)
+                if failures:
+                    stop.wait(delay)  # backing off: events must not cut it short
+                    continue
+                # Docker announces a death before its listing says so: after a wake-up by an
+                # event, look once more shortly even when this tick saw nothing to do.
+                woken = self.wake.wait(min(delay, EVENT_RECHECK_S) if woken else delay)
         finally:
             if self.election is not None:
                 self.election.resign()
@@ -287,7 +295,7 @@ class Supervisor:
         if not retired and action.name in self.store.snapshot().containers:
             return  # leased meanwhile: it stays, and is looked at again next tick
         self.runtime.remove(action.container_id)
-        if action.slot == self.size and action.slot > self.scale_policy.min_size:
+        if action.shrink and action.slot == self.size:
             self.size -= 1
             self._scaled(LogKind.POOL, "POOL_SHRUNK", [("From", str(action.slot)), ("To", str(self.size)), ("Reason", action.reason)])
         else:

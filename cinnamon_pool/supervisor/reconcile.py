@@ -65,6 +65,7 @@ class Retire:
     name: str | None
     container_id: str
     reason: str
+    shrink: bool = False  # scale-down (the pool's size drops) rather than drain (size kept)
 
 
 Action = Create | Register | Replace | Recycle | Deregister | RemoveOrphan | Retire
@@ -195,5 +196,5 @@ def scale(
         record = observation.records.get(name)
         idle_since = free_since_ms.get(name)
         if record is not None and idle_since is not None and now_ms - idle_since >= policy.idle_shrink_s * 1000:
-            return size, Retire(size, name, record.container_id, f"idle for {(now_ms - idle_since) / 1000:.0f} s")
+            return size, Retire(size, name, record.container_id, f"idle for {(now_ms - idle_since) / 1000:.0f} s", shrink=True)
     return size, None

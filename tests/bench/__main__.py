@@ -1,7 +1,7 @@
 """`make bench`: every benchmark section, one table, bench-results.json.
 
 Each row carries a baseline measured in the same run. `python -m tests.bench lease` runs one
-section. Sections: lease (real redis-server), pool (real Docker and playwright-mcp).
+section. Sections: lease (real redis-server), pool and supervisor (real Docker, fake-mcp and playwright-mcp).
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench import lease_bench, pool_bench
+from tests.bench import lease_bench, pool_bench, supervisor_bench
 from tests.bench.report import emit
 from tests.support import start_redis_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-SECTIONS = ("lease", "pool")
+SECTIONS = ("lease", "pool", "supervisor")
 
 
 def main(argv: list[str]) -> int:
@@ -36,6 +36,9 @@ def main(argv: list[str]) -> int:
             if "pool" in chosen:
                 print("section pool: warm pool vs a fresh container per job (real playwright-mcp)", flush=True)
                 rows += pool_bench.run(url, Path(scratch))
+            if "supervisor" in chosen:
+                print("section supervisor: replacement after docker kill, observe pass, resident memory", flush=True)
+                rows += supervisor_bench.run(url, Path(scratch))
         finally:
             stop(process)
     print()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from cinnamon_pool.errors import LeaseLost
+from cinnamon_pool.errors import LeaseLost, PoolExhausted
 from cinnamon_pool.lease.store import Holder, LeaseStore
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.logs.writer import DailyLogWriter
@@ -233,3 +233,42 @@ def test_the_pool_grows_under_waiting_jobs_and_shrinks_back_when_idle(start: Sta
     eventually(lambda: running.supervisor.size == 1 and running.free() == ["container-001"], seconds=30, what="shrunk back to min_size")
     actions = [r.action for f in sorted((running.logs / "containers").glob("container-pool-*.log")) for r in parse(f.open())]
     assert "POOL_EXPANDED" in actions and actions.count("POOL_SHRUNK") == 2
+
+
+def test_redis_amnesia_recycles_every_container_before_it_serves_again(running: Running, docker_client: docker.DockerClient) -> None:
+    eventually(lambda: len(running.free()) == 2, what="pool ready")
+    before = {
+        r.container_id: docker_client.api.inspect_container(r.container_id)["State"]["StartedAt"]
+        for r in running.store.snapshot().containers.values()
+    }
+    old_epoch = running.store.snapshot().epoch
+    running.store.redis.flushall()
+
+    def recycled() -> bool:
+        snapshot = running.store.snapshot()
+        return snapshot.epoch not in {None, old_epoch} and len(snapshot.free) == 2
+
+    eventually(recycled, what="the pool re-registered under a new epoch")
+    for container_id, started in before.items():
+        assert docker_client.api.inspect_container(container_id)["State"]["StartedAt"] != started, (
+            "every container restarted before serving again"
+        )
+
+
+def test_drain_removes_containers_as_they_are_released_and_undo_refills(
+    running: Running, docker_client: docker.DockerClient, pool_cleanup: str
+) -> None:
+    eventually(lambda: len(running.free()) == 2, what="pool ready")
+    held = running.store.acquire(Holder("long-job"), timeout_s=5)
+    running.store.set_draining(True)
+    with pytest.raises(PoolExhausted):
+        running.store.acquire(Holder("new-job"), timeout_s=0, wait=False)
+
+    def containers() -> list[str]:
+        return [c.id for c in docker_client.containers.list(all=True, filters={"label": f"cinnamon.pool={pool_cleanup}"})]
+
+    eventually(lambda: containers() == [held.container_id], what="the free container removed, the leased one kept")
+    running.store.release(held.name, held.token)
+    eventually(lambda: containers() == [], what="the released container removed")
+    running.store.set_draining(False)
+    eventually(lambda: len(running.free()) == 2, what="refilled after undo")

@@ -65,7 +65,7 @@ def test_shrink_the_highest_idle_slot_above_min_only() -> None:
     assert scale(2, obs, SCALE, 0, idle, now_ms=299_000, since_last_change_s=60) == (2, None)
     assert scale(2, obs, SCALE, 0, idle, now_ms=300_000, since_last_change_s=60) == (
         2,
-        Retire(2, "container-002", f"{2:064x}", "idle for 300 s"),
+        Retire(2, "container-002", f"{2:064x}", "idle for 300 s", shrink=True),
     )
     assert scale(2, obs, SCALE, 0, {"container-001": 0}, now_ms=400_000, since_last_change_s=60) == (2, None), "slot 2 is leased"
     assert scale(1, observation([rec(1)], 1), SCALE, 0, {"container-001": 0}, now_ms=10**9, since_last_change_s=60) == (1, None), "at min"

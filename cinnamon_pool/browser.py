@@ -12,10 +12,15 @@ synchronous facade for jobs that would rather not write asyncio:
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
+import contextlib
+import json
+import re
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from mcp import Client
@@ -28,12 +33,22 @@ from cinnamon_pool.lease.handle import ContainerLease
 TOKEN_HEADER = "X-Cinnamon-Token"
 
 
+def artifact_folder(lease: ContainerLease) -> Path:
+    """``<artifacts root>/<date>/<test run id>/``; the id is validated, and sanitized again here."""
+    safe = re.sub(r"[^A-Za-z0-9_.@+-]", "_", lease.test_run_id).lstrip(".") or "run"
+    return Path(lease.artifacts_root) / f"{lease.clock.now():%Y-%m-%d}" / safe[:128]
+
+
 class ToolError(CinnamonError):
     """A tool answered with an error (the page or the test did something wrong, as a rule)."""
 
     def __init__(self, tool: str, message: str) -> None:
         self.tool = tool
         super().__init__(f"{tool}: {message}")
+
+
+def _text(tool: str, parts: list[Any]) -> str:
+    return "\n".join(getattr(part, "text", "") for part in parts if getattr(part, "type", "text") == "text")
 
 
 class FencedClient:
@@ -44,12 +59,15 @@ class FencedClient:
         self.lease = lease
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> str:
+        return _text(name, await self.call_tool_raw(name, arguments))
+
+    async def call_tool_raw(self, name: str, arguments: dict[str, Any] | None = None) -> list[Any]:
+        """The result's content parts (text, image...); raises ToolError when the tool failed."""
         self.lease.check()
         result = await self.client.call_tool(name, arguments or {})
-        text = "\n".join(getattr(part, "text", "") for part in result.content)
         if result.is_error:
-            raise ToolError(name, text.strip())
-        return text
+            raise ToolError(name, _text(name, list(result.content)).strip())
+        return list(result.content)
 
     async def list_tools(self) -> list[str]:
         self.lease.check()
@@ -75,7 +93,8 @@ class Browser:
         self.timeout_s = timeout_s
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cinnamon-browser", daemon=True)
-        self._requests: asyncio.Queue[tuple[str, dict[str, Any], concurrent.futures.Future[str]] | None] | None = None
+        self._requests: asyncio.Queue[tuple[str, dict[str, Any], concurrent.futures.Future[list[Any]]] | None] | None = None
+        self.last_snapshot: str | None = None
         self._session_done: concurrent.futures.Future[None] | None = None
 
     def __enter__(self) -> Browser:
@@ -89,8 +108,29 @@ class Browser:
             raise
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._shutdown()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            if exc is not None and self.lease.artifacts_root and self._requests is not None:
+                self._save_artifacts()
+        finally:
+            self._shutdown()
+
+    def _save_artifacts(self) -> None:
+        """On a failed job: the last accessibility snapshot and a screenshot, for the person
+        who reads the error log. Best effort: a broken browser must not hide the job's error."""
+        folder = artifact_folder(self.lease)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                (folder / "snapshot.md").write_text(self.call("browser_snapshot"), encoding="utf-8")
+            except Exception:
+                if self.last_snapshot is not None:
+                    (folder / "snapshot.md").write_text(self.last_snapshot, encoding="utf-8")
+            with contextlib.suppress(Exception):
+                (folder / "screenshot.png").write_bytes(self.screenshot())
+        except OSError:
+            return
+        self.lease.artifacts_path = str(folder)
 
     def _shutdown(self) -> None:
         if self._requests is not None:
@@ -111,7 +151,7 @@ class Browser:
                 while (request := await self._requests.get()) is not None:
                     name, arguments, result = request
                     try:
-                        result.set_result(await session.call_tool(name, arguments))
+                        result.set_result(await session.call_tool_raw(name, arguments))
                     except Exception as error:
                         result.set_exception(error)
         except BaseException as error:
@@ -120,10 +160,17 @@ class Browser:
             raise
 
     def call(self, tool: str, arguments: dict[str, Any] | None = None) -> str:
+        """Call any playwright-mcp tool; its text. Remembers the last page snapshot it saw."""
+        text = _text(tool, self.call_raw(tool, arguments))
+        if "### Snapshot" in text or "### Page" in text:
+            self.last_snapshot = text
+        return text
+
+    def call_raw(self, tool: str, arguments: dict[str, Any] | None = None) -> list[Any]:
         if self._requests is None:
             raise RuntimeError("use Browser as a context manager: with Browser(container) as browser: ...")
         self.lease.check()
-        result: concurrent.futures.Future[str] = concurrent.futures.Future()
+        result: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
         self._loop.call_soon_threadsafe(self._requests.put_nowait, (tool, arguments or {}, result))
         return result.result(timeout=self.timeout_s + 5)
 
@@ -133,11 +180,42 @@ class Browser:
     def snapshot(self) -> str:
         return self.call("browser_snapshot")
 
-    def click(self, element: str, ref: str) -> str:
-        return self.call("browser_click", {"element": element, "ref": ref})
+    def click(self, element: str, target: str) -> str:
+        """Click ``target`` (a ref from the snapshot, like ``e3``, or a selector)."""
+        return self.call("browser_click", {"element": element, "target": target})
 
-    def type(self, element: str, ref: str, text: str, *, submit: bool = False) -> str:
-        return self.call("browser_type", {"element": element, "ref": ref, "text": text, "submit": submit})
+    def type(self, element: str, target: str, text: str, *, submit: bool = False) -> str:
+        return self.call("browser_type", {"element": element, "target": target, "text": text, "submit": submit})
 
-    def screenshot(self) -> str:
-        return self.call("browser_take_screenshot")
+    def evaluate(self, function: str) -> str:
+        """Run ``function`` (JavaScript, e.g. ``() => document.title``) in the page."""
+        return self.call("browser_evaluate", {"function": function})
+
+    def screenshot(self) -> bytes:
+        """The page as PNG bytes."""
+        result = self.call_raw("browser_take_screenshot", {"type": "png"})
+        image = next((part for part in result if getattr(part, "type", "") == "image"), None)
+        if image is None:
+            raise ToolError("browser_take_screenshot", "answered without an image")
+        return base64.b64decode(image.data)
+
+
+CANARY_CODE = (
+    "async (page) => { const state = await page.context().storageState(); "
+    "return JSON.stringify({cookies: state.cookies.length, origins: state.origins.length, pages: page.context().pages().length}); }"
+)
+
+
+def find_residue(lease: ContainerLease, timeout_s: float) -> str | None:
+    """Open a fresh session and look for what an earlier job could have left: cookies,
+    localStorage (origins with storage) or extra tabs. None when the session is clean."""
+    with Browser(lease, timeout_s=timeout_s) as browser:
+        text = browser.call("browser_run_code_unsafe", {"code": CANARY_CODE})
+    match = re.search(r"### Result\s*\n(.*?)(\n###|$)", text, flags=re.DOTALL)
+    if match is None:
+        return f"canary answer not understood: {text[:200]!r}"
+    found = json.loads(json.loads(match.group(1).strip()))
+    residue = [f"{key}={found[key]}" for key in ("cookies", "origins") if found.get(key)]
+    if found.get("pages", 1) > 1:
+        residue.append(f"pages={found['pages']}")
+    return ", ".join(residue) or None

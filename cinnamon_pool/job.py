@@ -9,6 +9,8 @@ rq records the failure as usual.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import functools
 import os
 import socket
@@ -16,9 +18,11 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 import redis
-from rq import get_current_job
+from loguru import logger
+from rq import Queue, get_current_job
 
 from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.errors import PoolExhausted
 from cinnamon_pool.pool import ContainerPool
 
 P = ParamSpec("P")
@@ -39,6 +43,28 @@ def _pool_for(config: PoolConfig) -> ContainerPool:
 _POOLS: dict[tuple[Any, ...], ContainerPool] = {}
 
 
+def _requeue(job: Any, delay_s: float) -> dict[str, str]:
+    queue = Queue(job.origin, connection=job.connection, serializer=job.serializer)
+    again = queue.enqueue_in(
+        datetime.timedelta(seconds=delay_s), job.func_name, *job.args, job_timeout=job.timeout, description=job.description, **job.kwargs
+    )
+    logger.info("cinnamon-pool: pool exhausted; job {} requeued as {} in {:.0f} s", job.id, again.id, delay_s)
+    return {"requeued_as": again.id}
+
+
+def _warn_about_timeout(job: Any, config: PoolConfig) -> None:
+    """A job allowed to run longer than the lease hard cap would lose its container mid-run."""
+    timeout = getattr(job, "timeout", None)
+    if timeout is not None and timeout >= config.rules.max_lease_s:
+        logger.warning(
+            "cinnamon-pool: job {} has timeout {} s, not below the lease hard cap rules.max_lease_s={} s: "
+            "its lease ends before rq stops it",
+            job.id,
+            timeout,
+            config.rules.max_lease_s,
+        )
+
+
 def _current_job() -> Any:
     return get_current_job()
 
@@ -47,15 +73,26 @@ def with_container(
     config: PoolConfig | None = None,
     *,
     acquire_timeout_s: float = 300.0,
+    on_exhausted: str = "fail",
+    requeue_delay_s: float = 30.0,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Inject ``container=`` (a :class:`ContainerLease`) into an rq job function.
 
     ``config`` defaults to the same configuration the CLI reads (``CINNAMON_CONFIG`` and the
     ``CINNAMON_*`` variables), read when the job runs. The test run id is the job's
     ``test_run_id`` keyword when given (it is still passed on to the function), else the rq
-    job id. When no container frees up within ``acquire_timeout_s`` the job fails with
-    :class:`PoolExhausted`, whose message carries the pool's counts.
+    job id. When no container frees up within ``acquire_timeout_s``:
+
+    - ``on_exhausted="fail"`` (default): the job fails with :class:`PoolExhausted`, whose
+      message carries the pool's counts;
+    - ``on_exhausted="requeue"``: the job puts a copy of itself back on its queue to run in
+      ``requeue_delay_s`` and ends, so the worker is not held idle (the worker needs rq's
+      scheduler: ``rq worker --with-scheduler``). It returns ``{"requeued_as": <job id>}``.
     """
+    if on_exhausted not in {"fail", "requeue"}:
+        raise ValueError(f"on_exhausted={on_exhausted!r}: use 'fail' or 'requeue'")
+    if acquire_timeout_s < 0 or requeue_delay_s < 0:
+        raise ValueError(f"acquire_timeout_s={acquire_timeout_s!r}, requeue_delay_s={requeue_delay_s!r}: must be >= 0")
 
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(function)
@@ -67,7 +104,14 @@ def with_container(
             job_id = str(job.id) if job is not None else ""
             worker = str(getattr(job, "worker_name", None) or socket.gethostname())
             test_run_id = str(kwargs.get("test_run_id") or job_id) or None
-            with pool.lease(test_run_id, job_id=job_id, worker=worker, timeout_s=acquire_timeout_s) as lease:
+            _warn_about_timeout(job, pool.config)
+            with contextlib.ExitStack() as stack:
+                try:
+                    lease = stack.enter_context(pool.lease(test_run_id, job_id=job_id, worker=worker, timeout_s=acquire_timeout_s))
+                except PoolExhausted:
+                    if on_exhausted == "requeue" and job is not None:
+                        return _requeue(job, requeue_delay_s)  # type: ignore[return-value]
+                    raise
                 return function(*args, container=lease, **kwargs)  # type: ignore[arg-type]
 
         return run_with_container

@@ -11,9 +11,12 @@ the outcome. It never talks to Docker.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +24,7 @@ import httpx2
 import redis
 from mcp.shared.exceptions import MCPError
 
-from cinnamon_pool.browser import ToolError
+from cinnamon_pool.browser import ToolError, find_residue
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import LeaseError, LeaseLost
@@ -40,14 +43,30 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+BROWSER_GONE = re.compile(r"target (page, context or browser )?(has been )?closed|browser has been closed|crash", re.IGNORECASE)
+
+
 def classify(error: BaseException) -> Outcome:
-    """``infra_error`` when the container (or the way to it) failed, else ``test_failed``."""
+    """``infra_error`` when the container (or the way to it) failed, else ``test_failed``.
+
+    Infra: transport and MCP errors, timeouts against the endpoint, a lost lease, and tool
+    errors that say the browser or its page died. Anything else (an assertion, a tool error
+    about the page under test) is the test's failure and does not count against the container."""
     if isinstance(error, BaseExceptionGroup):
         return Outcome.INFRA_ERROR if any(classify(e) is Outcome.INFRA_ERROR for e in error.exceptions) else Outcome.TEST_FAILED
-    if isinstance(error, INFRA_ERRORS) and not isinstance(error, ToolError):
+    if isinstance(error, ToolError):
+        return Outcome.INFRA_ERROR if BROWSER_GONE.search(str(error)) else Outcome.TEST_FAILED
+    if isinstance(error, INFRA_ERRORS):
         return Outcome.INFRA_ERROR
     cause = error.__cause__
     return classify(cause) if cause is not None and cause is not error else Outcome.TEST_FAILED
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    seconds: float
+    recycle: bool
+    note: str
 
 
 class ContainerPool:
@@ -76,21 +95,53 @@ class ContainerPool:
     def lease(
         self, test_run_id: str | None = None, *, job_id: str = "", worker: str = "", timeout_s: float = 300.0
     ) -> Iterator[ContainerLease]:
-        """Hold a container for the block; released with the block's outcome, even on error."""
+        """Hold a container for the block; cleaned and released with the block's outcome, even on error."""
         holder = Holder(test_run_id or job_id or f"local-{secrets.token_hex(6)}", job_id, worker)
         grant = self.store.acquire(holder, timeout_s=timeout_s)
         lease = ContainerLease.from_grant(self.name, grant.as_dict(), fence_after_s=self.store.lease_ttl_s * 2 / 3, clock=self.clock)
+        lease.artifacts_root = str(Path(self.config.logs.dir) / "artifacts")
         outcome = Outcome.OK
         try:
             with Heartbeat(self.store, lease):
-                yield lease
-        except BaseException as error:
-            outcome = classify(error)
-            raise
+                try:
+                    yield lease
+                except BaseException as error:
+                    outcome = classify(error)
+                    raise
+                finally:
+                    cleanup = self._cleanup(lease, outcome)
         finally:
             # A lease lost meanwhile has nothing to give back: the supervisor recycles the container.
             with suppress(LeaseError):
-                self.store.release(lease.name, lease.token, lease.declared_outcome or outcome)
+                self.store.release(
+                    lease.name,
+                    lease.token,
+                    lease.declared_outcome or outcome,
+                    recycle=cleanup.recycle,
+                    cleanup_ms=cleanup.seconds * 1000,
+                    cleanup_note=cleanup.note,
+                    artifacts=lease.artifacts_path or "",
+                )
+
+    def _cleanup(self, lease: ContainerLease, outcome: Outcome) -> Cleanup:
+        """The job's own sessions ended when its helpers closed (HTTP DELETE; --isolated drops the
+        browser with them). On a share of releases a canary session checks that nothing stayed:
+        residue, a failed check or one slower than ``cleanup_timeout_s`` sends the container to
+        a restart instead of back to the pool."""
+        rules = self.config.rules
+        if outcome is Outcome.INFRA_ERROR or not lease.valid or secrets.randbelow(10_000) >= rules.canary_share * 10_000:
+            return Cleanup(0.0, False, "")
+        started = self.clock.monotonic()
+        try:
+            residue = find_residue(lease, timeout_s=rules.cleanup_timeout_s)
+        except Exception as error:
+            return Cleanup(self.clock.monotonic() - started, True, f"canary failed: {type(error).__name__}: {error}"[:300])
+        seconds = self.clock.monotonic() - started
+        if residue:
+            return Cleanup(seconds, True, f"residue: {residue}")
+        if seconds > rules.cleanup_timeout_s:
+            return Cleanup(seconds, True, f"canary took {seconds:.2f}s")
+        return Cleanup(seconds, False, "canary clean")
 
     def status(self) -> dict[str, Any]:
         """The pool as ``cinnamon-pool status --json`` prints it (the documented contract)."""

@@ -7,15 +7,18 @@ removed when the test ends, pass or fail.
 from __future__ import annotations
 
 import secrets
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import fakeredis
+import httpx
 import pytest
 import redis
 
 from cinnamon_pool.config import PoolConfig
-from tests.support import start_redis_server, stop
+from tests.support import free_port, start_redis_server, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_IMAGE = "cinnamon-pool/fake-mcp:test"
@@ -118,6 +121,28 @@ def pool_cleanup(docker_client: object, pool_name: str) -> Iterator[str]:
     yield pool_name
     for container in docker_client.containers.list(all=True, filters={"label": f"cinnamon.pool={pool_name}"}):  # type: ignore[attr-defined]
         container.remove(force=True)
+
+
+FAKE_MCP = ROOT / "compose" / "images" / "fake-mcp" / "fake_mcp.py"
+
+
+@pytest.fixture
+def fake_endpoint() -> Iterator[str]:
+    """The fake-mcp stand-in as a local process on loopback (no Docker); its base URL."""
+    port = free_port()
+    process = subprocess.Popen(["/usr/bin/python3", str(FAKE_MCP), "--host", "127.0.0.1", "--port", str(port)], stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            httpx.get(f"{base}/_fake/state", timeout=1)
+            break
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, "fake-mcp did not start"
+            time.sleep(0.05)
+    yield base
+    process.terminate()
+    process.wait(timeout=10)
 
 
 def pytest_report_header() -> str:

@@ -29,3 +29,37 @@ def hold_and_sleep(seconds: float, pid_file: str, *, container: ContainerLease) 
     Path(pid_file).write_text(str(os.getpid()))
     time.sleep(seconds)
     return container.token
+
+
+@with_container(acquire_timeout_s=30)
+def open_page(fail_with: str, *, container: ContainerLease, test_run_id: str | None = None) -> str:
+    """Open a page; then fail as asked ("" = pass, "assert" = the test fails, anything else is ignored)."""
+    with Browser(container, timeout_s=10) as browser:
+        browser.navigate("data:text/html,<h1>Checkout</h1>")
+        snapshot = browser.snapshot()
+        if fail_with == "assert":
+            raise AssertionError("expected the heading 'Thank you'")
+    return snapshot
+
+
+ORIGIN_PAGE = "http://localhost:8931/cinnamon-storage-check"  # an http origin inside the container itself
+
+
+@with_container(acquire_timeout_s=60)
+def leave_state_behind(*, container: ContainerLease) -> dict[str, str]:
+    """Set a cookie and localStorage on an http origin, and open a second tab."""
+    with Browser(container, timeout_s=30) as browser:
+        browser.navigate(ORIGIN_PAGE)
+        browser.evaluate("() => { document.cookie = 'session=secret; max-age=3600'; localStorage.setItem('cart', '3 items'); }")
+        found = browser.evaluate("() => JSON.stringify({cookie: document.cookie, cart: localStorage.getItem('cart')})")
+        tabs = browser.call("browser_tabs", {"action": "new", "url": ORIGIN_PAGE})
+        return {"container": container.name, "found": found, "tabs": tabs}
+
+
+@with_container(acquire_timeout_s=60)
+def look_for_state(*, container: ContainerLease) -> dict[str, str]:
+    with Browser(container, timeout_s=30) as browser:
+        browser.navigate(ORIGIN_PAGE)
+        found = browser.evaluate("() => JSON.stringify({cookie: document.cookie, cart: localStorage.getItem('cart')})")
+        tabs = browser.call("browser_tabs", {"action": "list"})
+    return {"container": container.name, "found": found, "tabs": tabs}

@@ -32,6 +32,8 @@ class ContainerLease:
     fence_after_s: float = 20.0
     clock: Clock = field(default=SYSTEM_CLOCK, repr=False, compare=False)
     declared_outcome: Outcome | None = field(default=None, repr=False, compare=False)
+    artifacts_root: str = field(default="", repr=False, compare=False)  # where a failed job's artifacts go
+    artifacts_path: str | None = field(default=None, repr=False, compare=False)  # set once they were saved
     _renewed_at: float = field(default=0.0, repr=False, compare=False)
     _lost_reason: str | None = field(default=None, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)

@@ -178,8 +178,21 @@ class LeaseStore:
         _raise_rejection(name, reply)
         return int(reply[1])
 
-    def release(self, name: str, token: str, outcome: Outcome = Outcome.OK, *, recycle: bool = False) -> str:
-        """End the lease; returns where the container went (available, handed, restarting) or noop."""
+    def release(
+        self,
+        name: str,
+        token: str,
+        outcome: Outcome = Outcome.OK,
+        *,
+        recycle: bool = False,
+        cleanup_ms: float | None = None,
+        cleanup_note: str = "",
+        artifacts: str = "",
+    ) -> str:
+        """End the lease; returns where the container went (available, handed, restarting) or noop.
+
+        ``recycle`` sends the container to a restart (cleanup failed or left residue); the cleanup
+        figures and the artifacts folder travel in the release event to the log files."""
         reply = self._run(
             Op.RELEASE,
             validate_container_name(name),
@@ -187,6 +200,9 @@ class LeaseStore:
             Outcome(outcome).value,
             self.error_threshold,
             "recycle" if recycle else "",
+            "" if cleanup_ms is None else f"{cleanup_ms:.1f}",
+            cleanup_note[:500],
+            artifacts[:500],
         )
         if reply[0] == Status.NOOP:
             return "noop"

@@ -29,16 +29,7 @@ def event_record(fields: Mapping[str, str], memory_mb: Mapping[str, float], erro
         return [(LogKind.USAGE, LogRecord(at, "INFO", name, "ALLOCATED", tuple(details)))]
 
     if kind == "released":
-        outcome = fields.get("outcome", "")
-        duration_s = int(fields.get("duration_ms", "0")) / 1000
-        errors = f"{fields.get('error_count', '0')}/{fields.get('threshold', error_threshold)}"
-        details = [("Test Run", fields.get("test_run_id", "")), ("Outcome", outcome), ("Duration", f"{duration_s:.2f}s")]
-        details += [*memory_detail, ("Consecutive Errors", errors)]
-        out = [(LogKind.USAGE, LogRecord(at, "INFO", name, "RELEASED", tuple(details)))]
-        if outcome == "infra_error":
-            error_details = (("Test Run", fields.get("test_run_id", "")), ("Error Type", "infra_error"), ("Consecutive Errors", errors))
-            out.append((LogKind.ERRORS, LogRecord(at, "ERROR", name, "ERROR_OCCURRED", error_details)))
-        return out
+        return _released(at, name, fields, memory_detail, error_threshold)
 
     if kind == "revoked" and fields.get("reason") in {"expired", "hard cap"}:
         held_s = int(fields.get("duration_ms", "0")) / 1000
@@ -46,3 +37,23 @@ def event_record(fields: Mapping[str, str], memory_mb: Mapping[str, float], erro
         return [(LogKind.POOL, LogRecord(at, "WARN", name, "LEASE_EXPIRED", expired))]
 
     return []
+
+
+def _released(
+    at: _dt.datetime, name: str, fields: Mapping[str, str], memory: list[tuple[str, str]], error_threshold: int
+) -> list[tuple[LogKind, LogRecord]]:
+    outcome, run = fields.get("outcome", ""), fields.get("test_run_id", "")
+    duration_s = int(fields.get("duration_ms", "0")) / 1000
+    errors = f"{fields.get('error_count', '0')}/{fields.get('threshold', error_threshold)}"
+    details = [("Test Run", run), ("Outcome", outcome), ("Duration", f"{duration_s:.2f}s"), *memory, ("Consecutive Errors", errors)]
+    out = [(LogKind.USAGE, LogRecord(at, "INFO", name, "RELEASED", tuple(details)))]
+    if fields.get("cleanup_ms"):
+        cleanup = [("Test Run", run), ("Cleanup Duration", f"{float(fields['cleanup_ms']):.0f}ms")]
+        cleanup += [("Memory After", value) for _key, value in memory] + [("Result", fields.get("cleanup_note", ""))]
+        out.append((LogKind.USAGE, LogRecord(at, "INFO", name, "CLEANUP_COMPLETED", tuple(cleanup))))
+    if outcome in {"infra_error", "test_failed"}:
+        error = [("Test Run", run), ("Error Type", outcome)]
+        error += [("Consecutive Errors", errors)] if outcome == "infra_error" else []
+        error += [("Artifacts", fields["artifacts"])] if fields.get("artifacts") else []
+        out.append((LogKind.ERRORS, LogRecord(at, "ERROR" if outcome == "infra_error" else "WARN", name, "ERROR_OCCURRED", tuple(error))))
+    return out

@@ -29,10 +29,10 @@ BIN = Path(sys.executable).parent
 
 
 def write_config(config: PoolConfig, path: Path, logs: Path) -> Path:
-    c = config.container
+    c, size = config.container, config.pool.initial_size
     path.write_text(
         f'[redis]\nurl = "{config.redis.url}"\n'
-        f'[pool]\nname = "{config.pool.name}"\nmin_size = 2\nmax_size = 2\ninitial_size = 2\n'
+        f'[pool]\nname = "{config.pool.name}"\nmin_size = {size}\nmax_size = {size}\ninitial_size = {size}\n'
         f'[container]\nimage = "{c.image}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{c.network}"\nhost_port_range = "{c.host_port_range}"\n'
         f"[rules]\ntick_s = 0.5\n"
         f'[logs]\ndir = "{logs}"\n'
@@ -40,11 +40,18 @@ def write_config(config: PoolConfig, path: Path, logs: Path) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(params=[2])
 def supervised_pool(
-    real_redis: redis.Redis, redis_server: str, pool_cleanup: str, test_network: str, playwright_image: str, tmp_path: Path
+    request: pytest.FixtureRequest,
+    real_redis: redis.Redis,
+    redis_server: str,
+    pool_cleanup: str,
+    test_network: str,
+    playwright_image: str,
+    tmp_path: Path,
 ) -> Iterator[tuple[PoolConfig, dict[str, str], Path]]:
-    config = test_config(pool_cleanup, redis_server, image=playwright_image, network=test_network)
+    size = int(request.param)
+    config = test_config(pool_cleanup, redis_server, image=playwright_image, network=test_network, size=size)
     logs = tmp_path / "logs"
     env = {**os.environ, "CINNAMON_CONFIG": str(write_config(config, tmp_path / "pool.toml", logs))}
     log = (tmp_path / "supervise.log").open("w")
@@ -52,9 +59,9 @@ def supervised_pool(
     try:
         pool = ContainerPool(PoolConfig.load(env["CINNAMON_CONFIG"]))
         deadline = time.monotonic() + 60
-        while pool.status()["available"] < 2:
+        while pool.status()["available"] < size:
             assert supervisor.poll() is None, (tmp_path / "supervise.log").read_text()
-            assert time.monotonic() < deadline, "the supervisor did not bring up 2 containers in 60 s"
+            assert time.monotonic() < deadline, f"the supervisor did not bring up {size} containers in 60 s"
             time.sleep(0.1)
         yield config, env, logs
     finally:
@@ -106,3 +113,26 @@ def test_six_jobs_through_two_forking_workers_and_two_real_browsers(supervised_p
         actions = [r.action for f in usage.glob("container-usage-*.log") for r in parse(f.open())]
         time.sleep(0.2)
     assert actions.count("ALLOCATED") == 6 and actions.count("RELEASED") == 6, actions
+
+
+@pytest.mark.parametrize("supervised_pool", [1], indirect=True)
+def test_a_jobs_cookies_storage_and_tabs_are_invisible_to_the_next_job_on_the_same_container(
+    supervised_pool: tuple[PoolConfig, dict[str, str], Path],
+) -> None:
+    config, env, _logs = supervised_pool
+    client = redis.Redis.from_url(config.redis.url)
+    queue = Queue("e2e-state", connection=client, serializer=JSONSerializer)
+    first = queue.enqueue("tests.jobs.leave_state_behind", job_timeout=120)
+    second = queue.enqueue("tests.jobs.look_for_state", job_timeout=120)
+    worker = [str(BIN / "rq"), "worker", "--burst", "-S", "json", "--path", str(ROOT), "--url", config.redis.url, "e2e-state"]
+    output = subprocess.run(worker, env=env, capture_output=True, text=True, timeout=240).stdout
+    first, second = (Job.fetch(j.id, connection=client, serializer=JSONSerializer) for j in (first, second))
+    assert first.get_status() == JobStatus.FINISHED, first.latest_result().exc_string if first.latest_result() else output
+    assert second.get_status() == JobStatus.FINISHED, (second.latest_result().exc_string if second.latest_result() else "", output)
+    left, seen = first.return_value(), second.return_value()
+    assert "session=secret" in left["found"] and "3 items" in left["found"] and "- 1:" in left["tabs"], (
+        f"the first job's state was not set: {left}"
+    )
+    assert seen["container"] == left["container"] == "container-001", "both jobs ran on the one container"
+    assert '\\"cookie\\":\\"\\"' in seen["found"] and '\\"cart\\":null' in seen["found"], seen["found"]
+    assert seen["tabs"].count("- 1:") == 0, f"the second job must see one tab: {seen['tabs']}"

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,30 +24,10 @@ from cinnamon_pool.errors import PoolExhausted
 from cinnamon_pool.lease.store import Holder, LeaseStore
 from cinnamon_pool.model import ContainerRecord, ContainerState
 from tests.conftest import ROOT
-from tests.support import free_port
 
 pytestmark = pytest.mark.redis
 BIN = Path(sys.executable).parent
 TTL_S = 1.5
-FAKE_MCP = ROOT / "compose" / "images" / "fake-mcp" / "fake_mcp.py"
-
-
-@pytest.fixture
-def fake_endpoint() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(["/usr/bin/python3", str(FAKE_MCP), "--host", "127.0.0.1", "--port", str(port)], stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            httpx.get(f"{base}/_fake/state", timeout=1)
-            break
-        except httpx.HTTPError:
-            assert time.monotonic() < deadline, "fake-mcp did not start"
-            time.sleep(0.05)
-    yield base
-    process.terminate()
-    process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -66,15 +66,16 @@ def supervisors(
             process.wait(timeout=10)
 
 
-def pool_containers(client: docker.DockerClient, pool: str) -> list[docker.models.containers.Container]:
-    return client.containers.list(all=True, filters={"label": f"cinnamon.pool={pool}"})
+def pool_containers(client: docker.DockerClient, pool: str) -> list[dict[str, object]]:
+    """One listing call (no per-container inspect, which races with the supervisor's removals)."""
+    return client.api.containers(all=True, filters={"label": f"cinnamon.pool={pool}"})  # type: ignore[no-any-return]
 
 
 def one_per_slot(client: docker.DockerClient, pool: str, status: Callable[[], dict[str, object]]) -> bool:
     containers = pool_containers(client, pool)
-    slots = sorted(c.labels["cinnamon.slot"] for c in containers)
+    slots = sorted(c["Labels"]["cinnamon.slot"] for c in containers)  # type: ignore[index]
     registered = {c["container_id"] for c in status()["containers"] if c["state"] == "available"}  # type: ignore[attr-defined,index]
-    return slots == ["1", "2"] and registered == {c.id for c in containers}
+    return slots == ["1", "2"] and registered == {c["Id"] for c in containers}
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
@@ -93,7 +94,7 @@ def test_the_standby_takes_over_when_the_leader_dies_or_pauses(
 
     def healed() -> bool:
         return one_per_slot(docker_client, pool_cleanup, supervisors.pool.status) and victim["container_id"] not in {
-            c.id for c in pool_containers(docker_client, pool_cleanup)
+            c["Id"] for c in pool_containers(docker_client, pool_cleanup)
         }
 
     eventually(healed, seconds=30, what="the new leader replaced the killed container")

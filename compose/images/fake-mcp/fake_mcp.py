@@ -9,6 +9,7 @@ Fault modes, switched by ``POST /_fake/mode`` with a JSON body (or ``FAKE_MCP_MO
   {"mode": "hang"}                    accept /mcp requests and never answer
   {"mode": "slow", "delay_s": 2.5}    answer /mcp requests after a delay
   {"mode": "fail"}                    every tools/call answers a JSON-RPC error
+  {"mode": "residue"}                 the cleanup canary finds a cookie left behind
   {"grow_mb": 50}                     allocate and touch 50 MB more (memory-leak stand-in)
   {"exit": 3}                         exit the process with that code (crash stand-in)
 ``GET /_fake/state`` returns the mode, open sessions, memory held and every tools/call with
@@ -35,6 +36,16 @@ TOOLS = [
         "name": "browser_navigate",
         "description": "Navigate to a URL",
         "inputSchema": {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
+    },
+    {
+        "name": "browser_take_screenshot",
+        "description": "Screenshot of the page",
+        "inputSchema": {"type": "object", "properties": {"type": {"type": "string"}}},
+    },
+    {
+        "name": "browser_run_code_unsafe",
+        "description": "Run Playwright code (the fake answers the pool's cleanup canary only)",
+        "inputSchema": {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
     },
     {
         "name": "browser_snapshot",
@@ -193,6 +204,20 @@ class Handler(BaseHTTPRequestHandler):
             text = f"### Page\n- Page URL: {url}\n"
         elif name == "browser_snapshot":
             text = f"### Page\n- Page URL: {url}\n### Snapshot\n```yaml\n- generic [ref=e1]: fake page\n```"
+        elif name == "browser_take_screenshot":
+            png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+            return {
+                "result": {
+                    "content": [
+                        {"type": "text", "text": "### Result\nscreenshot"},
+                        {"type": "image", "data": png, "mimeType": "image/png"},
+                    ],
+                    "isError": False,
+                }
+            }
+        elif name == "browser_run_code_unsafe":
+            found = {"cookies": 1 if STATE.mode == "residue" else 0, "origins": 0, "pages": 1}
+            text = "### Result\n" + json.dumps(json.dumps(found))
         else:
             return {"error": {"code": -32602, "message": f"unknown tool: {name}"}}
         return {"result": {"content": [{"type": "text", "text": text}], "isError": False}}

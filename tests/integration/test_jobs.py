@@ -1,0 +1,94 @@
+"""@with_container under real rq workers, the forking one and SimpleWorker, on a stand-in endpoint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import ContainerRecord, ContainerState
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.redis
+BIN = Path(sys.executable).parent
+WORKERS = {"forking": [], "simple": ["-w", "rq.worker.SimpleWorker"]}
+
+
+@pytest.fixture(params=sorted(WORKERS))
+def worker_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def pool(real_redis: redis.Redis, redis_server: str, fake_endpoint: str, tmp_path: Path) -> tuple[LeaseStore, dict[str, str], Path]:
+    store = LeaseStore(real_redis, "jobs")
+    store.register(ContainerRecord("container-001", "b" * 64, 1, "host-a", f"{fake_endpoint}/mcp", ContainerState.STARTING))
+    logs = tmp_path / "logs"
+    config = tmp_path / "pool.toml"
+    config.write_text(f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "jobs"\n[rules]\ncanary_share = 1.0\n[logs]\ndir = "{logs}"\n')
+    return store, {**os.environ, "CINNAMON_CONFIG": str(config)}, logs
+
+
+def run_jobs(env: dict[str, str], url: str, kind: str, calls: list[tuple[str, tuple[object, ...], dict[str, object]]]) -> list[Job]:
+    client = redis.Redis.from_url(url)
+    queue = Queue("jobs", connection=client, serializer=JSONSerializer)
+    jobs = [queue.enqueue(name, *args, job_timeout=60, **kwargs) for name, args, kwargs in calls]
+    command = [str(BIN / "rq"), "worker", "--burst", "-S", "json", *WORKERS[kind], "--path", str(ROOT), "--url", url, "jobs"]
+    subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=False)
+    return [Job.fetch(job.id, connection=client, serializer=JSONSerializer) for job in jobs]
+
+
+def test_a_test_failure_does_not_count_against_the_container_and_leaves_artifacts(
+    pool: tuple[LeaseStore, dict[str, str], Path], redis_server: str, worker_kind: str
+) -> None:
+    store, env, logs = pool
+    passed, failed = run_jobs(
+        env,
+        redis_server,
+        worker_kind,
+        [("tests.jobs.open_page", ("",), {"test_run_id": "run-pass"}), ("tests.jobs.open_page", ("assert",), {"test_run_id": "run-fail"})],
+    )
+    assert passed.get_status() == JobStatus.FINISHED and "Checkout" not in (passed.latest_result().exc_string or "")
+    assert failed.get_status() == JobStatus.FAILED and "AssertionError" in (failed.latest_result().exc_string or "")
+    record = store.snapshot().containers["container-001"]
+    assert record.error_count == 0 and record.state is ContainerState.AVAILABLE, "an assertion in the test is not the container's fault"
+    artifacts = list((logs / "artifacts").glob("*/*"))
+    assert [a.name for a in artifacts] == ["run-fail"], "artifacts for the failed job only"
+    assert (artifacts[0] / "snapshot.md").read_text().count("Page URL") >= 1
+    assert (artifacts[0] / "screenshot.png").read_bytes().startswith(b"\x89PNG")
+    released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
+    assert [f[b"outcome"] for f in released] == [b"ok", b"test_failed"]
+    assert released[1][b"artifacts"].decode() == str(artifacts[0])
+    assert all(f[b"cleanup_note"] == b"canary clean" and float(f[b"cleanup_ms"]) > 0 for f in released)
+
+
+def test_three_jobs_failing_on_a_broken_endpoint_send_the_container_to_restart(
+    pool: tuple[LeaseStore, dict[str, str], Path], redis_server: str, fake_endpoint: str, worker_kind: str
+) -> None:
+    store, env, _logs = pool
+    httpx.post(f"{fake_endpoint}/_fake/mode", json={"mode": "fail"}, timeout=5).raise_for_status()
+    jobs = run_jobs(env, redis_server, worker_kind, [("tests.jobs.open_page", ("",), {}) for _ in range(3)])
+    assert [j.get_status() for j in jobs] == [JobStatus.FAILED] * 3
+    record = store.snapshot().containers["container-001"]
+    assert record.error_count == 3 and record.state is ContainerState.RESTARTING
+
+
+def test_residue_found_by_the_canary_sends_the_container_to_restart(
+    pool: tuple[LeaseStore, dict[str, str], Path], redis_server: str, fake_endpoint: str, worker_kind: str
+) -> None:
+    store, env, _logs = pool
+    httpx.post(f"{fake_endpoint}/_fake/mode", json={"mode": "residue"}, timeout=5).raise_for_status()
+    (job,) = run_jobs(env, redis_server, worker_kind, [("tests.jobs.open_page", ("",), {})])
+    assert job.get_status() == JobStatus.FINISHED, "the job itself passed"
+    assert store.snapshot().containers["container-001"].state is ContainerState.RESTARTING
+    released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
+    assert released[-1][b"cleanup_note"] == b"residue: cookies=1"

@@ -133,6 +133,14 @@ class Browser:
         self.lease.artifacts_path = str(folder)
 
     def _shutdown(self) -> None:
+        started = self.lease.clock.monotonic()
+        try:
+            self._end_session()
+        finally:
+            self.lease.cleanup_seconds += self.lease.clock.monotonic() - started
+
+    def _end_session(self) -> None:
+        """Leave the MCP session (HTTP DELETE: with --isolated its browser and state die with it)."""
         if self._requests is not None:
             self._loop.call_soon_threadsafe(self._requests.put_nowait, None)
         if self._session_done is not None:

@@ -82,6 +82,7 @@ class Rules:
     leader_renew_deadline_s: float = 10.0
     leader_retry_s: float = 2.0
     canary_share: float = 0.1
+    canary_timeout_s: float = 15.0
     cleanup_timeout_s: float = 2.0
 
 
@@ -166,8 +167,9 @@ class PoolConfig:
                 raise ConfigError(f"rules.{key}", getattr(rules, key), "must be > 0")
         if not 0.0 <= rules.canary_share <= 1.0:
             raise ConfigError("rules.canary_share", rules.canary_share, "must be between 0 and 1")
-        if rules.cleanup_timeout_s <= 0:
-            raise ConfigError("rules.cleanup_timeout_s", rules.cleanup_timeout_s, "must be > 0")
+        for key in ("cleanup_timeout_s", "canary_timeout_s"):
+            if getattr(rules, key) <= 0:
+                raise ConfigError(f"rules.{key}", getattr(rules, key), "must be > 0")
         if rules.scale_cooldown_s < 0:
             raise ConfigError("rules.scale_cooldown_s", rules.scale_cooldown_s, "must be >= 0")
         if not rules.leader_retry_s < rules.leader_renew_deadline_s < rules.leader_lease_s:

@@ -29,6 +29,22 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _config_from_environment() -> PoolConfig:
+    """The CLI's configuration, parsed again only when the file or a CINNAMON_* variable changed."""
+    variables = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("CINNAMON_")))
+    path = os.environ.get("CINNAMON_CONFIG")
+    try:
+        stamp = os.stat(path).st_mtime_ns if path else 0
+    except OSError:
+        stamp = -1  # let load() report the missing file
+    return _parsed_config(variables, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_config(variables: tuple[tuple[str, str], ...], stamp: int) -> PoolConfig:
+    return PoolConfig.load(environ=dict(variables))
+
+
 def _pool_for(config: PoolConfig) -> ContainerPool:
     rules = config.rules
     key = (config.redis.url, config.pool.name, rules.lease_ttl_s, rules.max_lease_s, rules.error_threshold)
@@ -99,7 +115,7 @@ def with_container(
         def run_with_container(*args: P.args, **kwargs: P.kwargs) -> R:
             if "container" in kwargs:
                 raise TypeError(f"{function.__name__}() was given 'container', which @with_container injects")
-            pool = _pool_for(config or PoolConfig.load(environ=os.environ))
+            pool = _pool_for(config or _config_from_environment())
             job = _current_job()
             job_id = str(job.id) if job is not None else ""
             worker = str(getattr(job, "worker_name", None) or socket.gethostname())

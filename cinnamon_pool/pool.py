@@ -124,24 +124,25 @@ class ContainerPool:
                 )
 
     def _cleanup(self, lease: ContainerLease, outcome: Outcome) -> Cleanup:
-        """The job's own sessions ended when its helpers closed (HTTP DELETE; --isolated drops the
-        browser with them). On a share of releases a canary session checks that nothing stayed:
-        residue, a failed check or one slower than ``cleanup_timeout_s`` sends the container to
-        a restart instead of back to the pool."""
+        """The job's sessions were ended by its helpers (HTTP DELETE; --isolated drops the browser
+        with them), timed in ``lease.cleanup_seconds``: slower than ``cleanup_timeout_s`` sends the
+        container to a restart. On a share of releases a canary session (a new browser, ~1-3 s)
+        then checks that nothing stayed: residue, a failure or a time-out also restarts it."""
         rules = self.config.rules
+        seconds = lease.cleanup_seconds
+        if seconds > rules.cleanup_timeout_s:
+            return Cleanup(seconds, True, f"ending the sessions took {seconds:.2f}s")
         if outcome is Outcome.INFRA_ERROR or not lease.valid or secrets.randbelow(10_000) >= rules.canary_share * 10_000:
-            return Cleanup(0.0, False, "")
+            return Cleanup(seconds, False, "sessions ended")
         started = self.clock.monotonic()
         try:
-            residue = find_residue(lease, timeout_s=rules.cleanup_timeout_s)
+            residue = find_residue(lease, timeout_s=rules.canary_timeout_s)
         except Exception as error:
-            return Cleanup(self.clock.monotonic() - started, True, f"canary failed: {type(error).__name__}: {error}"[:300])
-        seconds = self.clock.monotonic() - started
+            return Cleanup(seconds, True, f"canary failed: {type(error).__name__}: {error}"[:300])
+        canary_s = self.clock.monotonic() - started
         if residue:
             return Cleanup(seconds, True, f"residue: {residue}")
-        if seconds > rules.cleanup_timeout_s:
-            return Cleanup(seconds, True, f"canary took {seconds:.2f}s")
-        return Cleanup(seconds, False, "canary clean")
+        return Cleanup(seconds, False, f"canary clean in {canary_s:.2f}s")
 
     def status(self) -> dict[str, Any]:
         """The pool as ``cinnamon-pool status --json`` prints it (the documented contract)."""

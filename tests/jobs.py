@@ -63,3 +63,8 @@ def look_for_state(*, container: ContainerLease) -> dict[str, str]:
         found = browser.evaluate("() => JSON.stringify({cookie: document.cookie, cart: localStorage.getItem('cart')})")
         tabs = browser.call("browser_tabs", {"action": "list"})
     return {"container": container.name, "found": found, "tabs": tabs}
+
+
+@with_container(acquire_timeout_s=0.5, on_exhausted="requeue", requeue_delay_s=60)
+def requeue_when_busy(*, container: ContainerLease) -> str:
+    return container.name

@@ -34,6 +34,7 @@ class ContainerLease:
     declared_outcome: Outcome | None = field(default=None, repr=False, compare=False)
     artifacts_root: str = field(default="", repr=False, compare=False)  # where a failed job's artifacts go
     artifacts_path: str | None = field(default=None, repr=False, compare=False)  # set once they were saved
+    cleanup_seconds: float = field(default=0.0, repr=False, compare=False)  # time spent ending its MCP sessions
     _renewed_at: float = field(default=0.0, repr=False, compare=False)
     _lost_reason: str | None = field(default=None, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)

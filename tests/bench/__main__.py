@@ -10,14 +10,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench import lease_bench, pool_bench, supervisor_bench
+from tests.bench import jobs_bench, lease_bench, pool_bench, supervisor_bench
 from tests.bench.report import emit
 from tests.support import start_redis_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-SECTIONS = ("lease", "pool", "supervisor")
+SECTIONS = ("lease", "pool", "supervisor", "jobs")
 
 
 def main(argv: list[str]) -> int:
@@ -39,6 +39,9 @@ def main(argv: list[str]) -> int:
             if "supervisor" in chosen:
                 print("section supervisor: replacement after docker kill, observe pass, resident memory", flush=True)
                 rows += supervisor_bench.run(url, Path(scratch))
+            if "jobs" in chosen:
+                print("section jobs: decorator overhead, cleanup check, E2E throughput", flush=True)
+                rows += jobs_bench.run(url, Path(scratch))
         finally:
             stop(process)
     print()

@@ -16,13 +16,14 @@ class Row:
     baseline: float | None  # measured in the same run
     unit: str
     target: str
+    higher_is_better: bool = False  # rates; times and sizes are better lower
 
     @property
     def ratio(self) -> float | None:
-        """How many times better than the baseline (baseline / value for times)."""
-        if self.baseline is None or self.value == 0:
+        """How many times better than the baseline (baseline / value for times, value / baseline for rates)."""
+        if self.baseline is None or self.value == 0 or self.baseline == 0:
             return None
-        return self.baseline / self.value
+        return self.value / self.baseline if self.higher_is_better else self.baseline / self.value
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -136,3 +136,23 @@ def test_a_jobs_cookies_storage_and_tabs_are_invisible_to_the_next_job_on_the_sa
     assert seen["container"] == left["container"] == "container-001", "both jobs ran on the one container"
     assert '\\"cookie\\":\\"\\"' in seen["found"] and '\\"cart\\":null' in seen["found"], seen["found"]
     assert seen["tabs"].count("- 1:") == 0, f"the second job must see one tab: {seen['tabs']}"
+
+
+def test_the_example_sign_in_flow_types_clicks_asserts_and_takes_a_screenshot(
+    supervised_pool: tuple[PoolConfig, dict[str, str], Path],
+) -> None:
+    config, env, logs = supervised_pool
+    client = redis.Redis.from_url(config.redis.url)
+    queue = Queue("e2e-flow", connection=client, serializer=JSONSerializer)
+    good = queue.enqueue("workers.jobs.sign_in_flow", "ada@example.test", test_run_id="flow-ok", job_timeout=120)
+    bad = queue.enqueue("workers.jobs.sign_in_flow", "not-an-email", test_run_id="flow-bad", job_timeout=120)
+    worker = [str(BIN / "rq"), "worker", "--burst", "-S", "json", "--path", str(ROOT), "--url", config.redis.url, "e2e-flow"]
+    subprocess.run(worker, env=env, capture_output=True, timeout=240, check=False)
+    good, bad = (Job.fetch(j.id, connection=client, serializer=JSONSerializer) for j in (good, bad))
+    assert good.get_status() == JobStatus.FINISHED, good.latest_result().exc_string if good.latest_result() else ""
+    assert good.return_value()["screenshot_bytes"] > 1000
+    # The browser refuses to submit an invalid email: the page never says Welcome; a test failure.
+    assert bad.get_status() == JobStatus.FAILED and "AssertionError" in (bad.latest_result().exc_string or "")
+    artifacts = list((logs / "artifacts").glob("*/flow-bad"))
+    assert len(artifacts) == 1 and (artifacts[0] / "screenshot.png").stat().st_size > 1000
+    assert ContainerPool(config).status()["containers"][0]["error_count"] == 0

@@ -61,7 +61,7 @@ def test_mcp_protocol_errors_are_infra_errors() -> None:
 def test_a_release_with_cleanup_and_artifacts_becomes_three_records() -> None:
     fields = {
         "kind": "released", "name": "container-001", "at_ms": "1736346615000", "test_run_id": "run-7", "outcome": "test_failed",
-        "duration_ms": "2500", "error_count": "0", "threshold": "3", "cleanup_ms": "31.5", "cleanup_note": "canary clean",
+        "duration_ms": "2500", "error_count": "0", "threshold": "3", "cleanup_ms": "31.5", "cleanup_note": "canary clean in 1.20s",
         "artifacts": "logs/artifacts/2025-01-08/run-7",
     }  # fmt: skip
     records = event_record(fields, {"container-001": 182.0}, 3)

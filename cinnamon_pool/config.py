@@ -84,6 +84,7 @@ class Rules:
     canary_share: float = 0.1
     canary_timeout_s: float = 15.0
     cleanup_timeout_s: float = 2.0
+    residue_processes: int = 10
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ class PoolConfig:
             raise ConfigError(
                 "container.host_port_range", template.host_port_range, f"holds fewer ports than pool.max_size ({pool.max_size})"
             )
+        if rules.residue_processes < 0:
+            raise ConfigError("rules.residue_processes", rules.residue_processes, "must be >= 0")
         for key in ("max_memory_mb", "error_threshold", "health_failures"):
             if getattr(rules, key) < 1:
                 raise ConfigError(f"rules.{key}", getattr(rules, key), "must be >= 1")

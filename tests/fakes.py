@@ -18,6 +18,7 @@ class FakeRuntime:
         self.calls: list[tuple[str, str]] = []
         self.images = {"cinnamon-pool/fake-mcp:test"}
         self.memory: dict[str, float] = {}
+        self.processes: dict[str, int] = {}
         self._ids = itertools.count(1)
 
     def list(self, pool: str) -> list[ObservedContainer]:
@@ -45,6 +46,9 @@ class FakeRuntime:
 
     def memory_mb(self, container_id: str) -> float | None:
         return self.memory.get(container_id)
+
+    def process_count(self, container_id: str) -> int | None:
+        return self.processes.get(container_id, 2)
 
     def ensure_network(self, name: str) -> None:
         self.calls.append(("ensure_network", name))

@@ -216,9 +216,19 @@ class LeaseStore:
         reply = self._run_as_leader(Op.REGISTER, json.dumps(fields), secrets.token_hex(8))
         return str(reply[1])
 
-    def set_state(self, name: str, state: ContainerState, reason: str) -> str | None:
-        reply = self._run_as_leader(Op.SET_STATE, validate_container_name(name), ContainerState(state).value, reason)
-        return None if reply[0] == Status.UNKNOWN else str(reply[1])
+    def set_state(self, name: str, state: ContainerState, reason: str, *, only_if_free: bool = False) -> str | None:
+        """Move a container (see set_state.lua); None when unknown, or leased and ``only_if_free``."""
+        reply = self._run(
+            Op.SET_STATE,
+            validate_container_name(name),
+            ContainerState(state).value,
+            reason,
+            self.leader_id,
+            "if_free" if only_if_free else "",
+        )
+        if reply[0] == Status.NOT_LEADER:
+            raise NotLeader(f"supervisor {self.leader_id!r} is no longer the leader for host {self.host!r}: set_state refused")
+        return None if reply[0] in {Status.UNKNOWN, Status.BUSY} else str(reply[1])
 
     def deregister(self, name: str, reason: str, *, only_if_unleased: bool = False) -> bool:
         """Remove a container's record (revoking its lease unless ``only_if_unleased``).

@@ -77,6 +77,9 @@ class ContainerRuntime(Protocol):
     def memory_mb(self, container_id: str) -> float | None:
         """Usage minus inactive file cache (what ``docker stats`` shows); None when unknown."""
 
+    def process_count(self, container_id: str) -> int | None:
+        """Processes running in the container (a browser left behind shows here); None when unknown."""
+
     def ensure_network(self, name: str) -> None: ...
 
     def image_present(self, image: str) -> bool: ...

@@ -96,6 +96,20 @@ class DockerRuntime:
             return usage
         return None
 
+    def process_count(self, container_id: str) -> int | None:
+        """How many processes run in the container (cgroup pids.current); None when unknown."""
+        root = self.cgroup_root
+        for path in (
+            root / "pids" / "docker" / container_id / "pids.current",
+            root / "system.slice" / f"docker-{container_id}.scope" / "pids.current",
+            root / "docker" / container_id / "pids.current",
+        ):
+            try:
+                return int(path.read_text())
+            except (OSError, ValueError):
+                continue
+        return None
+
     def image_present(self, image: str) -> bool:
         try:
             self.api.inspect_image(image)

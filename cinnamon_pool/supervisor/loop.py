@@ -43,7 +43,7 @@ from cinnamon_pool.supervisor.reconcile import (
     plan,
     scale,
 )
-from cinnamon_pool.supervisor.rules import HealthPolicy, Probe, StateChange, judge
+from cinnamon_pool.supervisor.rules import HealthPolicy, Probe, StateChange, find_leftovers, judge
 
 FAST_TICK_S = 0.05
 EVENT_RECHECK_S = 0.1
@@ -86,13 +86,15 @@ class Supervisor:
         self.wake = threading.Event()
         self.epoch: str | None = None
         rules = config.rules
-        self.health_policy = HealthPolicy(rules.max_memory_mb, rules.health_failures, rules.health_timeout_s)
+        self.health_policy = HealthPolicy(rules.max_memory_mb, rules.health_failures, rules.health_timeout_s, rules.residue_processes)
         self.scale_policy = ScalePolicy(config.pool.min_size, config.pool.max_size, rules.idle_shrink_s, rules.scale_cooldown_s)
         self._network_ready = False
         self._created_at: dict[int, float] = {}  # slot -> monotonic time of create (startup time)
         self._restart_reasons: dict[str, str] = {}
         self._last_error: tuple[str, float] | None = None
         self._memory: dict[str, float] = {}
+        self._processes: dict[str, int] = {}
+        self._idle_processes: dict[str, int] = {}  # process count right after registration
         self._probe_failures: dict[str, int] = {}
         self._probed_at: dict[str, float] = {}
         self._scaled_at = clock.monotonic()
@@ -140,7 +142,7 @@ class Supervisor:
             self.store.reap()
             self.write_event_logs()  # first: the events tell why containers await a restart
             observation, snapshot = self.observe()
-            changes = self._judge(observation)
+            changes = self._judge(observation, snapshot)
             for change in changes:
                 self._apply_change(change)
             actions = plan(observation)
@@ -203,16 +205,20 @@ class Supervisor:
         )
         running = {c.container_id for c in containers if c.running}
         memory: dict[str, float] = {}
+        processes: dict[str, int] = {}
         for name, record in records.items():
             if record.container_id in running:
                 reading = self.runtime.memory_mb(record.container_id)
                 if reading is not None:
                     memory[name] = reading
+                count = self.runtime.process_count(record.container_id)
+                if count is not None:
+                    processes[name] = count
         self.store.record_memory(memory)
-        self._memory = memory
+        self._memory, self._processes = memory, processes
         return Observation(self.pool, self.runtime.host, containers, records, ready, self.size, snapshot.draining), snapshot
 
-    def _judge(self, observation: Observation) -> list[StateChange]:
+    def _judge(self, observation: Observation, snapshot: PoolSnapshot) -> list[StateChange]:
         """Probe the serving containers whose interval is due (in parallel), then apply the rules."""
         now, interval = self.clock.monotonic(), self.config.rules.health_interval_s
         running = {c.container_id for c in observation.containers if c.running}
@@ -228,7 +234,12 @@ class Supervisor:
             self._probed_at[record.name] = now
             probes[record.name] = Probe(result.ok, result.seconds, result.detail)
         changes, self._probe_failures = judge(observation.records, self._memory, probes, self._probe_failures, self.health_policy)
-        return changes
+        free_for_s = {name: (snapshot.now_ms - since) / 1000 for name, since in snapshot.free_since_ms.items()}
+        judged = {change.name for change in changes}
+        leftovers = find_leftovers(
+            observation.records, self._processes, self._idle_processes, free_for_s, self.health_policy.residue_processes
+        )
+        return changes + [change for change in leftovers if change.name not in judged]
 
     def _check_epoch(self, snapshot: PoolSnapshot, containers: list[ObservedContainer]) -> None:
         """Redis lost the pool's state: every container may hold a job's leftovers, so recycle all."""
@@ -247,9 +258,10 @@ class Supervisor:
 
     # -- apply ---------------------------------------------------------------------------
     def _apply_change(self, change: StateChange) -> None:
-        if change.state is ContainerState.DRAINING:
+        if self.store.set_state(change.name, change.state, change.reason, only_if_free=change.only_if_free) is None:
+            return  # taken by a job meanwhile (only_if_free), or gone
+        if change.state in {ContainerState.DRAINING, ContainerState.RESTARTING}:
             self._restart_reasons[change.name] = change.reason
-        self.store.set_state(change.name, change.state, change.reason)
         level = "ERROR" if change.state is ContainerState.UNHEALTHY else "WARN"
         self._log(
             LogKind.ERRORS if level == "ERROR" else LogKind.POOL,
@@ -341,6 +353,9 @@ class Supervisor:
         )
         self.epoch = self.store.register(record)
         self._probe_failures.pop(name, None)
+        idle = self.runtime.process_count(container.container_id)
+        if idle is not None:
+            self._idle_processes[name] = idle
         created = self._created_at.pop(action.slot, None)
         details = [("Container ID", container.container_id[:12]), ("Endpoint", record.endpoint)]
         if created is not None:

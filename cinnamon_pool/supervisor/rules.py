@@ -2,7 +2,9 @@
 
 - memory over ``max_memory_mb`` -> draining (restarted when released, never mid-lease);
 - a health probe slower than ``health_timeout_s`` -> unhealthy at once;
-- ``health_failures`` failed probes in a row -> unhealthy (the plan then replaces it).
+- ``health_failures`` failed probes in a row -> unhealthy (the plan then replaces it);
+- a free container running more than ``residue_processes`` processes above its idle count
+  (a browser a job left open) -> restart, if it is still free.
 The consecutive-error rule lives in the release script, which counts the outcomes.
 """
 
@@ -21,6 +23,7 @@ class HealthPolicy:
     max_memory_mb: float
     health_failures: int
     health_timeout_s: float
+    residue_processes: int = 10
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class StateChange:
     name: str
     state: ContainerState
     reason: str
+    only_if_free: bool = False  # leave it alone if a job took it meanwhile
 
 
 def judge(
@@ -67,3 +71,26 @@ def judge(
         if memory is not None and memory > policy.max_memory_mb and record.state is not ContainerState.DRAINING:
             changes.append(StateChange(name, ContainerState.DRAINING, f"memory {memory:.0f}MB > {policy.max_memory_mb:g}MB"))
     return changes, carried
+
+
+def find_leftovers(
+    records: Mapping[str, ContainerRecord],
+    processes: Mapping[str, int],
+    idle: Mapping[str, int],
+    free_for_s: Mapping[str, float],
+    margin: int,
+) -> list[StateChange]:
+    """Free containers (free for a second, so a session's DELETE has finished) running more
+    processes than their idle count plus ``margin``: a job left a browser behind."""
+    changes = []
+    for name, record in sorted(records.items()):
+        count, baseline = processes.get(name), idle.get(name)
+        if record.state is not ContainerState.AVAILABLE or count is None or baseline is None or free_for_s.get(name, 0.0) < 1.0:
+            continue
+        if count > baseline + margin:
+            changes.append(
+                StateChange(
+                    name, ContainerState.RESTARTING, f"browser left running: {count} processes (idle {baseline})", only_if_free=True
+                )
+            )
+    return changes

@@ -272,3 +272,23 @@ def test_drain_removes_containers_as_they_are_released_and_undo_refills(
     eventually(lambda: containers() == [], what="the released container removed")
     running.store.set_draining(False)
     eventually(lambda: len(running.free()) == 2, what="refilled after undo")
+
+
+def test_a_browser_left_open_by_a_job_sends_the_container_to_restart(start: Starter) -> None:
+    running = start(residue_processes=0)
+    eventually(lambda: len(running.free()) == 2, what="pool ready")
+    grant = running.store.acquire(Holder("sloppy-job"), timeout_s=5)
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "job", "version": "1"}},
+    }
+    opened = httpx.post(grant.endpoint, json=initialize, headers={"Accept": "application/json, text/event-stream"}, timeout=10)
+    assert opened.headers.get("mcp-session-id"), "the job opened a session of its own and never ends it"
+    running.store.release(grant.name, grant.token)
+    eventually(
+        lambda: any(r.startswith("browser left running") for r in pool_log(running, "CONTAINER_RESTART")), what="a restart for the leftover"
+    )
+    eventually(lambda: grant.name in running.free(), what="back in the pool, clean")
+    assert running.store.snapshot().containers[grant.name].restarts == 1

@@ -12,8 +12,9 @@ Fault modes, switched by ``POST /_fake/mode`` with a JSON body (or ``FAKE_MCP_MO
   {"mode": "residue"}                 the cleanup canary finds a cookie left behind
   {"grow_mb": 50}                     allocate and touch 50 MB more (memory-leak stand-in)
   {"exit": 3}                         exit the process with that code (crash stand-in)
-``GET /_fake/state`` returns the mode, open sessions, memory held and every tools/call with
-the ``X-Cinnamon-Token`` header it carried (which lease holder called).
+Every session but the pool's readiness probe runs a child process until it is ended, as
+playwright-mcp runs a browser. ``GET /_fake/state`` returns the mode, open sessions, memory held
+and every tools/call with the ``X-Cinnamon-Token`` header it carried (which lease holder called).
 
 Standard library only: it runs on the host's Debian python3 bind-mounted into a scratch image.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -61,6 +63,7 @@ class FakeState:
         self.mode = mode
         self.delay_s = 0.0
         self.sessions: dict[str, str] = {}  # session id -> current URL
+        self.browsers: dict[str, subprocess.Popen[bytes]] = {}  # a process per session, as a browser would be
         self.ballast: list[bytearray] = []
         self.calls: list[dict[str, Any]] = []
 
@@ -141,6 +144,10 @@ class Handler(BaseHTTPRequestHandler):
         session = self.headers.get("mcp-session-id", "")
         with STATE.lock:
             known = STATE.sessions.pop(session, None) is not None
+            browser = STATE.browsers.pop(session, None)
+        if browser is not None:
+            browser.kill()
+            browser.wait()
         self._send(200 if known else 404, None)
 
     def do_POST(self) -> None:
@@ -169,6 +176,8 @@ class Handler(BaseHTTPRequestHandler):
             session = uuid.uuid4().hex
             with STATE.lock:
                 STATE.sessions[session] = "about:blank"
+                if message.get("params", {}).get("clientInfo", {}).get("name") != "cinnamon-pool-probe":
+                    STATE.browsers[session] = subprocess.Popen(["sleep", "3600"])  # the session's "browser"
             result = {
                 "protocolVersion": PROTOCOL_VERSION,
                 "capabilities": {"tools": {}},

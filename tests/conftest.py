@@ -6,12 +6,14 @@ removed when the test ends, pass or fail.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import fakeredis
 import httpx
 import pytest
@@ -76,7 +78,6 @@ test_config.__test__ = False  # type: ignore[attr-defined]  # a helper, not a te
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[object]:
-    docker = pytest.importorskip("docker")
     try:
         client = docker.from_env(timeout=60)
         client.ping()
@@ -119,8 +120,9 @@ def playwright_image(docker_client: object) -> str:
 def pool_cleanup(docker_client: object, pool_name: str) -> Iterator[str]:
     """Remove every container of this test's pool when the test ends, pass or fail."""
     yield pool_name
-    for container in docker_client.containers.list(all=True, filters={"label": f"cinnamon.pool={pool_name}"}):  # type: ignore[attr-defined]
-        container.remove(force=True)
+    for container in docker_client.api.containers(all=True, filters={"label": f"cinnamon.pool={pool_name}"}):  # type: ignore[attr-defined]
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.api.remove_container(container["Id"], force=True)  # type: ignore[attr-defined]
 
 
 FAKE_MCP = ROOT / "compose" / "images" / "fake-mcp" / "fake_mcp.py"

@@ -67,7 +67,7 @@ def main() -> int:
         engine = docker.from_env()
 
         def pool_ready() -> bool:  # every available record names a running container (none left from an earlier run)
-            running = {c.id for c in engine.containers.list(filters={"label": f"cinnamon.pool={config.pool.name}"})}
+            running = {c["Id"] for c in engine.api.containers(filters={"label": f"cinnamon.pool={config.pool.name}"})}
             status = pool.status()
             live = [c for c in status["containers"] if c["state"] == "available" and c["container_id"] in running]
             return len(live) >= config.pool.initial_size

@@ -134,7 +134,7 @@ def test_orphans_with_the_full_label_set_are_removed_and_nothing_else(
         running.supervisor.wake.set()
 
         def orphan_gone() -> bool:
-            return not docker_client.containers.list(all=True, filters={"id": orphan.id})
+            return not docker_client.api.containers(all=True, filters={"id": orphan.id})
 
         eventually(orphan_gone, what="the orphan removed")
         partial.reload(), other.reload()
@@ -265,7 +265,8 @@ def test_drain_removes_containers_as_they_are_released_and_undo_refills(
         running.store.acquire(Holder("new-job"), timeout_s=0, wait=False)
 
     def containers() -> list[str]:
-        return [c.id for c in docker_client.containers.list(all=True, filters={"label": f"cinnamon.pool={pool_cleanup}"})]
+        # The low-level listing: docker-py's containers.list() inspects each one and races with removals.
+        return [c["Id"] for c in docker_client.api.containers(all=True, filters={"label": f"cinnamon.pool={pool_cleanup}"})]
 
     eventually(lambda: containers() == [held.container_id], what="the free container removed, the leased one kept")
     running.store.release(held.name, held.token)

@@ -11,14 +11,14 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cinnamon_pool import __version__
 from cinnamon_pool.config import PoolConfig
-from cinnamon_pool.errors import CinnamonError
+from cinnamon_pool.errors import CinnamonError, ConfigError
 
 LATER = {
-    "report": "the log analyzer (issue 6)",
     "restart": "restarting one container (issue 7)",
 }
 
@@ -111,6 +111,57 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from cinnamon_pool.logs.analyzer import Analyzer
+    from cinnamon_pool.logs.files import iter_records
+    from cinnamon_pool.logs.html import render_html
+
+    config = _config(args)
+    since, until = (_parse_day("--since", args.since), _parse_day("--until", args.until))
+    analyzer = Analyzer(
+        since=dt.datetime.combine(since, dt.time()) if since else None,
+        until=dt.datetime.combine(until + dt.timedelta(days=1), dt.time()) if until else None,
+        container=args.container,
+    )
+    report = analyzer.feed(iter_records(config.logs.dir, since, until)).report()
+    if args.html:
+        Path(args.html).write_text(render_html(report), encoding="utf-8")
+        print(f"wrote {args.html}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "memory_series"}, indent=2))
+        return 0
+    pool = report["pool"]
+    print(f"{report['records']} records from {report['from']} to {report['until']} in {config.logs.dir}")
+    print(
+        f"pool: utilization {pool['utilization']:.1%}, wait p50 {pool['wait_p50_s']} s, p95 {pool['wait_p95_s']} s, {pool['throughput_per_hour']} jobs/hour"
+    )
+    row = "{:<15} {:>6} {:>9} {:<11} {:>8} {:>9} {:<6}"
+    print(row.format("CONTAINER", "TESTS", "AVG TEST", "MEMORY", "ERRORS", "RESTARTS", "RISK"))
+    for name, c in report["containers"].items():
+        average = "-" if c["average_duration_s"] is None else f"{c['average_duration_s']:.2f}s"
+        print(row.format(name, c["tests"], average, c["memory_trend"], f"{c['error_rate']:.1%}", c["restarts"], c["risk"]))
+    errors = report["errors"]
+    for entry in errors["common"]:
+        print(f"  {entry['count']:>6} x {entry['error']}")
+    print(
+        f"leaking: {', '.join(errors['leaking_containers']) or 'none'}; restarted often: {', '.join(errors['frequently_restarted']) or 'none'}"
+    )
+    return 0
+
+
+def _parse_day(option: str, text: str | None) -> Any:
+    import datetime as dt
+
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(option, text, "must be a date like 2025-01-31") from None
+
+
 def cmd_later(args: argparse.Namespace) -> int:
     print(f"cinnamon-pool {args.command}: not built yet: {LATER[args.command]}.", file=sys.stderr)
     return 2
@@ -131,12 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     drain = commands.add_parser("drain", help="stop granting; remove containers as they are released")
     drain.add_argument("--undo", action="store_true", help="grant again and let the supervisor refill the pool")
     drain.set_defaults(run=cmd_drain)
+    report = commands.add_parser("report", help="analyze the log files: per container, errors, pool figures")
+    report.add_argument("--since", metavar="YYYY-MM-DD")
+    report.add_argument("--until", metavar="YYYY-MM-DD", help="inclusive")
+    report.add_argument("--container", metavar="NAME", help="only this container")
+    report.add_argument("--json", action="store_true")
+    report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with charts")
+    report.set_defaults(run=cmd_report)
     for name, what in LATER.items():
         sub = commands.add_parser(name, help=f"{what} -- not built yet")
         if name == "restart":
             sub.add_argument("name", nargs="?")
-        if name in {"report"}:
-            sub.add_argument("--json", action="store_true")
         sub.set_defaults(run=cmd_later)
     return parser
 

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import re
 from collections.abc import Mapping
 
 from cinnamon_pool.logs.format import LogKind, LogRecord
 
+_TOKEN = re.compile(r"\b[0-9a-f]{16}:\d+:[0-9a-f]{16}\b")
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+
+
+def redact(value: str) -> str:
+    """Secrets never reach a log file: a URL's password becomes ***, a fencing token a short hash."""
+    value = _URL_PASSWORD.sub(r"\1***@", value)
+    return _TOKEN.sub(lambda m: "token#" + hashlib.sha256(m.group(0).encode()).hexdigest()[:8], value)
+
 
 def action_record(at: _dt.datetime, subject: str, action: str, details: list[tuple[str, str]], level: str = "INFO") -> LogRecord:
-    return LogRecord(at.replace(microsecond=0), level, subject, action, tuple(details))
+    return LogRecord(at.replace(microsecond=0), level, subject, action, tuple((key, redact(value)) for key, value in details))
 
 
 def event_record(fields: Mapping[str, str], memory_mb: Mapping[str, float], error_threshold: int) -> list[tuple[LogKind, LogRecord]]:
-    """The records one lease event produces (none for events operators need not read)."""
+    """The records one lease event produces (none for events operators need not read), redacted."""
+    return [
+        (kind, record._replace(details=tuple((k, redact(v)) for k, v in record.details)))
+        for kind, record in _event_record(fields, memory_mb, error_threshold)
+    ]
+
+
+def _event_record(fields: Mapping[str, str], memory_mb: Mapping[str, float], error_threshold: int) -> list[tuple[LogKind, LogRecord]]:
     kind, name = fields.get("kind", ""), fields.get("name", "")
     at = _dt.datetime.fromtimestamp(int(fields.get("at_ms", "0")) / 1000).replace(microsecond=0)
     memory = memory_mb.get(name)
@@ -25,6 +43,8 @@ def event_record(fields: Mapping[str, str], memory_mb: Mapping[str, float], erro
             details.append(("Job", fields["job_id"]))
         if fields.get("worker"):
             details.append(("Worker", fields["worker"]))
+        if fields.get("wait_ms"):
+            details.append(("Wait Time", f"{int(fields['wait_ms']) / 1000:.3f}s"))
         details += [*memory_detail, ("Available Containers", fields.get("available", "?"))]
         return [(LogKind.USAGE, LogRecord(at, "INFO", name, "ALLOCATED", tuple(details)))]
 

@@ -23,6 +23,7 @@ from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, Runtime
 from cinnamon_pool.health import ProbeResult, liveness, readiness
 from cinnamon_pool.lease.store import LeaseStore, PoolSnapshot
 from cinnamon_pool.logs.events import action_record, event_record
+from cinnamon_pool.logs.files import archive_earlier_months
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.model import ContainerRecord, ContainerState, container_name
@@ -98,6 +99,7 @@ class Supervisor:
         self._probe_failures: dict[str, int] = {}
         self._probed_at: dict[str, float] = {}
         self._scaled_at = clock.monotonic()
+        self._archived_month: tuple[int, int] | None = None
         self._was_leading: bool | None = None  # None: not yet told
         self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cinnamon-probe")
 
@@ -138,6 +140,7 @@ class Supervisor:
             if not self._lead():
                 report.standby = True
                 return report
+            self._archive_logs()
             self.store.ensure_consumer_group()
             self.store.reap()
             self.write_event_logs()  # first: the events tell why containers await a restart
@@ -379,6 +382,17 @@ class Supervisor:
                 written += 1
         self.store.ack_events(ids)
         return written
+
+    def _archive_logs(self) -> None:
+        """At start and at each change of month: earlier months' daily files to logs/archive/."""
+        today = self.clock.now().date()
+        if self._archived_month == (today.year, today.month):
+            return
+        try:
+            archive_earlier_months(self.writer.root, today)
+            self._archived_month = (today.year, today.month)
+        except OSError as error:
+            print(f"cinnamon-pool supervise: cannot archive logs in {self.writer.root}: {error}", file=sys.stderr)
 
     def _log(self, kind: LogKind, subject: str, action: str, details: list[tuple[str, str]], level: str = "INFO") -> None:
         self.writer.write(kind, action_record(self.clock.now(), subject, action, details, level))

@@ -10,14 +10,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench import jobs_bench, lease_bench, pool_bench, supervisor_bench
+from tests.bench import jobs_bench, lease_bench, logs_bench, pool_bench, supervisor_bench
 from tests.bench.report import emit
 from tests.support import start_redis_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-SECTIONS = ("lease", "pool", "supervisor", "jobs")
+SECTIONS = ("lease", "pool", "supervisor", "jobs", "logs")
 
 
 def main(argv: list[str]) -> int:
@@ -42,6 +42,9 @@ def main(argv: list[str]) -> int:
             if "jobs" in chosen:
                 print("section jobs: decorator overhead, cleanup check, E2E throughput", flush=True)
                 rows += jobs_bench.run(url, Path(scratch))
+            if "logs" in chosen:
+                print("section logs: the analyzer over 1,000,000 records", flush=True)
+                rows += logs_bench.run(Path(scratch))
         finally:
             stop(process)
     print()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +19,7 @@ import redis
 
 from cinnamon_pool.errors import LeaseLost, PoolExhausted
 from cinnamon_pool.lease.store import Holder, LeaseStore
-from cinnamon_pool.logs.format import parse
+from cinnamon_pool.logs.format import LogKind, LogRecord, parse
 from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.model import ContainerState, Outcome
 from cinnamon_pool.runtime.docker import DockerRuntime
@@ -293,3 +295,19 @@ def test_a_browser_left_open_by_a_job_sends_the_container_to_restart(start: Star
     )
     eventually(lambda: grant.name in running.free(), what="back in the pool, clean")
     assert running.store.snapshot().containers[grant.name].restarts == 1
+
+
+def test_the_pool_keeps_serving_with_a_full_disk_or_a_deleted_log_directory(running: Running) -> None:
+    eventually(lambda: len(running.free()) == 2, what="pool ready")
+    usage = running.supervisor.writer.path_for(LogKind.USAGE, LogRecord(running.supervisor.clock.now(), "INFO", "x", "X"))
+    usage.unlink(missing_ok=True)
+    os.symlink("/dev/full", usage)
+    for _ in range(3):
+        grant = running.store.acquire(Holder("while-disk-full"), timeout_s=5)
+        running.store.release(grant.name, grant.token)
+    eventually(lambda: running.supervisor.writer.dropped >= 6, what="records dropped, not the pool")
+    usage.unlink()
+    shutil.rmtree(running.logs / "containers")
+    grant = running.store.acquire(Holder("after-recovery"), timeout_s=5)
+    running.store.release(grant.name, grant.token)
+    eventually(lambda: "after-recovery" in (usage.read_text() if usage.exists() else ""), what="writing resumed in a new directory")

@@ -29,5 +29,5 @@ def test_bad_configuration_fails_at_start_naming_key_and_value(tmp_path: Path) -
 
 
 def test_a_command_built_later_says_so(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["report"]) == 2
+    assert main(["restart", "container-001"]) == 2
     assert "not built yet" in capsys.readouterr().err

@@ -8,13 +8,24 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "cinnamon_pool"
 LAYERS = {
     1: ["errors", "clock", "model", "config", "keys", "logs.format", "lease.scripts", "runtime.base"],
-    2: ["supervisor.reconcile", "supervisor.rules", "logs.events"],
-    3: ["lease.store", "lease.handle", "lease.heartbeat", "runtime.docker", "health", "logs.writer", "browser"],
+    2: ["supervisor.reconcile", "supervisor.rules", "logs.events", "logs.analyzer", "logs.html"],
+    3: ["lease.store", "lease.handle", "lease.heartbeat", "runtime.docker", "health", "logs.writer", "logs.files", "browser"],
     4: ["pool", "job", "supervisor.loop", "supervisor.election", "doctor"],
     5: ["cli"],
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
-PURE = {"supervisor.reconcile", "supervisor.rules", "logs.events", "logs.format", "model", "keys", "config", "runtime.base"}
+PURE = {
+    "supervisor.reconcile",
+    "supervisor.rules",
+    "logs.analyzer",
+    "logs.html",
+    "logs.events",
+    "logs.format",
+    "model",
+    "keys",
+    "config",
+    "runtime.base",
+}
 
 
 def modules() -> dict[str, Path]:

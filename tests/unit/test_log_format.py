@@ -3,7 +3,7 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cinnamon_pool.logs.format import LogRecord, escape, parse, render
+from cinnamon_pool.logs.format import LogRecord, escape, parse, parse_text, render
 
 HOSTILE = st.sampled_from(
     ["\n", "\r", "\r\n", "\x1b[31m", "\u2028", "\u2029", "\u202e", "\\n", "  └─ Fake: 1", "[2025-01-08 14:30:15] INFO  x | Y", "\x00", ": "]
@@ -33,6 +33,7 @@ def test_any_values_round_trip_one_record_per_record(details: list[tuple[str, st
     ]
     text = "".join(render(r) for r in records)
     assert list(parse(text.splitlines(keepends=True))) == records
+    assert list(parse_text(text)) == records, "the analyzer's fast path reads the same records"
 
 
 def test_escaped_values_hold_no_line_breaks_or_bidi_controls() -> None:

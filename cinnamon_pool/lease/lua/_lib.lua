@@ -112,8 +112,10 @@ local function grant(rec, holder)
   redis.call('ZADD', K_EXPIRIES, lease.expires_ms, rec.name)
   redis.call('ZREM', K_FREE, rec.name)
   set_state(rec, 'allocated', 'granted')
+  local waited = 0
+  if holder.queued_ms then waited = NOW - holder.queued_ms end
   emit('granted', rec.name, {'token', token, 'test_run_id', holder.test_run_id, 'job_id', holder.job_id,
-                             'worker', holder.worker, 'available', redis.call('ZCARD', K_FREE)})
+                             'worker', holder.worker, 'available', redis.call('ZCARD', K_FREE), 'wait_ms', waited})
   return cjson.encode({
     name = rec.name, container_id = rec.container_id, endpoint = rec.endpoint, host = rec.host,
     slot = rec.slot, token = token, test_run_id = holder.test_run_id, granted_ms = NOW,

@@ -20,8 +20,11 @@ if (rank == false or rank == 0) and redis.call('EXISTS', K_DRAINING) == 0 then
   local name = redis.call('ZRANGE', K_FREE, 0, 0)[1]
   if name then
     local holder = cjson.decode(ARGV[2])
+    if rank ~= false then
+      holder = cjson.decode(redis.call('HGET', K_TICKETS, ticket))  -- keeps when it queued
+      drop_ticket(ticket)
+    end
     holder.ticket = ''
-    if rank ~= false then drop_ticket(ticket) end
     return {'GRANTED', grant(get_record(name), holder)}
   end
 end
@@ -33,6 +36,7 @@ if rank == false then
   redis.call('ZADD', K_WAITERS, seq, ticket)
   local holder = cjson.decode(ARGV[2])
   holder.ticket = ticket
+  holder.queued_ms = NOW
   redis.call('HSET', K_TICKETS, ticket, cjson.encode(holder))
   emit('waiting', '', {'ticket', ticket, 'test_run_id', holder.test_run_id})
   rank = redis.call('ZRANK', K_WAITERS, ticket)

@@ -1,0 +1,71 @@
+"""Archive across a month boundary, a disk that fails, and secrets kept out of the files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import shutil
+from pathlib import Path
+
+from cinnamon_pool.clock import ManualClock
+from cinnamon_pool.logs.events import action_record, event_record, redact
+from cinnamon_pool.logs.files import archive_earlier_months, iter_records
+from cinnamon_pool.logs.format import LogKind, LogRecord
+from cinnamon_pool.logs.writer import DailyLogWriter
+
+
+def record(at: dt.datetime, run: str) -> LogRecord:
+    return LogRecord(at, "INFO", "container-001", "RELEASED", (("Test Run", run), ("Duration", "1.00s")))
+
+
+def test_earlier_months_move_to_the_archive_and_still_read_back(tmp_path: Path) -> None:
+    writer = DailyLogWriter(tmp_path)
+    days = [dt.datetime(2025, 1, 30, 23, 59), dt.datetime(2025, 1, 31, 23, 59, 59), dt.datetime(2025, 2, 1, 0, 0, 1)]
+    for i, at in enumerate(days):
+        writer.write(LogKind.USAGE, record(at, f"run-{i}"))
+    before = list(iter_records(tmp_path))
+    moved = archive_earlier_months(tmp_path, dt.date(2025, 2, 1))
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in moved) == [
+        "archive/2025-01/container-usage-2025-01-30.log.gz",
+        "archive/2025-01/container-usage-2025-01-31.log.gz",
+    ]
+    assert [p.name for p in (tmp_path / "containers").iterdir()] == ["container-usage-2025-02-01.log"]
+    assert list(iter_records(tmp_path)) == before, "the analyzer reads the compressed archive too"
+    assert archive_earlier_months(tmp_path, dt.date(2025, 2, 1)) == [], "a second run moves nothing"
+
+
+def test_a_full_disk_drops_records_reports_once_and_recovers(tmp_path: Path) -> None:
+    err = io.StringIO()
+    clock = ManualClock(start=dt.datetime(2025, 1, 8, 14, 30, 15))
+    writer = DailyLogWriter(tmp_path, clock=clock, stderr=err, report_every_s=60)
+    path = writer.path_for(LogKind.USAGE, record(clock.now(), "x"))
+    path.parent.mkdir(parents=True)
+    os.symlink("/dev/full", path)  # every write: ENOSPC
+    assert [writer.write(LogKind.USAGE, record(clock.now(), f"run-{i}")) for i in range(5)] == [False] * 5
+    assert writer.dropped == 5 and err.getvalue().count("cannot write") == 1, err.getvalue()
+    clock.advance(61)
+    writer.write(LogKind.USAGE, record(clock.now(), "run-5"))
+    assert err.getvalue().count("cannot write") == 2, "one message per period"
+    path.unlink()
+    assert writer.write(LogKind.USAGE, record(clock.now(), "run-6"))
+    assert [r.detail("Test Run") for r in iter_records(tmp_path)] == ["run-6"]
+
+
+def test_a_deleted_log_directory_is_made_again(tmp_path: Path) -> None:
+    writer = DailyLogWriter(tmp_path / "logs", stderr=io.StringIO())
+    assert writer.write(LogKind.POOL, record(dt.datetime(2025, 1, 8), "a"))
+    shutil.rmtree(tmp_path / "logs")
+    assert writer.write(LogKind.POOL, record(dt.datetime(2025, 1, 8), "b"))
+    assert [r.detail("Test Run") for r in iter_records(tmp_path / "logs")] == ["b"]
+
+
+def test_secrets_are_redacted_before_they_reach_a_file() -> None:
+    assert redact("connect redis://pool:s3cr3t@10.0.0.5:6379/0 failed") == "connect redis://pool:***@10.0.0.5:6379/0 failed"
+    token = "0123456789abcdef:42:fedcba9876543210"
+    shown = redact(f"token {token} refused")
+    assert token not in shown and shown.startswith("token token#") and len(shown) == len("token token#12345678 refused")
+    error = action_record(dt.datetime(2025, 1, 8), "pool", "ERROR_OCCURRED", [("Error", f"rediss://u:pw@host/0 with {token}")])
+    assert "pw" not in error.detail("Error") and token not in error.detail("Error")
+    (granted,) = event_record({"kind": "granted", "name": "container-001", "at_ms": "0", "test_run_id": token, "wait_ms": "1500"}, {}, 3)
+    assert token not in granted[1].detail("Test Run") and granted[1].detail("Wait Time") == "1.500s"

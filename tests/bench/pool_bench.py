@@ -3,25 +3,18 @@ container per job (`docker run` + readiness of the same image), measured in the 
 
 from __future__ import annotations
 
-import secrets
-import threading
 import time
 from pathlib import Path
 
-import docker
-import redis
-
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.health import readiness
-from cinnamon_pool.lease.store import LeaseStore
-from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.pool import ContainerPool
 from cinnamon_pool.runtime.base import ContainerSpec
 from cinnamon_pool.runtime.docker import DockerRuntime
-from cinnamon_pool.supervisor.loop import Supervisor
 from tests.bench.report import Row, percentile
+from tests.bench.supervisor_bench import PLAYWRIGHT, supervised
 
-IMAGE = "cinnamon-pool/playwright-mcp:local"
+IMAGE = PLAYWRIGHT
 
 
 def fresh_container_start(runtime: DockerRuntime, config: PoolConfig, pool: str, runs: int) -> list[float]:
@@ -44,42 +37,15 @@ def fresh_container_start(runtime: DockerRuntime, config: PoolConfig, pool: str,
 
 
 def run(redis_url: str, workdir: Path) -> list[Row]:
-    pool_name = f"bench{secrets.token_hex(3)}"
-    network = f"cinnamon-bench-{pool_name}"
-    engine = docker.from_env()
-    engine.networks.create(network, labels={"cinnamon.test": pool_name})
-    config = PoolConfig.from_tables(
-        {
-            "redis": {"url": redis_url},
-            "pool": {"name": pool_name, "min_size": 2, "max_size": 10, "initial_size": 2},
-            "container": {"image": IMAGE, "volumes": ["/usr:/usr:ro"], "network": network, "host_port_range": "3900-3909"},
-        }
-    )
-    client = redis.Redis.from_url(redis_url)
-    runtime = DockerRuntime(engine)
-    supervisor = Supervisor(config, LeaseStore(client, pool_name), runtime, DailyLogWriter(workdir / "logs"))
-    stop = threading.Event()
-    thread = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        pool = ContainerPool(config, client=client)
-        while pool.status()["available"] < 2:
-            time.sleep(0.05)
+    with supervised(redis_url, IMAGE, 2, workdir, "3900-3909", canary_share=0.0) as (supervisor, store, engine):
+        pool = ContainerPool(supervisor.config, client=store.redis)
         warm = []
         for _ in range(200):
             started = time.perf_counter()
             with pool.lease("bench") as lease:
                 assert lease.endpoint
                 warm.append(time.perf_counter() - started)
-        fresh = fresh_container_start(runtime, config, pool_name, runs=5)
-    finally:
-        stop.set()
-        supervisor.wake.set()
-        thread.join(timeout=30)
-        for label in (f"cinnamon.pool={pool_name}", f"cinnamon.test={pool_name}"):
-            for container in engine.containers.list(all=True, filters={"label": label}):
-                container.remove(force=True)
-        engine.networks.get(network).remove()
+        fresh = fresh_container_start(DockerRuntime(engine), supervisor.config, supervisor.pool, runs=5)
     fresh_p50 = percentile(fresh, 50) * 1000
     return [
         Row(

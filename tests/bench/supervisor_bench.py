@@ -30,13 +30,13 @@ FAKE = "cinnamon-pool/fake-mcp:test"
 PLAYWRIGHT = "cinnamon-pool/playwright-mcp:local"
 
 
-def _config(redis_url: str, pool: str, image: str, network: str, size: int, ports: str) -> PoolConfig:
+def _config(redis_url: str, pool: str, image: str, network: str, size: int, ports: str, **rules: float) -> PoolConfig:
     return PoolConfig.from_tables(
         {
             "redis": {"url": redis_url},
             "pool": {"name": pool, "min_size": 1, "max_size": max(size, 2), "initial_size": size},
             "container": {"image": image, "volumes": ["/usr:/usr:ro"], "network": network, "host_port_range": ports},
-            "rules": {"tick_s": 2.0},
+            "rules": {"tick_s": 2.0, **rules},
         }
     )
 
@@ -49,7 +49,7 @@ def supervised(
     engine = docker.from_env()
     network = f"cinnamon-bench-{pool}"
     engine.networks.create(network, labels={"cinnamon.test": pool})
-    config = _config(redis_url, pool, image, network, size, ports)
+    config = _config(redis_url, pool, image, network, size, ports, **rules)
     store = LeaseStore(redis.Redis.from_url(redis_url), pool)
     supervisor = Supervisor(config, store, DockerRuntime(engine), DailyLogWriter(workdir / "logs"))
     stop = threading.Event()
@@ -67,8 +67,8 @@ def supervised(
         supervisor.wake.set()
         thread.join(timeout=30)
         for label in (f"cinnamon.pool={pool}", f"cinnamon.test={pool}"):
-            for container in engine.containers.list(all=True, filters={"label": label}):
-                container.remove(force=True)
+            for container in engine.api.containers(all=True, filters={"label": label}):
+                engine.api.remove_container(container["Id"], force=True)
         engine.networks.get(network).remove()
 
 

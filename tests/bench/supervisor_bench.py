@@ -43,8 +43,9 @@ def _config(redis_url: str, pool: str, image: str, network: str, size: int, port
 
 @contextmanager
 def supervised(
-    redis_url: str, image: str, size: int, workdir: Path, ports: str
+    redis_url: str, image: str, size: int, workdir: Path, ports: str, **rules: float
 ) -> Iterator[tuple[Supervisor, LeaseStore, docker.DockerClient]]:
+    """A supervisor thread on its own network and pool; everything it made is removed after."""
     pool = f"bench{secrets.token_hex(3)}"
     engine = docker.from_env()
     network = f"cinnamon-bench-{pool}"

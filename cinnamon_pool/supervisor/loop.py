@@ -8,7 +8,6 @@ only while it leads its Docker host; a standby just waits.
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 from collections.abc import Callable
@@ -19,16 +18,15 @@ import redis
 
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
-from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, RuntimeUnavailable
+from cinnamon_pool.errors import CinnamonError, NotLeader
 from cinnamon_pool.health import ProbeResult, liveness, readiness
 from cinnamon_pool.lease.store import LeaseStore, PoolSnapshot
-from cinnamon_pool.logs.events import action_record, event_record
-from cinnamon_pool.logs.files import archive_earlier_months
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.model import ContainerRecord, ContainerState, container_name
 from cinnamon_pool.runtime.base import ContainerRuntime, ContainerSpec, ObservedContainer, pool_labels
 from cinnamon_pool.supervisor.election import LeaderElection
+from cinnamon_pool.supervisor.journal import Journal
 from cinnamon_pool.supervisor.reconcile import (
     Action,
     Create,
@@ -49,7 +47,6 @@ from cinnamon_pool.supervisor.rules import HealthPolicy, Probe, StateChange, fin
 FAST_TICK_S = 0.05
 EVENT_RECHECK_S = 0.1
 MAX_BACKOFF_S = 30.0
-ERROR_REPORT_EVERY_S = 60.0
 Prober = Callable[[str, float], ProbeResult]
 
 
@@ -78,6 +75,7 @@ class Supervisor:
         self.store = store
         self.runtime = runtime
         self.writer = writer
+        self.journal = Journal(writer, store, clock, f"supervisor-{runtime.host}", config.rules.error_threshold)
         self.clock = clock
         self.probe = probe
         self.health_probe = health_probe
@@ -91,15 +89,11 @@ class Supervisor:
         self.scale_policy = ScalePolicy(config.pool.min_size, config.pool.max_size, rules.idle_shrink_s, rules.scale_cooldown_s)
         self._network_ready = False
         self._created_at: dict[int, float] = {}  # slot -> monotonic time of create (startup time)
-        self._restart_reasons: dict[str, str] = {}
-        self._last_error: tuple[str, float] | None = None
-        self._memory: dict[str, float] = {}
         self._processes: dict[str, int] = {}
         self._idle_processes: dict[str, int] = {}  # process count right after registration
         self._probe_failures: dict[str, int] = {}
         self._probed_at: dict[str, float] = {}
         self._scaled_at = clock.monotonic()
-        self._archived_month: tuple[int, int] | None = None
         self._was_leading: bool | None = None  # None: not yet told
         self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cinnamon-probe")
 
@@ -140,10 +134,10 @@ class Supervisor:
             if not self._lead():
                 report.standby = True
                 return report
-            self._archive_logs()
+            self.journal.archive()
             self.store.ensure_consumer_group()
             self.store.reap()
-            self.write_event_logs()  # first: the events tell why containers await a restart
+            self.journal.lease_events()  # first: the events tell why containers await a restart
             observation, snapshot = self.observe()
             changes = self._judge(observation, snapshot)
             for change in changes:
@@ -167,10 +161,10 @@ class Supervisor:
             report.pending = (
                 any(isinstance(a, (Create, Replace, Recycle)) for a in actions) or bool(needs_probe(observation)) or bool(changes)
             )
-            self.write_event_logs()
+            self.journal.lease_events()  # and last: what this tick's actions produced, written now
         except (CinnamonError, redis.RedisError) as error:
             report.error = str(error)
-            self._report_error(error)
+            self.journal.error(error)
         return report
 
     def _lead(self) -> bool:
@@ -180,7 +174,7 @@ class Supervisor:
         if leading != self._was_leading:
             self._was_leading = leading
             state = "LEADER_ELECTED" if leading else "LEADER_STANDBY"
-            self._log(
+            self.journal.record(
                 LogKind.POOL,
                 "pool",
                 state,
@@ -218,7 +212,7 @@ class Supervisor:
                 if count is not None:
                     processes[name] = count
         self.store.record_memory(memory)
-        self._memory, self._processes = memory, processes
+        self.journal.memory_mb, self._processes = memory, processes
         return Observation(self.pool, self.runtime.host, containers, records, ready, self.size, snapshot.draining), snapshot
 
     def _judge(self, observation: Observation, snapshot: PoolSnapshot) -> list[StateChange]:
@@ -236,7 +230,7 @@ class Supervisor:
         for record, result in zip(due, results, strict=True):
             self._probed_at[record.name] = now
             probes[record.name] = Probe(result.ok, result.seconds, result.detail)
-        changes, self._probe_failures = judge(observation.records, self._memory, probes, self._probe_failures, self.health_policy)
+        changes, self._probe_failures = judge(observation.records, self.journal.memory_mb, probes, self._probe_failures, self.health_policy)
         free_for_s = {name: (snapshot.now_ms - since) / 1000 for name, since in snapshot.free_since_ms.items()}
         judged = {change.name for change in changes}
         leftovers = find_leftovers(
@@ -247,7 +241,7 @@ class Supervisor:
     def _check_epoch(self, snapshot: PoolSnapshot, containers: list[ObservedContainer]) -> None:
         """Redis lost the pool's state: every container may hold a job's leftovers, so recycle all."""
         if self.epoch is not None and snapshot.epoch != self.epoch:
-            self._log(
+            self.journal.record(
                 LogKind.ERRORS,
                 "pool",
                 "ERROR_OCCURRED",
@@ -264,9 +258,9 @@ class Supervisor:
         if self.store.set_state(change.name, change.state, change.reason, only_if_free=change.only_if_free) is None:
             return  # taken by a job meanwhile (only_if_free), or gone
         if change.state in {ContainerState.DRAINING, ContainerState.RESTARTING}:
-            self._restart_reasons[change.name] = change.reason
+            self.journal.restart_reasons[change.name] = change.reason
         level = "ERROR" if change.state is ContainerState.UNHEALTHY else "WARN"
-        self._log(
+        self.journal.record(
             LogKind.ERRORS if level == "ERROR" else LogKind.POOL,
             change.name,
             f"MARKED_{change.state.value.upper()}",
@@ -279,7 +273,7 @@ class Supervisor:
             self._create(action.slot)
         elif isinstance(action, Replace):
             self.runtime.remove(action.container_id)
-            self._log(
+            self.journal.record(
                 LogKind.POOL,
                 container_name(action.slot),
                 "CONTAINER_REPLACED",
@@ -290,16 +284,16 @@ class Supervisor:
         elif isinstance(action, Register):
             self._register(action)
         elif isinstance(action, Recycle):
-            reason = self._restart_reasons.pop(action.name, action.reason)
+            reason = self.journal.restart_reasons.pop(action.name, action.reason)
             self.runtime.restart(action.container_id)
             self.store.set_state(action.name, ContainerState.STARTING, f"restart: {reason}")
             self._created_at[action.slot] = self.clock.monotonic()
-            self._log(LogKind.POOL, action.name, "CONTAINER_RESTART", [("Reason", reason)], level="WARN")
+            self.journal.record(LogKind.POOL, action.name, "CONTAINER_RESTART", [("Reason", reason)], level="WARN")
         elif isinstance(action, Deregister):
             self.store.deregister(action.name, action.reason)
         elif isinstance(action, RemoveOrphan):
             self.runtime.remove(action.container_id)
-            self._log(
+            self.journal.record(
                 LogKind.POOL, "pool", "ORPHAN_REMOVED", [("Container", action.container_id[:12]), ("Reason", action.reason)], level="WARN"
             )
         elif isinstance(action, Retire):
@@ -314,11 +308,11 @@ class Supervisor:
             self.size -= 1
             self._scaled(LogKind.POOL, "POOL_SHRUNK", [("From", str(action.slot)), ("To", str(self.size)), ("Reason", action.reason)])
         else:
-            self._log(LogKind.POOL, action.name or "pool", "CONTAINER_REMOVED", [("Reason", action.reason)])
+            self.journal.record(LogKind.POOL, action.name or "pool", "CONTAINER_REMOVED", [("Reason", action.reason)])
 
     def _scaled(self, kind: LogKind, action: str, details: list[tuple[str, str]]) -> None:
         self._scaled_at = self.clock.monotonic()
-        self._log(kind, "pool", action, details)
+        self.journal.record(kind, "pool", action, details)
 
     def _since_scaled(self) -> float:
         return self.clock.monotonic() - self._scaled_at
@@ -363,56 +357,8 @@ class Supervisor:
         details = [("Container ID", container.container_id[:12]), ("Endpoint", record.endpoint)]
         if created is not None:
             details.append(("Startup Time", f"{self.clock.monotonic() - created:.2f}s"))
-        self._log(LogKind.POOL, name, "CONTAINER_STARTED", details)
+        self.journal.record(LogKind.POOL, name, "CONTAINER_STARTED", details)
 
     def _endpoint(self, container: ObservedContainer) -> str:
         port = container.host_port or self.config.container.host_ports[(container.slot or 1) - 1]
         return f"http://127.0.0.1:{port}/mcp"
-
-    # -- logs ----------------------------------------------------------------------------
-    def write_event_logs(self) -> int:
-        """Turn new lease events into log records; acknowledged only once written or dropped."""
-        written, ids = 0, []
-        for entry_id, fields in self.store.read_events(f"supervisor-{self.runtime.host}"):
-            ids.append(entry_id)
-            if fields.get("kind") == "state" and fields.get("to") == ContainerState.RESTARTING:
-                self._restart_reasons.setdefault(fields.get("name", ""), fields.get("reason", ""))
-            for kind, record in event_record(fields, self._memory, self.config.rules.error_threshold):
-                self.writer.write(kind, record)
-                written += 1
-        self.store.ack_events(ids)
-        return written
-
-    def _archive_logs(self) -> None:
-        """At start and at each change of month: earlier months' daily files to logs/archive/."""
-        today = self.clock.now().date()
-        if self._archived_month == (today.year, today.month):
-            return
-        try:
-            archive_earlier_months(self.writer.root, today)
-            self._archived_month = (today.year, today.month)
-        except OSError as error:
-            print(f"cinnamon-pool supervise: cannot archive logs in {self.writer.root}: {error}", file=sys.stderr)
-
-    def _log(self, kind: LogKind, subject: str, action: str, details: list[tuple[str, str]], level: str = "INFO") -> None:
-        self.writer.write(kind, action_record(self.clock.now(), subject, action, details, level))
-
-    def _report_error(self, error: Exception) -> None:
-        """One ERROR_OCCURRED record per kind of error per period (ids do not make it new)."""
-        message = str(error)
-        shape = re.sub(r"[0-9a-f]{12,}", "<id>", message)
-        now = self.clock.monotonic()
-        if self._last_error is not None and self._last_error[0] == shape and now - self._last_error[1] < ERROR_REPORT_EVERY_S:
-            return
-        self._last_error = (shape, now)
-        kind = (
-            "image missing"
-            if isinstance(error, ImageMissing)
-            else "docker"
-            if isinstance(error, RuntimeUnavailable)
-            else "redis"
-            if isinstance(error, redis.RedisError)
-            else "pool"
-        )
-        self._log(LogKind.ERRORS, "pool", "ERROR_OCCURRED", [("Error Type", kind), ("Error", message)], level="ERROR")
-        print(f"cinnamon-pool supervise: {kind}: {message}", file=sys.stderr)

@@ -113,5 +113,5 @@ def test_failing_ticks_back_off_exponentially_up_to_30_s(tmp_path: Path) -> None
 def test_errors_that_differ_only_by_ids_are_reported_once(tmp_path: Path) -> None:
     supervisor, _runtime, _store = make(tmp_path)
     for container_id in ("a" * 64, "b" * 64, "c" * 64):
-        supervisor._report_error(RuntimeUnavailable(f"docker run: endpoint {container_id}: port is already allocated"))
+        supervisor.journal.error(RuntimeUnavailable(f"docker run: endpoint {container_id}: port is already allocated"))
     assert records(tmp_path, "errors") == ["ERROR_OCCURRED"]

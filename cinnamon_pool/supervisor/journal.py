@@ -1,0 +1,76 @@
+"""What the supervisor tells operators: its own actions, the lease events as records, errors
+(one per kind per minute, ids folded), and the monthly archive of earlier files."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import redis
+
+from cinnamon_pool.clock import Clock
+from cinnamon_pool.errors import ImageMissing, RuntimeUnavailable
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.logs.events import action_record, event_record
+from cinnamon_pool.logs.files import archive_earlier_months
+from cinnamon_pool.logs.format import LogKind
+from cinnamon_pool.logs.writer import DailyLogWriter
+from cinnamon_pool.model import ContainerState
+
+ERROR_REPORT_EVERY_S = 60.0
+
+
+class Journal:
+    def __init__(self, writer: DailyLogWriter, store: LeaseStore, clock: Clock, consumer: str, error_threshold: int) -> None:
+        self.writer, self.store, self.clock = writer, store, clock
+        self.consumer, self.error_threshold = consumer, error_threshold
+        self.restart_reasons: dict[str, str] = {}  # why a container awaits its restart
+        self.memory_mb: dict[str, float] = {}  # the latest readings, shown in records
+        self._last_error: tuple[str, float] | None = None
+        self._archived_month: tuple[int, int] | None = None
+
+    def record(self, kind: LogKind, subject: str, action: str, details: list[tuple[str, str]], level: str = "INFO") -> None:
+        self.writer.write(kind, action_record(self.clock.now(), subject, action, details, level))
+
+    def lease_events(self) -> int:
+        """New lease events as records; acknowledged once written (or dropped by a failing disk)."""
+        written, ids = 0, []
+        for entry_id, fields in self.store.read_events(self.consumer):
+            ids.append(entry_id)
+            if fields.get("kind") == "state" and fields.get("to") == ContainerState.RESTARTING:
+                self.restart_reasons.setdefault(fields.get("name", ""), fields.get("reason", ""))
+            for kind, record in event_record(fields, self.memory_mb, self.error_threshold):
+                self.writer.write(kind, record)
+                written += 1
+        self.store.ack_events(ids)
+        return written
+
+    def error(self, error: Exception) -> None:
+        """One ERROR_OCCURRED record and stderr line per kind of error per minute."""
+        message = str(error)
+        shape = re.sub(r"[0-9a-f]{12,}", "<id>", message)
+        now = self.clock.monotonic()
+        if self._last_error is not None and self._last_error[0] == shape and now - self._last_error[1] < ERROR_REPORT_EVERY_S:
+            return
+        self._last_error = (shape, now)
+        if isinstance(error, ImageMissing):
+            kind = "image missing"
+        elif isinstance(error, RuntimeUnavailable):
+            kind = "docker"
+        elif isinstance(error, redis.RedisError):
+            kind = "redis"
+        else:
+            kind = "pool"
+        self.record(LogKind.ERRORS, "pool", "ERROR_OCCURRED", [("Error Type", kind), ("Error", message)], level="ERROR")
+        print(f"cinnamon-pool supervise: {kind}: {message}", file=sys.stderr)
+
+    def archive(self) -> None:
+        """At start and at each change of month: earlier months' daily files to logs/archive/."""
+        today = self.clock.now().date()
+        if self._archived_month == (today.year, today.month):
+            return
+        try:
+            archive_earlier_months(self.writer.root, today)
+            self._archived_month = (today.year, today.month)
+        except OSError as error:
+            print(f"cinnamon-pool supervise: cannot archive logs in {self.writer.root}: {error}", file=sys.stderr)

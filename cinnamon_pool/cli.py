@@ -18,10 +18,6 @@ from cinnamon_pool import __version__
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import CinnamonError, ConfigError
 
-LATER = {
-    "restart": "restarting one container (issue 7)",
-}
-
 
 def _config(args: argparse.Namespace) -> PoolConfig:
     return PoolConfig.load(args.config, os.environ)
@@ -72,19 +68,49 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from cinnamon_pool.pool import ContainerPool
 
-    status = ContainerPool(_config(args)).status()
+    pool = ContainerPool(_config(args))
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(json.dumps(pool.status(), indent=2))
         return 0
+    if not args.watch:
+        _print_status(pool.status())
+        return 0
+    try:
+        while True:
+            sys.stdout.write("\x1b[H\x1b[2J")  # home and clear: the table refreshes in place
+            _print_status(pool.status())
+            sys.stdout.flush()
+            pool.clock.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    utilization = status["allocated"] / status["total"] if status["total"] else 0.0
     print(
         f"pool {status['pool']}: {status['total']} container(s), {status['available']} available, {status['allocated']} allocated, "
-        f"{status['restarting']} restarting, {status['unhealthy']} unhealthy, {status['waiting']} waiting"
+        f"{status['restarting']} restarting, {status['unhealthy']} unhealthy, {status['waiting']} waiting; utilization {utilization:.0%}"
+        + ("; DRAINED" if status.get("draining") else "")
     )
     row = "{:<15} {:<11} {:<30} {:<38} {:>8} {:>6} {:>8}"
     print(row.format("CONTAINER", "STATE", "ENDPOINT", "TEST RUN", "MEMORY", "ERRORS", "RESTARTS"))
     for c in status["containers"]:
         memory = "-" if c["memory_mb"] is None else f"{c['memory_mb']:.0f}MB"
         print(row.format(c["name"], c["state"], c["endpoint"], c["test_run_id"] or "-", memory, c["error_count"], c["restarts"]))
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from cinnamon_pool.model import ContainerState, validate_container_name
+    from cinnamon_pool.pool import ContainerPool
+
+    pool = ContainerPool(_config(args))
+    name = validate_container_name(args.name)
+    state = pool.store.set_state(name, ContainerState.DRAINING, "operator restart")
+    if state is None:
+        print(f"cinnamon-pool restart: no container {name!r} in pool {pool.name!r}", file=sys.stderr)
+        return 1
+    when = "when its job releases it" if state == ContainerState.DRAINING else "now"
+    print(f"{name}: the supervisor restarts it {when}")
     return 0
 
 
@@ -162,11 +188,6 @@ def _parse_day(option: str, text: str | None) -> Any:
         raise ConfigError(option, text, "must be a date like 2025-01-31") from None
 
 
-def cmd_later(args: argparse.Namespace) -> int:
-    print(f"cinnamon-pool {args.command}: not built yet: {LATER[args.command]}.", file=sys.stderr)
-    return 2
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cinnamon-pool", description="A pool of playwright-mcp containers for rq jobs.")
     parser.add_argument("--version", action="version", version=f"cinnamon-pool {__version__}")
@@ -177,7 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = commands.add_parser("status", help="show the pool's containers and leases")
     status.add_argument("--json", action="store_true", help="print the documented JSON document")
+    status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    status.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="--watch refresh interval (default 1)")
     status.set_defaults(run=cmd_status)
+    restart = commands.add_parser("restart", help="restart one container (after its current job, if it has one)")
+    restart.add_argument("name", help="e.g. container-001")
+    restart.set_defaults(run=cmd_restart)
     commands.add_parser("doctor", help="check Docker, the image, the network and Redis; one line per check").set_defaults(run=cmd_doctor)
     drain = commands.add_parser("drain", help="stop granting; remove containers as they are released")
     drain.add_argument("--undo", action="store_true", help="grant again and let the supervisor refill the pool")
@@ -189,11 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true")
     report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with charts")
     report.set_defaults(run=cmd_report)
-    for name, what in LATER.items():
-        sub = commands.add_parser(name, help=f"{what} -- not built yet")
-        if name == "restart":
-            sub.add_argument("name", nargs="?")
-        sub.set_defaults(run=cmd_later)
     return parser
 
 

@@ -93,12 +93,19 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    host: str = "127.0.0.1"
+    port: int = 9464  # 0 turns the endpoint off
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     redis: RedisSettings = field(default_factory=RedisSettings)
     pool: PoolSettings = field(default_factory=PoolSettings)
     container: ContainerTemplate = field(default_factory=ContainerTemplate)
     rules: Rules = field(default_factory=Rules)
     logs: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @classmethod
     def load(cls, path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> PoolConfig:
@@ -149,6 +156,8 @@ class PoolConfig:
             raise ConfigError("redis.url", self.redis.url, "must start with redis://, rediss:// or unix://")
         parse_memory(template.memory, "container.memory")
         _check_port_range(template.host_port_range)
+        if not 0 <= self.metrics.port <= 65535:
+            raise ConfigError("metrics.port", self.metrics.port, "must be a TCP port, or 0 for no metrics endpoint")
         if not 1 <= template.port <= 65535:
             raise ConfigError("container.port", template.port, "must be a TCP port (1-65535)")
         if template.cpus <= 0:
@@ -191,6 +200,7 @@ _SECTION_TYPES: dict[str, type] = {
     "container": ContainerTemplate,
     "rules": Rules,
     "logs": LogSettings,
+    "metrics": MetricsSettings,
 }
 
 ENV_VARIABLES: dict[str, str] = {
@@ -203,6 +213,7 @@ ENV_VARIABLES: dict[str, str] = {
     "CINNAMON_LOG_DIR": "logs.dir",
     "CINNAMON_MAX_MEMORY_MB": "rules.max_memory_mb",
     "CINNAMON_ERROR_THRESHOLD": "rules.error_threshold",
+    "CINNAMON_METRICS_PORT": "metrics.port",
 }
 
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable, Mapping
 
 import redis
 
@@ -21,8 +22,16 @@ ERROR_REPORT_EVERY_S = 60.0
 
 
 class Journal:
-    def __init__(self, writer: DailyLogWriter, store: LeaseStore, clock: Clock, consumer: str, error_threshold: int) -> None:
-        self.writer, self.store, self.clock = writer, store, clock
+    def __init__(
+        self,
+        writer: DailyLogWriter,
+        store: LeaseStore,
+        clock: Clock,
+        consumer: str,
+        error_threshold: int,
+        on_event: Callable[[Mapping[str, str]], None] | None = None,
+    ) -> None:
+        self.writer, self.store, self.clock, self.on_event = writer, store, clock, on_event
         self.consumer, self.error_threshold = consumer, error_threshold
         self.restart_reasons: dict[str, str] = {}  # why a container awaits its restart
         self.memory_mb: dict[str, float] = {}  # the latest readings, shown in records
@@ -37,6 +46,8 @@ class Journal:
         written, ids = 0, []
         for entry_id, fields in self.store.read_events(self.consumer):
             ids.append(entry_id)
+            if self.on_event is not None:
+                self.on_event(fields)
             if fields.get("kind") == "state" and fields.get("to") == ContainerState.RESTARTING:
                 self.restart_reasons.setdefault(fields.get("name", ""), fields.get("reason", ""))
             for kind, record in event_record(fields, self.memory_mb, self.error_threshold):

@@ -27,6 +27,7 @@ from cinnamon_pool.model import ContainerRecord, ContainerState, container_name
 from cinnamon_pool.runtime.base import ContainerRuntime, ContainerSpec, ObservedContainer, pool_labels
 from cinnamon_pool.supervisor.election import LeaderElection
 from cinnamon_pool.supervisor.journal import Journal
+from cinnamon_pool.supervisor.metrics import PoolMetrics, reason_label
 from cinnamon_pool.supervisor.reconcile import (
     Action,
     Create,
@@ -70,12 +71,21 @@ class Supervisor:
         probe: Prober = readiness,
         health_probe: Prober = liveness,
         election: LeaderElection | None = None,
+        metrics: PoolMetrics | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.runtime = runtime
         self.writer = writer
-        self.journal = Journal(writer, store, clock, f"supervisor-{runtime.host}", config.rules.error_threshold)
+        self.metrics = metrics
+        self.journal = Journal(
+            writer,
+            store,
+            clock,
+            f"supervisor-{runtime.host}",
+            config.rules.error_threshold,
+            on_event=metrics.lease_event if metrics else None,
+        )
         self.clock = clock
         self.probe = probe
         self.health_probe = health_probe
@@ -139,6 +149,8 @@ class Supervisor:
             self.store.reap()
             self.journal.lease_events()  # first: the events tell why containers await a restart
             observation, snapshot = self.observe()
+            if self.metrics is not None:
+                self.metrics.observe_pool(snapshot, self.journal.memory_mb)
             changes = self._judge(observation, snapshot)
             for change in changes:
                 self._apply_change(change)
@@ -165,6 +177,8 @@ class Supervisor:
         except (CinnamonError, redis.RedisError) as error:
             report.error = str(error)
             self.journal.error(error)
+            if self.metrics is not None:
+                self.metrics.errors.labels(self.pool, type(error).__name__).inc()
         return report
 
     def _lead(self) -> bool:
@@ -229,6 +243,8 @@ class Supervisor:
         probes = {}
         for record, result in zip(due, results, strict=True):
             self._probed_at[record.name] = now
+            if self.metrics is not None:
+                self.metrics.probe.labels(self.pool).observe(result.seconds)
             probes[record.name] = Probe(result.ok, result.seconds, result.detail)
         changes, self._probe_failures = judge(observation.records, self.journal.memory_mb, probes, self._probe_failures, self.health_policy)
         free_for_s = {name: (snapshot.now_ms - since) / 1000 for name, since in snapshot.free_since_ms.items()}
@@ -273,6 +289,8 @@ class Supervisor:
             self._create(action.slot)
         elif isinstance(action, Replace):
             self.runtime.remove(action.container_id)
+            if self.metrics is not None:
+                self.metrics.replacements.labels(self.pool, reason_label(action.reason.removeprefix("container "))).inc()
             self.journal.record(
                 LogKind.POOL,
                 container_name(action.slot),
@@ -286,6 +304,8 @@ class Supervisor:
         elif isinstance(action, Recycle):
             reason = self.journal.restart_reasons.pop(action.name, action.reason)
             self.runtime.restart(action.container_id)
+            if self.metrics is not None:
+                self.metrics.restarts.labels(self.pool, reason_label(reason)).inc()
             self.store.set_state(action.name, ContainerState.STARTING, f"restart: {reason}")
             self._created_at[action.slot] = self.clock.monotonic()
             self.journal.record(LogKind.POOL, action.name, "CONTAINER_RESTART", [("Reason", reason)], level="WARN")

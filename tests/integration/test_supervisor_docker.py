@@ -24,7 +24,9 @@ from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.model import ContainerState, Outcome
 from cinnamon_pool.runtime.docker import DockerRuntime
 from cinnamon_pool.supervisor.loop import Supervisor
+from cinnamon_pool.supervisor.metrics import PoolMetrics
 from tests.conftest import test_config
+from tests.support import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -311,3 +313,26 @@ def test_the_pool_keeps_serving_with_a_full_disk_or_a_deleted_log_directory(runn
     grant = running.store.acquire(Holder("after-recovery"), timeout_s=5)
     running.store.release(grant.name, grant.token)
     eventually(lambda: "after-recovery" in (usage.read_text() if usage.exists() else ""), what="writing resumed in a new directory")
+
+
+def test_the_supervisor_serves_prometheus_metrics(start: Starter) -> None:
+    running = start()
+    port = free_port()
+    metrics = PoolMetrics(running.supervisor.pool)
+    metrics.serve("127.0.0.1", port)
+    running.supervisor.metrics = metrics
+    running.supervisor.journal.on_event = metrics.lease_event
+    eventually(lambda: len(running.free()) == 2, what="pool ready")
+    grant = running.store.acquire(Holder("metrics"), timeout_s=5)
+    running.store.release(grant.name, grant.token)
+
+    def scraped() -> bool:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        return (
+            'cinnamon_pool_containers{pool="' in text
+            and "cinnamon_pool_leases_granted_total" in text
+            and 'state="available"} 2.0' in text
+            and ('cinnamon_pool_leases_released_total{outcome="ok"' in text)
+        )
+
+    eventually(scraped, what="the pool's metrics on /metrics")

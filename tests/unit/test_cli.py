@@ -15,7 +15,6 @@ def test_help_lists_every_command_of_the_design(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     for command in ("supervise", "status", "report", "doctor", "drain", "restart"):
         assert command in out, f"{command} missing from --help"
-    assert "not built yet" in out, "commands built later must say so"
 
 
 def test_bad_configuration_fails_at_start_naming_key_and_value(tmp_path: Path) -> None:
@@ -28,6 +27,26 @@ def test_bad_configuration_fails_at_start_naming_key_and_value(tmp_path: Path) -
     assert "container.memory='lots'" in result.stderr, result.stderr
 
 
-def test_a_command_built_later_says_so(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["restart", "container-001"]) == 2
-    assert "not built yet" in capsys.readouterr().err
+@pytest.mark.redis
+def test_restart_names_an_unknown_container_and_drains_a_known_one(
+    real_redis: object, redis_server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cinnamon_pool.lease.store import Holder, LeaseStore
+    from tests.lease_helpers import record
+
+    monkeypatch.delenv("CINNAMON_CONFIG", raising=False)
+    monkeypatch.setenv("CINNAMON_REDIS_URL", redis_server)
+    monkeypatch.setenv("CINNAMON_POOL", "unit")
+    store = LeaseStore(real_redis, "unit")  # type: ignore[arg-type]
+    store.register(record(1))
+    store.register(record(2))
+    held = store.acquire(Holder("busy"), timeout_s=1)
+    assert main(["restart", "container-009"]) == 1
+    assert "no container 'container-009'" in capsys.readouterr().err
+    assert main(["restart", held.name]) == 0
+    assert "when its job releases it" in capsys.readouterr().out
+    other = "container-002" if held.name == "container-001" else "container-001"
+    assert main(["restart", other]) == 0
+    assert "restarts it now" in capsys.readouterr().out
+    states = {n: r.state.value for n, r in store.snapshot().containers.items()}
+    assert states == {held.name: "draining", other: "restarting"}

@@ -1,0 +1,68 @@
+"""Prometheus metrics of the pool, served by the supervisor on ``metrics.port`` (0 = off).
+
+Names follow Prometheus conventions: ``cinnamon_pool_`` prefix, ``_total`` for counters,
+``_seconds`` and ``_bytes`` units. Every metric carries the ``pool`` label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from cinnamon_pool.lease.store import PoolSnapshot
+from cinnamon_pool.model import ContainerState
+
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300)
+PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class PoolMetrics:
+    def __init__(self, pool: str, registry: CollectorRegistry | None = None) -> None:
+        self.pool = pool
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.containers = Gauge("cinnamon_pool_containers", "Containers per state", ["pool", "state"], registry=r)
+        self.memory = Gauge(
+            "cinnamon_pool_container_memory_bytes",
+            "Memory per container (usage minus inactive file cache)",
+            ["pool", "container"],
+            registry=r,
+        )
+        self.waiting = Gauge("cinnamon_pool_waiting_acquirers", "Jobs waiting for a container", ["pool"], registry=r)
+        self.grants = Counter("cinnamon_pool_leases_granted_total", "Leases granted", ["pool"], registry=r)
+        self.releases = Counter("cinnamon_pool_leases_released_total", "Leases released, by outcome", ["pool", "outcome"], registry=r)
+        self.wait = Histogram(
+            "cinnamon_pool_lease_wait_seconds", "Time a job waited for its container", ["pool"], buckets=WAIT_BUCKETS, registry=r
+        )
+        self.probe = Histogram("cinnamon_pool_probe_seconds", "Health probe latency", ["pool"], buckets=PROBE_BUCKETS, registry=r)
+        self.restarts = Counter("cinnamon_pool_restarts_total", "Container restarts, by reason", ["pool", "reason"], registry=r)
+        self.replacements = Counter("cinnamon_pool_replacements_total", "Container replacements, by reason", ["pool", "reason"], registry=r)
+        self.errors = Counter("cinnamon_pool_errors_total", "Errors, by kind", ["pool", "kind"], registry=r)
+
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)
+
+    def observe_pool(self, snapshot: PoolSnapshot, memory_mb: Mapping[str, float]) -> None:
+        for state in ContainerState:
+            self.containers.labels(self.pool, state.value).set(snapshot.count(state))
+        self.waiting.labels(self.pool).set(snapshot.waiting)
+        self.memory.clear()
+        for name, megabytes in memory_mb.items():
+            self.memory.labels(self.pool, name).set(megabytes * 1024 * 1024)
+
+    def lease_event(self, fields: Mapping[str, str]) -> None:
+        kind = fields.get("kind")
+        if kind == "granted":
+            self.grants.labels(self.pool).inc()
+            self.wait.labels(self.pool).observe(int(fields.get("wait_ms") or 0) / 1000)
+        elif kind == "released":
+            self.releases.labels(self.pool, fields.get("outcome", "")).inc()
+            if fields.get("outcome") == "infra_error":
+                self.errors.labels(self.pool, "infra_error").inc()
+
+
+def reason_label(reason: str) -> str:
+    """A bounded label value: the reason's first word ('memory 412MB > 400MB' -> 'memory')."""
+    word = reason.split(" ", 1)[0].strip(":").lower() if reason else "unknown"
+    return word if word.replace("_", "").isalpha() else "other"

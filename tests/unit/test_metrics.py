@@ -1,0 +1,38 @@
+"""The Prometheus metrics the supervisor exports, read back in the text format."""
+
+from __future__ import annotations
+
+import fakeredis
+from prometheus_client import generate_latest
+
+from cinnamon_pool.lease.store import Holder, LeaseStore
+from cinnamon_pool.model import Outcome
+from cinnamon_pool.supervisor.metrics import PoolMetrics, reason_label
+from tests.lease_helpers import record
+
+
+def test_pool_gauges_and_lease_counters() -> None:
+    store = LeaseStore(fakeredis.FakeRedis(), "unit")
+    for slot in (1, 2):
+        store.register(record(slot))
+    grant = store.acquire(Holder("run"), timeout_s=0, wait=False)
+    metrics = PoolMetrics("unit")
+    metrics.observe_pool(store.snapshot(), {"container-001": 180.0})
+    for fields in ({"kind": "granted", "wait_ms": "1500"}, {"kind": "released", "outcome": Outcome.INFRA_ERROR.value}):
+        metrics.lease_event(fields)
+    text = generate_latest(metrics.registry).decode()
+    assert 'cinnamon_pool_containers{pool="unit",state="available"} 1.0' in text
+    assert 'cinnamon_pool_containers{pool="unit",state="allocated"} 1.0' in text
+    assert 'cinnamon_pool_container_memory_bytes{container="container-001",pool="unit"} 1.8874368e+08' in text
+    assert 'cinnamon_pool_leases_granted_total{pool="unit"} 1.0' in text
+    assert 'cinnamon_pool_lease_wait_seconds_bucket{le="2.0",pool="unit"} 1.0' in text
+    assert 'cinnamon_pool_lease_wait_seconds_bucket{le="1.0",pool="unit"} 0.0' in text
+    assert 'cinnamon_pool_errors_total{kind="infra_error",pool="unit"} 1.0' in text
+    assert grant.name
+
+
+def test_reason_labels_stay_bounded() -> None:
+    assert reason_label("memory 412MB > 400MB") == "memory"
+    assert reason_label("error_threshold") == "error_threshold"
+    assert reason_label("3 failed probes (x)") == "other"
+    assert reason_label("") == "unknown"

@@ -25,3 +25,13 @@ def test_every_configuration_key_is_documented_and_no_documented_key_is_gone() -
 def test_every_environment_variable_is_documented_next_to_its_key() -> None:
     for variable, dotted in ENV_VARIABLES.items():
         assert re.search(rf"^\| `{re.escape(dotted)}` \|[^\n]*`{variable}`", README, flags=re.MULTILINE), f"{variable} ({dotted})"
+
+
+def test_every_log_action_is_in_the_runbook() -> None:
+    root = Path(__file__).resolve().parents[2]
+    sources = "".join((root / "cinnamon_pool" / p).read_text() for p in ("supervisor/loop.py", "supervisor/journal.py", "logs/events.py"))
+    actions = set(re.findall(r'"([A-Z]+(?:_[A-Z]+)+)"', sources)) | {"MARKED_DRAINING", "MARKED_UNHEALTHY", "ALLOCATED", "RELEASED"}
+    runbook = (root / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"^\| ([A-Z_ /]+) \|", runbook, flags=re.MULTILINE))
+    documented = {name.strip() for row in documented for name in row.split("/")}
+    assert actions - documented == set(), "log actions missing from docs/operations.md"

@@ -31,6 +31,7 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     from cinnamon_pool.runtime.docker import DockerRuntime
     from cinnamon_pool.supervisor.election import LeaderElection
     from cinnamon_pool.supervisor.loop import Supervisor
+    from cinnamon_pool.supervisor.metrics import PoolMetrics
 
     config = _config(args)
     rules = config.rules
@@ -46,7 +47,14 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     election = LeaderElection(
         store, lease_s=rules.leader_lease_s, renew_deadline_s=rules.leader_renew_deadline_s, retry_s=rules.leader_retry_s
     )
-    supervisor = Supervisor(config, store, runtime, DailyLogWriter(config.logs.dir), election=election)
+    metrics = PoolMetrics(config.pool.name)
+    if config.metrics.port:
+        try:
+            metrics.serve(config.metrics.host, config.metrics.port)
+            print(f"cinnamon-pool supervise: metrics on http://{config.metrics.host}:{config.metrics.port}/metrics", file=sys.stderr)
+        except OSError as error:  # another supervisor on this host serves them (a standby, as a rule)
+            print(f"cinnamon-pool supervise: no metrics endpoint on {config.metrics.host}:{config.metrics.port}: {error}", file=sys.stderr)
+    supervisor = Supervisor(config, store, runtime, DailyLogWriter(config.logs.dir), election=election, metrics=metrics)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

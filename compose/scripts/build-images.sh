@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Build the pool's images locally, with no registry: `build-images.sh [playwright|fake|all]`.
+# Build the pool's images locally, with no registry: `build-images.sh [playwright|fake|app|redis|stack|all]`.
 #   cinnamon-pool/playwright-mcp:local  the real @playwright/mcp (npm) + Debian's Chromium
 #   cinnamon-pool/fake-mcp:test         the test stand-in (compose/images/fake-mcp/fake_mcp.py)
+#   cinnamon-pool/app:local             supervisor and rq workers, for the compose stack ("stack")
+#   cinnamon-pool/redis:local           Debian's redis-server, for the compose stack ("stack")
 # Both are FROM scratch and expect the host's /usr bind-mounted read-only at run time.
 # A rebuild with unchanged inputs is a cache hit; an existing npm install is reused.
 set -euo pipefail
@@ -59,9 +61,42 @@ build_playwright() {
   build_image cinnamon-pool/playwright-mcp:local "$ctx"
 }
 
+build_app() {
+  # The package and its dependencies for the host's Debian python3 (same 3.11 ABI as the
+  # project's venv, whose pip installs them); the workers' job modules beside them.
+  local ctx=$build/app python=${PYTHON_FOR_IMAGES:-$top/.venv/bin/python}
+  [ -x "$python" ] || { echo "[images] ERROR: $python is missing: run make venv" >&2; exit 1; }
+  mkdir -p "$ctx"
+  base_rootfs "$ctx/rootfs"
+  # Install from a fresh copy of the sources: setuptools' build/ folder in a source tree can
+  # hold stale copies of modules.
+  rm -rf "$ctx/src" && mkdir -p "$ctx/src"
+  cp -r "$top/pyproject.toml" "$top/README.md" "$top/cinnamon_pool" "$ctx/src/"
+  find "$ctx/src" -name __pycache__ -prune -exec rm -rf {} +
+  say "pip install --target (cinnamon-pool and its dependencies)"
+  # async-timeout: redis-py needs it below Python 3.11.3, which Debian's 3.11.2 is and the venv's is not.
+  "$python" -m pip install --quiet --disable-pip-version-check --no-compile --target "$ctx/rootfs/app/site" "$ctx/src" async-timeout >/dev/null
+  cp -r "$top/workers" "$ctx/rootfs/app/workers"
+  find "$ctx/rootfs/app/workers" -name __pycache__ -prune -exec rm -rf {} +
+  cp "$here/images/app/Dockerfile" "$ctx/Dockerfile"
+  build_image cinnamon-pool/app:local "$ctx"
+}
+
+build_redis() {
+  local ctx=$build/redis
+  mkdir -p "$ctx"
+  base_rootfs "$ctx/rootfs"
+  mkdir -p "$ctx/rootfs/data" && chmod 1777 "$ctx/rootfs/data"
+  cp "$here/images/redis/Dockerfile" "$ctx/Dockerfile"
+  build_image cinnamon-pool/redis:local "$ctx"
+}
+
 case "$which" in
   fake) build_fake ;;
   playwright) build_playwright ;;
-  all) build_fake; build_playwright ;;
-  *) echo "build-images.sh: unknown image '$which' (known: playwright, fake, all)" >&2; exit 2 ;;
+  app) build_app ;;
+  redis) build_redis ;;
+  stack) build_app; build_redis ;;
+  all) build_fake; build_playwright; build_app; build_redis ;;
+  *) echo "build-images.sh: unknown image '$which' (known: playwright, fake, app, redis, stack, all)" >&2; exit 2 ;;
 esac

@@ -3,7 +3,8 @@
 #   - a Redis at $CINNAMON_REDIS_URL, else a local redis-server on 127.0.0.1:6379;
 #   - a Docker daemon answering `docker info`, else Debian's docker.io with dockerd in the
 #     background;
-#   - Debian's chromium, node and npm for the playwright-mcp image (only with --browser).
+#   - Debian's chromium, node and npm for the playwright-mcp image, and docker-compose for the
+#     compose stack (only with --browser).
 # Nothing is installed or started when it is already there, so a second run changes nothing.
 # Processes it starts are recorded by pid under $CINNAMON_RUN_DIR (default .run/).
 set -euo pipefail
@@ -82,6 +83,7 @@ if [ "$want_browser" = 1 ]; then
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
   [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
   say "chromium $(/usr/lib/chromium/chromium --version 2>/dev/null | awk '{print $2}'), node $(node --version)"
 fi

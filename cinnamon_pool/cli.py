@@ -81,25 +81,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(pool.status(), indent=2))
         return 0
     if not args.watch:
-        _print_status(pool.status())
+        _print_status(pool.status(), pool.stats())
         return 0
     try:
         while True:
             sys.stdout.write("\x1b[H\x1b[2J")  # home and clear: the table refreshes in place
-            _print_status(pool.status())
+            _print_status(pool.status(), pool.stats())
             sys.stdout.flush()
             pool.clock.sleep(args.interval)
     except KeyboardInterrupt:
         return 0
 
 
-def _print_status(status: dict[str, Any]) -> None:
+def _print_status(status: dict[str, Any], stats: dict[str, Any]) -> None:
     utilization = status["allocated"] / status["total"] if status["total"] else 0.0
     print(
         f"pool {status['pool']}: {status['total']} container(s), {status['available']} available, {status['allocated']} allocated, "
         f"{status['restarting']} restarting, {status['unhealthy']} unhealthy, {status['waiting']} waiting; utilization {utilization:.0%}"
         + ("; DRAINED" if status.get("draining") else "")
     )
+    wait = "-" if stats["wait_p50_s"] is None else f"{stats['wait_p50_s']:.3f}s / {stats['wait_p95_s']:.3f}s"
+    print(f"last hour: {stats['jobs_per_hour']} jobs, wait p50/p95 {wait}, infra errors {stats['infra_error_share']:.1%}")
     row = "{:<15} {:<11} {:<30} {:<38} {:>8} {:>6} {:>8}"
     print(row.format("CONTAINER", "STATE", "ENDPOINT", "TEST RUN", "MEMORY", "ERRORS", "RESTARTS"))
     for c in status["containers"]:

@@ -174,6 +174,37 @@ class ContainerPool:
             "containers": containers,
         }
 
+    def stats(self, window_s: float = 3600.0, sample: int = 2000) -> dict[str, Any]:
+        """Pool statistics from the event stream's newest ``sample`` events within ``window_s``:
+        jobs per hour, wait time p50/p95 of the grants, the share of infra errors."""
+        snapshot = self.store.snapshot()
+        since_ms = snapshot.now_ms - int(window_s * 1000)
+        waits: list[int] = []
+        released = infra = 0
+        entries: Any = self.store.redis.xrevrange(self.store.keys.events, count=sample)
+        for _id, fields in entries:
+            if int(fields.get(b"at_ms", 0)) < since_ms:
+                break
+            kind = fields.get(b"kind")
+            if kind == b"granted":
+                waits.append(int(fields.get(b"wait_ms") or 0))
+            elif kind == b"released":
+                released += 1
+                infra += fields.get(b"outcome") == b"infra_error"
+        waits.sort()
+
+        def percentile(q: float) -> float | None:
+            return None if not waits else waits[min(len(waits) - 1, int(q * len(waits)))] / 1000
+
+        return {
+            "window_s": window_s,
+            "jobs_per_hour": round(released * 3600 / window_s, 1),
+            "wait_p50_s": percentile(0.50),
+            "wait_p95_s": percentile(0.95),
+            "infra_error_share": round(infra / released, 4) if released else 0.0,
+            "utilization": round(len(snapshot.leases) / len(snapshot.containers), 4) if snapshot.containers else 0.0,
+        }
+
     def drain(self, draining: bool = True) -> None:
         """Stop (or resume) granting; released containers go to restart instead of the pool."""
         self.store.set_draining(draining)

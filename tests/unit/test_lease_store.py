@@ -128,3 +128,18 @@ def store_op(name: str) -> Op:
 
 def _request(run: str) -> str:
     return json.dumps({"test_run_id": run, "job_id": "", "worker": "", "ttl_ms": 30000, "cap_ms": 1800000, "random": "0" * 16})
+
+
+def test_pool_statistics_from_the_event_stream(client: redis.Redis) -> None:
+    from cinnamon_pool.config import PoolConfig
+    from cinnamon_pool.pool import ContainerPool
+
+    store = store_with(client, 2)
+    for outcome in (Outcome.OK, Outcome.INFRA_ERROR, Outcome.OK, Outcome.OK):
+        grant = store.acquire(Holder("run"), timeout_s=0, wait=False)
+        store.release(grant.name, grant.token, outcome)
+    held = store.acquire(Holder("still-running"), timeout_s=0, wait=False)
+    stats = ContainerPool(PoolConfig.from_tables({"pool": {"name": "unit"}}), client=client).stats()
+    assert stats["jobs_per_hour"] == 4.0 and stats["infra_error_share"] == 0.25
+    assert stats["wait_p50_s"] == 0.0 and stats["utilization"] == 0.5
+    assert held.name

@@ -102,11 +102,18 @@ def _print_status(status: dict[str, Any], stats: dict[str, Any]) -> None:
     )
     wait = "-" if stats["wait_p50_s"] is None else f"{stats['wait_p50_s']:.3f}s / {stats['wait_p95_s']:.3f}s"
     print(f"last hour: {stats['jobs_per_hour']} jobs, wait p50/p95 {wait}, infra errors {stats['infra_error_share']:.1%}")
-    row = "{:<15} {:<11} {:<30} {:<38} {:>8} {:>6} {:>8}"
-    print(row.format("CONTAINER", "STATE", "ENDPOINT", "TEST RUN", "MEMORY", "ERRORS", "RESTARTS"))
+    row = "{:<15} {:<11} {:<28} {:<38} {:>7} {:>6} {:>8} {:>8}"
+    print(row.format("CONTAINER", "STATE", "ENDPOINT", "TEST RUN", "MEMORY", "ERRORS", "RESTARTS", "UPTIME"))
     for c in status["containers"]:
         memory = "-" if c["memory_mb"] is None else f"{c['memory_mb']:.0f}MB"
-        print(row.format(c["name"], c["state"], c["endpoint"], c["test_run_id"] or "-", memory, c["error_count"], c["restarts"]))
+        uptime = "-" if c.get("uptime_s") is None else _duration(c["uptime_s"])
+        print(row.format(c["name"], c["state"], c["endpoint"], c["test_run_id"] or "-", memory, c["error_count"], c["restarts"], uptime))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def cmd_restart(args: argparse.Namespace) -> int:

@@ -160,6 +160,7 @@ class ContainerPool:
                     "memory_mb": snapshot.memory_mb.get(name),
                     "error_count": record.error_count,
                     "restarts": record.restarts,
+                    "uptime_s": round(snapshot.now_ms / 1000 - record.started_at) if record.started_at else None,
                 }
             )
         return {

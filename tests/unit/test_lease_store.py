@@ -143,3 +143,17 @@ def test_pool_statistics_from_the_event_stream(client: redis.Redis) -> None:
     assert stats["jobs_per_hour"] == 4.0 and stats["infra_error_share"] == 0.25
     assert stats["wait_p50_s"] == 0.0 and stats["utilization"] == 0.5
     assert held.name
+
+
+def test_status_json_keeps_the_documented_contract(fake_redis: redis.Redis) -> None:
+    from cinnamon_pool.config import PoolConfig
+    from cinnamon_pool.pool import ContainerPool
+
+    store = store_with(fake_redis, 2)
+    grant = store.acquire(Holder("run-7"), timeout_s=0, wait=False)
+    status = ContainerPool(PoolConfig.from_tables({"pool": {"name": "unit"}}), client=fake_redis).status()
+    assert {"pool", "total", "available", "allocated", "restarting", "unhealthy", "waiting", "containers"} <= set(status)
+    assert (status["pool"], status["total"], status["available"], status["allocated"], status["waiting"]) == ("unit", 2, 1, 1, 0)
+    entry = next(c for c in status["containers"] if c["name"] == grant.name)
+    keys = {"name", "container_id", "state", "endpoint", "test_run_id", "memory_mb", "error_count", "restarts"}
+    assert keys <= set(entry) and entry["test_run_id"] == "run-7" and entry["state"] == "allocated"

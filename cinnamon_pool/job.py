@@ -21,7 +21,7 @@ import redis
 from loguru import logger
 from rq import Queue, get_current_job
 
-from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.config import ENV_VARIABLES, PoolConfig
 from cinnamon_pool.errors import PoolExhausted
 from cinnamon_pool.pool import ContainerPool
 
@@ -29,9 +29,12 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+_CONFIG_VARIABLES = ("CINNAMON_CONFIG", *ENV_VARIABLES)
+
+
 def _config_from_environment() -> PoolConfig:
     """The CLI's configuration, parsed again only when the file or a CINNAMON_* variable changed."""
-    variables = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("CINNAMON_")))
+    variables = tuple((k, os.environ[k]) for k in _CONFIG_VARIABLES if k in os.environ)
     path = os.environ.get("CINNAMON_CONFIG")
     try:
         stamp = os.stat(path).st_mtime_ns if path else 0

@@ -29,9 +29,9 @@ class Heartbeat:
         return self
 
     def stop(self) -> None:
+        """Stop renewing. Not joined: the thread ends on its own, and a renewal that races the
+        release is refused by the script (the token is no longer current) and changes nothing."""
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
 
     def __enter__(self) -> Heartbeat:
         return self.start()

@@ -127,6 +127,7 @@ class LeaseStore:
         return [_text(item) for item in reply] if isinstance(reply, list) else [reply]
 
     def _run_as_leader(self, op: Op, *args: Any) -> list[Any]:
+        """A supervisor script: its last ARGV is the caller's leader id, checked by the script."""
         reply = self._run(op, *args, self.leader_id)
         if reply and reply[0] == Status.NOT_LEADER:
             raise NotLeader(f"supervisor {self.leader_id!r} is no longer the leader for host {self.host!r}: {op.value} refused")
@@ -218,25 +219,16 @@ class LeaseStore:
 
     def set_state(self, name: str, state: ContainerState, reason: str, *, only_if_free: bool = False) -> str | None:
         """Move a container (see set_state.lua); None when unknown, or leased and ``only_if_free``."""
-        reply = self._run(
-            Op.SET_STATE,
-            validate_container_name(name),
-            ContainerState(state).value,
-            reason,
-            self.leader_id,
-            "if_free" if only_if_free else "",
+        reply = self._run_as_leader(
+            Op.SET_STATE, validate_container_name(name), ContainerState(state).value, reason, "if_free" if only_if_free else ""
         )
-        if reply[0] == Status.NOT_LEADER:
-            raise NotLeader(f"supervisor {self.leader_id!r} is no longer the leader for host {self.host!r}: set_state refused")
         return None if reply[0] in {Status.UNKNOWN, Status.BUSY} else str(reply[1])
 
     def deregister(self, name: str, reason: str, *, only_if_unleased: bool = False) -> bool:
         """Remove a container's record (revoking its lease unless ``only_if_unleased``).
 
         Returns False when it was not registered, or is leased and ``only_if_unleased``."""
-        reply = self._run(Op.DEREGISTER, validate_container_name(name), reason, self.leader_id, "if_unleased" if only_if_unleased else "")
-        if reply[0] == Status.NOT_LEADER:
-            raise NotLeader(f"supervisor {self.leader_id!r} is no longer the leader for host {self.host!r}: deregister refused")
+        reply = self._run_as_leader(Op.DEREGISTER, validate_container_name(name), reason, "if_unleased" if only_if_unleased else "")
         return reply[0] == Status.OK and bool(int(reply[1]))
 
     def leadership(self, op: str, identity: str, lease_s: float) -> bool:

@@ -2,12 +2,12 @@
 -- A lease on it is revoked (its holder gets LOST on its next renewal).
 -- KEYS: the common layout of _lib.lua.
 -- ARGV[1] container name   ARGV[2] reason
--- ARGV[3] leader id ('' = no election); a deposed leader gets {"NOT_LEADER"}
--- ARGV[4] "if_unleased" to leave a leased container alone (scale-down, drain), else ""
--- Returns {"OK", 1 if it was registered else 0} | {"BUSY"} when ARGV[4] and it is leased
-if not is_leader(ARGV[3]) then return {'NOT_LEADER'} end
+-- ARGV[3] "if_unleased" to leave a leased container alone (scale-down, drain), else ""
+-- ARGV[4] leader id ('' = no election); a deposed leader gets {"NOT_LEADER"}
+-- Returns {"OK", 1 if it was registered else 0} | {"BUSY"} when ARGV[3] and it is leased
+if not is_leader(ARGV[4]) then return {'NOT_LEADER'} end
 local name = ARGV[1]
-if ARGV[4] == 'if_unleased' and redis.call('HEXISTS', K_LEASES, name) == 1 then return {'BUSY'} end
+if ARGV[3] == 'if_unleased' and redis.call('HEXISTS', K_LEASES, name) == 1 then return {'BUSY'} end
 local known = redis.call('HEXISTS', K_CONTAINERS, name)
 revoke_lease(name, ARGV[2])
 redis.call('ZREM', K_FREE, name)

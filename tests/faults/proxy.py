@@ -3,6 +3,7 @@ and can add latency, blackhole (accept, never forward), reset, or refuse connect
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import select
 import socket
@@ -87,7 +88,5 @@ class FaultProxy:
             return
         finally:
             for sock in (client, upstream):
-                try:
+                with contextlib.suppress(OSError):
                     sock.close()
-                except OSError:
-                    pass

@@ -79,6 +79,15 @@ async def mcp_session(lease: ContainerLease, *, timeout_s: float = 60.0) -> Asyn
     """An MCP session on the leased container; leaving it ends the session (HTTP DELETE)."""
     lease.check()
     http = create_mcp_http_client(headers={TOKEN_HEADER: lease.token})
+
+    async def fence(request: Any) -> None:
+        # The last check before the bytes leave: a holder paused after an earlier check (SIGSTOP,
+        # a long GC) and resumed after its lease expired stops here. Ending our own session
+        # (DELETE) stays allowed: it touches no other holder's state.
+        if request.method != "DELETE":
+            lease.check()
+
+    http.event_hooks["request"].append(fence)
     async with http:
         transport = streamable_http_client(lease.endpoint, http_client=http, terminate_on_close=True)
         async with Client(transport, mode="legacy", read_timeout_seconds=timeout_s) as client:

@@ -6,6 +6,7 @@ the ``validate_*`` functions first; they raise :class:`InvalidIdentifier` naming
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from dataclasses import dataclass
@@ -100,18 +101,7 @@ class ContainerRecord:
     started_at: float = 0.0
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "container_id": self.container_id,
-            "slot": self.slot,
-            "host": self.host,
-            "endpoint": self.endpoint,
-            "state": self.state.value,
-            "error_count": self.error_count,
-            "restarts": self.restarts,
-            "memory_mb": self.memory_mb,
-            "started_at": self.started_at,
-        }
+        return {**dataclasses.asdict(self), "state": self.state.value}
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> ContainerRecord:

@@ -8,6 +8,7 @@ alive, so a waiter that dies drops out of the queue by itself.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from collections.abc import Iterator, Sequence
@@ -63,15 +64,11 @@ class Grant:
     @classmethod
     def from_reply(cls, raw: bytes | str) -> Grant:
         data: dict[str, Any] = json.loads(raw)
-        values: dict[str, Any] = {k: (int(data[k]) if k in _INT_FIELDS else str(data[k])) for k in _GRANT_FIELDS}
+        values: dict[str, Any] = {f.name: (int if f.type == "int" else str)(data[f.name]) for f in dataclasses.fields(cls)}
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _GRANT_FIELDS}
-
-
-_GRANT_FIELDS = ("name", "container_id", "endpoint", "host", "slot", "token", "test_run_id", "granted_ms", "expires_ms", "cap_ms")
-_INT_FIELDS = {"slot", "granted_ms", "expires_ms", "cap_ms"}
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,7 @@ class Supervisor:
         self._network_ready = False
         self._created_at: dict[int, float] = {}  # slot -> monotonic time of create (startup time)
         self._processes: dict[str, int] = {}
+        self._records: dict[str, ContainerRecord] = {}  # this host's records, as last observed
         self._idle_processes: dict[str, int] = {}  # process count right after registration
         self._probe_failures: dict[str, int] = {}
         self._probed_at: dict[str, float] = {}
@@ -204,6 +205,7 @@ class Supervisor:
         snapshot = self.store.snapshot()
         self._check_epoch(snapshot, containers)
         records = {name: rec for name, rec in snapshot.containers.items() if rec.host == self.runtime.host}
+        self._records = records
         base = Observation(self.pool, self.runtime.host, containers, records, {}, self.size, snapshot.draining)
         timeout = self.config.rules.health_timeout_s
         starting = needs_probe(base)
@@ -357,7 +359,7 @@ class Supervisor:
     def _register(self, action: Register) -> None:
         container = action.container
         name = container_name(action.slot)
-        previous = self.store.snapshot().containers.get(name)
+        previous = self._records.get(name)  # as observed this tick
         record = ContainerRecord(
             name=name,
             container_id=container.container_id,

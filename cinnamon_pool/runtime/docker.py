@@ -76,19 +76,24 @@ class DockerRuntime:
             usage = int(memory["usage"]) - int(inner.get("total_inactive_file", inner.get("inactive_file", 0)))
         return round(usage / (1024 * 1024), 1)
 
-    def _cgroup_memory(self, container_id: str) -> int | None:
+    def _cgroup_dirs(self, controller: str, container_id: str) -> tuple[Path, ...]:
+        """Where the container's cgroup may be: v1, then v2 with the systemd or cgroupfs driver."""
         root = self.cgroup_root
-        candidates = (  # (usage file, stat key) for cgroup v1, then v2 with systemd or cgroupfs drivers
-            (root / "memory" / "docker" / container_id / "memory.usage_in_bytes", "total_inactive_file"),
-            (root / "system.slice" / f"docker-{container_id}.scope" / "memory.current", "inactive_file"),
-            (root / "docker" / container_id / "memory.current", "inactive_file"),
+        return (
+            root / controller / "docker" / container_id,
+            root / "system.slice" / f"docker-{container_id}.scope",
+            root / "docker" / container_id,
         )
-        for usage_file, inactive_key in candidates:
+
+    def _cgroup_memory(self, container_id: str) -> int | None:
+        for directory in self._cgroup_dirs("memory", container_id):
+            v1 = (directory / "memory.usage_in_bytes").exists()
             try:
-                usage = int(usage_file.read_text())
-                stat = (usage_file.parent / "memory.stat").read_text()
+                usage = int((directory / ("memory.usage_in_bytes" if v1 else "memory.current")).read_text())
+                stat = (directory / "memory.stat").read_text()
             except (OSError, ValueError):
                 continue
+            inactive_key = "total_inactive_file" if v1 else "inactive_file"
             for line in stat.splitlines():
                 key, _, value = line.partition(" ")
                 if key == inactive_key:
@@ -97,18 +102,17 @@ class DockerRuntime:
         return None
 
     def process_count(self, container_id: str) -> int | None:
-        """How many processes run in the container (cgroup pids.current); None when unknown."""
-        root = self.cgroup_root
-        for path in (
-            root / "pids" / "docker" / container_id / "pids.current",
-            root / "system.slice" / f"docker-{container_id}.scope" / "pids.current",
-            root / "docker" / container_id / "pids.current",
-        ):
+        """How many processes (not threads: a server's request threads come and go) run in the
+        container: the cgroup's ``cgroup.procs``, else ``docker top``; None when unknown."""
+        for directory in self._cgroup_dirs("pids", container_id):
             try:
-                return int(path.read_text())
-            except (OSError, ValueError):
+                return len((directory / "cgroup.procs").read_text().split())
+            except OSError:
                 continue
-        return None
+        try:
+            return len(self.api.top(container_id).get("Processes") or [])
+        except (docker.errors.DockerException, *_TRANSIENT):
+            return None
 
     def image_present(self, image: str) -> bool:
         try:

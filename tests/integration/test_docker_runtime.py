@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
+from pathlib import Path
 
 import docker
 import httpx
@@ -81,6 +83,27 @@ def test_probes_and_memory_reading_follow_the_container(
     runtime.remove(observed.container_id)
     assert runtime.list(pool_cleanup) == []
     assert not readiness(endpoint, 1).ok
+
+
+def test_process_count_sees_a_session_browser_not_request_threads(
+    runtime: DockerRuntime, pool_cleanup: str, test_network: str, fake_image: str, tmp_path: Path
+) -> None:
+    spec = spec_for(pool_cleanup, test_network, "redis://127.0.0.1:1/0", fake_image)
+    observed = runtime.create(spec)
+    endpoint = f"http://127.0.0.1:{spec.host_port}/mcp"
+    wait_ready(endpoint)
+    # Without visible cgroup files the adapter asks the engine (docker top); both must agree.
+    blind = DockerRuntime(runtime.client, cgroup_root=tmp_path)
+    idle = runtime.process_count(observed.container_id)
+    assert idle is not None and idle == blind.process_count(observed.container_id), (idle, blind.process_count(observed.container_id))
+    with concurrent.futures.ThreadPoolExecutor(8) as probes:  # request threads in the server are not processes
+        list(probes.map(lambda _: readiness(endpoint, 5), range(16)))
+    assert runtime.process_count(observed.container_id) == idle
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientInfo": {"name": "job", "version": "1"}}}
+    opened = httpx.post(endpoint, json=initialize, headers={"Accept": "application/json, text/event-stream"}, timeout=10)
+    assert runtime.process_count(observed.container_id) == idle + 1 == blind.process_count(observed.container_id)
+    httpx.delete(endpoint, headers={"mcp-session-id": opened.headers["mcp-session-id"]}, timeout=10).raise_for_status()
+    assert runtime.process_count(observed.container_id) == idle
 
 
 def test_a_missing_image_leaves_nothing_behind(runtime: DockerRuntime, pool_cleanup: str, test_network: str) -> None:

@@ -84,7 +84,8 @@ def main() -> int:
             for title, body in PAGES
         ]
         say(f"enqueued {len(jobs)} jobs; starting 2 rq workers (forking, --burst)")
-        command = [str(BIN / "rq"), "worker", "--burst", "-S", "json", "--path", str(ROOT), "--url", config.redis.url, "cinnamon-demo"]
+        command = [str(BIN / "rq"), "worker", "--burst", "-S", "json", "-w", "cinnamon_pool.worker.Worker"]
+        command += ["--path", str(ROOT), "--url", config.redis.url, "cinnamon-demo"]
         workers = [
             subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)
         ]

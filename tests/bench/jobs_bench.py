@@ -111,6 +111,8 @@ def cleanup_and_throughput(redis_url: str, workdir: Path) -> list[Row]:
             "--burst",
             "-S",
             "json",
+            "-w",
+            "cinnamon_pool.worker.Worker",
             "--path",
             str(ROOT),
             "--url",

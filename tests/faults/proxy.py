@@ -1,5 +1,6 @@
 """A small TCP fault proxy for the fault tests: sits between a client and a server on loopback
-and can add latency, blackhole (accept, never forward), reset, or refuse connections."""
+and can add latency, blackhole (accept, never forward), reset, refuse connections, or lose one
+reply after the server acted on the request."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class Fault(enum.StrEnum):
     BLACKHOLE = "blackhole"  # keep connections, forward nothing
     RESET = "reset"  # close every connection at once (RST)
     DOWN = "down"  # refuse new connections and drop the open ones
+    LOSE_REPLY = "lose-reply"  # forward requests; drop the next reply and close that connection, once
 
 
 class FaultProxy:
@@ -81,6 +83,9 @@ class FaultProxy:
                         return
                     if self.fault is Fault.BLACKHOLE:
                         continue
+                    if self.fault is Fault.LOSE_REPLY and source is upstream:
+                        self.fault = Fault.NONE
+                        return  # the server did the work; the client never hears of it
                     if self.fault is Fault.LATENCY and self.latency_s:
                         time.sleep(self.latency_s)
                     peers[source].sendall(data)

@@ -11,7 +11,7 @@ LAYERS = {
     2: ["supervisor.reconcile", "supervisor.rules", "logs.events", "logs.analyzer", "logs.html"],
     3: ["lease.store", "lease.handle", "lease.heartbeat", "runtime.docker", "health", "logs.writer", "logs.files", "browser"],
     4: ["pool", "job", "supervisor.loop", "supervisor.election", "supervisor.journal", "supervisor.metrics", "doctor"],
-    5: ["cli"],
+    5: ["cli", "worker"],
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 PURE = {

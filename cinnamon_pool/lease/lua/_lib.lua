@@ -9,7 +9,7 @@
 --   KEYS[7]  waiters       zset    ticket -> sequence number
 --   KEYS[8]  waiter_dl     zset    ticket -> ms the ticket dies unless refreshed
 --   KEYS[9]  tickets       hash    ticket -> holder JSON
---   KEYS[10] handoffs      hash    ticket -> grant JSON
+--   KEYS[10] handoffs      hash    ticket -> grant JSON, while that lease lasts (retried acquires get it back)
 --   KEYS[11] wake prefix   list prefix; the grant JSON is pushed to KEYS[11]..ticket when that ticket is granted
 --   KEYS[12] events        stream
 --   KEYS[13] draining      string
@@ -114,8 +114,10 @@ local function grant(rec, holder)
   set_state(rec, 'allocated', 'granted')
   local waited = 0
   if holder.queued_ms then waited = NOW - holder.queued_ms end
+  -- 'ticket' names the queue entry this grant served ('' when the acquirer never queued).
   emit('granted', rec.name, {'token', token, 'test_run_id', holder.test_run_id, 'job_id', holder.job_id,
-                             'worker', holder.worker, 'available', redis.call('ZCARD', K_FREE), 'wait_ms', waited})
+                             'worker', holder.worker, 'available', redis.call('ZCARD', K_FREE), 'wait_ms', waited,
+                             'ticket', holder.queued_ticket or ''})
   return cjson.encode({
     name = rec.name, container_id = rec.container_id, endpoint = rec.endpoint, host = rec.host,
     slot = rec.slot, token = token, test_run_id = holder.test_run_id, granted_ms = NOW,
@@ -135,6 +137,7 @@ local function offer(rec, reason)
   local head = redis.call('ZRANGE', K_WAITERS, 0, 0)[1]
   if head then
     local holder = cjson.decode(redis.call('HGET', K_TICKETS, head))
+    holder.queued_ticket = head
     local granted = grant(rec, holder)
     -- The grant rides on the wake list, so the woken waiter has it without another round
     -- trip; the handoffs entry serves a waiter that retries acquire instead (lost reply).

@@ -5,7 +5,8 @@
 -- Returns {"GRANTED", grant JSON} | {"WAIT", position, counts JSON} | {"EXHAUSTED", counts JSON}
 --       | {"NOT_READY"} when the pool has no metadata (no supervisor registered a container yet).
 -- Only the head of the queue (or anyone when the queue is empty) may take a free container,
--- and a ticket already handed a container by a release gets that grant back (idempotent).
+-- and a ticket already granted a container (here or by a release) gets that grant back: a
+-- retried acquire whose reply was lost is idempotent.
 local ticket, mode = ARGV[1], ARGV[4]
 local handed = redis.call('HGET', K_HANDOFFS, ticket)
 if handed then
@@ -23,9 +24,14 @@ if (rank == false or rank == 0) and redis.call('EXISTS', K_DRAINING) == 0 then
     if rank ~= false then
       holder = cjson.decode(redis.call('HGET', K_TICKETS, ticket))  -- keeps when it queued
       drop_ticket(ticket)
+      holder.queued_ticket = ticket
     end
-    holder.ticket = ''
-    return {'GRANTED', grant(get_record(name), holder)}
+    -- Kept under the ticket until the lease ends, so a retry of this acquire whose reply was
+    -- lost gets this same grant instead of a second container.
+    holder.ticket = ticket
+    local granted = grant(get_record(name), holder)
+    redis.call('HSET', K_HANDOFFS, ticket, granted)
+    return {'GRANTED', granted}
   end
 end
 if mode ~= 'wait' then

@@ -4,6 +4,7 @@
 -- ARGV[1] ticket
 -- Returns {"OK", "cancelled" | "returned"}
 local ticket = ARGV[1]
+if redis.call('ZSCORE', K_WAITERS, ticket) then emit('waiter_gone', '', {'ticket', ticket, 'reason', 'cancelled'}) end
 drop_ticket(ticket)
 local handed = redis.call('HGET', K_HANDOFFS, ticket)
 if not handed then return {'OK', 'cancelled'} end

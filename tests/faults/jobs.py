@@ -1,0 +1,54 @@
+"""Job functions for the fault tests and the soak, run by real `rq worker` processes.
+
+When ``CINNAMON_TEST_HISTORY`` names a directory, importing this module (which rq does in the
+work horse, before the job's lease is acquired) records every acquire, renew and release of
+this process into that history, and the jobs record each use of the container.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import redis
+
+from cinnamon_pool import Browser, ContainerLease, with_container
+from cinnamon_pool.lease.store import LeaseStore
+from tests.faults.history import ClientHistory, instrument
+
+HISTORY: ClientHistory | None = None
+if os.environ.get("CINNAMON_TEST_HISTORY"):
+    HISTORY = ClientHistory(Path(os.environ["CINNAMON_TEST_HISTORY"]), redis.Redis.from_url(os.environ["CINNAMON_REDIS_URL"]))
+    instrument(LeaseStore, HISTORY)
+
+
+def _use(container: ContainerLease, call: object) -> None:
+    """One use of the container: the lease is checked (self-fence), then ``call`` runs."""
+
+    def checked() -> None:
+        container.check()
+        call()  # type: ignore[operator]
+
+    if HISTORY is None:
+        checked()
+    else:
+        HISTORY.around("use", checked, container.name, container.token)
+
+
+@with_container(acquire_timeout_s=120)
+def hold_briefly(seconds: float, *, container: ContainerLease) -> str:
+    """Two uses of ``seconds / 2`` each: the lease protocol alone, no endpoint."""
+    for _ in range(2):
+        _use(container, lambda: time.sleep(seconds / 2))
+    return container.token
+
+
+@with_container(acquire_timeout_s=120)
+def browse(pages: int, pause_s: float, *, container: ContainerLease) -> dict[str, object]:
+    """Navigate ``pages`` pages on the leased fake-mcp endpoint, pausing between them."""
+    with Browser(container, timeout_s=10) as browser:
+        for page in range(pages):
+            _use(container, lambda page=page: browser.navigate(f"data:text/html,page {page}"))  # type: ignore[misc]
+            time.sleep(pause_s)
+    return {"container": container.name, "token": container.token, "pages": pages}

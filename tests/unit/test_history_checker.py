@@ -1,0 +1,113 @@
+"""The history checker catches each violation it is meant to catch, and passes a clean history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+
+from cinnamon_pool.lease.store import Holder
+from tests.faults.history import ClientHistory, check
+from tests.lease_helpers import store_with
+
+CAP_MS = 60_000
+
+
+def write(path: Path, lines: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def granted(name: str, token: str, at: int, ticket: str = "") -> dict[str, Any]:
+    return {"kind": "granted", "name": name, "token": token, "at_ms": at, "ticket": ticket}
+
+
+def released(name: str, token: str, at: int, duration: int = 10) -> dict[str, Any]:
+    return {"kind": "released", "name": name, "token": token, "at_ms": at, "duration_ms": duration}
+
+
+def use(pid: int, name: str, token: str, start: int, end: int) -> list[dict[str, Any]]:
+    base = {"op": "use", "pid": pid, "container": name, "token": token}
+    return [{**base, "phase": "invoke", "t": start}, {**base, "phase": "ok", "t": end, "invoked_t": start}]
+
+
+def test_a_clean_handoff_history_passes(tmp_path: Path) -> None:
+    write(
+        tmp_path / "events.jsonl",
+        [
+            granted("c1", "e:1:a", 100),
+            {"kind": "waiting", "ticket": "t2", "at_ms": 110},
+            released("c1", "e:1:a", 200),
+            granted("c1", "e:2:b", 200, ticket="t2"),
+            released("c1", "e:2:b", 300),
+        ],
+    )
+    write(tmp_path / "client-1.jsonl", use(1, "c1", "e:1:a", 120, 190))
+    write(tmp_path / "client-2.jsonl", use(2, "c1", "e:2:b", 210, 290))
+    report = check(tmp_path, CAP_MS)
+    assert report.violations == []
+    assert (report.grants, report.uses, report.max_handoff_gap_ms) == (2, 2, 0)
+
+
+def test_an_overlapping_grant_is_caught(tmp_path: Path) -> None:
+    write(tmp_path / "events.jsonl", [granted("c1", "e:1:a", 100), granted("c1", "e:2:b", 150)])
+    assert any("while e:1:a held it" in v for v in check(tmp_path, CAP_MS).violations)
+
+
+def test_barging_past_a_live_waiter_is_caught_but_not_past_one_that_left(tmp_path: Path) -> None:
+    waiting = [{"kind": "waiting", "ticket": "t1", "at_ms": 90}, {"kind": "waiting", "ticket": "t2", "at_ms": 95}]
+    write(tmp_path / "events.jsonl", [*waiting, granted("c1", "e:1:a", 100, ticket="t2")])
+    assert any(v.startswith("FIFO") for v in check(tmp_path, CAP_MS).violations)
+    gone = {"kind": "waiter_gone", "ticket": "t1", "at_ms": 97}
+    write(tmp_path / "events.jsonl", [*waiting, gone, granted("c1", "e:1:a", 100, ticket="t2")])
+    assert check(tmp_path, CAP_MS).violations == []
+
+
+def test_a_use_after_expiry_and_concurrent_uses_are_caught(tmp_path: Path) -> None:
+    write(
+        tmp_path / "events.jsonl",
+        [granted("c1", "e:1:a", 100), {"kind": "revoked", "name": "c1", "token": "e:1:a", "at_ms": 200}, granted("c1", "e:2:b", 250)],
+    )
+    write(tmp_path / "client-1.jsonl", use(1, "c1", "e:1:a", 260, 270))  # woke up after its lease ended
+    write(tmp_path / "client-2.jsonl", use(2, "c1", "e:2:b", 255, 300))
+    violations = check(tmp_path, CAP_MS).violations
+    assert any("after its lease ended" in v for v in violations)
+    assert any("still used it" in v for v in violations)
+
+
+def test_a_release_past_the_cap_and_an_unanswered_acquire_are_caught(tmp_path: Path) -> None:
+    write(tmp_path / "events.jsonl", [granted("c1", "e:1:a", 0), released("c1", "e:1:a", CAP_MS + 5, duration=CAP_MS + 5)])
+    acquire = {"op": "acquire", "pid": 3, "container": "", "token": ""}
+    write(tmp_path / "client-3.jsonl", [{**acquire, "phase": "invoke", "t": 1}, {**acquire, "op": "release", "phase": "ok", "t": 2}])
+    violations = check(tmp_path, CAP_MS).violations
+    assert any("past the cap" in v for v in violations)
+    assert any("never got an outcome" in v for v in violations)
+    write(tmp_path / "client-3.jsonl", [{**acquire, "phase": "invoke", "t": 1}])  # killed while waiting: allowed
+    report = check(tmp_path, CAP_MS)
+    assert report.unresolved_killed == 1 and not any("outcome" in v for v in report.violations)
+
+
+def test_an_epoch_change_ends_every_lease_of_the_old_epoch(tmp_path: Path) -> None:
+    write(tmp_path / "events.jsonl", [granted("c1", "old:1:a", 100), granted("c1", "new:1:b", 500)])
+    report = check(tmp_path, CAP_MS)
+    assert report.violations == [] and report.epochs == 2
+
+
+def test_the_recorder_writes_what_the_checker_reads(tmp_path: Path) -> None:
+    client = fakeredis.FakeRedis()
+    store = store_with(client, 1)
+    history = ClientHistory(tmp_path, client)
+    grant = history.around("acquire", lambda: store.acquire(Holder("history"), timeout_s=1))
+    history.around("use", lambda: None, grant.name, grant.token)
+    history.around("release", lambda: store.release(grant.name, grant.token), grant.name, grant.token)
+    lines = [json.loads(line) for line in next(tmp_path.glob("client-*.jsonl")).read_text().splitlines()]
+    assert [(line["op"], line["phase"]) for line in lines] == [
+        ("acquire", "invoke"),
+        ("acquire", "ok"),
+        ("use", "invoke"),
+        ("use", "ok"),
+        ("release", "invoke"),
+        ("release", "ok"),
+    ]
+    assert lines[1]["token"] == grant.token and lines[3]["invoked_t"] == lines[2]["t"]

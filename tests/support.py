@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -50,3 +51,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+def rq_worker_command(url: str, queue: str, *, burst: bool = True, root: Path | None = None) -> list[str]:
+    """A forking `rq worker` with the JSON serializer and the job side preloaded."""
+    command = [str(Path(sys.executable).parent / "rq"), "worker", "-S", "json", "-w", "cinnamon_pool.worker.Worker", "--url", url]
+    if root is not None:
+        command += ["--path", str(root)]
+    return [*command, *(["--burst"] if burst else []), queue]

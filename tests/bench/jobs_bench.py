@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from cinnamon_pool.model import ContainerRecord, ContainerState
 from cinnamon_pool.pool import ContainerPool
 from tests.bench.report import Row, percentile
 from tests.bench.supervisor_bench import PLAYWRIGHT, supervised
+from tests.support import rq_worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,20 +105,7 @@ def cleanup_and_throughput(redis_url: str, workdir: Path) -> list[Row]:
         queue = Queue("bench-flow", connection=store.redis, serializer=JSONSerializer)
         ids = [queue.enqueue("workers.jobs.sign_in_flow", f"user{i}@example.test", job_timeout=120).id for i in range(12)]
         env = {**os.environ, "CINNAMON_CONFIG": str(config_path)}
-        command = [
-            str(Path(sys.executable).parent / "rq"),
-            "worker",
-            "--burst",
-            "-S",
-            "json",
-            "-w",
-            "cinnamon_pool.worker.Worker",
-            "--path",
-            str(ROOT),
-            "--url",
-            redis_url,
-            "bench-flow",
-        ]
+        command = rq_worker_command(redis_url, "bench-flow", root=ROOT)
         started = time.perf_counter()
         workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
         for worker in workers:

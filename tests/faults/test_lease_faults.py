@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,9 +21,9 @@ from tests.conftest import ROOT
 from tests.faults.history import StreamTail, check
 from tests.faults.proxy import Fault, FaultProxy
 from tests.lease_helpers import store_with
+from tests.support import rq_worker_command
 
 pytestmark = pytest.mark.redis
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -97,20 +96,7 @@ def test_a_hundred_jobs_on_two_containers_are_fifo_with_no_gap_and_all_accounted
     env = {**os.environ, "CINNAMON_CONFIG": str(config), "CINNAMON_REDIS_URL": redis_server, "CINNAMON_TEST_HISTORY": str(history)}
     queue = Queue("hundred", connection=real_redis, serializer=JSONSerializer)
     jobs = [queue.enqueue("tests.faults.jobs.hold_briefly", 0.02, job_timeout=120) for _ in range(100)]
-    command = [
-        str(BIN / "rq"),
-        "worker",
-        "--burst",
-        "-S",
-        "json",
-        "-w",
-        "cinnamon_pool.worker.Worker",
-        "--path",
-        str(ROOT),
-        "--url",
-        redis_server,
-        "hundred",
-    ]
+    command = rq_worker_command(redis_server, "hundred", root=ROOT)
     with StreamTail(redis_server, "hundred", history):
         workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(4)]
         for worker in workers:

@@ -17,7 +17,6 @@ import socket
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-import redis
 from loguru import logger
 from rq import Queue, get_current_job
 
@@ -55,7 +54,7 @@ def _pool_for(config: PoolConfig) -> ContainerPool:
     if pool is None:
         # One pool (and Redis connection pool) per configuration per process; redis-py opens
         # new connections after a fork, so rq's work horses share no socket with their parent.
-        pool = _POOLS[key] = ContainerPool(config, client=redis.Redis.from_url(config.redis.url, socket_timeout=30))
+        pool = _POOLS[key] = ContainerPool(config)
     return pool
 
 

@@ -11,6 +11,7 @@ the outcome. It never talks to Docker.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Iterator, Mapping
@@ -74,6 +75,9 @@ class ContainerPool:
         self.config = config
         self.clock = clock
         rules = config.rules
+        # Before each use a job asks Redis whether its lease still holds, on connections with a
+        # short timeout: an unreachable Redis must not stall the job (its local deadline decides).
+        self._confirm_client = client or redis.Redis.from_url(config.redis.url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self.store = LeaseStore(
             client or redis.Redis.from_url(config.redis.url, socket_timeout=30, health_check_interval=30),
             config.pool.name,
@@ -100,6 +104,7 @@ class ContainerPool:
         grant = self.store.acquire(holder, timeout_s=timeout_s)
         lease = ContainerLease.from_grant(self.name, grant.as_dict(), fence_after_s=self.store.lease_ttl_s * 2 / 3, clock=self.clock)
         lease.artifacts_root = str(Path(self.config.logs.dir) / "artifacts")
+        lease.confirm = functools.partial(self.store.holds, grant.name, grant.token, self._confirm_client)
         outcome = Outcome.OK
         try:
             with Heartbeat(self.store, lease):

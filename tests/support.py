@@ -18,12 +18,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_redis_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_redis_server(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """A private redis-server on loopback (no persistence); the process and its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed: run `make services` (installs Debian's redis-server)")
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,

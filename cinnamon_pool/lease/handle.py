@@ -2,13 +2,17 @@
 
 The holder fences itself: :meth:`ContainerLease.check` raises :class:`LeaseLost` once the last
 successful renewal is older than ``fence_after_s`` (shorter than the TTL) on the monotonic
-clock, or once the heartbeat learned that the lease was lost. Job-side helpers call it before
-every use of the endpoint, so a holder that was paused past its TTL makes no further call.
+clock, or once the heartbeat learned that the lease was lost, or -- when the pool gave the lease
+a ``confirm`` callable -- once Redis says the lease is no longer this token's. Job-side helpers
+call it before every use of the endpoint, so a holder that was paused past its TTL makes no
+further call, and neither does one whose lease ended early: its container vanished and was
+replaced behind the same endpoint, or the lease was reclaimed.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +39,9 @@ class ContainerLease:
     artifacts_root: str = field(default="", repr=False, compare=False)  # where a failed job's artifacts go
     artifacts_path: str | None = field(default=None, repr=False, compare=False)  # set once they were saved
     cleanup_seconds: float = field(default=0.0, repr=False, compare=False)  # time spent ending its MCP sessions
+    # Asks Redis whether this token still holds the container: True, False, or None when Redis
+    # does not answer (then the local deadline alone decides).
+    confirm: Callable[[], bool | None] | None = field(default=None, repr=False, compare=False)
     _renewed_at: float = field(default=0.0, repr=False, compare=False)
     _lost_reason: str | None = field(default=None, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -87,7 +94,11 @@ class ContainerLease:
         return self.lost_reason is None
 
     def check(self) -> None:
-        """Raise :class:`LeaseLost` unless this holder may still use the endpoint."""
+        """Raise :class:`LeaseLost` unless this holder may still use the endpoint: the local
+        deadline first, then Redis itself when ``confirm`` is set (one HGET)."""
         reason = self.lost_reason
+        if reason is None and self.confirm is not None and self.confirm() is False:
+            self.mark_lost("the lease ended before its expiry (container gone, reclaimed or recycled)")
+            reason = self.lost_reason
         if reason is not None:
             raise LeaseLost(self.name, reason)

@@ -148,8 +148,17 @@ class LeaseStore:
         deadline = started + timeout_s
         waiter_ttl_ms = int(self.waiter_ttl_s * 1000)
         counts: dict[str, int] = {}
+        unreachable = 0
         while True:
-            reply = self._run(Op.ACQUIRE, ticket, request, waiter_ttl_ms, "wait" if wait else "try")
+            try:
+                reply = self._run(Op.ACQUIRE, ticket, request, waiter_ttl_ms, "wait" if wait else "try")
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                # Redis restarting or cut off: keep trying with the same ticket (a grant made
+                # meanwhile comes back: acquire is idempotent per ticket) until the deadline.
+                unreachable += 1
+                self._pause_while_unreachable(error, unreachable, deadline)
+                continue
+            unreachable = 0
             status = Status(reply[0])
             if status is Status.GRANTED:
                 return Grant.from_reply(reply[1])
@@ -163,9 +172,29 @@ class LeaseStore:
                 if status is Status.NOT_READY:
                     raise PoolNotReady(f"pool {self.pool!r} has no containers registered yet (is `cinnamon-pool supervise` running?)")
                 raise PoolExhausted(self.pool, self.clock.monotonic() - started, counts)
-            woken = self.redis.blpop([self.keys.wake(ticket)], timeout=max(0.01, min(remaining, self.waiter_ttl_s / 3)))
+            try:
+                woken = self.redis.blpop([self.keys.wake(ticket)], timeout=max(0.01, min(remaining, self.waiter_ttl_s / 3)))
+            except (redis.ConnectionError, redis.TimeoutError):
+                continue  # the next acquire call tells (and a handoff made meanwhile is kept under the ticket)
             if woken is not None:
                 return Grant.from_reply(woken[1])  # a release handed us the container
+
+    def _pause_while_unreachable(self, error: redis.RedisError, attempt: int, deadline: float) -> None:
+        """Back off (0.1 s doubling to 2 s) while Redis does not answer; past ``deadline`` the
+        connection error propagates."""
+        pause = min(2.0, 0.1 * 2 ** (attempt - 1))
+        if self.clock.monotonic() + pause > deadline:
+            raise error
+        self.clock.sleep(pause)
+
+    def holds(self, name: str, token: str, client: redis.Redis | None = None) -> bool | None:
+        """Whether ``token`` is the current lease on ``name`` (one HGET, no script); None when
+        Redis does not answer. ``client`` may be one with a short socket timeout."""
+        try:
+            raw = (client or self.redis).hget(self.keys.leases, name)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return None
+        return raw is not None and json.loads(raw).get("token") == token
 
     def cancel(self, ticket: str) -> None:
         self._run(Op.CANCEL, validate_ticket(ticket))

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cinnamon_pool.errors import LeaseLost, LeaseNotOwned
 from cinnamon_pool.lease.handle import ContainerLease
@@ -72,3 +74,21 @@ def test_latency_slows_but_does_not_break_the_protocol(real_redis: redis.Redis, 
     assert sorted(g.name for g in grants) == ["container-001", "container-002"], "two grants, two containers"
     for grant in grants:
         assert slow.release(grant.name, grant.token) == "available"
+
+
+def test_an_acquire_rides_out_a_redis_outage_shorter_than_its_timeout(real_redis: redis.Redis, proxy: FaultProxy) -> None:
+    store_with(real_redis, 1, pool="outage")
+    # No retries inside redis-py (its default adds up to ~3 s per call): the store's own back-off is measured.
+    client = redis.Redis(host="127.0.0.1", port=proxy.port, socket_timeout=0.3, socket_connect_timeout=0.3, retry=Retry(NoBackoff(), 0))
+    waiting = LeaseStore(client, "outage")
+    proxy.set(Fault.DOWN)
+    threading.Timer(1.5, proxy.set, args=(Fault.NONE,)).start()
+    started = time.monotonic()
+    grant = waiting.acquire(Holder("patient"), timeout_s=10)
+    assert time.monotonic() - started >= 1.4, "it was granted only once Redis answered again"
+    assert waiting.release(grant.name, grant.token) == "available"
+    proxy.set(Fault.DOWN)
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        waiting.acquire(Holder("impatient"), timeout_s=1)
+    assert time.monotonic() - started < 3, "past its timeout the connection error propagates"

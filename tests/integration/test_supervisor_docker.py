@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -17,7 +18,9 @@ import httpx
 import pytest
 import redis
 
+from cinnamon_pool.browser import Browser
 from cinnamon_pool.errors import LeaseLost, PoolExhausted
+from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.lease.store import Holder, LeaseStore
 from cinnamon_pool.logs.format import LogKind, LogRecord, parse
 from cinnamon_pool.logs.writer import DailyLogWriter
@@ -116,10 +119,18 @@ def test_a_container_killed_or_removed_from_outside_is_replaced(running: Running
         return record is not None and record.container_id != grant.container_id and grant.name in running.store.snapshot().free
 
     eventually(replaced, what=f"{grant.name} replaced after docker {how}")
-    with pytest.raises(LeaseLost):
-        running.store.renew(grant.name, grant.token)
     replacement = running.store.snapshot().containers[grant.name]
     assert replacement.endpoint == grant.endpoint, "a replacement keeps the slot's endpoint"
+    # The holder has not renewed since (its local deadline is far off), yet it must not reach the
+    # replacement behind the same endpoint: Redis says its lease ended.
+    lease = ContainerLease.from_grant(running.store.pool, grant.as_dict(), fence_after_s=60)
+    lease.confirm = functools.partial(running.store.holds, grant.name, grant.token)
+    with pytest.raises(LeaseLost, match="ended before its expiry"), Browser(lease, timeout_s=5) as browser:
+        browser.navigate("data:text/html,stale holder")
+    state = httpx.get(grant.endpoint.removesuffix("/mcp") + "/_fake/state", timeout=5).json()
+    assert state["sessions"] == 0 and state["calls"] == [], "no request of the stale holder reached the replacement"
+    with pytest.raises(LeaseLost):
+        running.store.renew(grant.name, grant.token)
     if how == "kill":
         assert "CONTAINER_REPLACED" in running.actions("pool")
 

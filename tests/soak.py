@@ -1,0 +1,453 @@
+"""`make soak DURATION=300`: jobs flow through the pool while faults are injected at random.
+
+Real parts: two private redis-servers (rq's queue on one; the pool's lease store on the other,
+which the soak restarts empty), the real Docker engine with the fake-mcp image, a
+`cinnamon-pool supervise` process and forking `rq worker` processes (kept at their number, as
+a process manager would). Every few seconds one fault, picked at random:
+
+  kill-worker      SIGKILL an rq worker (its work horse goes on); a new worker is started
+  kill-horse       SIGKILL a work horse mid-job
+  stop-horse       SIGSTOP a work horse past its lease TTL, then SIGCONT (it must fence itself)
+  kill-container   docker kill a pool container
+  pause-container  docker pause a pool container past the health rule, then unpause
+  kill-supervisor  SIGKILL the supervisor and start a new one
+  restart-redis    kill the pool's Redis and start it again empty (amnesia)
+
+After each fault the soak measures the time until the pool is whole again (every registered
+container running and serving or leased, Docker and the registry agreeing, at least the minimum
+size). At the end: jobs submitted / completed / failed with reason, lost jobs, double grants and
+every other violation found by the history checker (tests/faults/history.py), leaked
+containers, convergence max and p50; printed and written to ``--out`` (soak-results.json).
+Exit status 1 when a must-be-zero figure is not zero or a fault never converged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import redis
+from rq import Queue, Retry
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.pool import ContainerPool
+from tests.faults.history import StreamTail, check, record_fault
+from tests.support import free_port, rq_worker_command, start_redis_server, stop
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_IMAGE = "cinnamon-pool/fake-mcp:test"
+PORTS = "3700-3759"
+TTL_S = 4.0
+CONVERGE_LIMIT_S = 60.0
+FAULTS = ("kill-worker", "kill-horse", "stop-horse", "kill-container", "pause-container", "kill-supervisor", "restart-redis")
+
+
+def say(message: str, started: float) -> None:
+    print(f"[soak {time.monotonic() - started:6.1f}s] {message}", flush=True)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (an rq worker's work horse), read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                # The ppid is the 2nd field after the parenthesised command name.
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+class Soak:
+    def __init__(self, workdir: Path, duration_s: float, interval_s: float, workers: int, seed: int) -> None:
+        self.workdir, self.duration_s, self.interval_s, self.worker_count = workdir, duration_s, interval_s, workers
+        self.random = random.Random(seed)
+        self.seed = seed
+        self.started = time.monotonic()
+        self.pool_name = f"soak{os.getpid()}"
+        self.network = f"cinnamon-soak-{os.getpid()}"
+        self.history = workdir / "history"
+        self.history.mkdir(parents=True)
+        self.docker = docker.from_env(timeout=60)
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.supervisor: subprocess.Popen[bytes] | None = None
+        self.submitted: list[str] = []
+        self.convergence: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    # -- the parts ---------------------------------------------------------------------------
+    def start_parts(self) -> None:
+        self.queue_redis_process, self.queue_url = start_redis_server(self.workdir)
+        self.pool_port = free_port()
+        self.pool_redis_process, self.pool_url = start_redis_server(self.workdir, self.pool_port)
+        self.docker.networks.create(self.network, driver="bridge", labels={"cinnamon.test": "soak"})
+        self.config_path = self.workdir / "pool.toml"
+        self.config_path.write_text(
+            f'[redis]\nurl = "{self.pool_url}"\n'
+            f'[pool]\nname = "{self.pool_name}"\nmin_size = 2\nmax_size = 4\ninitial_size = 3\n'
+            f'[container]\nimage = "{FAKE_IMAGE}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{self.network}"\n'
+            f'host_port_range = "{PORTS}"\nmemory = "256m"\n'
+            f"[rules]\nlease_ttl_s = {TTL_S}\nmax_lease_s = 60\ntick_s = 0.5\nhealth_interval_s = 1\nhealth_timeout_s = 1\n"
+            "health_failures = 2\nscale_cooldown_s = 5\nidle_shrink_s = 20\nleader_lease_s = 2\nleader_renew_deadline_s = 1.4\n"
+            "leader_retry_s = 0.3\ncanary_share = 0.2\ncanary_timeout_s = 5\n"
+            f'[logs]\ndir = "{self.workdir / "logs"}"\n[metrics]\nport = 0\n'
+        )
+        self.config = PoolConfig.load(self.config_path)
+        self.pool = ContainerPool(self.config, client=redis.Redis.from_url(self.pool_url, socket_timeout=2))
+        self.queue_client = redis.Redis.from_url(self.queue_url)
+        self.queue = Queue("soak", connection=self.queue_client, serializer=JSONSerializer)
+        self.env = {
+            **os.environ,
+            "CINNAMON_CONFIG": str(self.config_path),
+            "CINNAMON_REDIS_URL": self.pool_url,
+            "CINNAMON_TEST_HISTORY": str(self.history),
+        }
+        self.start_supervisor()
+        for _ in range(self.worker_count):
+            self.start_worker()
+
+    def _spawn(self, command: list[str], log: str) -> subprocess.Popen[bytes]:
+        out = (self.workdir / log).open("ab")
+        process = subprocess.Popen(command, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.processes.append(process)
+        return process
+
+    def start_supervisor(self) -> None:
+        self.supervisor = self._spawn([str(Path(sys.executable).parent / "cinnamon-pool"), "supervise"], "supervisor.log")
+
+    def start_worker(self) -> None:
+        self.workers.append(self._spawn(rq_worker_command(self.queue_url, "soak", burst=False, root=ROOT), "workers.log"))
+
+    def keep_workers(self) -> None:
+        """A process manager's job: a worker that exited is replaced."""
+        alive = [w for w in self.workers if w.poll() is None]
+        for _ in range(self.worker_count - len(alive)):
+            self.start_worker()
+        self.workers = [w for w in self.workers if w.poll() is None]
+
+    def pool_containers(self) -> list[dict[str, Any]]:
+        return self.docker.api.containers(all=True, filters={"label": f"cinnamon.pool={self.pool_name}"})  # type: ignore[no-any-return]
+
+    # -- the health of the whole -------------------------------------------------------------
+    def whole(self) -> bool:
+        """Every registered container running and serving (or leased), Docker and the registry
+        agreeing, at least the minimum size."""
+        try:
+            status = self.pool.status()
+        except redis.RedisError:
+            return False
+        registered = {c["container_id"]: c["state"] for c in status["containers"]}
+        running = {c["Id"] for c in self.pool_containers() if c["State"] == "running"}
+        return (
+            len(registered) >= self.config.pool.min_size
+            and all(state in {"available", "allocated"} for state in registered.values())
+            and set(registered) == running
+        )
+
+    def wait_whole(self, fault: str, injected: float, over: Callable[[], bool] = lambda: True) -> None:
+        deadline = injected + CONVERGE_LIMIT_S
+        while time.monotonic() < deadline:
+            self.keep_workers()
+            if self.whole() and over():
+                seconds = time.monotonic() - injected
+                self.convergence.append({"fault": fault, "seconds": round(seconds, 2)})
+                say(f"{fault}: whole again after {seconds:.1f} s", self.started)
+                return
+            time.sleep(0.1)
+        self.convergence.append({"fault": fault, "seconds": None})
+        say(f"{fault}: NOT whole after {CONVERGE_LIMIT_S:.0f} s", self.started)
+
+    # -- jobs --------------------------------------------------------------------------------
+    def submit(self, stop_event: threading.Event) -> None:
+        """Keep a few jobs queued, so workers are always busy and jobs wait for containers."""
+        while not stop_event.is_set():
+            try:
+                if self.queue.count < self.worker_count:
+                    job = self.queue.enqueue(
+                        "tests.faults.jobs.browse", 3, 0.15, job_timeout=45, retry=Retry(max=2), result_ttl=86400, failure_ttl=86400
+                    )
+                    with self.lock:
+                        self.submitted.append(job.id)
+                    continue
+            except redis.RedisError:
+                pass
+            time.sleep(0.1)
+
+    def horses(self) -> list[int]:
+        return [pid for worker in self.workers if worker.poll() is None for pid in children(worker.pid)]
+
+    # -- faults ------------------------------------------------------------------------------
+    def victim_lease(self, pid: int) -> str | None:
+        """The token a process held when it was hit (acquired, not yet released), from its history."""
+        path = self.history / f"client-{pid}.jsonl"
+        token = None
+        for line in path.read_text().splitlines() if path.exists() else []:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record["op"] == "acquire" and record["phase"] == "ok":
+                    token = record["token"]
+                elif record["op"] == "release":
+                    token = None
+        return token
+
+    def lease_gone(self, token: str | None) -> Callable[[], bool]:
+        def gone() -> bool:
+            try:
+                return token is None or all(lease.token != token for lease in self.pool.store.snapshot().leases.values())
+            except redis.RedisError:
+                return False
+
+        return gone
+
+    def leading_count(self) -> int:
+        return (self.workdir / "supervisor.log").read_text().count(": leading for host")
+
+    def inject(self, fault: str) -> tuple[float, Callable[[], bool]]:
+        """Do ``fault``; returns when the pool is left to itself (after a stop/pause ends) and what
+        besides a whole pool shows the fault is over (a dead holder's lease ended, a new leader)."""
+        client = self.queue_client
+        over: Callable[[], bool] = lambda: True  # noqa: E731
+        if fault == "kill-worker":
+            victim = self.random.choice([w for w in self.workers if w.poll() is None])
+            record_fault(self.history, client, fault, [victim.pid])
+            victim.kill()
+            victim.wait()
+        elif fault in {"kill-horse", "stop-horse"}:
+            horses = self.horses()
+            if not horses:
+                return self.inject("kill-container")
+            victim_pid = self.random.choice(horses)
+            record_fault(self.history, client, fault, [victim_pid])
+            over = self.lease_gone(self.victim_lease(victim_pid))
+            if fault == "kill-horse":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim_pid, signal.SIGKILL)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim_pid, signal.SIGSTOP)
+                time.sleep(TTL_S + 2)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim_pid, signal.SIGCONT)
+        elif fault in {"kill-container", "pause-container"}:
+            running = [c for c in self.pool_containers() if c["State"] == "running"]
+            if not running:
+                return time.monotonic(), over
+            target = self.random.choice(running)
+            record_fault(self.history, client, f"{fault} {target['Labels'].get('cinnamon.slot')}")
+            with contextlib.suppress(docker.errors.APIError):
+                if fault == "kill-container":
+                    self.docker.api.kill(target["Id"])
+                else:
+                    self.docker.api.pause(target["Id"])
+                    time.sleep(3)
+                    self.docker.api.unpause(target["Id"])
+        elif fault == "kill-supervisor":
+            assert self.supervisor is not None
+            record_fault(self.history, client, fault, [self.supervisor.pid])
+            leading = self.leading_count()
+            over = lambda: self.leading_count() > leading  # noqa: E731
+            self.supervisor.kill()
+            self.supervisor.wait()
+            self.start_supervisor()
+        elif fault == "restart-redis":
+            record_fault(self.history, client, fault, [self.pool_redis_process.pid])
+            self.pool_redis_process.kill()
+            self.pool_redis_process.wait()
+            time.sleep(0.5)
+            self.pool_redis_process, _ = start_redis_server(self.workdir, self.pool_port)
+        return time.monotonic(), over
+
+    # -- the run -----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        say(
+            f"pool {self.pool_name}: {self.worker_count} workers, faults every {self.interval_s:g} s for {self.duration_s:g} s",
+            self.started,
+        )
+        self.start_parts()
+        self.wait_whole("start", self.started)
+        stop_submitting = threading.Event()
+        submitter = threading.Thread(target=self.submit, args=(stop_submitting,), daemon=True)
+        injected: collections.Counter[str] = collections.Counter()
+        with StreamTail(self.pool_url, self.pool_name, self.history):
+            submitter.start()
+            end = time.monotonic() + self.duration_s
+            while time.monotonic() + self.interval_s < end:
+                time.sleep(self.interval_s * self.random.uniform(0.5, 1.0))
+                fault = self.random.choice(FAULTS)
+                injected[fault] += 1
+                say(f"fault: {fault} ({len(self.submitted)} jobs submitted so far)", self.started)
+                self.wait_whole(fault, *self.inject(fault))
+            while time.monotonic() < end:
+                self.keep_workers()
+                time.sleep(0.2)
+            stop_submitting.set()
+            submitter.join()
+            self.drain()
+        return self.summary(injected)
+
+    def drain(self) -> None:
+        """Let the submitted jobs finish, then stop the workers; jobs a killed worker left
+        behind are failed by rq's own cleanup."""
+        say("draining: no new jobs", self.started)
+        deadline = time.monotonic() + 120
+        registry = StartedJobRegistry("soak", connection=self.queue_client, serializer=JSONSerializer)
+        while time.monotonic() < deadline and (self.queue.count or registry.count):
+            self.keep_workers()
+            registry.cleanup()
+            time.sleep(0.5)
+        for worker in self.workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        registry.cleanup(int(time.time()) + 3600)  # whatever is still "started" has no worker left
+
+    def summary(self, injected: collections.Counter[str]) -> dict[str, Any]:
+        statuses: collections.Counter[str] = collections.Counter()
+        reasons: collections.Counter[str] = collections.Counter()
+        lost = []
+        for job_id in self.submitted:
+            try:
+                job = Job.fetch(job_id, connection=self.queue_client, serializer=JSONSerializer)
+                status = job.get_status()
+            except Exception:
+                lost.append(job_id)
+                continue
+            statuses[str(status.value if status else None)] += 1
+            if status == JobStatus.FAILED:
+                reasons[_reason(job)] += 1
+            elif status != JobStatus.FINISHED:
+                lost.append(job_id)
+        registered = {c["container_id"] for c in self.pool.status()["containers"]}
+        leaked = [c["Id"][:12] for c in self.pool_containers() if c["Id"] not in registered]
+        report = check(self.history, max_lease_ms=int(self.config.rules.max_lease_s * 1000))
+        double_grants = [v for v in report.violations if "held it" in v or "still used it" in v]
+        seconds = [c["seconds"] for c in self.convergence if c["fault"] != "start" and c["seconds"] is not None]
+        never = [c["fault"] for c in self.convergence if c["seconds"] is None]
+        return {
+            "duration_s": self.duration_s,
+            "seed": self.seed,
+            "faults_injected": dict(injected),
+            "jobs": {
+                "submitted": len(self.submitted),
+                "completed": statuses.get("finished", 0),
+                "failed": statuses.get("failed", 0),
+                "failed_by_reason": dict(reasons.most_common()),
+                "lost": len(lost),
+                "lost_ids": lost[:20],
+            },
+            "double_grants": len(double_grants),
+            "violations": report.violations[:50],
+            "leaked_containers": len(leaked),
+            "convergence_s": {
+                "max": max(seconds, default=0.0),
+                "p50": statistics.median(seconds) if seconds else 0.0,
+                "never": never,
+                "each": self.convergence,
+            },
+            "history": report.as_dict() | {"violations": len(report.violations)},
+        }
+
+    def teardown(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+                process.wait(timeout=10)
+        for container in self.pool_containers():
+            with contextlib.suppress(docker.errors.APIError):
+                self.docker.api.remove_container(container["Id"], force=True)
+        with contextlib.suppress(docker.errors.APIError, docker.errors.NotFound):
+            self.docker.networks.get(self.network).remove()
+        for name in ("pool_redis_process", "queue_redis_process"):
+            server: subprocess.Popen[bytes] | None = getattr(self, name, None)
+            if server is not None:
+                stop(server)
+
+
+def _reason(job: Job) -> str:
+    """The failure's exception type and message head (ids and numbers kept out, so reasons group)."""
+    lines = [line for line in (job.latest_result().exc_string if job.latest_result() else "").splitlines() if line.strip()]  # type: ignore[union-attr]
+    last = lines[-1] if lines else "unknown"
+    return "".join("#" if ch.isdigit() else ch for ch in last)[:120]
+
+
+def verdict(results: dict[str, Any]) -> list[str]:
+    problems = []
+    for key, value in (
+        ("double grants", results["double_grants"]),
+        ("lost jobs", results["jobs"]["lost"]),
+        ("leaked containers", results["leaked_containers"]),
+        ("history violations", len(results["violations"])),
+        ("faults that never converged", len(results["convergence_s"]["never"])),
+    ):
+        if value:
+            problems.append(f"{key}: {value}")
+    return problems
+
+
+@contextlib.contextmanager
+def soak(workdir: Path, duration_s: float, interval_s: float, workers: int, seed: int) -> Iterator[Soak]:
+    run = Soak(workdir, duration_s, interval_s, workers, seed)
+    try:
+        yield run
+    finally:
+        run.teardown()
+
+
+def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds of faults and jobs (default 300)")
+    parser.add_argument("--interval", type=float, default=12.0, help="mean seconds between faults, at most (default 12)")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=None, help="the fault sequence's seed (default: random, printed)")
+    parser.add_argument("--out", type=Path, default=ROOT / "soak-results.json")
+    parser.add_argument("--workdir", type=Path, default=None, help="where logs and the history go (default: .run/soak-<pid>)")
+    args = parser.parse_args(argv)
+    if args.duration < args.interval * 2:
+        parser.error(f"--duration {args.duration:g} must be at least twice --interval {args.interval:g}")
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    workdir = args.workdir or ROOT / ".run" / f"soak-{os.getpid()}"
+    with soak(workdir, args.duration, args.interval, args.workers, seed) as run:
+        results = run.run()
+    results["workdir"] = str(workdir)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    jobs, converge = results["jobs"], results["convergence_s"]
+    out(
+        f"soak {args.duration:g} s, seed {seed}: faults {sum(results['faults_injected'].values())} {results['faults_injected']}\n"
+        f"  jobs submitted {jobs['submitted']}, completed {jobs['completed']}, failed {jobs['failed']}, lost {jobs['lost']}\n"
+        f"  failed by reason: {jobs['failed_by_reason']}\n"
+        f"  double grants {results['double_grants']}, history violations {len(results['violations'])}, "
+        f"leaked containers {results['leaked_containers']}\n"
+        f"  convergence after a fault: max {converge['max']:.1f} s, p50 {converge['p50']:.1f} s, never {converge['never']}\n"
+        f"  written to {args.out}; logs and history in {workdir}"
+    )
+    problems = verdict(results)
+    for problem in problems:
+        out(f"SOAK FAILED: {problem}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

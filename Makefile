@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv services images demo test unit integration lint bench clean stop-services
+.PHONY: all venv services images demo test unit integration faults soak lint bench clean stop-services
 
 all: test
 
@@ -26,8 +26,20 @@ images: services
 demo: venv images
 	$(BIN)/python -m workers.demo
 
+# Every test, then a short soak (jobs under random faults, checked; at most 3 minutes).
 test: venv images
 	$(BIN)/python -m pytest
+	$(BIN)/python -m tests.soak --duration $(SHORT_SOAK) --interval 10
+
+SHORT_SOAK ?= 90
+DURATION ?= 300
+
+faults: venv images
+	$(BIN)/python -m pytest tests/faults
+
+# make soak DURATION=300: jobs flow while faults are injected; summary in soak-results.json.
+soak: venv images
+	$(BIN)/python -m tests.soak --duration $(DURATION)
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q

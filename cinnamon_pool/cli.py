@@ -26,6 +26,7 @@ def _config(args: argparse.Namespace) -> PoolConfig:
 def cmd_supervise(args: argparse.Namespace) -> int:
     import redis
 
+    from cinnamon_pool.doctor import eviction_policy
     from cinnamon_pool.lease.store import LeaseStore
     from cinnamon_pool.logs.writer import DailyLogWriter
     from cinnamon_pool.runtime.docker import DockerRuntime
@@ -35,9 +36,21 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 
     config = _config(args)
     rules = config.rules
+    client = redis.Redis.from_url(config.redis.url, socket_timeout=10)
+    try:
+        policy = eviction_policy(client)
+    except redis.ResponseError:
+        policy = "noeviction"  # CONFIG not allowed (a managed Redis): `doctor` says to check by hand
+    if policy != "noeviction":
+        print(
+            f"cinnamon-pool supervise: refusing to start: Redis maxmemory-policy is {policy!r}, so it may evict lease keys "
+            "and hand a container in use to a second job. Fix: CONFIG SET maxmemory-policy noeviction (and in redis.conf).",
+            file=sys.stderr,
+        )
+        return 2
     runtime = DockerRuntime()
     store = LeaseStore(
-        redis.Redis.from_url(config.redis.url, socket_timeout=10),
+        client,
         config.pool.name,
         lease_ttl_s=rules.lease_ttl_s,
         max_lease_s=rules.max_lease_s,

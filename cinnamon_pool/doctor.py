@@ -66,6 +66,13 @@ def _docker_checks(config: PoolConfig, progress: Callable[[str], None]) -> Itera
         yield Check("FAIL", "network", str(error), f"docker network create {config.container.network}")
 
 
+def eviction_policy(client: redis.Redis) -> str:
+    """Redis's ``maxmemory-policy``; any other than ``noeviction`` may drop lease keys under
+    memory pressure, which would free a container still in use. Raises RedisError when CONFIG
+    is not allowed (a managed Redis)."""
+    return str(client.config_get("maxmemory-policy").get("maxmemory-policy", "?"))
+
+
 def _redis_checks(config: PoolConfig) -> Iterator[Check]:
     client = redis.Redis.from_url(config.redis.url, socket_timeout=5)
     shown = config.redis.url.rpartition("@")[2]  # never print a password
@@ -76,7 +83,7 @@ def _redis_checks(config: PoolConfig) -> Iterator[Check]:
         return
     yield Check("OK", "redis", f"{shown} answers")
     try:
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "?")
+        policy = eviction_policy(client)
         persistence = client.config_get("appendonly").get("appendonly", "?")
         save = client.config_get("save").get("save", "")
     except redis.RedisError as error:

@@ -19,6 +19,7 @@ class FakeRuntime:
         self.images = {"cinnamon-pool/fake-mcp:test"}
         self.memory: dict[str, float] = {}
         self.processes: dict[str, int] = {}
+        self.oom_killed: set[str] = set()
         self._ids = itertools.count(1)
 
     def list(self, pool: str) -> list[ObservedContainer]:
@@ -49,6 +50,9 @@ class FakeRuntime:
 
     def process_count(self, container_id: str) -> int | None:
         return self.processes.get(container_id, 2)
+
+    def exit_detail(self, container_id: str) -> str:
+        return "exit code 137, OOM-killed" if container_id in self.oom_killed else ""
 
     def ensure_network(self, name: str) -> None:
         self.calls.append(("ensure_network", name))

@@ -9,7 +9,7 @@ a process manager would). Every few seconds one fault, picked at random:
   kill-horse       SIGKILL a work horse mid-job
   stop-horse       SIGSTOP a work horse past its lease TTL, then SIGCONT (it must fence itself)
   kill-container   docker kill a pool container
-  pause-container  docker pause a pool container past the health rule, then unpause
+  pause-container  docker pause a pool container for 5 s (past the health rule), then unpause
   kill-supervisor  SIGKILL the supervisor and start a new one
   restart-redis    kill the pool's Redis and start it again empty (amnesia)
 
@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FAKE_IMAGE = "cinnamon-pool/fake-mcp:test"
 PORTS = "3700-3759"
 TTL_S = 4.0
+PAUSE_S = 5.0  # past the health rule (2 failed probes, 1 s apart): the paused container is replaced
 CONVERGE_LIMIT_S = 60.0
 FAULTS = ("kill-worker", "kill-horse", "stop-horse", "kill-container", "pause-container", "kill-supervisor", "restart-redis")
 
@@ -196,6 +197,13 @@ class Soak:
         return [pid for worker in self.workers if worker.poll() is None for pid in children(worker.pid)]
 
     # -- faults ------------------------------------------------------------------------------
+    def wait_stopped(self, container_id: str) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if all(c["Id"] != container_id or c["State"] != "running" for c in self.pool_containers()):
+                return
+            time.sleep(0.05)
+
     def victim_lease(self, pid: int) -> str | None:
         """The token a process held when it was hit (acquired, not yet released), from its history."""
         path = self.history / f"client-{pid}.jsonl"
@@ -256,9 +264,10 @@ class Soak:
             with contextlib.suppress(docker.errors.APIError):
                 if fault == "kill-container":
                     self.docker.api.kill(target["Id"])
+                    self.wait_stopped(target["Id"])  # the clock starts once the engine says so
                 else:
                     self.docker.api.pause(target["Id"])
-                    time.sleep(3)
+                    time.sleep(PAUSE_S)
                     self.docker.api.unpause(target["Id"])
         elif fault == "kill-supervisor":
             assert self.supervisor is not None
@@ -290,8 +299,11 @@ class Soak:
         with StreamTail(self.pool_url, self.pool_name, self.history):
             submitter.start()
             end = time.monotonic() + self.duration_s
-            while time.monotonic() + self.interval_s < end:
-                time.sleep(self.interval_s * self.random.uniform(0.5, 1.0))
+            while True:
+                pause = self.interval_s * self.random.uniform(0.5, 1.0)
+                if time.monotonic() + pause + PAUSE_S > end:
+                    break
+                time.sleep(pause)
                 fault = self.random.choice(FAULTS)
                 injected[fault] += 1
                 say(f"fault: {fault} ({len(self.submitted)} jobs submitted so far)", self.started)

@@ -80,6 +80,9 @@ class ContainerRuntime(Protocol):
     def process_count(self, container_id: str) -> int | None:
         """Processes running in the container (a browser left behind shows here); None when unknown."""
 
+    def exit_detail(self, container_id: str) -> str:
+        """How a stopped container ended ("exit code 137, OOM-killed"); "" when unknown."""
+
     def ensure_network(self, name: str) -> None: ...
 
     def image_present(self, image: str) -> bool: ...

@@ -114,6 +114,18 @@ class DockerRuntime:
         except (docker.errors.DockerException, *_TRANSIENT):
             return None
 
+    def exit_detail(self, container_id: str) -> str:
+        try:
+            state = self.api.inspect_container(container_id).get("State") or {}
+        except (docker.errors.DockerException, *_TRANSIENT):
+            return ""
+        detail = f"exit code {state.get('ExitCode', '?')}"
+        if state.get("OOMKilled"):
+            detail += ", OOM-killed (raise container.memory or lower rules.max_memory_mb)"
+        if state.get("Error"):
+            detail += f", {state['Error']}"
+        return detail
+
     def image_present(self, image: str) -> bool:
         try:
             self.api.inspect_image(image)

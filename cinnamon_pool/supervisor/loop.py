@@ -18,7 +18,7 @@ import redis
 
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
-from cinnamon_pool.errors import CinnamonError, NotLeader
+from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, RuntimeUnavailable
 from cinnamon_pool.health import ProbeResult, liveness, readiness
 from cinnamon_pool.lease.store import LeaseStore, PoolSnapshot
 from cinnamon_pool.logs.format import LogKind
@@ -102,6 +102,7 @@ class Supervisor:
         self._processes: dict[str, int] = {}
         self._records: dict[str, ContainerRecord] = {}  # this host's records, as last observed
         self._idle_processes: dict[str, int] = {}  # process count right after registration
+        self._slot_backoff: dict[int, tuple[int, float]] = {}  # slot -> (failed creations, next try at)
         self._probe_failures: dict[str, int] = {}
         self._probed_at: dict[str, float] = {}
         self._scaled_at = clock.monotonic()
@@ -166,10 +167,18 @@ class Supervisor:
                     [("From", str(observation.size)), ("To", str(self.size)), ("Waiting", str(snapshot.waiting))],
                 )
             actions += [shrink] if shrink else []
+            actions = [a for a in actions if not isinstance(a, Create) or self._slot_due(a.slot)]
             for action in actions:
                 if self.election is not None and not self.election.leading:
                     raise NotLeader("lost the leadership during the tick; stopping before the next action")
-                self.apply(action)
+                try:
+                    self.apply(action)
+                except RuntimeUnavailable as error:
+                    # One slot that cannot start (its host port taken, say) must not hold up the
+                    # others: it backs off on its own. A missing image stops the whole tick.
+                    if isinstance(error, ImageMissing) or not isinstance(action, (Create, Replace)):
+                        raise
+                    self._slot_failed(action.slot, error)
             report.actions = [*changes, *actions]
             report.pending = (
                 any(isinstance(a, (Create, Replace, Recycle)) for a in actions) or bool(needs_probe(observation)) or bool(changes)
@@ -290,6 +299,10 @@ class Supervisor:
         if isinstance(action, Create):
             self._create(action.slot)
         elif isinstance(action, Replace):
+            reason = action.reason
+            if reason in {"container exited", "container dead"}:
+                detail = self.runtime.exit_detail(action.container_id)  # before the removal erases it
+                reason = f"{reason} ({detail})" if detail else reason
             self.runtime.remove(action.container_id)
             if self.metrics is not None:
                 self.metrics.replacements.labels(self.pool, reason_label(action.reason.removeprefix("container "))).inc()
@@ -297,7 +310,7 @@ class Supervisor:
                 LogKind.POOL,
                 container_name(action.slot),
                 "CONTAINER_REPLACED",
-                [("Reason", action.reason), ("Old Container", action.container_id[:12])],
+                [("Reason", reason), ("Old Container", action.container_id[:12])],
                 level="WARN",
             )
             self._create(action.slot)
@@ -339,6 +352,15 @@ class Supervisor:
     def _since_scaled(self) -> float:
         return self.clock.monotonic() - self._scaled_at
 
+    def _slot_due(self, slot: int) -> bool:
+        failed = self._slot_backoff.get(slot)
+        return failed is None or self.clock.monotonic() >= failed[1]
+
+    def _slot_failed(self, slot: int, error: RuntimeUnavailable) -> None:
+        failures = self._slot_backoff.get(slot, (0, 0.0))[0] + 1
+        self._slot_backoff[slot] = (failures, self.clock.monotonic() + min(MAX_BACKOFF_S, 2.0 ** (failures - 1)))
+        self.journal.error(RuntimeUnavailable(f"{container_name(slot)} cannot start: {error}"))
+
     def _create(self, slot: int) -> None:
         template = self.config.container
         if not self._network_ready:
@@ -354,6 +376,7 @@ class Supervisor:
             labels=pool_labels(self.pool, slot),
         )
         self.runtime.create(spec)
+        self._slot_backoff.pop(slot, None)
         self._created_at[slot] = self.clock.monotonic()
 
     def _register(self, action: Register) -> None:

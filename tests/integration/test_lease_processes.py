@@ -55,6 +55,16 @@ def wait_for_file(path: Path, seconds: float = 30) -> int:
     return int(path.read_text())
 
 
+def job_in_horse(
+    env: dict[str, str], client: redis.Redis, url: str, tmp_path: Path, function: str, seconds: float
+) -> tuple[Job, subprocess.Popen[bytes], int]:
+    """Enqueue ``function(seconds, pid_file)``, start a forking worker; the job, the worker and
+    the pid of the work horse running it."""
+    job = Queue("proc", connection=client, serializer=JSONSerializer).enqueue(function, seconds, str(tmp_path / "pid"), job_timeout=60)
+    worker = start_worker(env, url)
+    return job, worker, wait_for_file(tmp_path / "pid")
+
+
 def server_ms(client: redis.Redis) -> int:
     seconds, micros = client.time()
     return int(seconds) * 1000 + int(micros) // 1000
@@ -100,11 +110,8 @@ def test_a_killed_work_horse_leaves_a_lease_that_expires_and_is_not_granted_befo
     one_container_pool: tuple[LeaseStore, ContainerRecord, dict[str, str]], real_redis: redis.Redis, redis_server: str, tmp_path: Path
 ) -> None:
     store, record, env = one_container_pool
-    queue = Queue("proc", connection=real_redis, serializer=JSONSerializer)
-    queue.enqueue("tests.jobs.hold_and_sleep", 30.0, str(tmp_path / "pid"), job_timeout=60)
-    worker = start_worker(env, redis_server)
+    _job, worker, horse = job_in_horse(env, real_redis, redis_server, tmp_path, "tests.jobs.hold_and_sleep", 30.0)
     try:
-        horse = wait_for_file(tmp_path / "pid")
         assert horse != worker.pid, "the forking worker runs the job in a work horse"
         lease = store.snapshot().leases["container-001"]
         os.kill(horse, signal.SIGKILL)
@@ -123,3 +130,78 @@ def test_a_killed_work_horse_leaves_a_lease_that_expires_and_is_not_granted_befo
     finally:
         worker.kill()
         worker.wait(timeout=30)
+
+
+def test_a_killed_rq_parent_leaves_its_work_horse_to_finish_and_release(
+    one_container_pool: tuple[LeaseStore, ContainerRecord, dict[str, str]], real_redis: redis.Redis, redis_server: str, tmp_path: Path
+) -> None:
+    store, _record, env = one_container_pool
+    job, worker, horse = job_in_horse(env, real_redis, redis_server, tmp_path, "tests.jobs.call_endpoint_repeatedly", 2.0)
+    worker.kill()  # the rq parent dies; its work horse keeps running the job
+    worker.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while _alive(horse):
+        assert time.monotonic() < deadline, "the work horse did not finish its job"
+        time.sleep(0.05)
+    snapshot = store.snapshot()
+    assert snapshot.leases == {} and snapshot.free == ["container-001"], "the horse released the lease itself"
+    released = [f for _id, f in real_redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
+    assert [f[b"outcome"] for f in released] == [b"ok"]
+    assert Job.fetch(job.id, connection=real_redis, serializer=JSONSerializer).get_status() == JobStatus.FINISHED
+
+
+def test_sigterm_twice_kills_the_work_horse_and_its_lease_expires_into_a_recycle(
+    one_container_pool: tuple[LeaseStore, ContainerRecord, dict[str, str]], real_redis: redis.Redis, redis_server: str, tmp_path: Path
+) -> None:
+    store, _record, env = one_container_pool
+    _job, worker, horse = job_in_horse(env, real_redis, redis_server, tmp_path, "tests.jobs.hold_and_sleep", 30.0)
+    worker.send_signal(signal.SIGTERM)  # warm shutdown: would wait for the job
+    time.sleep(1.5)  # rq ignores a second signal within 1 s (a worker pool sends duplicates)
+    worker.send_signal(signal.SIGTERM)  # cold shutdown: rq kills the work horse
+    worker.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _alive(horse):
+        assert time.monotonic() < deadline, "rq did not stop the work horse on the second SIGTERM"
+        time.sleep(0.05)
+    assert "container-001" in store.snapshot().leases, "the killed horse could not release"
+    expired: list[str] = []
+    while not expired:
+        assert time.monotonic() - deadline < TTL_S + 10, "the lease did not expire"
+        expired = store.reap()
+        time.sleep(0.05)
+    assert store.snapshot().containers["container-001"].state is ContainerState.RESTARTING, "recycled before it serves again"
+
+
+def test_a_job_past_the_hard_cap_loses_its_lease_and_fails(
+    one_container_pool: tuple[LeaseStore, ContainerRecord, dict[str, str]],
+    real_redis: redis.Redis,
+    redis_server: str,
+    fake_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    store, _record, env = one_container_pool
+    config = Path(env["CINNAMON_CONFIG"])
+    config.write_text(config.read_text() + "max_lease_s = 3\n")  # the [rules] table is last
+    queue = Queue("proc", connection=real_redis, serializer=JSONSerializer)
+    job = queue.enqueue("tests.jobs.call_endpoint_repeatedly", 8.0, str(tmp_path / "pid"), job_timeout=60)
+    worker = start_worker(env, redis_server)
+    assert worker.wait(timeout=60) == 0
+    job = Job.fetch(job.id, connection=real_redis, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FAILED
+    assert "LeaseLost" in (job.latest_result().exc_string or ""), job.latest_result().exc_string
+    store.reap()
+    ended = [f for _id, f in real_redis.xrange(store.keys.events) if f[b"kind"] in {b"revoked", b"released"}]
+    assert len(ended) == 1 and ended[0][b"kind"] == b"revoked", ended
+    assert int(ended[0][b"duration_ms"]) >= 3000 and ended[0][b"reason"] in {b"hard cap", b"expired"}, ended
+    calls = httpx.get(f"{fake_endpoint}/_fake/state", timeout=5).json()["calls"]
+    first, last = calls[0]["at"], calls[-1]["at"]
+    assert last - first < 3.0 + TTL_S, f"calls went on for {last - first:.1f} s, past the 3 s cap"
+    assert store.snapshot().containers["container-001"].state is ContainerState.RESTARTING
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"

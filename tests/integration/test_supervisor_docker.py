@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +51,10 @@ class Running:
     def free(self) -> list[str]:
         return sorted(self.store.snapshot().free)
 
+    def supervisor_errors(self) -> list[str]:
+        files = sorted((self.logs / "containers").glob("container-errors-*.log"))
+        return [r.detail("Error") for f in files for r in parse(f.open()) if r.action == "ERROR_OCCURRED"]
+
     def actions(self, kind: str) -> list[str]:
         return [r.action for f in sorted((self.logs / "containers").glob(f"container-{kind}-*.log")) for r in parse(f.open())]
 
@@ -70,8 +75,12 @@ def start(
     """Start a supervisor thread on a pool of fake-mcp containers, with rules overridden."""
     stops: list[tuple[threading.Event, threading.Thread, Supervisor]] = []
 
-    def starter(size: int = 2, min_size: int | None = None, max_size: int | None = None, **rules: float) -> Running:
+    def starter(
+        size: int = 2, min_size: int | None = None, max_size: int | None = None, container: dict[str, str] | None = None, **rules: float
+    ) -> Running:
         config = test_config(pool_cleanup, redis_server, image=fake_image, network=test_network, size=size, **rules)
+        if container:
+            config = dataclasses.replace(config, container=dataclasses.replace(config.container, **container))
         if min_size is not None or max_size is not None:
             pool = {"name": pool_cleanup, "min_size": min_size or size, "max_size": max_size or size, "initial_size": size}
             config = dataclasses.replace(config, pool=dataclasses.replace(config.pool, **pool))
@@ -347,3 +356,48 @@ def test_the_supervisor_serves_prometheus_metrics(start: Starter) -> None:
         )
 
     eventually(scraped, what="the pool's metrics on /metrics")
+
+
+def test_an_oom_killed_container_is_replaced_and_the_log_says_so(start: Starter, docker_client: docker.DockerClient) -> None:
+    running = start(container={"memory": "64m"})
+    eventually(lambda: len(running.free()) == 2, what="pool ready")
+    victim = running.store.snapshot().containers["container-001"]
+    with contextlib.suppress(httpx.HTTPError):  # the process may die before it answers
+        fake(victim.endpoint, {"grow_mb": 200})
+    eventually(
+        lambda: any("OOM-killed" in reason for reason in pool_log(running, "CONTAINER_REPLACED")), what="a replacement for the OOM kill"
+    )
+    eventually(lambda: "container-001" in running.free(), what="the slot back in the pool")
+    assert running.store.snapshot().containers["container-001"].container_id != victim.container_id
+
+
+def test_a_paused_container_is_replaced_as_unhealthy(start: Starter, docker_client: docker.DockerClient) -> None:
+    running = start(health_interval_s=0.2, health_timeout_s=0.3, health_failures=3)
+    eventually(lambda: len(running.free()) == 2, what="pool ready")
+    victim = running.store.snapshot().containers["container-002"]
+    docker_client.api.pause(victim.container_id)
+
+    def replaced() -> bool:
+        record = running.store.snapshot().containers.get("container-002")
+        return record is not None and record.container_id != victim.container_id and record.state.value == "available"
+
+    eventually(replaced, what="the paused container replaced")
+    gone = [c for c in docker_client.api.containers(all=True) if c["Id"] == victim.container_id]
+    assert gone == [], "the paused container was removed, not left frozen"
+
+
+def test_a_taken_host_port_fails_its_slot_loudly_leaks_nothing_and_recovers(
+    start: Starter, docker_client: docker.DockerClient, pool_cleanup: str
+) -> None:
+    config_ports = test_config(pool_cleanup, "redis://127.0.0.1:1/0", network="unused").container.host_ports
+    low = config_ports[0]
+    blocker = socket.create_server(("127.0.0.1", low))  # slot 1's port, taken by someone else
+    try:
+        running = start(container={"host_port_range": f"{low}-{low + 1}"})
+        eventually(lambda: running.free() == ["container-002"], what="slot 2 serving while slot 1 cannot start")
+        eventually(lambda: any(str(low) in line for line in running.supervisor_errors()), what=f"an error naming port {low}")
+        ids = {c["Id"] for c in docker_client.api.containers(all=True, filters={"label": f"cinnamon.pool={pool_cleanup}"})}
+        assert ids == {running.store.snapshot().containers["container-002"].container_id}, "no half-created container left"
+    finally:
+        blocker.close()
+    eventually(lambda: running.free() == ["container-001", "container-002"], what="slot 1 up once its port is free")

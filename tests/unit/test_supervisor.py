@@ -14,14 +14,21 @@ from cinnamon_pool.lease.store import Holder, LeaseStore
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.model import ContainerState, Outcome
+from cinnamon_pool.runtime.base import ContainerSpec, ObservedContainer
 from cinnamon_pool.supervisor.loop import FAST_TICK_S, Supervisor
 from tests.fakes import FakeRuntime
 
 
-def make(tmp_path: Path, image: str = "cinnamon-pool/fake-mcp:test", ready: bool = True) -> tuple[Supervisor, FakeRuntime, LeaseStore]:
+def make(
+    tmp_path: Path,
+    image: str = "cinnamon-pool/fake-mcp:test",
+    ready: bool = True,
+    store: LeaseStore | None = None,
+    runtime: FakeRuntime | None = None,
+) -> tuple[Supervisor, FakeRuntime, LeaseStore]:
     config = PoolConfig.from_tables({"pool": {"name": "qa", "initial_size": 2}, "container": {"image": image}})
-    store = LeaseStore(fakeredis.FakeRedis(), "qa")
-    runtime = FakeRuntime()
+    store = store or LeaseStore(fakeredis.FakeRedis(), "qa")
+    runtime = runtime or FakeRuntime()
     clock = ManualClock()
     supervisor = Supervisor(
         config, store, runtime, DailyLogWriter(tmp_path, clock=clock), clock=clock, probe=lambda url, timeout: ProbeResult(ready, 0.01)
@@ -115,3 +122,74 @@ def test_errors_that_differ_only_by_ids_are_reported_once(tmp_path: Path) -> Non
     for container_id in ("a" * 64, "b" * 64, "c" * 64):
         supervisor.journal.error(RuntimeUnavailable(f"docker run: endpoint {container_id}: port is already allocated"))
     assert records(tmp_path, "errors") == ["ERROR_OCCURRED"]
+
+
+class Crash(BaseException):
+    """The supervisor process dies here (SIGKILL): nothing after this line runs."""
+
+
+class CrashingRuntime(FakeRuntime):
+    """Performs the ``crash_after``-th engine change (create, remove, restart), then crashes."""
+
+    def __init__(self, crash_after: int) -> None:
+        super().__init__()
+        self.crash_after, self.changes = crash_after, 0
+
+    def _changed(self) -> None:
+        self.changes += 1
+        if self.changes == self.crash_after:
+            raise Crash
+
+    def create(self, spec: ContainerSpec) -> ObservedContainer:
+        created = super().create(spec)
+        self._changed()
+        return created
+
+    def remove(self, container_id: str) -> None:
+        super().remove(container_id)
+        self._changed()
+
+    def restart(self, container_id: str) -> ObservedContainer:
+        restarted = super().restart(container_id)
+        self._changed()
+        return restarted
+
+
+def crash_scenario(tmp_path: Path, crash_after: int) -> tuple[CrashingRuntime, LeaseStore, bool]:
+    """Start a pool, lose a container, fail six jobs (both containers recycled); the supervisor
+    dies after its ``crash_after``-th engine change. Returns whether it crashed."""
+    runtime = CrashingRuntime(crash_after)
+    supervisor, _runtime, store = make(tmp_path, runtime=runtime)
+    try:
+        for _ in range(3):
+            supervisor.tick()
+        runtime.exit(store.snapshot().containers["container-001"].container_id)
+        for _ in range(3):
+            supervisor.tick()
+        for _ in range(6):
+            grant = store.acquire(Holder("failing"), timeout_s=0, wait=False)
+            store.release(grant.name, grant.token, Outcome.INFRA_ERROR)
+        for _ in range(3):
+            supervisor.tick()
+    except Crash:
+        return runtime, store, True
+    return runtime, store, False
+
+
+def test_a_supervisor_killed_after_any_engine_change_is_finished_by_the_next_one(tmp_path: Path) -> None:
+    runtime, _store, crashed = crash_scenario(tmp_path / "whole", crash_after=0)
+    assert not crashed
+    changes = runtime.changes
+    assert changes >= 6, "creates, a replacement's remove and create, two restarts"
+    for crash_after in range(1, changes + 1):
+        runtime, store, crashed = crash_scenario(tmp_path / str(crash_after), crash_after)
+        assert crashed
+        runtime.crash_after = 0
+        successor, _runtime, _store = make(tmp_path / f"{crash_after}-next", store=store, runtime=runtime)  # a new process
+        for _ in range(4):
+            successor.tick()
+        slots = sorted(c.labels["cinnamon.slot"] for c in runtime.containers.values())
+        snapshot = store.snapshot()
+        assert slots == ["1", "2"], f"crash after change {crash_after}: containers {slots}"
+        assert {r.container_id for r in snapshot.containers.values()} == set(runtime.containers), f"crash after change {crash_after}"
+        assert sorted(snapshot.free) == ["container-001", "container-002"], f"crash after change {crash_after}: {snapshot.containers}"

@@ -42,6 +42,14 @@ def open_page(fail_with: str, *, container: ContainerLease, test_run_id: str | N
     return snapshot
 
 
+@with_container(acquire_timeout_s=30)
+def open_page_within(timeout_s: float, *, container: ContainerLease) -> str:
+    """Open a page, giving the endpoint ``timeout_s`` per call."""
+    with Browser(container, timeout_s=timeout_s) as browser:
+        browser.navigate("data:text/html,<h1>Checkout</h1>")
+        return browser.snapshot()
+
+
 ORIGIN_PAGE = "http://localhost:8931/cinnamon-storage-check"  # an http origin inside the container itself
 
 

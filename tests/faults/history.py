@@ -7,7 +7,10 @@ Three files in one directory make a history:
   release or use (a call to the container); ``phase`` is invoke, ok, fail (rejected: it did not
   happen) or unknown (the reply was lost: it may have happened). ``t`` is Redis ``TIME`` in ms,
   read just before an invoke and just after its outcome, so a measured interval contains the
-  real one.
+  real one. A use's outcome may carry ``served_t``: when the container itself served the call
+  (the fake-mcp says so, on the same host clock). A process stopped between the call and its
+  outcome record stretches the measured interval over later holders; the served moment does
+  not move, so the checker prefers it.
 - ``events.jsonl``: the pool's event stream, copied by :class:`StreamTail` as it grows, so a
   Redis that restarts empty loses at most the events of its last moments; a
   ``stream_restarted`` line marks where a new stream began.
@@ -61,7 +64,14 @@ class ClientHistory:
         self._pid = 0
 
     def record(
-        self, op: str, phase: str, container: str = "", token: str = "", detail: str = "", invoked_t: int | None = None
+        self,
+        op: str,
+        phase: str,
+        container: str = "",
+        token: str = "",
+        detail: str = "",
+        invoked_t: int | None = None,
+        served_t: int | None = None,
     ) -> int | None:
         if self._pid != os.getpid():  # opened lazily, and again after a fork
             self._pid = os.getpid()
@@ -70,15 +80,20 @@ class ClientHistory:
         line: dict[str, Any] = {"op": op, "phase": phase, "t": t, "pid": self._pid, "container": container, "token": token}
         if invoked_t is not None:
             line["invoked_t"] = invoked_t
+        if served_t is not None:
+            line["served_t"] = served_t
         if detail:
             line["detail"] = detail[:200]
         assert self._fd is not None
         os.write(self._fd, (json.dumps(line) + "\n").encode())
         return t
 
-    def around(self, op: str, call: Callable[[], T], container: str = "", token: str = "") -> T:
+    def around(
+        self, op: str, call: Callable[[], T], container: str = "", token: str = "", served: Callable[[T], int | None] | None = None
+    ) -> T:
         """Run ``call`` between an invoke and its outcome; a grant's container and token are
-        read from the result."""
+        read from the result, and ``served`` reads from it when the container did the work
+        (host clock, ms), which pins a use to a moment instead of the measured interval."""
         invoked = self.record(op, "invoke", container, token)
         try:
             result = call()
@@ -88,7 +103,7 @@ class ClientHistory:
             self.record(op, phase, container, token, f"{kind}: {error}", invoked)
             raise
         name, granted = getattr(result, "name", container), getattr(result, "token", token)
-        self.record(op, "ok", name, granted, invoked_t=invoked)
+        self.record(op, "ok", name, granted, invoked_t=invoked, served_t=served(result) if served else None)
         return result
 
 
@@ -284,7 +299,7 @@ def _check_client(records: list[dict[str, Any]], leases: dict[str, _Lease], cap_
         if op != "use" or phase != "ok":
             continue
         report.uses += 1
-        invoked = record.get("invoked_t")
+        invoked = record.get("served_t", record.get("invoked_t"))
         lease = leases.get(record["token"])
         if lease is None or t is None or invoked is None:
             continue  # its grant fell in the moments a restarted Redis lost
@@ -308,9 +323,13 @@ def _check_exclusive_use(clients: list[list[dict[str, Any]]], report: Report) ->
     spans: dict[str, dict[str, list[int]]] = defaultdict(dict)
     for records in clients:
         for record in records:
-            if record["op"] == "use" and record["phase"] == "ok" and record.get("t") is not None and record.get("invoked_t") is not None:
-                span = spans[record["container"]].setdefault(record["token"], [record["invoked_t"], record["t"]])
-                span[0], span[1] = min(span[0], record["invoked_t"]), max(span[1], record["t"])
+            if record["op"] != "use" or record["phase"] != "ok":
+                continue
+            # When the container said when it served the call, that moment; else the measured interval.
+            start, end = (record["served_t"],) * 2 if "served_t" in record else (record.get("invoked_t"), record.get("t"))
+            if start is not None and end is not None:
+                span = spans[record["container"]].setdefault(record["token"], [start, end])
+                span[0], span[1] = min(span[0], start), max(span[1], end)
     for container, by_token in spans.items():
         ordered = sorted(by_token.items(), key=lambda item: item[1][0])
         for (first, (_, end)), (second, (start, _)) in itertools.pairwise(ordered):

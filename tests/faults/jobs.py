@@ -8,7 +8,9 @@ this process into that history, and the jobs record each use of the container.
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -23,17 +25,23 @@ if os.environ.get("CINNAMON_TEST_HISTORY"):
     instrument(LeaseStore, HISTORY)
 
 
-def _use(container: ContainerLease, call: object) -> None:
+def _use(container: ContainerLease, call: Callable[[], object]) -> None:
     """One use of the container: the lease is checked (self-fence), then ``call`` runs."""
 
-    def checked() -> None:
+    def checked() -> object:
         container.check()
-        call()  # type: ignore[operator]
+        return call()
 
     if HISTORY is None:
         checked()
     else:
-        HISTORY.around("use", checked, container.name, container.token)
+        HISTORY.around("use", checked, container.name, container.token, served=_served_at)
+
+
+def _served_at(result: object) -> int | None:
+    """The fake-mcp's "- Served at: <ms>" line in a navigate result."""
+    match = re.search(r"- Served at: (\d+)", result if isinstance(result, str) else "")
+    return int(match.group(1)) if match else None
 
 
 @with_container(acquire_timeout_s=120)

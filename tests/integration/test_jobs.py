@@ -85,6 +85,20 @@ def test_three_jobs_failing_on_a_broken_endpoint_send_the_container_to_restart(
     assert record.error_count == 3 and record.state is ContainerState.RESTARTING
 
 
+def test_an_endpoint_that_accepts_and_never_answers_fails_the_job_as_an_infra_error_in_time(
+    pool: tuple[LeaseStore, dict[str, str], Path], redis_server: str, fake_endpoint: str, worker_kind: str
+) -> None:
+    store, env, _logs = pool
+    httpx.post(f"{fake_endpoint}/_fake/mode", json={"mode": "hang"}, timeout=5).raise_for_status()
+    started = time.monotonic()
+    [job] = run_jobs(env, redis_server, worker_kind, [("tests.jobs.open_page_within", (1.0,), {})])
+    assert job.get_status() == JobStatus.FAILED
+    assert time.monotonic() - started < 30, "the job gave up on the silent endpoint instead of hanging"
+    released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
+    assert [f[b"outcome"] for f in released] == [b"infra_error"], "the silence counts against the container"
+    assert store.snapshot().containers["container-001"].error_count == 1
+
+
 def test_residue_found_by_the_canary_sends_the_container_to_restart(
     pool: tuple[LeaseStore, dict[str, str], Path], redis_server: str, fake_endpoint: str, worker_kind: str
 ) -> None:

@@ -111,3 +111,17 @@ def test_the_recorder_writes_what_the_checker_reads(tmp_path: Path) -> None:
         ("release", "ok"),
     ]
     assert lines[1]["token"] == grant.token and lines[3]["invoked_t"] == lines[2]["t"]
+
+
+def test_the_served_moment_decides_for_a_holder_stopped_before_it_recorded_its_outcome(tmp_path: Path) -> None:
+    events = [granted("c1", "e:1:a", 100), {"kind": "revoked", "name": "c1", "token": "e:1:a", "at_ms": 200}, granted("c1", "e:2:b", 250)]
+    write(tmp_path / "events.jsonl", events)
+    stopped = use(1, "c1", "e:1:a", 110, 400)  # stopped after its call, recorded the outcome on waking
+    stopped[1]["served_t"] = 115
+    write(tmp_path / "client-1.jsonl", stopped)
+    write(tmp_path / "client-2.jsonl", use(2, "c1", "e:2:b", 260, 300))
+    assert check(tmp_path, CAP_MS).violations == [], "served at 115, inside its own lease"
+    stopped[1]["served_t"] = 270  # the container served it while b held the lease
+    write(tmp_path / "client-1.jsonl", stopped)
+    violations = check(tmp_path, CAP_MS).violations
+    assert any("after its lease ended" in v for v in violations) and any("still used it" in v for v in violations)

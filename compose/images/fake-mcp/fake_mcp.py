@@ -201,16 +201,17 @@ class Handler(BaseHTTPRequestHandler):
         if method != "tools/call":
             return {"error": {"code": -32601, "message": f"method not found: {method}"}}
         name, arguments = params.get("name"), params.get("arguments") or {}
+        served_at = time.time()
         with STATE.lock:
-            STATE.calls.append({"tool": name, "token": self.headers.get("x-cinnamon-token", ""), "at": time.time()})
+            STATE.calls.append({"tool": name, "token": self.headers.get("x-cinnamon-token", ""), "at": served_at})
             failing = STATE.mode == "fail"
             if name == "browser_navigate" and not failing:
                 STATE.sessions[session] = str(arguments.get("url", ""))
             url = STATE.sessions.get(session, "")
         if failing:
             return {"error": {"code": -32603, "message": "fake-mcp: injected failure"}}
-        if name == "browser_navigate":
-            text = f"### Page\n- Page URL: {url}\n"
+        if name == "browser_navigate":  # when the call was served (host clock, ms): the fault tests' histories use it
+            text = f"### Page\n- Page URL: {url}\n- Served at: {int(served_at * 1000)}\n"
         elif name == "browser_snapshot":
             text = f"### Page\n- Page URL: {url}\n### Snapshot\n```yaml\n- generic [ref=e1]: fake page\n```"
         elif name == "browser_take_screenshot":

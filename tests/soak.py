@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FAKE_IMAGE = "cinnamon-pool/fake-mcp:test"
 PORTS = "3700-3759"
 TTL_S = 4.0
+RETRIES = 2  # rq retries a job that failed (its lease lost to a fault, say) this many times
 PAUSE_S = 5.0  # past the health rule (2 failed probes, 1 s apart): the paused container is replaced
 CONVERGE_LIMIT_S = 60.0
 FAULTS = ("kill-worker", "kill-horse", "stop-horse", "kill-container", "pause-container", "kill-supervisor", "restart-redis")
@@ -184,7 +185,7 @@ class Soak:
             try:
                 if self.queue.count < self.worker_count:
                     job = self.queue.enqueue(
-                        "tests.faults.jobs.browse", 3, 0.15, job_timeout=45, retry=Retry(max=2), result_ttl=86400, failure_ttl=86400
+                        "tests.faults.jobs.browse", 3, 0.15, job_timeout=45, retry=Retry(max=RETRIES), result_ttl=86400, failure_ttl=86400
                     )
                     with self.lock:
                         self.submitted.append(job.id)
@@ -339,6 +340,7 @@ class Soak:
         statuses: collections.Counter[str] = collections.Counter()
         reasons: collections.Counter[str] = collections.Counter()
         lost = []
+        retried = 0
         for job_id in self.submitted:
             try:
                 job = Job.fetch(job_id, connection=self.queue_client, serializer=JSONSerializer)
@@ -347,6 +349,7 @@ class Soak:
                 lost.append(job_id)
                 continue
             statuses[str(status.value if status else None)] += 1
+            retried += job.retries_left is not None and job.retries_left < RETRIES
             if status == JobStatus.FAILED:
                 reasons[_reason(job)] += 1
             elif status != JobStatus.FINISHED:
@@ -365,6 +368,7 @@ class Soak:
                 "submitted": len(self.submitted),
                 "completed": statuses.get("finished", 0),
                 "failed": statuses.get("failed", 0),
+                "retried": retried,
                 "failed_by_reason": dict(reasons.most_common()),
                 "lost": len(lost),
                 "lost_ids": lost[:20],
@@ -448,7 +452,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     jobs, converge = results["jobs"], results["convergence_s"]
     out(
         f"soak {args.duration:g} s, seed {seed}: faults {sum(results['faults_injected'].values())} {results['faults_injected']}\n"
-        f"  jobs submitted {jobs['submitted']}, completed {jobs['completed']}, failed {jobs['failed']}, lost {jobs['lost']}\n"
+        f"  jobs submitted {jobs['submitted']}, completed {jobs['completed']}, failed {jobs['failed']}, lost {jobs['lost']} "
+        f"({jobs['retried']} completed or failed after a retry)\n"
         f"  failed by reason: {jobs['failed_by_reason']}\n"
         f"  double grants {results['double_grants']}, history violations {len(results['violations'])}, "
         f"leaked containers {results['leaked_containers']}\n"

@@ -8,7 +8,9 @@ import functools
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +31,7 @@ from cinnamon_pool.model import ContainerState, Outcome
 from cinnamon_pool.runtime.docker import DockerRuntime
 from cinnamon_pool.supervisor.loop import Supervisor
 from cinnamon_pool.supervisor.metrics import PoolMetrics
-from tests.conftest import test_config
+from tests.conftest import ROOT, test_config
 from tests.support import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
@@ -401,3 +403,29 @@ def test_a_taken_host_port_fails_its_slot_loudly_leaks_nothing_and_recovers(
     finally:
         blocker.close()
     eventually(lambda: running.free() == ["container-001", "container-002"], what="slot 1 up once its port is free")
+
+
+DESTRUCTIVE = os.environ.get("CINNAMON_DESTRUCTIVE_TESTS") == "1"
+
+
+@pytest.mark.skipif(not DESTRUCTIVE, reason="restarts dockerd: opt in with CINNAMON_DESTRUCTIVE_TESTS=1 (README, Faults and the soak)")
+def test_the_pool_comes_back_by_itself_after_dockerd_restarts(start: Starter, docker_client: docker.DockerClient) -> None:
+    pid_file = ROOT / ".run" / "dockerd.pid"
+    if not pid_file.exists() or not Path(f"/proc/{pid_file.read_text().strip()}").exists():
+        pytest.fail(
+            f"dockerd was not started by compose/scripts/services.sh (no live pid in {pid_file}): not restarting a daemon we did not start"
+        )
+    running = start()
+    eventually(lambda: len(running.free()) == 2, what="pool ready")
+    before = {r.container_id for r in running.store.snapshot().containers.values()}
+    dockerd = int(pid_file.read_text())
+    os.kill(dockerd, signal.SIGTERM)  # its containers stop with it (restart policy "no", no live-restore)
+    eventually(lambda: not Path(f"/proc/{dockerd}").exists(), seconds=60, what="dockerd stopped")
+    time.sleep(2)  # the supervisor meets a dead engine for a few ticks
+    subprocess.run(["bash", str(ROOT / "compose" / "scripts" / "services.sh")], check=True, capture_output=True, timeout=120)
+    eventually(
+        lambda: len(running.free()) == 2 and not before & {r.container_id for r in running.store.snapshot().containers.values()},
+        seconds=60,
+        what="every slot replaced and serving after the restart",
+    )
+    assert any("docker" in line.lower() for line in running.supervisor_errors()), "the outage was reported"

@@ -39,6 +39,7 @@ def test_file_then_environment_and_the_environment_wins(tmp_path: Path) -> None:
         ("[pool]\nmin_size = 5\nmax_size = 3\ninitial_size = 3\n", "pool.min_size", 5),
         ('[container]\nmemory = "lots"\n', "container.memory", "lots"),
         ('[container]\nhost_port_range = "4000-3000"\n', "container.host_port_range", "4000-3000"),
+        ('[pool]\nmax_size = 4\n[container]\nhost_port_range = "4000-4002"\n', "container.host_port_range", "4000-4002"),
         ('[container]\nvolumes = ["relative"]\n', "container.volumes", "relative"),
         ("[rules]\nerror_threshold = 0\n", "rules.error_threshold", 0),
         ('[rules]\nlease_ttl_s = "30"\n', "rules.lease_ttl_s", "30"),

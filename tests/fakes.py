@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 
-from cinnamon_pool.errors import ImageMissing
+from cinnamon_pool.errors import ImageMissing, RuntimeUnavailable
 from cinnamon_pool.runtime.base import ContainerSpec, ObservedContainer
 
 
@@ -20,10 +20,13 @@ class FakeRuntime:
         self.memory: dict[str, float] = {}
         self.processes: dict[str, int] = {}
         self.oom_killed: set[str] = set()
+        self.down = False  # the engine does not answer
         self._ids = itertools.count(1)
 
     def list(self, pool: str) -> list[ObservedContainer]:
         self.calls.append(("list", pool))
+        if self.down:
+            raise RuntimeUnavailable("docker list: the engine does not answer (fake)")
         return [c for c in self.containers.values() if c.labels.get("cinnamon.pool") == pool]
 
     def create(self, spec: ContainerSpec) -> ObservedContainer:

@@ -48,6 +48,7 @@ from cinnamon_pool.supervisor.rules import HealthPolicy, Probe, StateChange, fin
 FAST_TICK_S = 0.05
 EVENT_RECHECK_S = 0.1
 MAX_BACKOFF_S = 30.0
+RECHECK_S = 0.5  # while backing off from an outage: how often to look whether Redis and Docker answer again
 Prober = Callable[[str, float], ProbeResult]
 
 
@@ -56,6 +57,7 @@ class TickReport:
     actions: list[Action | StateChange] = field(default_factory=list)
     pending: bool = False  # something is starting: tick again soon
     error: str | None = None
+    unreachable: bool = False  # the error was Redis or Docker not answering (not, say, a missing image)
     standby: bool = False
 
 
@@ -122,7 +124,9 @@ class Supervisor:
                 failures = failures + 1 if report.error else 0
                 delay = self.next_wait(report, failures)
                 if failures:
-                    stop.wait(delay)  # backing off: events must not cut it short
+                    # Backing off (events must not cut it short), but an outage that ends is
+                    # noticed within RECHECK_S: the pool resumes at once, not after up to 30 s.
+                    self._back_off(stop, delay, report.unreachable)
                     continue
                 # Docker announces a death before its listing says so: after a wake-up by an
                 # event, look once more shortly even when this tick saw nothing to do.
@@ -131,6 +135,20 @@ class Supervisor:
             if self.election is not None:
                 self.election.resign()
             self._probes.shutdown(wait=False, cancel_futures=True)
+
+    def _back_off(self, stop: threading.Event, delay: float, unreachable: bool) -> None:
+        deadline = self.clock.monotonic() + delay
+        while not stop.wait(min(RECHECK_S, max(0.0, deadline - self.clock.monotonic()))):
+            if self.clock.monotonic() >= deadline or (unreachable and self._dependencies_answer()):
+                return
+
+    def _dependencies_answer(self) -> bool:
+        try:
+            self.store.redis.ping()
+            self.runtime.list(self.pool)
+        except (CinnamonError, redis.RedisError):
+            return False
+        return True
 
     def next_wait(self, report: TickReport, failures: int) -> float:
         """Fast while containers start; exponential backoff (1 s .. 30 s) while ticks fail."""
@@ -186,6 +204,9 @@ class Supervisor:
             self.journal.lease_events()  # and last: what this tick's actions produced, written now
         except (CinnamonError, redis.RedisError) as error:
             report.error = str(error)
+            report.unreachable = isinstance(error, (redis.ConnectionError, redis.TimeoutError)) or (
+                isinstance(error, RuntimeUnavailable) and not isinstance(error, ImageMissing)
+            )
             self.journal.error(error)
             if self.metrics is not None:
                 self.metrics.errors.labels(self.pool, type(error).__name__).inc()
@@ -275,9 +296,8 @@ class Supervisor:
                 [("Error", "redis lost the pool state (epoch changed)"), ("Action", "recycling every container")],
                 level="ERROR",
             )
-            for container in containers:
-                if container.running and container.belongs_to(self.pool):
-                    self.runtime.restart(container.container_id)
+            ours = [c.container_id for c in containers if c.running and c.belongs_to(self.pool)]
+            list(self._probes.map(self.runtime.restart, ours))  # together: a pool of browsers restarts in the time of one
         self.epoch = snapshot.epoch
 
     # -- apply ---------------------------------------------------------------------------

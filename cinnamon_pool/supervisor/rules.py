@@ -1,7 +1,9 @@
 """The container rules, as pure functions: readings in, state changes out.
 
 - memory over ``max_memory_mb`` -> draining (restarted when released, never mid-lease);
-- a health probe slower than ``health_timeout_s`` -> unhealthy at once;
+- a health probe slower than ``health_timeout_s`` -> unhealthy at once, unless every probe of
+  the round (two or more) was slow: then the supervisor's own host is busy, and replacing the
+  whole pool would only add load (a slow probe then counts as a failed one instead);
 - ``health_failures`` failed probes in a row -> unhealthy (the plan then replaces it);
 - a free container running more than ``residue_processes`` processes above its idle count
   (a browser a job left open) -> restart, if it is still free.
@@ -51,20 +53,24 @@ def judge(
     """State changes for this tick, and the consecutive probe failures carried to the next."""
     changes: list[StateChange] = []
     carried: dict[str, int] = {}
+    answered = [p for p in probes.values() if p.ok]
+    host_busy = len(answered) >= 2 and all(p.seconds > policy.health_timeout_s for p in answered)
     for name, record in sorted(records.items()):
         if record.state not in SERVING:
             continue
         count = failures.get(name, 0)
         probe = probes.get(name)
         if probe is not None:
-            if probe.ok and probe.seconds > policy.health_timeout_s:
+            if probe.ok and probe.seconds > policy.health_timeout_s and not host_busy:
                 changes.append(
                     StateChange(name, ContainerState.UNHEALTHY, f"probe took {probe.seconds:.1f}s (> {policy.health_timeout_s:g}s)")
                 )
                 continue
-            count = 0 if probe.ok else count + 1
+            slow = probe.ok and probe.seconds > policy.health_timeout_s  # and so was every other one
+            count = 0 if probe.ok and not slow else count + 1
             if count >= policy.health_failures:
-                changes.append(StateChange(name, ContainerState.UNHEALTHY, f"{count} failed probes ({probe.detail})"))
+                detail = f"the last took {probe.seconds:.1f}s, like every probe of its round" if slow else probe.detail
+                changes.append(StateChange(name, ContainerState.UNHEALTHY, f"{count} failed probes ({detail})"))
                 continue
         carried[name] = count
         memory = memory_mb.get(name)

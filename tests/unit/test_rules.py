@@ -41,6 +41,22 @@ def test_one_probe_slower_than_the_timeout_makes_it_unhealthy() -> None:
     assert changes == [StateChange("container-001", ContainerState.UNHEALTHY, "probe took 5.5s (> 5s)")]
 
 
+def test_when_every_probe_of_a_round_is_slow_the_host_is_busy_and_nothing_is_replaced_at_once() -> None:
+    records = {f"container-00{i}": rec(i) for i in (1, 2, 3)}
+    slow = {name: Probe(True, 5.6) for name in records}
+    failures: dict[str, int] = {}
+    rounds = []
+    for _ in range(3):
+        changes, failures = judge(records, {}, slow, failures, POLICY)
+        rounds.append(changes)
+    assert rounds[0] == [] and rounds[1] == [], "one busy moment of the supervisor's host replaces nothing"
+    assert {c.name for c in rounds[2]} == set(records), "slow round after slow round counts as failures"
+    assert all(c.reason.startswith("3 failed probes (the last took 5.6s") for c in rounds[2]), rounds[2]
+    one_slow = {"container-001": Probe(True, 5.6), "container-002": Probe(True, 0.1), "container-003": Probe(True, 0.1)}
+    changes, _ = judge(records, {}, one_slow, {}, POLICY)
+    assert [c.name for c in changes] == ["container-001"], "one slow container among quick ones is its own problem"
+
+
 def observation(records: list[ContainerRecord], size: int, draining: bool = False) -> Observation:
     return Observation("qa", "h", [], {r.name: r for r in records}, {}, size, draining)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import fakeredis
@@ -193,3 +195,20 @@ def test_a_supervisor_killed_after_any_engine_change_is_finished_by_the_next_one
         assert slots == ["1", "2"], f"crash after change {crash_after}: containers {slots}"
         assert {r.container_id for r in snapshot.containers.values()} == set(runtime.containers), f"crash after change {crash_after}"
         assert sorted(snapshot.free) == ["container-001", "container-002"], f"crash after change {crash_after}: {snapshot.containers}"
+
+
+def test_backing_off_from_an_outage_ends_when_redis_and_docker_answer_again(tmp_path: Path) -> None:
+    supervisor, runtime, _store = make(tmp_path)
+    runtime.down = True
+    report = supervisor.tick()
+    assert report.error is not None and report.unreachable, "an engine that does not answer is an outage"
+    stop = threading.Event()
+    threading.Timer(1.5, stop.set).start()
+    started = time.monotonic()
+    supervisor._back_off(stop, 30.0, report.unreachable)
+    assert time.monotonic() - started >= 1.4, "while Docker is down the back-off goes on (until stopped here)"
+    runtime.down = False
+    started = time.monotonic()
+    supervisor._back_off(threading.Event(), 30.0, report.unreachable)
+    assert time.monotonic() - started < 5, "once both answer, the 30 s back-off ends at the next look"
+    assert supervisor.tick().error is None

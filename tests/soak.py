@@ -50,7 +50,7 @@ from rq.serializers import JSONSerializer
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.history import StreamTail, check, record_fault
-from tests.support import free_port, rq_worker_command, start_redis_server, stop
+from tests.support import die_with_parent, free_port, rq_worker_command, start_redis_server, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_IMAGE = "cinnamon-pool/fake-mcp:test"
@@ -97,10 +97,25 @@ class Soak:
         self.lock = threading.Lock()
 
     # -- the parts ---------------------------------------------------------------------------
+    def sweep_stale(self) -> None:
+        """Containers and networks of an earlier soak that was killed before its teardown."""
+        for container in self.docker.api.containers(all=True, filters={"label": "cinnamon.managed=true"}):
+            owner = container["Labels"].get("cinnamon.pool", "").removeprefix("soak")
+            networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
+            if owner.isdigit() and f"cinnamon-soak-{owner}" in networks and not Path(f"/proc/{owner}").exists():
+                with contextlib.suppress(docker.errors.APIError):
+                    self.docker.api.remove_container(container["Id"], force=True)
+        for network in self.docker.networks.list(filters={"label": "cinnamon.test=soak"}):
+            owner = network.name.removeprefix("cinnamon-soak-")
+            if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                with contextlib.suppress(docker.errors.APIError):
+                    network.remove()
+
     def start_parts(self) -> None:
-        self.queue_redis_process, self.queue_url = start_redis_server(self.workdir)
+        self.sweep_stale()
+        self.queue_redis_process, self.queue_url = start_redis_server(self.workdir, preexec_fn=die_with_parent)
         self.pool_port = free_port()
-        self.pool_redis_process, self.pool_url = start_redis_server(self.workdir, self.pool_port)
+        self.pool_redis_process, self.pool_url = start_redis_server(self.workdir, self.pool_port, die_with_parent)
         self.docker.networks.create(self.network, driver="bridge", labels={"cinnamon.test": "soak"})
         self.config_path = self.workdir / "pool.toml"
         self.config_path.write_text(
@@ -129,7 +144,7 @@ class Soak:
 
     def _spawn(self, command: list[str], log: str) -> subprocess.Popen[bytes]:
         out = (self.workdir / log).open("ab")
-        process = subprocess.Popen(command, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        process = subprocess.Popen(command, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=die_with_parent)
         self.processes.append(process)
         return process
 
@@ -284,7 +299,7 @@ class Soak:
             self.pool_redis_process.kill()
             self.pool_redis_process.wait()
             time.sleep(0.5)
-            self.pool_redis_process, _ = start_redis_server(self.workdir, self.pool_port)
+            self.pool_redis_process, _ = start_redis_server(self.workdir, self.pool_port, die_with_parent)
         return time.monotonic(), over
 
     # -- the run -----------------------------------------------------------------------------

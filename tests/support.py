@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -18,7 +21,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_redis_server(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def die_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGKILL when the process that started it dies (Linux),
+    so a test tool killed outright leaves no server or worker running behind it."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def start_redis_server(
+    workdir: Path, port: int | None = None, preexec_fn: Callable[[], None] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """A private redis-server on loopback (no persistence); the process and its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -28,6 +40,7 @@ def start_redis_server(workdir: Path, port: int | None = None) -> tuple[subproce
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
+        preexec_fn=preexec_fn,
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)

@@ -4,6 +4,7 @@ one redis-py ``Lock`` per container tried in turn, waiting by polling every 50 m
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import time
 from collections import defaultdict
@@ -12,6 +13,7 @@ from collections.abc import Callable
 import redis
 
 from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.lease.store import Holder, LeaseStore
 from tests.bench.report import Row, percentile
 from tests.lease_helpers import store_with
@@ -194,4 +196,32 @@ def run(url: str) -> list[Row]:
         )
     )
     rows.append(Row("lease", "double grants across the run", float(total_doubles), None, "count", "0"))
+    rows.append(_check_before_use(client))
     return rows
+
+
+def _check_before_use(client: redis.Redis, count: int = 3000) -> Row:
+    """What every use of the endpoint pays for self-fencing: the local deadline and one HGET to
+    Redis (ContainerLease.check with the pool's confirm), against a bare PING round trip."""
+    store = store_with(client, 1, pool="check")
+    grant = store.acquire(Holder("check"), timeout_s=1)
+    lease = ContainerLease.from_grant("check", grant.as_dict(), fence_after_s=60)
+    lease.confirm = functools.partial(store.holds, grant.name, grant.token)
+    checks, pings = [], []
+    for _ in range(count):
+        started = time.perf_counter()
+        lease.check()
+        checks.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        client.ping()
+        pings.append(time.perf_counter() - started)
+    store.release(grant.name, grant.token)
+    print(f"  lease check before a use p50 {percentile(checks, 50) * 1e3:.3f} ms, PING {percentile(pings, 50) * 1e3:.3f} ms", flush=True)
+    return Row(
+        "lease",
+        "lease check before each use (deadline + HGET), p50 (vs PING)",
+        percentile(checks, 50) * 1e3,
+        percentile(pings, 50) * 1e3,
+        "ms",
+        "<= 2x PING",
+    )

@@ -57,5 +57,7 @@ def test_a_worker_clock_an_hour_off_changes_nothing(
     events = [fields for _id, fields in real_redis.xrange(store.keys.events)]
     released = [f for f in events if f[b"kind"] == b"released"]
     assert [f[b"outcome"] for f in released] == [b"ok"] * 3
-    assert all(2 * TTL_S * 1000 <= int(f[b"duration_ms"]) < 2 * TTL_S * 1000 + 3000 for f in released), released
+    # Measured by Redis: at least the job's 2 TTLs, and nowhere near the hour a worker clock
+    # deciding would add or remove (the upper bound leaves a slow CI machine a minute).
+    assert all(2 * TTL_S * 1000 <= int(f[b"duration_ms"]) < 2 * TTL_S * 1000 + 60_000 for f in released), released
     assert not [f for f in events if f[b"kind"] == b"revoked"], "no lease expired under the skewed clock"

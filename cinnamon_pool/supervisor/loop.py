@@ -254,9 +254,10 @@ class Supervisor:
                 reading = self.runtime.memory_mb(record.container_id)
                 if reading is not None:
                     memory[name] = reading
-                count = self.runtime.process_count(record.container_id)
-                if count is not None:
-                    processes[name] = count
+                if record.state is ContainerState.AVAILABLE:  # the leftover-browser rule looks at free ones only
+                    count = self.runtime.process_count(record.container_id)  # (docker top when cgroups are hidden)
+                    if count is not None:
+                        processes[name] = count
         self.store.record_memory(memory)
         self.journal.memory_mb, self._processes = memory, processes
         return Observation(self.pool, self.runtime.host, containers, records, ready, self.size, snapshot.draining), snapshot

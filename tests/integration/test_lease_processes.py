@@ -78,11 +78,8 @@ def test_a_paused_holder_makes_no_call_after_the_new_holders_grant(
     tmp_path: Path,
 ) -> None:
     store, record, env = one_container_pool
-    queue = Queue("proc", connection=real_redis, serializer=JSONSerializer)
-    job = queue.enqueue("tests.jobs.call_endpoint_repeatedly", 8.0, str(tmp_path / "pid"), job_timeout=60)
-    worker = start_worker(env, redis_server)
+    job, worker, horse = job_in_horse(env, real_redis, redis_server, tmp_path, "tests.jobs.call_endpoint_repeatedly", 8.0)
     try:
-        horse = wait_for_file(tmp_path / "pid")
         time.sleep(0.5)
         groups = {worker.pid, os.getpgid(horse)}  # rq puts its work horse in a session of its own
         for group in groups:
@@ -182,9 +179,7 @@ def test_a_job_past_the_hard_cap_loses_its_lease_and_fails(
     store, _record, env = one_container_pool
     config = Path(env["CINNAMON_CONFIG"])
     config.write_text(config.read_text() + "max_lease_s = 3\n")  # the [rules] table is last
-    queue = Queue("proc", connection=real_redis, serializer=JSONSerializer)
-    job = queue.enqueue("tests.jobs.call_endpoint_repeatedly", 8.0, str(tmp_path / "pid"), job_timeout=60)
-    worker = start_worker(env, redis_server)
+    job, worker, _horse = job_in_horse(env, real_redis, redis_server, tmp_path, "tests.jobs.call_endpoint_repeatedly", 8.0)
     assert worker.wait(timeout=60) == 0
     job = Job.fetch(job.id, connection=real_redis, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.FAILED

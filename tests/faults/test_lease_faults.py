@@ -95,7 +95,10 @@ def test_a_hundred_jobs_on_two_containers_are_fifo_with_no_gap_and_all_accounted
     )
     env = {**os.environ, "CINNAMON_CONFIG": str(config), "CINNAMON_REDIS_URL": redis_server, "CINNAMON_TEST_HISTORY": str(history)}
     queue = Queue("hundred", connection=real_redis, serializer=JSONSerializer)
-    jobs = [queue.enqueue("tests.faults.jobs.hold_briefly", 0.02, job_timeout=120) for _ in range(100)]
+    # Each job holds its container 0.1 s, longer than a work horse takes to start, so 4 workers on
+    # 2 containers keep jobs waiting (91 of 100 queued in a run here; with 20 ms holds a fresh
+    # clone saw 8: too few to test FIFO).
+    jobs = [queue.enqueue("tests.faults.jobs.hold_briefly", 0.1, job_timeout=120) for _ in range(100)]
     command = rq_worker_command(redis_server, "hundred", root=ROOT)
     with StreamTail(redis_server, "hundred", history):
         workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(4)]

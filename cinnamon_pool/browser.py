@@ -27,7 +27,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from cinnamon_pool.errors import CinnamonError
+from cinnamon_pool.errors import CinnamonError, LeaseLost
 from cinnamon_pool.lease.handle import ContainerLease
 
 TOKEN_HEADER = "X-Cinnamon-Token"
@@ -186,10 +186,22 @@ class Browser:
     def call_raw(self, tool: str, arguments: dict[str, Any] | None = None) -> list[Any]:
         if self._requests is None:
             raise RuntimeError("use Browser as a context manager: with Browser(container) as browser: ...")
-        self.lease.check()
+        # The lease is checked in the session's task (FencedClient) and again just before the
+        # request leaves (the HTTP hook). A LeaseLost raised in that hook stops the request, but
+        # the MCP client does not hand it back: the call would wait out its timeout. So the wait
+        # looks at the lease every second and reports the lost lease as such.
         result: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
         self._loop.call_soon_threadsafe(self._requests.put_nowait, (tool, arguments or {}, result))
-        return result.result(timeout=self.timeout_s + 5)
+        deadline = self.lease.clock.monotonic() + self.timeout_s + 5
+        while True:
+            try:
+                return result.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                reason = self.lease.lost_reason
+                if reason is not None:
+                    raise LeaseLost(self.lease.name, reason) from None
+                if self.lease.clock.monotonic() >= deadline:
+                    raise
 
     def navigate(self, url: str) -> str:
         return self.call("browser_navigate", {"url": url})

@@ -339,7 +339,9 @@ class Soak:
         say("draining: no new jobs", self.started)
         deadline = time.monotonic() + 120
         registry = StartedJobRegistry("soak", connection=self.queue_client, serializer=JSONSerializer)
-        while time.monotonic() < deadline and (self.queue.count or registry.count):
+        # Until every job has an outcome: an empty queue and registry are not enough, since a
+        # work horse stopped right after its fork has dequeued a job it has not yet marked started.
+        while time.monotonic() < deadline and self.unfinished():
             self.keep_workers()
             registry.cleanup()
             time.sleep(0.5)
@@ -351,6 +353,10 @@ class Soak:
             except subprocess.TimeoutExpired:
                 worker.kill()
         registry.cleanup(int(time.time()) + 3600)  # whatever is still "started" has no worker left
+
+    def unfinished(self) -> int:
+        jobs = Job.fetch_many(self.submitted, connection=self.queue_client, serializer=JSONSerializer)
+        return sum(job is None or job.get_status(refresh=False) not in {JobStatus.FINISHED, JobStatus.FAILED} for job in jobs)
 
     def summary(self, injected: collections.Counter[str]) -> dict[str, Any]:
         statuses: collections.Counter[str] = collections.Counter()

@@ -28,7 +28,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from cinnamon_pool.errors import CinnamonError, LeaseLost
-from cinnamon_pool.lease.handle import ContainerLease
+from cinnamon_pool.lease.handle import ContainerLease, SessionFigures
 
 TOKEN_HEADER = "X-Cinnamon-Token"
 
@@ -118,13 +118,19 @@ class Browser:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        try:
-            if exc is not None and self.lease.artifacts_root and self._requests is not None:
-                self._save_artifacts()
-        finally:
-            self._shutdown()
+        self.lease.add_session(self.close(failed=exc is not None))
 
-    def _save_artifacts(self) -> None:
+    def close(self, *, failed: bool = False) -> SessionFigures:
+        """End the session (saving artifacts first when ``failed``); returns its figures."""
+        artifacts = None
+        try:
+            if failed and self.lease.artifacts_root and self._requests is not None:
+                artifacts = self._save_artifacts()
+        finally:
+            seconds = self._shutdown()
+        return SessionFigures(seconds, artifacts)
+
+    def _save_artifacts(self) -> str | None:
         """On a failed job: the last accessibility snapshot and a screenshot, for the person
         who reads the error log. Best effort: a broken browser must not hide the job's error."""
         folder = artifact_folder(self.lease)
@@ -138,15 +144,14 @@ class Browser:
             with contextlib.suppress(Exception):
                 (folder / "screenshot.png").write_bytes(self.screenshot())
         except OSError:
-            return
-        self.lease.artifacts_path = str(folder)
+            return None
+        return str(folder)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self) -> float:
+        """End the session; returns how long that took."""
         started = self.lease.clock.monotonic()
-        try:
-            self._end_session()
-        finally:
-            self.lease.cleanup_seconds += self.lease.clock.monotonic() - started
+        self._end_session()
+        return self.lease.clock.monotonic() - started
 
     def _end_session(self) -> None:
         """Leave the MCP session (HTTP DELETE: with --isolated its browser and state die with it)."""

@@ -18,6 +18,10 @@ scripts receive them in KEYS. The schema, in one place:
   cinnamon:{P}:events        stream  every grant, release, expiry and state change (capped)
   cinnamon:{P}:draining      string  "1" while the pool is drained: no new grants
   cinnamon:{P}:leader:<host> string  the active supervisor of that Docker host (leader election)
+  cinnamon:{P}:desired       hash    host -> the number of slots that host serves (set by its leader)
+
+The Lua scripts receive the keys in the order of :data:`SCRIPT_KEYS`; ``lease/scripts.py``
+generates each script's ``local K_... = KEYS[i]`` prelude from it, so the order is written once.
 
 The wake keys are the one family a script derives: release hands a container to the oldest
 waiter, whose ticket it only learns inside the script. The script receives the prefix
@@ -33,6 +37,25 @@ from cinnamon_pool.model import validate_host, validate_pool_name, validate_tick
 
 PREFIX = "cinnamon"
 EVENTS_CONSUMER_GROUP = "cinnamon-logs"
+
+# (the Lua variable, the PoolKeys attribute): KEYS[1], KEYS[2], ... of every lease script.
+SCRIPT_KEYS: tuple[tuple[str, str], ...] = (
+    ("K_META", "meta"),
+    ("K_CONTAINERS", "containers"),
+    ("K_FREE", "free"),
+    ("K_LEASES", "leases"),
+    ("K_EXPIRIES", "expiries"),
+    ("K_LAST", "last_tokens"),
+    ("K_WAITERS", "waiters"),
+    ("K_WAITER_DL", "waiter_deadlines"),
+    ("K_TICKETS", "tickets"),
+    ("K_HANDOFFS", "handoffs"),
+    ("K_WAKE", "wake_prefix"),
+    ("K_EVENTS", "events"),
+    ("K_DRAINING", "draining"),
+    ("K_LEADER", "leader"),  # the caller's host's leader key
+    ("K_DESIRED", "desired"),
+)
 
 
 @dataclass(frozen=True)
@@ -107,9 +130,17 @@ class PoolKeys:
     def leader(self, host: str) -> str:
         return self._key(f"leader:{validate_host(host)}")
 
+    @property
+    def desired(self) -> str:
+        return self._key("desired")
+
+    def script_keys(self, host: str) -> list[str]:
+        """KEYS for every lease script, in the order of :data:`SCRIPT_KEYS`."""
+        return [self.leader(host) if attribute == "leader" else getattr(self, attribute) for _lua, attribute in SCRIPT_KEYS]
+
     def all_state_keys(self) -> list[str]:
         """The keys that hold the pool's state (for snapshots, DUMP comparisons and wipes)."""
         return [
             self.meta, self.containers, self.free, self.leases, self.expiries, self.last_tokens,
-            self.waiters, self.waiter_deadlines, self.tickets, self.handoffs, self.draining,
+            self.waiters, self.waiter_deadlines, self.tickets, self.handoffs, self.draining, self.desired,
         ]  # fmt: skip

@@ -85,6 +85,22 @@ def container_name(slot: int) -> str:
     return validate_container_name(f"container-{slot:03d}")
 
 
+def validate_endpoint(value: object) -> str:
+    """An MCP URL a worker may connect to and send its token: http or https, a host, no
+    userinfo, at most 256 printable characters (a record in Redis may have been forged)."""
+    if not isinstance(value, str):
+        raise InvalidIdentifier("endpoint", value, "must be a string")
+    if not 0 < len(value) <= 256 or any(ord(c) <= 32 or ord(c) == 127 for c in value):
+        raise InvalidIdentifier("endpoint", value, "must be 1-256 printable characters without spaces")
+    match = _ENDPOINT.fullmatch(value)
+    if match is None:
+        raise InvalidIdentifier("endpoint", value, "must be an http:// or https:// URL with a host and no user:password@")
+    return value
+
+
+_ENDPOINT = re.compile(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?")
+
+
 @dataclass(frozen=True)
 class ContainerRecord:
     """A container as the lease store knows it (the supervisor writes, everyone reads)."""
@@ -99,24 +115,10 @@ class ContainerRecord:
     restarts: int = 0
     memory_mb: float | None = None
     started_at: float = 0.0
+    reason: str = ""  # why it was last sent draining, restarting or unhealthy
 
     def to_json_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "state": self.state.value}
-
-    @classmethod
-    def from_json_dict(cls, data: dict[str, Any]) -> ContainerRecord:
-        return cls(
-            name=validate_container_name(data["name"]),
-            container_id=validate_docker_id(data["container_id"]),
-            slot=int(data["slot"]),
-            host=str(data["host"]),
-            endpoint=str(data["endpoint"]),
-            state=ContainerState(data["state"]),
-            error_count=int(data.get("error_count", 0)),
-            restarts=int(data.get("restarts", 0)),
-            memory_mb=None if data.get("memory_mb") is None else float(data["memory_mb"]),
-            started_at=float(data.get("started_at", 0.0)),
-        )
 
 
 @dataclass(frozen=True)
@@ -132,15 +134,74 @@ class LeaseInfo:
     expires_ms: int
     cap_ms: int
 
-    @classmethod
-    def from_json_dict(cls, container: str, data: dict[str, Any]) -> LeaseInfo:
-        return cls(
-            container=container,
-            token=str(data["token"]),
-            test_run_id=str(data.get("test_run_id", "")),
-            job_id=str(data.get("job_id", "")),
-            worker=str(data.get("worker", "")),
-            granted_ms=int(data["granted_ms"]),
-            expires_ms=int(data["expires_ms"]),
-            cap_ms=int(data["cap_ms"]),
-        )
+
+@dataclass(frozen=True)
+class Holder:
+    """Who asks for a lease: recorded with it and shown in logs and ``status``."""
+
+    test_run_id: str
+    job_id: str = ""
+    worker: str = ""
+
+    def __post_init__(self) -> None:
+        validate_test_run_id(self.test_run_id)
+        for kind, value in (("job id", self.job_id), ("worker name", self.worker)):
+            if len(value) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise ValueError(f"invalid {kind} {value!r}: at most 200 printable characters")
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What acquire returns: the container, its endpoint and the fencing token."""
+
+    name: str
+    container_id: str
+    endpoint: str
+    host: str
+    slot: int
+    token: str
+    test_run_id: str
+    granted_ms: int
+    expires_ms: int
+    cap_ms: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A value read from Redis that the decoder refused: where it was, a shortened escaped copy
+    of it, and why. Reported once and dropped; it never stops a process."""
+
+    key: str  # the schema name: containers, leases, free, memory, desired, events, ...
+    field: str  # hash field, zset member or stream entry id ('' for a whole key)
+    value: str  # escaped, at most 80 characters
+    reason: str
+    raw: bytes = b""  # the exact value, for a compare-and-delete
+    raw_field: bytes = b""  # the exact field or member
+
+    def __str__(self) -> str:
+        where = f"{self.key}[{self.field}]" if self.field else self.key
+        return f"{where} = {self.value!r}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    """The whole pool read in one round trip (MULTI/EXEC), every value decoded; what could not be
+    decoded is in ``rejected`` instead."""
+
+    epoch: str | None
+    containers: dict[str, ContainerRecord]
+    leases: dict[str, LeaseInfo]
+    free: list[str]
+    free_since_ms: dict[str, int]
+    waiting: int
+    draining: bool
+    memory_mb: dict[str, float]
+    now_ms: int
+    desired: dict[str, int] = dataclasses.field(default_factory=dict)  # host -> slots it serves
+    rejected: tuple[Rejected, ...] = ()
+
+    def count(self, state: ContainerState) -> int:
+        return sum(1 for record in self.containers.values() if record.state is state)

@@ -25,14 +25,16 @@ import httpx2
 import redis
 from mcp.shared.exceptions import MCPError
 
+from cinnamon_pool import decode
 from cinnamon_pool.browser import ToolError, find_residue
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import LeaseError, LeaseLost
+from cinnamon_pool.events import EventKind
 from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.lease.heartbeat import Heartbeat
-from cinnamon_pool.lease.store import Holder, LeaseStore
-from cinnamon_pool.model import ContainerState, Outcome
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import ContainerState, Holder, Outcome
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
     LeaseLost,
@@ -102,9 +104,14 @@ class ContainerPool:
         """Hold a container for the block; cleaned and released with the block's outcome, even on error."""
         holder = Holder(test_run_id or job_id or f"local-{secrets.token_hex(6)}", job_id, worker)
         grant = self.store.acquire(holder, timeout_s=timeout_s)
-        lease = ContainerLease.from_grant(self.name, grant.as_dict(), fence_after_s=self.store.lease_ttl_s * 2 / 3, clock=self.clock)
-        lease.artifacts_root = str(Path(self.config.logs.dir) / "artifacts")
-        lease.confirm = functools.partial(self.store.holds, grant.name, grant.token, self._confirm_client)
+        lease = ContainerLease.from_grant(
+            self.name,
+            grant,
+            fence_after_s=self.store.lease_ttl_s * 2 / 3,
+            clock=self.clock,
+            artifacts_root=str(Path(self.config.logs.dir) / "artifacts"),
+            confirm=functools.partial(self.store.holds, grant.name, grant.token, self._confirm_client),
+        )
         outcome = Outcome.OK
         try:
             with Heartbeat(self.store, lease):
@@ -188,15 +195,18 @@ class ContainerPool:
         waits: list[int] = []
         released = infra = 0
         entries: Any = self.store.redis.xrevrange(self.store.keys.events, count=sample)
-        for _id, fields in entries:
-            if int(fields.get(b"at_ms", 0)) < since_ms:
+        for entry_id, fields in entries:
+            try:
+                event = decode.event(entry_id, fields)
+            except decode.BadValue:
+                continue  # not written by the scripts: the supervisor reports it
+            if event.at_ms < since_ms:
                 break
-            kind = fields.get(b"kind")
-            if kind == b"granted":
-                waits.append(int(fields.get(b"wait_ms") or 0))
-            elif kind == b"released":
+            if event.kind is EventKind.GRANTED:
+                waits.append(event.number("wait_ms"))
+            elif event.kind is EventKind.RELEASED:
                 released += 1
-                infra += fields.get(b"outcome") == b"infra_error"
+                infra += event.text("outcome") == Outcome.INFRA_ERROR
         waits.sort()
 
         def percentile(q: float) -> float | None:

@@ -18,12 +18,34 @@ from typing import Any
 
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.errors import LeaseLost
-from cinnamon_pool.model import Outcome
+from cinnamon_pool.model import Grant, Outcome
 
 
-@dataclass
+@dataclass(frozen=True)
+class SessionFigures:
+    """What one MCP session of a job reports when it ends (returned by ``Browser.close``)."""
+
+    cleanup_seconds: float = 0.0  # time spent ending the session (HTTP DELETE)
+    artifacts_path: str | None = None  # where a failed job's artifacts were saved
+
+
+class _Liveness:
+    """The lease's moving parts, behind one lock: the heartbeat reports renewals and losses,
+    the job may declare its outcome, and its sessions report their figures."""
+
+    def __init__(self, renewed_at: float) -> None:
+        self.lock = threading.Lock()
+        self.renewed_at = renewed_at
+        self.lost_reason: str | None = None
+        self.declared: Outcome | None = None
+        self.sessions: list[SessionFigures] = []
+
+
+@dataclass(frozen=True)
 class ContainerLease:
-    """A granted container. ``endpoint`` is the MCP URL a client posts to."""
+    """A granted container. ``endpoint`` is the MCP URL a client posts to. Immutable: what
+    changes while the job runs (renewals, a loss, the declared outcome, the sessions' figures)
+    is reported through methods and read back through properties."""
 
     endpoint: str
     container_id: str
@@ -35,56 +57,73 @@ class ContainerLease:
     slot: int = 0
     fence_after_s: float = 20.0
     clock: Clock = field(default=SYSTEM_CLOCK, repr=False, compare=False)
-    declared_outcome: Outcome | None = field(default=None, repr=False, compare=False)
     artifacts_root: str = field(default="", repr=False, compare=False)  # where a failed job's artifacts go
-    artifacts_path: str | None = field(default=None, repr=False, compare=False)  # set once they were saved
-    cleanup_seconds: float = field(default=0.0, repr=False, compare=False)  # time spent ending its MCP sessions
     # Asks Redis whether this token still holds the container: True, False, or None when Redis
     # does not answer (then the local deadline alone decides).
     confirm: Callable[[], bool | None] | None = field(default=None, repr=False, compare=False)
-    _renewed_at: float = field(default=0.0, repr=False, compare=False)
-    _lost_reason: str | None = field(default=None, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _live: _Liveness = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._renewed_at = self.clock.monotonic()
+        object.__setattr__(self, "_live", _Liveness(self.clock.monotonic()))
 
     @classmethod
-    def from_grant(cls, pool: str, grant: dict[str, Any], fence_after_s: float, clock: Clock = SYSTEM_CLOCK) -> ContainerLease:
+    def from_grant(cls, pool: str, grant: Grant, fence_after_s: float, clock: Clock = SYSTEM_CLOCK, **extra: Any) -> ContainerLease:
         return cls(
-            endpoint=str(grant["endpoint"]),
-            container_id=str(grant["container_id"]),
-            name=str(grant["name"]),
-            token=str(grant["token"]),
-            test_run_id=str(grant["test_run_id"]),
+            endpoint=grant.endpoint,
+            container_id=grant.container_id,
+            name=grant.name,
+            token=grant.token,
+            test_run_id=grant.test_run_id,
             pool=pool,
-            host=str(grant.get("host", "")),
-            slot=int(grant.get("slot", 0)),
+            host=grant.host,
+            slot=grant.slot,
             fence_after_s=fence_after_s,
             clock=clock,
+            **extra,
         )
 
     # -- the heartbeat reports here --------------------------------------------------------
     def mark_renewed(self, at: float | None = None) -> None:
-        with self._lock:
-            self._renewed_at = self.clock.monotonic() if at is None else at
+        with self._live.lock:
+            self._live.renewed_at = self.clock.monotonic() if at is None else at
 
     def mark_lost(self, reason: str) -> None:
-        with self._lock:
-            if self._lost_reason is None:
-                self._lost_reason = reason
+        with self._live.lock:
+            if self._live.lost_reason is None:
+                self._live.lost_reason = reason
 
+    # -- the job and its helpers report here -----------------------------------------------
     def declare(self, outcome: Outcome | str) -> None:
         """Set the outcome the release reports, overriding the one inferred from exceptions."""
-        self.declared_outcome = Outcome(outcome)
+        with self._live.lock:
+            self._live.declared = Outcome(outcome)
+
+    def add_session(self, figures: SessionFigures) -> None:
+        with self._live.lock:
+            self._live.sessions.append(figures)
+
+    @property
+    def declared_outcome(self) -> Outcome | None:
+        return self._live.declared
+
+    @property
+    def cleanup_seconds(self) -> float:
+        """Time the job's sessions spent ending (their HTTP DELETEs), added up."""
+        with self._live.lock:
+            return sum(s.cleanup_seconds for s in self._live.sessions)
+
+    @property
+    def artifacts_path(self) -> str | None:
+        with self._live.lock:
+            return next((s.artifacts_path for s in reversed(self._live.sessions) if s.artifacts_path), None)
 
     # -- the job asks here -----------------------------------------------------------------
     @property
     def lost_reason(self) -> str | None:
-        with self._lock:
-            if self._lost_reason is not None:
-                return self._lost_reason
-            silent_for = self.clock.monotonic() - self._renewed_at
+        with self._live.lock:
+            if self._live.lost_reason is not None:
+                return self._live.lost_reason
+            silent_for = self.clock.monotonic() - self._live.renewed_at
         if silent_for > self.fence_after_s:
             return f"no successful renewal for {silent_for:.1f} s (fence after {self.fence_after_s:.1f} s)"
         return None

@@ -1,4 +1,5 @@
-"""Load the lease scripts: one ``.lua`` file per operation, each prefixed with ``_lib.lua``.
+"""Load the lease scripts: one ``.lua`` file per operation, each prefixed with the generated
+KEYS prelude and ``_lib.lua``.
 
 redis-py's ``Script`` runs them with EVALSHA and falls back to EVAL when the server's script
 cache was flushed, so a ``SCRIPT FLUSH`` never breaks the pool.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import enum
 from functools import cache
 from importlib import resources
+
+from cinnamon_pool.keys import SCRIPT_KEYS
 
 
 class Op(enum.StrEnum):
@@ -21,6 +24,8 @@ class Op(enum.StrEnum):
     SET_STATE = "set_state"
     DEREGISTER = "deregister"
     LEADER = "leader"
+    SET_SIZE = "set_size"
+    FORGET = "forget"
 
 
 class Status(enum.StrEnum):
@@ -39,9 +44,15 @@ class Status(enum.StrEnum):
     BUSY = "BUSY"
 
 
+def key_prelude() -> str:
+    """``local K_META = KEYS[1]`` ... in the order of :data:`cinnamon_pool.keys.SCRIPT_KEYS`."""
+    lines = [f"local {lua} = KEYS[{index}]  -- {attribute}" for index, (lua, attribute) in enumerate(SCRIPT_KEYS, start=1)]
+    return "-- generated from cinnamon_pool/keys.py SCRIPT_KEYS: the order of KEYS\n" + "\n".join(lines)
+
+
 @cache
 def source(op: Op) -> str:
     folder = resources.files("cinnamon_pool.lease") / "lua"
     library = (folder / "_lib.lua").read_text(encoding="utf-8")
     body = (folder / f"{op.value}.lua").read_text(encoding="utf-8")
-    return f"{library}\n-- ===== {op.value}.lua =====\n{body}"
+    return f"{key_prelude()}\n{library}\n-- ===== {op.value}.lua =====\n{body}"

@@ -8,85 +8,34 @@ alive, so a waiter that dies drops out of the queue by itself.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import secrets
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from cinnamon_pool import decode
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.errors import LeaseLost, LeaseNotOwned, NotLeader, PoolExhausted, PoolNotReady
+from cinnamon_pool.events import LeaseEvent
 from cinnamon_pool.keys import EVENTS_CONSUMER_GROUP, PoolKeys
 from cinnamon_pool.lease.scripts import Op, Status, source
 from cinnamon_pool.model import (
     ContainerRecord,
     ContainerState,
-    LeaseInfo,
+    Grant,
+    Holder,
     Outcome,
+    PoolSnapshot,
+    Rejected,
     validate_container_name,
-    validate_test_run_id,
+    validate_host,
     validate_ticket,
     validate_token,
 )
 
-
-@dataclass(frozen=True)
-class Holder:
-    """Who asks for a lease: recorded with it and shown in logs and ``status``."""
-
-    test_run_id: str
-    job_id: str = ""
-    worker: str = ""
-
-    def __post_init__(self) -> None:
-        validate_test_run_id(self.test_run_id)
-        for kind, value in (("job id", self.job_id), ("worker name", self.worker)):
-            if len(value) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in value):
-                raise ValueError(f"invalid {kind} {value!r}: at most 200 printable characters")
-
-
-@dataclass(frozen=True)
-class Grant:
-    name: str
-    container_id: str
-    endpoint: str
-    host: str
-    slot: int
-    token: str
-    test_run_id: str
-    granted_ms: int
-    expires_ms: int
-    cap_ms: int
-
-    @classmethod
-    def from_reply(cls, raw: bytes | str) -> Grant:
-        data: dict[str, Any] = json.loads(raw)
-        values: dict[str, Any] = {f.name: (int if f.type == "int" else str)(data[f.name]) for f in dataclasses.fields(cls)}
-        return cls(**values)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class PoolSnapshot:
-    """The whole pool read in one round trip (MULTI/EXEC)."""
-
-    epoch: str | None
-    containers: dict[str, ContainerRecord]
-    leases: dict[str, LeaseInfo]
-    free: list[str]
-    free_since_ms: dict[str, int]
-    waiting: int
-    draining: bool
-    memory_mb: dict[str, float]
-    now_ms: int
-
-    def count(self, state: ContainerState) -> int:
-        return sum(1 for record in self.containers.values() if record.state is state)
+__all__ = ["Grant", "Holder", "LeaseStore", "PoolSnapshot"]
 
 
 class LeaseStore:
@@ -113,11 +62,7 @@ class LeaseStore:
         self.host = host
         self.leader_id = ""  # set by an elected supervisor: its writes are then fenced
         self._scripts = {op: client.register_script(source(op)) for op in Op}
-        k = self.keys
-        self._keys = [
-            k.meta, k.containers, k.free, k.leases, k.expiries, k.last_tokens, k.waiters,
-            k.waiter_deadlines, k.tickets, k.handoffs, k.wake_prefix, k.events, k.draining, k.leader(host),
-        ]  # fmt: skip
+        self._keys = self.keys.script_keys(host)
 
     def _run(self, op: Op, *args: Any) -> list[Any]:
         reply = self._scripts[op](keys=self._keys, args=list(args))
@@ -161,11 +106,11 @@ class LeaseStore:
             unreachable = 0
             status = Status(reply[0])
             if status is Status.GRANTED:
-                return Grant.from_reply(reply[1])
+                return decode.grant(reply[1])
             if status is Status.WAIT:
-                counts = json.loads(reply[2])
+                counts = _counts(reply[2])
             elif status is Status.EXHAUSTED:
-                raise PoolExhausted(self.pool, self.clock.monotonic() - started, json.loads(reply[1]))
+                raise PoolExhausted(self.pool, self.clock.monotonic() - started, _counts(reply[1]))
             remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
                 self.cancel(ticket)
@@ -177,7 +122,7 @@ class LeaseStore:
             except (redis.ConnectionError, redis.TimeoutError):
                 continue  # the next acquire call tells (and a handoff made meanwhile is kept under the ticket)
             if woken is not None:
-                return Grant.from_reply(woken[1])  # a release handed us the container
+                return decode.grant(woken[1])  # a release handed us the container
 
     def _pause_while_unreachable(self, error: redis.RedisError, attempt: int, deadline: float) -> None:
         """Back off (0.1 s doubling to 2 s) while Redis does not answer; past ``deadline`` the
@@ -194,7 +139,10 @@ class LeaseStore:
             raw = (client or self.redis).hget(self.keys.leases, name)
         except (redis.ConnectionError, redis.TimeoutError):
             return None
-        return raw is not None and json.loads(raw).get("token") == token
+        try:
+            return raw is not None and decode.lease(name, raw).token == token
+        except decode.BadValue:
+            return False  # not a lease the scripts wrote: not ours either
 
     def cancel(self, ticket: str) -> None:
         self._run(Op.CANCEL, validate_ticket(ticket))
@@ -257,6 +205,23 @@ class LeaseStore:
         reply = self._run_as_leader(Op.DEREGISTER, validate_container_name(name), reason, "if_unleased" if only_if_unleased else "")
         return reply[0] == Status.OK and bool(int(reply[1]))
 
+    def set_size(self, host: str, size: int, reason: str, *, only_if_missing: bool = False) -> int:
+        """Set a Docker host's desired size (the slots it serves); returns the size in force.
+
+        ``only_if_missing`` adopts a size already stored (a restarted or standby supervisor)."""
+        if size < 0:
+            raise ValueError(f"size {size}: must be >= 0")
+        reply = self._run_as_leader(Op.SET_SIZE, validate_host(host), size, "init" if only_if_missing else "set", reason[:200])
+        return decode.integer(reply[1], "size")
+
+    def forget(self, rejected: Rejected) -> bool:
+        """Drop a value the decoder rejected, if it is still the same bytes (see forget.lua)."""
+        if rejected.key not in {"containers", "leases", "free", "expiries", "desired"} or not rejected.field:
+            return False
+        value = b"" if rejected.key in {"free", "expiries"} else rejected.raw
+        reply = self._run_as_leader(Op.FORGET, rejected.key, rejected.raw_field, value)
+        return bool(int(reply[1]))
+
     def leadership(self, op: str, identity: str, lease_s: float) -> bool:
         """Claim, renew or resign this host's supervisor leadership; True when it holds."""
         return bool(self._run(Op.LEADER, op, identity, int(lease_s * 1000))[0] == Status.OK)
@@ -280,6 +245,8 @@ class LeaseStore:
         pipe.execute()
 
     def snapshot(self) -> PoolSnapshot:
+        """The pool in one MULTI/EXEC. Never raises for bad data: values that do not decode, and
+        keys of the wrong type, come back in ``PoolSnapshot.rejected``."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hget(self.keys.meta, "epoch")
         pipe.hgetall(self.keys.containers)
@@ -288,19 +255,13 @@ class LeaseStore:
         pipe.zcard(self.keys.waiters)
         pipe.exists(self.keys.draining)
         pipe.hgetall(self.keys.memory)
+        pipe.hgetall(self.keys.desired)
         pipe.time()
-        epoch, containers, leases, free, waiting, draining, memory, (seconds, micros) = pipe.execute()
-        return PoolSnapshot(
-            epoch=_text(epoch) if epoch else None,
-            containers={_text(k): ContainerRecord.from_json_dict(json.loads(v)) for k, v in containers.items()},
-            leases={_text(k): LeaseInfo.from_json_dict(_text(k), json.loads(v)) for k, v in leases.items()},
-            free=[_text(name) for name, _score in free],
-            free_since_ms={_text(name): int(score) for name, score in free},
-            waiting=int(waiting),
-            draining=bool(draining),
-            memory_mb={_text(k): float(v) for k, v in memory.items()},
-            now_ms=int(seconds) * 1000 + int(micros) // 1000,
-        )
+        names = ("epoch", "containers", "leases", "free", "waiting", "draining", "memory", "desired", "time")
+        replies = pipe.execute(raise_on_error=False)
+        if isinstance(replies[-1], Exception):
+            raise replies[-1]
+        return decode.snapshot(dict(zip(names, replies, strict=True)))
 
     # -- event stream --------------------------------------------------------------------
     def ensure_consumer_group(self) -> None:
@@ -310,15 +271,24 @@ class LeaseStore:
             if "BUSYGROUP" not in str(error):
                 raise
 
-    def read_events(self, consumer: str, count: int = 500, block_ms: int | None = None) -> Iterator[tuple[str, dict[str, str]]]:
-        """Yield new events for this consumer; pending ones (read, never acknowledged) first."""
+    def read_events(self, consumer: str, count: int = 500, block_ms: int | None = None) -> Iterator[tuple[str, LeaseEvent | Rejected]]:
+        """Yield new events for this consumer, pending ones (read, never acknowledged) first: the
+        entry id and the decoded event, or a :class:`Rejected` for an entry that does not decode
+        (to be reported and acknowledged like any other)."""
         for start in ("0", ">"):
             reply: Any = self.redis.xreadgroup(
                 EVENTS_CONSUMER_GROUP, consumer, {self.keys.events: start}, count=count, block=block_ms if start == ">" else None
             )
             for _stream, entries in reply or []:
                 for entry_id, fields in entries:
-                    yield _text(entry_id), {_text(k): _text(v) for k, v in fields.items()}
+                    entry = _text(entry_id)
+                    if fields is None:  # trimmed away while pending
+                        continue
+                    try:
+                        yield entry, decode.event(entry, fields)
+                    except decode.BadValue as error:
+                        shown = " ".join(f"{decode.shorten(k, 20)}={decode.shorten(v, 30)}" for k, v in fields.items())
+                        yield entry, Rejected("events", entry, decode.shorten(shown, 120), str(error))
 
     def ack_events(self, entry_ids: Sequence[str]) -> None:
         if entry_ids:
@@ -327,6 +297,15 @@ class LeaseStore:
 
 def _text(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _counts(raw: Any) -> dict[str, int]:
+    """The counts a script reports with WAIT or EXHAUSTED (our own reply, decoded all the same)."""
+    try:
+        data = decode.json_object(raw, "counts")
+        return {str(k): decode.integer(v, k) for k, v in data.items()}
+    except decode.BadValue:
+        return {}
 
 
 def _raise_rejection(name: str, reply: list[Any]) -> None:

@@ -1,5 +1,6 @@
 """What the supervisor tells operators: its own actions, the lease events as records, errors
-(one per kind per minute, ids folded), and the monthly archive of earlier files."""
+(one per kind per minute, ids folded), values rejected by the decoder (each once), and the
+monthly archive of earlier files."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import redis
 
 from cinnamon_pool.clock import Clock
 from cinnamon_pool.errors import ImageMissing, RuntimeUnavailable
+from cinnamon_pool.events import LeaseEvent
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.events import action_record, event_record
 from cinnamon_pool.logs.files import archive_earlier_months
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
-from cinnamon_pool.model import ContainerState
+from cinnamon_pool.model import Rejected
 
 ERROR_REPORT_EVERY_S = 60.0
 
@@ -29,32 +31,40 @@ class Journal:
         clock: Clock,
         consumer: str,
         error_threshold: int,
-        on_event: Callable[[Mapping[str, str]], None] | None = None,
+        on_event: Callable[[LeaseEvent], None] | None = None,
     ) -> None:
         self.writer, self.store, self.clock, self.on_event = writer, store, clock, on_event
         self.consumer, self.error_threshold = consumer, error_threshold
-        self.restart_reasons: dict[str, str] = {}  # why a container awaits its restart
-        self.memory_mb: dict[str, float] = {}  # the latest readings, shown in records
         self._last_error: tuple[str, float] | None = None
         self._archived_month: tuple[int, int] | None = None
 
     def record(self, kind: LogKind, subject: str, action: str, details: list[tuple[str, str]], level: str = "INFO") -> None:
         self.writer.write(kind, action_record(self.clock.now(), subject, action, details, level))
 
-    def lease_events(self) -> int:
-        """New lease events as records; acknowledged once written (or dropped by a failing disk)."""
+    def lease_events(self, memory_mb: Mapping[str, float]) -> int:
+        """New lease events as records; acknowledged once written (or dropped by a failing disk).
+        An entry that does not decode is reported once and acknowledged like the others, so it
+        is never read again."""
         written, ids = 0, []
-        for entry_id, fields in self.store.read_events(self.consumer):
+        for entry_id, event in self.store.read_events(self.consumer):
             ids.append(entry_id)
+            if isinstance(event, Rejected):
+                self.rejected(event)
+                continue
             if self.on_event is not None:
-                self.on_event(fields)
-            if fields.get("kind") == "state" and fields.get("to") == ContainerState.RESTARTING:
-                self.restart_reasons.setdefault(fields.get("name", ""), fields.get("reason", ""))
-            for kind, record in event_record(fields, self.memory_mb, self.error_threshold):
+                self.on_event(event)
+            for kind, record in event_record(event, memory_mb, self.error_threshold):
                 self.writer.write(kind, record)
                 written += 1
         self.store.ack_events(ids)
         return written
+
+    def rejected(self, value: Rejected) -> None:
+        """A value read from Redis that the decoder refused: one ERROR_OCCURRED record."""
+        details = [("Error", f"bad value in Redis: {value.reason}"), ("Key", value.key)]
+        details += [("Field", value.field)] if value.field else []
+        details += [("Value", value.value), ("Action", "skipped and dropped")]
+        self.record(LogKind.ERRORS, "pool", "ERROR_OCCURRED", details, level="ERROR")
 
     def error(self, error: Exception) -> None:
         """One ERROR_OCCURRED record and stderr line per kind of error per minute."""

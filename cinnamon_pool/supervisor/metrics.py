@@ -10,8 +10,8 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from cinnamon_pool.lease.store import PoolSnapshot
-from cinnamon_pool.model import ContainerState
+from cinnamon_pool.events import EventKind, LeaseEvent
+from cinnamon_pool.model import ContainerState, Outcome, PoolSnapshot
 
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300)
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -51,14 +51,14 @@ class PoolMetrics:
         for name, megabytes in memory_mb.items():
             self.memory.labels(self.pool, name).set(megabytes * 1024 * 1024)
 
-    def lease_event(self, fields: Mapping[str, str]) -> None:
-        kind = fields.get("kind")
-        if kind == "granted":
+    def lease_event(self, event: LeaseEvent) -> None:
+        if event.kind is EventKind.GRANTED:
             self.grants.labels(self.pool).inc()
-            self.wait.labels(self.pool).observe(int(fields.get("wait_ms") or 0) / 1000)
-        elif kind == "released":
-            self.releases.labels(self.pool, fields.get("outcome", "")).inc()
-            if fields.get("outcome") == "infra_error":
+            self.wait.labels(self.pool).observe(event.number("wait_ms") / 1000)
+        elif event.kind is EventKind.RELEASED:
+            outcome = event.text("outcome")
+            self.releases.labels(self.pool, outcome if outcome in set(Outcome) else "other").inc()
+            if outcome == Outcome.INFRA_ERROR:
                 self.errors.labels(self.pool, "infra_error").inc()
 
 

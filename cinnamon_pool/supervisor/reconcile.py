@@ -23,7 +23,7 @@ class Create:
 class Register:
     slot: int
     container: ObservedContainer
-    restarted: bool = False
+    restarts: int = 0  # the record's count: one more after a recycle in place, 0 for a new container
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Recycle:
 class Deregister:
     name: str
     reason: str
+    untrusted: bool = False  # the record named a container Docker does not report: an error to log
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,13 @@ class RemoveOrphan:
 
 @dataclass(frozen=True)
 class Retire:
-    """Take an unleased container out of the pool for good (scale-down, drain)."""
+    """Take an unleased container out of the pool for good (above the desired size, or drained).
+    ``container_id`` is always one the engine reported with the pool's labels."""
 
     slot: int
     name: str | None
     container_id: str
     reason: str
-    shrink: bool = False  # scale-down (the pool's size drops) rather than drain (size kept)
 
 
 Action = Create | Register | Replace | Recycle | Deregister | RemoveOrphan | Retire
@@ -96,23 +97,41 @@ def needs_probe(observation: Observation) -> list[ObservedContainer]:
 
 
 def plan(observation: Observation) -> list[Action]:
+    """Actions that make this host match the observation. Every container id in an action comes
+    from ``observation.containers`` (what Docker reported with the pool's labels), never from a
+    record: a record naming any other container is dropped (``Deregister(untrusted=True)``)."""
     if observation.draining:
         return _plan_drain(observation)
-    actions: list[Action] = []
     ours = [c for c in observation.containers if c.belongs_to(observation.pool)]
+    observed_ids = {c.container_id for c in ours}
+    actions: list[Action] = []
+    records = dict(observation.records)
+    for name, untrusted in sorted(observation.records.items()):
+        if untrusted.container_id not in observed_ids:
+            del records[name]
+            reason = f"the record names container {untrusted.container_id[:12]}, which Docker does not report for this pool"
+            actions.append(Deregister(name, reason, untrusted=True))
+    trusted = Observation(observation.pool, observation.host, ours, records, observation.ready, observation.size, observation.draining)
     by_slot: dict[int, list[ObservedContainer]] = {}
     for container in ours:
         by_slot.setdefault(container.slot or 0, []).append(container)
 
     for slot in range(1, observation.size + 1):
-        actions.extend(_plan_slot(observation, slot, by_slot.pop(slot, [])))
-
+        actions.extend(_plan_slot(trusted, slot, by_slot.pop(slot, [])))
+    by_id = {record.container_id: record for record in records.values()}
     for slot, extras in sorted(by_slot.items()):
         for container in extras:
-            actions.append(RemoveOrphan(container.container_id, f"slot {slot} is outside the pool size {observation.size}"))
-    for name, record in sorted(observation.records.items()):
-        if record.slot > observation.size:
-            actions.append(Deregister(name, "slot outside the pool size"))
+            held = by_id.get(container.container_id)
+            if not container.running:
+                if held is not None:
+                    actions.append(Deregister(held.name, f"container {container.status}"))
+                actions.append(RemoveOrphan(container.container_id, f"container {container.status} above the desired size"))
+            elif held is None:
+                actions.append(RemoveOrphan(container.container_id, f"slot {slot} is outside the pool size {observation.size}"))
+            elif held.state not in {ContainerState.ALLOCATED, ContainerState.DRAINING}:
+                reason = f"slot {slot} is above the desired size {observation.size}"
+                actions.append(Retire(slot, held.name, container.container_id, reason))
+            # a leased container above the size stays until its job releases it
     return actions
 
 
@@ -145,12 +164,12 @@ def _plan_slot(observation: Observation, slot: int, containers: list[ObservedCon
             actions.append(Register(slot, current))
         return actions
     if record.state is ContainerState.RESTARTING:
-        actions.append(Recycle(name, slot, current.container_id, "recycle before serving again"))
+        actions.append(Recycle(name, slot, current.container_id, record.reason or "recycle before serving again"))
     elif record.state is ContainerState.UNHEALTHY:
         actions.append(Deregister(name, "unhealthy"))
         actions.append(Replace(slot, current.container_id, "unhealthy"))
     elif record.state is ContainerState.STARTING and observation.ready.get(current.container_id):
-        actions.append(Register(slot, current, restarted=True))
+        actions.append(Register(slot, current, restarts=record.restarts + 1))
     return actions
 
 
@@ -184,17 +203,17 @@ def scale(
     free_since_ms: Mapping[str, int],
     now_ms: int,
     since_last_change_s: float,
-) -> tuple[int, Action | None]:
-    """The pool's next size: grow by the waiting acquirers when nothing is free, shrink the
-    highest slot after it sat idle for ``idle_shrink_s``; never within the cool-down."""
+) -> tuple[int, str]:
+    """The host's next desired size and why: grow by the waiting acquirers when nothing is free;
+    shrink by one when the highest slot sat idle for ``idle_shrink_s`` (the plan then retires it,
+    only while it is free); never within the cool-down."""
     if observation.draining or since_last_change_s < policy.cooldown_s:
-        return size, None
+        return size, ""
     if waiting > 0 and not free_since_ms and size < policy.max_size:
-        return min(policy.max_size, size + waiting), None
+        return min(policy.max_size, size + waiting), f"{waiting} job(s) waiting and none free"
     if size > policy.min_size:
         name = container_name(size)
-        record = observation.records.get(name)
         idle_since = free_since_ms.get(name)
-        if record is not None and idle_since is not None and now_ms - idle_since >= policy.idle_shrink_s * 1000:
-            return size, Retire(size, name, record.container_id, f"idle for {(now_ms - idle_since) / 1000:.0f} s", shrink=True)
-    return size, None
+        if name in observation.records and idle_since is not None and now_ms - idle_since >= policy.idle_shrink_s * 1000:
+            return size - 1, f"{name} idle for {(now_ms - idle_since) / 1000:.0f} s"
+    return size, ""

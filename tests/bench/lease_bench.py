@@ -14,7 +14,8 @@ import redis
 
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.handle import ContainerLease
-from cinnamon_pool.lease.store import Holder, LeaseStore
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import Holder
 from tests.bench.report import Row, percentile
 from tests.lease_helpers import store_with
 
@@ -205,8 +206,7 @@ def _check_before_use(client: redis.Redis, count: int = 3000) -> Row:
     Redis (ContainerLease.check with the pool's confirm), against a bare PING round trip."""
     store = store_with(client, 1, pool="check")
     grant = store.acquire(Holder("check"), timeout_s=1)
-    lease = ContainerLease.from_grant("check", grant.as_dict(), fence_after_s=60)
-    lease.confirm = functools.partial(store.holds, grant.name, grant.token)
+    lease = ContainerLease.from_grant("check", grant, fence_after_s=60, confirm=functools.partial(store.holds, grant.name, grant.token))
     checks, pings = [], []
     for _ in range(count):
         started = time.perf_counter()

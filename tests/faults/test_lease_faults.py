@@ -16,7 +16,8 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from cinnamon_pool.lease.store import Holder, LeaseStore
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import Holder
 from tests.conftest import ROOT
 from tests.faults.history import StreamTail, check
 from tests.faults.proxy import Fault, FaultProxy

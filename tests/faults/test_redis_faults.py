@@ -15,7 +15,8 @@ from redis.retry import Retry
 from cinnamon_pool.errors import LeaseLost, LeaseNotOwned
 from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.lease.heartbeat import Heartbeat
-from cinnamon_pool.lease.store import Holder, LeaseStore
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import Holder
 from tests.faults.proxy import Fault, FaultProxy
 from tests.lease_helpers import record, store_with
 
@@ -40,7 +41,7 @@ def test_a_holder_cut_off_from_redis_fences_itself_and_the_pool_recovers(real_re
     direct = store_with(real_redis, 1, pool="faults", lease_ttl_s=TTL_S)
     holder_store = LeaseStore(through(proxy), "faults", lease_ttl_s=TTL_S)
     grant = holder_store.acquire(Holder("cut-off"), timeout_s=2)
-    lease = ContainerLease.from_grant("faults", grant.as_dict(), fence_after_s=TTL_S * 2 / 3)
+    lease = ContainerLease.from_grant("faults", grant, fence_after_s=TTL_S * 2 / 3)
     with Heartbeat(holder_store, lease):
         time.sleep(TTL_S)
         lease.check()  # renewals through the proxy kept it alive

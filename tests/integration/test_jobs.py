@@ -17,8 +17,8 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
-from cinnamon_pool.lease.store import Holder, LeaseStore
-from cinnamon_pool.model import ContainerRecord, ContainerState
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import ContainerRecord, ContainerState, Holder
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.redis

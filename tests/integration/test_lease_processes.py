@@ -21,8 +21,8 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from cinnamon_pool.errors import PoolExhausted
-from cinnamon_pool.lease.store import Holder, LeaseStore
-from cinnamon_pool.model import ContainerRecord, ContainerState
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import ContainerRecord, ContainerState, Holder
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.redis

@@ -27,8 +27,8 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initial
 from cinnamon_pool.errors import LeaseLost, LeaseNotOwned, PoolExhausted
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import Op
-from cinnamon_pool.lease.store import Grant, Holder, LeaseStore
-from cinnamon_pool.model import ContainerState, Outcome
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import ContainerState, Grant, Holder, Outcome
 from tests.lease_helpers import dump_state, record
 
 pytestmark = pytest.mark.redis

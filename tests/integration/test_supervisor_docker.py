@@ -24,10 +24,10 @@ import redis
 from cinnamon_pool.browser import Browser
 from cinnamon_pool.errors import LeaseLost, PoolExhausted
 from cinnamon_pool.lease.handle import ContainerLease
-from cinnamon_pool.lease.store import Holder, LeaseStore
+from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import LogKind, LogRecord, parse
 from cinnamon_pool.logs.writer import DailyLogWriter
-from cinnamon_pool.model import ContainerState, Outcome
+from cinnamon_pool.model import ContainerState, Holder, Outcome
 from cinnamon_pool.runtime.docker import DockerRuntime
 from cinnamon_pool.supervisor.loop import Supervisor
 from cinnamon_pool.supervisor.metrics import PoolMetrics
@@ -134,8 +134,9 @@ def test_a_container_killed_or_removed_from_outside_is_replaced(running: Running
     assert replacement.endpoint == grant.endpoint, "a replacement keeps the slot's endpoint"
     # The holder has not renewed since (its local deadline is far off), yet it must not reach the
     # replacement behind the same endpoint: Redis says its lease ended.
-    lease = ContainerLease.from_grant(running.store.pool, grant.as_dict(), fence_after_s=60)
-    lease.confirm = functools.partial(running.store.holds, grant.name, grant.token)
+    lease = ContainerLease.from_grant(
+        running.store.pool, grant, fence_after_s=60, confirm=functools.partial(running.store.holds, grant.name, grant.token)
+    )
     with pytest.raises(LeaseLost, match="ended before its expiry"), Browser(lease, timeout_s=5) as browser:
         browser.navigate("data:text/html,stale holder")
     state = httpx.get(grant.endpoint.removesuffix("/mcp") + "/_fake/state", timeout=5).json()

@@ -31,7 +31,8 @@ def test_bad_configuration_fails_at_start_naming_key_and_value(tmp_path: Path) -
 def test_restart_names_an_unknown_container_and_drains_a_known_one(
     real_redis: object, redis_server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cinnamon_pool.lease.store import Holder, LeaseStore
+    from cinnamon_pool.lease.store import LeaseStore
+    from cinnamon_pool.model import Holder
     from tests.lease_helpers import record
 
     monkeypatch.delenv("CINNAMON_CONFIG", raising=False)

@@ -8,7 +8,7 @@ from typing import Any
 
 import fakeredis
 
-from cinnamon_pool.lease.store import Holder
+from cinnamon_pool.model import Holder
 from tests.faults.history import ClientHistory, check
 from tests.lease_helpers import store_with
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from cinnamon_pool import ContainerLease, LeaseLost, Outcome, with_container
+from cinnamon_pool import ContainerLease, LeaseLost, Outcome, decode, with_container
 from cinnamon_pool.browser import ToolError
 from cinnamon_pool.logs.events import event_record
 from cinnamon_pool.pool import classify
@@ -60,11 +60,11 @@ def test_mcp_protocol_errors_are_infra_errors() -> None:
 
 def test_a_release_with_cleanup_and_artifacts_becomes_three_records() -> None:
     fields = {
-        "kind": "released", "name": "container-001", "at_ms": "1736346615000", "test_run_id": "run-7", "outcome": "test_failed",
+        "kind": "released", "name": "container-001", "at_ms": "1736346615000", "token": "t", "test_run_id": "run-7", "outcome": "test_failed",
         "duration_ms": "2500", "error_count": "0", "threshold": "3", "cleanup_ms": "31.5", "cleanup_note": "canary clean in 1.20s",
         "artifacts": "logs/artifacts/2025-01-08/run-7",
     }  # fmt: skip
-    records = event_record(fields, {"container-001": 182.0}, 3)
+    records = event_record(decode.event("1-0", fields), {"container-001": 182.0}, 3)
     actions = [(kind.value, record.action) for kind, record in records]
     assert actions == [("usage", "RELEASED"), ("usage", "CLEANUP_COMPLETED"), ("errors", "ERROR_OCCURRED")]
     cleanup, error = records[1][1], records[2][1]

@@ -7,14 +7,27 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cinnamon_pool"
 LAYERS = {
-    1: ["errors", "clock", "model", "config", "keys", "logs.format", "lease.scripts", "runtime.base"],
-    2: ["supervisor.reconcile", "supervisor.rules", "logs.events", "logs.analyzer", "logs.html"],
+    1: ["errors", "clock", "model", "events", "decode", "config", "keys", "logs.format", "lease.scripts", "runtime.base"],
+    2: ["supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],
     3: ["lease.store", "lease.handle", "lease.heartbeat", "runtime.docker", "health", "logs.writer", "logs.files", "browser"],
-    4: ["pool", "job", "supervisor.loop", "supervisor.election", "supervisor.journal", "supervisor.metrics", "doctor"],
+    4: [
+        "pool",
+        "job",
+        "supervisor.loop",
+        "supervisor.observe",
+        "supervisor.actuator",
+        "supervisor.election",
+        "supervisor.journal",
+        "supervisor.metrics",
+        "doctor",
+    ],
     5: ["cli", "worker"],
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 PURE = {
+    "decode",
+    "events",
+    "supervisor.state",
     "supervisor.reconcile",
     "supervisor.rules",
     "logs.analyzer",

@@ -12,7 +12,8 @@ from cinnamon_pool.clock import ManualClock
 from cinnamon_pool.errors import InvalidIdentifier, LeaseLost
 from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.lease.heartbeat import Heartbeat
-from cinnamon_pool.lease.store import Holder, LeaseStore
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import Holder
 from tests.lease_helpers import store_with
 
 
@@ -68,7 +69,7 @@ def test_hostile_names_are_rejected_before_any_key_exists(fake_redis: redis.Redi
 def test_the_heartbeat_keeps_a_lease_past_its_ttl_and_stopping_it_lets_it_expire(real_redis: redis.Redis) -> None:
     store = store_with(real_redis, 1, lease_ttl_s=0.3)
     grant = store.acquire(Holder("run"), timeout_s=0, wait=False)
-    held = ContainerLease.from_grant("unit", grant.as_dict(), fence_after_s=0.2)
+    held = ContainerLease.from_grant("unit", grant, fence_after_s=0.2)
     with Heartbeat(store, held) as heartbeat:
         time.sleep(1.0)
         held.check()

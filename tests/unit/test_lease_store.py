@@ -9,8 +9,8 @@ import redis
 
 from cinnamon_pool.errors import LeaseLost, LeaseNotOwned, PoolExhausted, PoolNotReady
 from cinnamon_pool.lease.scripts import Op
-from cinnamon_pool.lease.store import Holder, LeaseStore
-from cinnamon_pool.model import ContainerState, Outcome
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import ContainerState, Holder, Outcome
 from tests.lease_helpers import dump_state, record, store_with
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+from cinnamon_pool import decode
 from cinnamon_pool.clock import ManualClock
 from cinnamon_pool.logs.events import action_record, event_record, redact
 from cinnamon_pool.logs.files import archive_earlier_months, iter_records
@@ -67,5 +68,6 @@ def test_secrets_are_redacted_before_they_reach_a_file() -> None:
     assert token not in shown and shown.startswith("token token#") and len(shown) == len("token token#12345678 refused")
     error = action_record(dt.datetime(2025, 1, 8), "pool", "ERROR_OCCURRED", [("Error", f"rediss://u:pw@host/0 with {token}")])
     assert "pw" not in error.detail("Error") and token not in error.detail("Error")
-    (granted,) = event_record({"kind": "granted", "name": "container-001", "at_ms": "0", "test_run_id": token, "wait_ms": "1500"}, {}, 3)
+    fields = {"kind": "granted", "name": "container-001", "at_ms": "0", "token": token, "test_run_id": token, "wait_ms": "1500"}
+    (granted,) = event_record(decode.event("1-0", fields), {}, 3)
     assert token not in granted[1].detail("Test Run") and granted[1].detail("Wait Time") == "1.500s"

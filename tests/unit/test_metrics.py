@@ -5,8 +5,9 @@ from __future__ import annotations
 import fakeredis
 from prometheus_client import generate_latest
 
-from cinnamon_pool.lease.store import Holder, LeaseStore
-from cinnamon_pool.model import Outcome
+from cinnamon_pool import decode
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import Holder, Outcome
 from cinnamon_pool.supervisor.metrics import PoolMetrics, reason_label
 from tests.lease_helpers import record
 
@@ -18,8 +19,14 @@ def test_pool_gauges_and_lease_counters() -> None:
     grant = store.acquire(Holder("run"), timeout_s=0, wait=False)
     metrics = PoolMetrics("unit")
     metrics.observe_pool(store.snapshot(), {"container-001": 180.0})
-    for fields in ({"kind": "granted", "wait_ms": "1500"}, {"kind": "released", "outcome": Outcome.INFRA_ERROR.value}):
-        metrics.lease_event(fields)
+    token = grant.token
+    events = [
+        {"kind": "granted", "name": grant.name, "at_ms": "1", "token": token, "test_run_id": "run", "wait_ms": "1500"},
+        {"kind": "released", "name": grant.name, "at_ms": "2", "token": token, "test_run_id": "run", "outcome": Outcome.INFRA_ERROR.value,
+         "duration_ms": "5"},
+    ]  # fmt: skip
+    for index, fields in enumerate(events):
+        metrics.lease_event(decode.event(f"{index}-0", fields))
     text = generate_latest(metrics.registry).decode()
     assert 'cinnamon_pool_containers{pool="unit",state="available"} 1.0' in text
     assert 'cinnamon_pool_containers{pool="unit",state="allocated"} 1.0' in text

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from cinnamon_pool.model import ContainerRecord, ContainerState
 from cinnamon_pool.runtime.base import ObservedContainer, pool_labels
-from cinnamon_pool.supervisor.reconcile import Create, Deregister, Observation, Recycle, Register, RemoveOrphan, Replace, needs_probe, plan
+from cinnamon_pool.supervisor.reconcile import (
+    Create,
+    Deregister,
+    Observation,
+    Recycle,
+    Register,
+    RemoveOrphan,
+    Replace,
+    Retire,
+    needs_probe,
+    plan,
+)
 
 POOL = "qa"
 
@@ -42,8 +53,30 @@ def test_a_running_unregistered_container_is_registered_only_once_ready() -> Non
 
 def test_a_vanished_container_frees_its_record_and_is_created_again() -> None:
     assert plan(observe([container(2)], [record(1), record(2)])) == [
-        Deregister("container-001", "container vanished"),
-        Create(1, "vanished"),
+        Deregister("container-001", f"the record names container {0:012x}, which Docker does not report for this pool", untrusted=True),
+        Create(1, "missing"),
+    ]
+
+
+def test_a_record_naming_a_foreign_container_is_dropped_and_docker_is_told_nothing_about_it() -> None:
+    foreign = "f" * 64  # running on the host, but without the pool's labels: never listed
+    for state in ContainerState:
+        actions = plan(observe([container(1), container(2)], [record(1), record(2, state, cid=foreign)], size=2))
+        assert foreign not in {getattr(a, "container_id", None) for a in actions}, f"a {state} record reached Docker"
+        assert actions[0] == Deregister(
+            "container-002", "the record names container ffffffffffff, which Docker does not report for this pool", untrusted=True
+        )
+    above = plan(observe([container(1)], [record(1), record(3, cid=foreign)], size=1))
+    assert [type(a) for a in above] == [Deregister], "a forged record above the desired size is dropped, nothing removed"
+
+
+def test_slots_above_the_desired_size_are_retired_only_when_free() -> None:
+    containers = [container(1), container(2), container(3), container(4)]
+    held = [record(1), record(2), record(3, ContainerState.ALLOCATED), record(4, ContainerState.DRAINING)]
+    assert plan(observe(containers, held, size=2)) == [], "leased containers above the size stay, records and all"
+    freed = [record(1), record(2), record(3), record(4, ContainerState.ALLOCATED)]
+    assert plan(observe(containers, freed, size=2)) == [
+        Retire(3, "container-003", f"{3:064x}", "slot 3 is above the desired size 2"),
     ]
 
 
@@ -58,7 +91,7 @@ def test_restarting_records_are_recycled_and_re_registered_when_ready() -> None:
         Recycle("container-001", 1, f"{1:064x}", "recycle before serving again")
     ]
     starting = observe([container(1), container(2)], [record(1, ContainerState.STARTING), record(2)], ready={f"{1:064x}": True})
-    assert plan(starting) == [Register(1, container(1), restarted=True)]
+    assert plan(starting) == [Register(1, container(1), restarts=1)]
 
 
 def test_only_containers_with_the_full_label_set_are_touched() -> None:

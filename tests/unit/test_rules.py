@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cinnamon_pool.model import ContainerRecord, ContainerState
-from cinnamon_pool.supervisor.reconcile import Observation, Retire, ScalePolicy, scale
+from cinnamon_pool.supervisor.reconcile import Observation, ScalePolicy, scale
 from cinnamon_pool.supervisor.rules import HealthPolicy, Probe, StateChange, judge
 
 POLICY = HealthPolicy(max_memory_mb=400, health_failures=3, health_timeout_s=5)
@@ -66,10 +66,10 @@ SCALE = ScalePolicy(min_size=1, max_size=4, idle_shrink_s=300, cooldown_s=30)
 
 def test_grow_by_the_waiting_acquirers_up_to_max_and_not_within_the_cool_down() -> None:
     obs = observation([rec(1, ContainerState.ALLOCATED)], 1)
-    assert scale(1, obs, SCALE, waiting=2, free_since_ms={}, now_ms=0, since_last_change_s=60) == (3, None)
-    assert scale(1, obs, SCALE, waiting=9, free_since_ms={}, now_ms=0, since_last_change_s=60) == (4, None)
-    assert scale(1, obs, SCALE, waiting=2, free_since_ms={}, now_ms=0, since_last_change_s=10) == (1, None)
-    assert scale(1, obs, SCALE, waiting=2, free_since_ms={"container-001": 0}, now_ms=0, since_last_change_s=60) == (1, None), (
+    assert scale(1, obs, SCALE, waiting=2, free_since_ms={}, now_ms=0, since_last_change_s=60) == (3, "2 job(s) waiting and none free")
+    assert scale(1, obs, SCALE, waiting=9, free_since_ms={}, now_ms=0, since_last_change_s=60)[0] == 4
+    assert scale(1, obs, SCALE, waiting=2, free_since_ms={}, now_ms=0, since_last_change_s=10) == (1, "")
+    assert scale(1, obs, SCALE, waiting=2, free_since_ms={"container-001": 0}, now_ms=0, since_last_change_s=60) == (1, ""), (
         "something is free"
     )
 
@@ -78,10 +78,7 @@ def test_shrink_the_highest_idle_slot_above_min_only() -> None:
     records = [rec(1), rec(2)]
     obs = observation(records, 2)
     idle = {"container-001": 0, "container-002": 0}
-    assert scale(2, obs, SCALE, 0, idle, now_ms=299_000, since_last_change_s=60) == (2, None)
-    assert scale(2, obs, SCALE, 0, idle, now_ms=300_000, since_last_change_s=60) == (
-        2,
-        Retire(2, "container-002", f"{2:064x}", "idle for 300 s", shrink=True),
-    )
-    assert scale(2, obs, SCALE, 0, {"container-001": 0}, now_ms=400_000, since_last_change_s=60) == (2, None), "slot 2 is leased"
-    assert scale(1, observation([rec(1)], 1), SCALE, 0, {"container-001": 0}, now_ms=10**9, since_last_change_s=60) == (1, None), "at min"
+    assert scale(2, obs, SCALE, 0, idle, now_ms=299_000, since_last_change_s=60) == (2, "")
+    assert scale(2, obs, SCALE, 0, idle, now_ms=300_000, since_last_change_s=60) == (1, "container-002 idle for 300 s")
+    assert scale(2, obs, SCALE, 0, {"container-001": 0}, now_ms=400_000, since_last_change_s=60) == (2, ""), "slot 2 is leased"
+    assert scale(1, observation([rec(1)], 1), SCALE, 0, {"container-001": 0}, now_ms=10**9, since_last_change_s=60) == (1, ""), "at min"

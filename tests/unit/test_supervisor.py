@@ -12,10 +12,10 @@ from cinnamon_pool.clock import ManualClock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import RuntimeUnavailable
 from cinnamon_pool.health import ProbeResult
-from cinnamon_pool.lease.store import Holder, LeaseStore
+from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.logs.writer import DailyLogWriter
-from cinnamon_pool.model import ContainerState, Outcome
+from cinnamon_pool.model import ContainerState, Holder, Outcome
 from cinnamon_pool.runtime.base import ContainerSpec, ObservedContainer
 from cinnamon_pool.supervisor.loop import FAST_TICK_S, Supervisor
 from tests.fakes import FakeRuntime

@@ -1,23 +1,8 @@
 -- _lib.lua: prepended to every script of this folder (see scripts.py).
--- Every script receives the same KEYS, in this order, all built by cinnamon_pool/keys.py:
---   KEYS[1]  meta          hash    epoch, generation, ticket_seq
---   KEYS[2]  containers    hash    name -> record JSON
---   KEYS[3]  free          zset    name -> ms it became free
---   KEYS[4]  leases        hash    name -> lease JSON
---   KEYS[5]  expiries      zset    name -> lease expiry ms
---   KEYS[6]  last_tokens   hash    name -> token of the last released lease
---   KEYS[7]  waiters       zset    ticket -> sequence number
---   KEYS[8]  waiter_dl     zset    ticket -> ms the ticket dies unless refreshed
---   KEYS[9]  tickets       hash    ticket -> holder JSON
---   KEYS[10] handoffs      hash    ticket -> grant JSON, while that lease lasts (retried acquires get it back)
---   KEYS[11] wake prefix   list prefix; the grant JSON is pushed to KEYS[11]..ticket when that ticket is granted
---   KEYS[12] events        stream
---   KEYS[13] draining      string
---   KEYS[14] leader        string  the active supervisor of the caller's Docker host
+-- Every script receives the same KEYS, in the order of SCRIPT_KEYS in cinnamon_pool/keys.py;
+-- scripts.py puts the generated `local K_... = KEYS[i]` lines above this file. The key schema
+-- (what each key holds) is documented in keys.py.
 -- Time comes from the server (TIME), never from a client.
-local K_META, K_CONTAINERS, K_FREE, K_LEASES, K_EXPIRIES, K_LAST = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local K_WAITERS, K_WAITER_DL, K_TICKETS, K_HANDOFFS, K_WAKE = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local K_EVENTS, K_DRAINING, K_LEADER = KEYS[12], KEYS[13], KEYS[14]
 
 local time = redis.call('TIME')
 local NOW = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -45,10 +30,38 @@ local function counts()
   }
 end
 
+-- Values in Redis may have been written by anyone with access to the pool's keys: a value
+-- that is not a JSON object with the fields a script needs counts as absent, never as an error
+-- that would stop every script (the supervisor reports and drops such values).
+local function decode(raw, required)
+  if type(raw) ~= 'string' then return nil end
+  local ok, value = pcall(cjson.decode, raw)
+  if not ok or type(value) ~= 'table' then return nil end
+  for field, kind in pairs(required) do
+    if type(value[field]) ~= kind then return nil end
+  end
+  return value
+end
+
+local RECORD_FIELDS = {name = 'string', container_id = 'string', endpoint = 'string', host = 'string', slot = 'number'}
+local LEASE_FIELDS = {token = 'string', granted_ms = 'number', expires_ms = 'number', cap_ms = 'number'}
+local HOLDER_FIELDS = {test_run_id = 'string', job_id = 'string', worker = 'string', ttl_ms = 'number', cap_ms = 'number',
+                       random = 'string'}
+local GRANT_FIELDS = {name = 'string', token = 'string'}
+
 local function get_record(name)
-  local raw = redis.call('HGET', K_CONTAINERS, name)
-  if not raw then return nil end
-  return cjson.decode(raw)
+  local rec = decode(redis.call('HGET', K_CONTAINERS, name), RECORD_FIELDS)
+  if rec and rec.name ~= name then return nil end
+  return rec
+end
+
+local function get_lease(name)
+  local lease = decode(redis.call('HGET', K_LEASES, name), LEASE_FIELDS)
+  if lease then
+    lease.test_run_id = tostring(lease.test_run_id or '')
+    lease.ticket = type(lease.ticket) == 'string' and lease.ticket or ''
+  end
+  return lease
 end
 
 local function put_record(rec)
@@ -62,6 +75,11 @@ local ROUTINE = {['available>allocated'] = true, ['allocated>available'] = true}
 local function set_state(rec, state, reason)
   local old = rec.state
   rec.state = state
+  -- why it is draining or restarting, kept in the record so a new supervisor knows too; a
+  -- drained container keeps the reason it was drained for when it goes on to restart
+  if not (old == 'draining' and state == 'restarting') and not ROUTINE[tostring(old) .. '>' .. state] then
+    rec.reason = reason or ''
+  end
   put_record(rec)
   if old ~= state and not ROUTINE[tostring(old) .. '>' .. state] then
     emit('state', rec.name, {'from', old, 'to', state, 'reason', reason or ''})
@@ -87,9 +105,8 @@ local function purge_dead_waiters()
 end
 
 local function revoke_lease(name, reason)
-  local raw = redis.call('HGET', K_LEASES, name)
-  if not raw then return false end
-  local lease = cjson.decode(raw)
+  if redis.call('HEXISTS', K_LEASES, name) == 0 then return false end
+  local lease = get_lease(name) or {token = '', test_run_id = '', ticket = '', granted_ms = NOW}
   redis.call('HDEL', K_LEASES, name)
   redis.call('ZREM', K_EXPIRIES, name)
   if lease.ticket ~= '' then redis.call('HDEL', K_HANDOFFS, lease.ticket) end
@@ -134,9 +151,16 @@ local function offer(rec, reason)
     return false
   end
   purge_dead_waiters()
-  local head = redis.call('ZRANGE', K_WAITERS, 0, 0)[1]
+  local head, holder
+  repeat  -- a ticket whose holder is not readable is dropped, not served
+    head = redis.call('ZRANGE', K_WAITERS, 0, 0)[1]
+    holder = head and decode(redis.call('HGET', K_TICKETS, head), HOLDER_FIELDS)
+    if head and not holder then
+      drop_ticket(head)
+      emit('waiter_gone', '', {'ticket', head, 'reason', 'unreadable ticket'})
+    end
+  until holder or not head
   if head then
-    local holder = cjson.decode(redis.call('HGET', K_TICKETS, head))
     holder.queued_ticket = head
     local granted = grant(rec, holder)
     -- The grant rides on the wake list, so the woken waiter has it without another round

@@ -18,18 +18,23 @@ end
 purge_dead_waiters()
 local rank = redis.call('ZRANK', K_WAITERS, ticket)
 if (rank == false or rank == 0) and redis.call('EXISTS', K_DRAINING) == 0 then
-  local name = redis.call('ZRANGE', K_FREE, 0, 0)[1]
-  if name then
+  local name, rec
+  repeat  -- a free name without a readable record is dropped from the free set
+    name = redis.call('ZRANGE', K_FREE, 0, 0)[1]
+    rec = name and get_record(name)
+    if name and not rec then redis.call('ZREM', K_FREE, name) end
+  until rec or not name
+  if rec then
     local holder = cjson.decode(ARGV[2])
     if rank ~= false then
-      holder = cjson.decode(redis.call('HGET', K_TICKETS, ticket))  -- keeps when it queued
+      holder = decode(redis.call('HGET', K_TICKETS, ticket), HOLDER_FIELDS) or holder  -- keeps when it queued
       drop_ticket(ticket)
       holder.queued_ticket = ticket
     end
     -- Kept under the ticket until the lease ends, so a retry of this acquire whose reply was
     -- lost gets this same grant instead of a second container.
     holder.ticket = ticket
-    local granted = grant(get_record(name), holder)
+    local granted = grant(rec, holder)
     redis.call('HSET', K_HANDOFFS, ticket, granted)
     return {'GRANTED', granted}
   end

@@ -9,11 +9,12 @@ drop_ticket(ticket)
 local handed = redis.call('HGET', K_HANDOFFS, ticket)
 if not handed then return {'OK', 'cancelled'} end
 redis.call('HDEL', K_HANDOFFS, ticket)
-local grant = cjson.decode(handed)
-local raw = redis.call('HGET', K_LEASES, grant.name)
-if raw and cjson.decode(raw).token == grant.token then
+local grant = decode(handed, GRANT_FIELDS)
+local lease = grant and get_lease(grant.name)
+if lease and lease.token == grant.token then
   revoke_lease(grant.name, 'waiter gave up')
   redis.call('HSET', K_LAST, grant.name, grant.token)
-  offer(get_record(grant.name), 'returned by a waiter that gave up')
+  local rec = get_record(grant.name)
+  if rec then offer(rec, 'returned by a waiter that gave up') end
 end
 return {'OK', 'returned'}

@@ -7,9 +7,10 @@ if not is_leader(ARGV[1]) then return {'NOT_LEADER'} end
 purge_dead_waiters()
 local expired = redis.call('ZRANGEBYSCORE', K_EXPIRIES, '-inf', NOW)
 for _, name in ipairs(expired) do
-  local raw = redis.call('HGET', K_LEASES, name)
+  redis.call('ZREM', K_EXPIRIES, name)  -- also a member no lease stands behind
+  local lease = get_lease(name)
   local reason = 'expired'
-  if raw and NOW >= cjson.decode(raw).cap_ms then reason = 'hard cap' end
+  if lease and NOW >= lease.cap_ms then reason = 'hard cap' end
   revoke_lease(name, reason)
   local rec = get_record(name)
   if rec then set_state(rec, 'restarting', 'lease ' .. reason) end

@@ -7,8 +7,7 @@
 --       | {"LOST", reason} | {"NOT_OWNER", reason}. Rejections write nothing, except that a
 -- lease found expired is ended as the reaper would end it.
 local name, token, outcome = ARGV[1], ARGV[2], ARGV[3]
-local raw = redis.call('HGET', K_LEASES, name)
-local lease = raw and cjson.decode(raw)
+local lease = get_lease(name)
 if not lease or lease.token ~= token then
   if redis.call('HGET', K_LAST, name) == token then return {'NOOP'} end
   local epoch = redis.call('HGET', K_META, 'epoch')
@@ -17,6 +16,10 @@ if not lease or lease.token ~= token then
   return {'NOT_OWNER', 'another token holds this container'}
 end
 local rec = get_record(name)
+if not rec then
+  revoke_lease(name, 'container record unreadable')
+  return {'LOST', 'the container is no longer registered'}
+end
 if NOW >= lease.expires_ms then
   revoke_lease(name, 'expired')
   set_state(rec, 'restarting', 'lease expired')
@@ -27,7 +30,7 @@ redis.call('ZREM', K_EXPIRIES, name)
 redis.call('HSET', K_LAST, name, token)
 if lease.ticket ~= '' then redis.call('HDEL', K_HANDOFFS, lease.ticket) end
 if outcome == 'infra_error' then
-  rec.error_count = (rec.error_count or 0) + 1
+  rec.error_count = (tonumber(rec.error_count) or 0) + 1
 elseif outcome == 'ok' then
   rec.error_count = 0
 end

@@ -8,9 +8,8 @@ local epoch = redis.call('HGET', K_META, 'epoch')
 if not epoch or token_epoch(token) ~= epoch then
   return {'LOST', 'redis lost the pool state (epoch changed)'}
 end
-local raw = redis.call('HGET', K_LEASES, name)
-if not raw then return {'LOST', 'no lease on this container (expired, reclaimed or released)'} end
-local lease = cjson.decode(raw)
+local lease = get_lease(name)
+if not lease then return {'LOST', 'no lease on this container (expired, reclaimed or released)'} end
 if lease.token ~= token then return {'NOT_OWNER', 'another token holds this container'} end
 if NOW >= lease.expires_ms then return {'LOST', 'lease expired'} end
 if NOW >= lease.cap_ms then return {'LOST', 'hard cap reached'} end

@@ -1,0 +1,15 @@
+-- set_size.lua: the number of slots a Docker host serves (its desired size), kept in Redis so
+-- that a restarted or standby supervisor adopts it instead of a size from its own memory.
+-- KEYS: the generated prelude (K_DESIRED: host -> size).
+-- ARGV[1] host   ARGV[2] size (a whole number >= 0)   ARGV[3] "init": only when the host has
+-- no readable size yet, "set": always   ARGV[4] reason   ARGV[5] leader id ('' = no election)
+-- Returns {"OK", size now in force, "changed"|"kept"} | {"NOT_LEADER"}
+if not is_leader(ARGV[5]) then return {'NOT_LEADER'} end
+local host, size, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local current = tonumber(redis.call('HGET', K_DESIRED, host) or '')
+if current and (current < 0 or current ~= math.floor(current)) then current = nil end
+if mode == 'init' and current then return {'OK', current, 'kept'} end
+if current == size then return {'OK', size, 'kept'} end
+redis.call('HSET', K_DESIRED, host, size)
+emit('scaled', '', {'host', host, 'from', current or '', 'to', size, 'reason', ARGV[4]})
+return {'OK', size, 'changed'}

@@ -1,0 +1,159 @@
+"""Apply: carry out the plan's actions and the rules' state changes, one handler per type.
+
+Every Docker call names a container id that the plan took from the engine's own listing (see
+``reconcile.plan``); records written to Redis carry the endpoint built from the engine's port
+mapping. Each action logs what it did through the journal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cinnamon_pool.clock import Clock
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.errors import RuntimeUnavailable
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.logs.format import LogKind
+from cinnamon_pool.model import ContainerRecord, ContainerState, container_name
+from cinnamon_pool.runtime.base import ContainerRuntime, ContainerSpec, ObservedContainer, pool_labels
+from cinnamon_pool.supervisor.journal import Journal
+from cinnamon_pool.supervisor.metrics import PoolMetrics, reason_label
+from cinnamon_pool.supervisor.reconcile import Action, Create, Deregister, Recycle, Register, RemoveOrphan, Replace, Retire
+from cinnamon_pool.supervisor.rules import StateChange
+from cinnamon_pool.supervisor.state import SupervisorState
+
+MAX_BACKOFF_S = 30.0
+
+
+class Actuator:
+    def __init__(
+        self,
+        config: PoolConfig,
+        store: LeaseStore,
+        runtime: ContainerRuntime,
+        journal: Journal,
+        state: SupervisorState,
+        clock: Clock,
+        endpoint: Callable[[ObservedContainer], str],
+        metrics: PoolMetrics | None = None,
+    ) -> None:
+        self.config, self.store, self.runtime, self.journal = config, store, runtime, journal
+        self.state, self.clock, self.endpoint, self.metrics = state, clock, endpoint, metrics
+        self.pool = config.pool.name
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            Create: self._create,
+            Replace: self._replace,
+            Register: self._register,
+            Recycle: self._recycle,
+            Deregister: self._deregister,
+            RemoveOrphan: self._remove_orphan,
+            Retire: self._retire,
+        }
+
+    def apply(self, action: Action) -> None:
+        self._handlers[type(action)](action)
+
+    def change(self, change: StateChange) -> None:
+        if self.store.set_state(change.name, change.state, change.reason, only_if_free=change.only_if_free) is None:
+            return  # taken by a job meanwhile (only_if_free), or gone
+        level = "ERROR" if change.state is ContainerState.UNHEALTHY else "WARN"
+        self.journal.record(
+            LogKind.ERRORS if level == "ERROR" else LogKind.POOL,
+            change.name,
+            f"MARKED_{change.state.value.upper()}",
+            [("Reason", change.reason)],
+            level=level,
+        )
+
+    def slot_due(self, slot: int) -> bool:
+        failed = self.state.slot_backoff.get(slot)
+        return failed is None or self.clock.monotonic() >= failed[1]
+
+    def slot_failed(self, slot: int, error: RuntimeUnavailable) -> None:
+        """One slot that cannot start (its host port taken, say) backs off on its own."""
+        failures = self.state.slot_backoff.get(slot, (0, 0.0))[0] + 1
+        self.state.slot_backoff[slot] = (failures, self.clock.monotonic() + min(MAX_BACKOFF_S, 2.0 ** (failures - 1)))
+        self.journal.error(RuntimeUnavailable(f"{container_name(slot)} cannot start: {error}"))
+
+    # -- one handler per action ----------------------------------------------------------
+    def _create(self, action: Create) -> None:
+        template = self.config.container
+        if not self.state.network_ready:
+            self.runtime.ensure_network(template.network)
+            self.state.network_ready = True
+        spec = ContainerSpec(
+            pool=self.pool,
+            slot=action.slot,
+            docker_name=f"cinnamon-{self.pool}-{container_name(action.slot)}",
+            host_port=template.host_ports[action.slot - 1],
+            template=template,
+            labels=pool_labels(self.pool, action.slot),
+        )
+        self.runtime.create(spec)
+        self.state.slot_backoff.pop(action.slot, None)
+        self.state.created_at[action.slot] = self.clock.monotonic()
+
+    def _replace(self, action: Replace) -> None:
+        reason = action.reason
+        if reason in {"container exited", "container dead"}:
+            detail = self.runtime.exit_detail(action.container_id)  # before the removal erases it
+            reason = f"{reason} ({detail})" if detail else reason
+        self.runtime.remove(action.container_id)
+        if self.metrics is not None:
+            self.metrics.replacements.labels(self.pool, reason_label(action.reason.removeprefix("container "))).inc()
+        details = [("Reason", reason), ("Old Container", action.container_id[:12])]
+        self.journal.record(LogKind.POOL, container_name(action.slot), "CONTAINER_REPLACED", details, level="WARN")
+        self._create(Create(action.slot, "replace"))
+
+    def _register(self, action: Register) -> None:
+        container, name = action.container, container_name(action.slot)
+        record = ContainerRecord(
+            name=name,
+            container_id=container.container_id,
+            slot=action.slot,
+            host=self.runtime.host,
+            endpoint=self.endpoint(container),
+            state=ContainerState.STARTING,
+            restarts=action.restarts,
+            started_at=container.started_at,
+        )
+        self.state.epoch = self.store.register(record)
+        self.state.forget_container(name)
+        idle = self.runtime.process_count(container.container_id)
+        if idle is not None:
+            self.state.idle_processes[name] = idle
+        created = self.state.created_at.pop(action.slot, None)
+        details = [("Container ID", container.container_id[:12]), ("Endpoint", record.endpoint)]
+        if created is not None:
+            details.append(("Startup Time", f"{self.clock.monotonic() - created:.2f}s"))
+        self.journal.record(LogKind.POOL, name, "CONTAINER_STARTED", details)
+
+    def _recycle(self, action: Recycle) -> None:
+        self.runtime.restart(action.container_id)
+        if self.metrics is not None:
+            self.metrics.restarts.labels(self.pool, reason_label(action.reason)).inc()
+        self.store.set_state(action.name, ContainerState.STARTING, f"restart: {action.reason}")
+        self.state.created_at[action.slot] = self.clock.monotonic()
+        self.journal.record(LogKind.POOL, action.name, "CONTAINER_RESTART", [("Reason", action.reason)], level="WARN")
+
+    def _deregister(self, action: Deregister) -> None:
+        self.store.deregister(action.name, action.reason)
+        self.state.forget_container(action.name)
+        if action.untrusted:
+            details = [("Error", action.reason), ("Action", "record dropped; Docker was not touched")]
+            self.journal.record(LogKind.ERRORS, action.name, "ERROR_OCCURRED", details, level="ERROR")
+
+    def _remove_orphan(self, action: RemoveOrphan) -> None:
+        self.runtime.remove(action.container_id)
+        details = [("Container", action.container_id[:12]), ("Reason", action.reason)]
+        self.journal.record(LogKind.POOL, "pool", "ORPHAN_REMOVED", details, level="WARN")
+
+    def _retire(self, action: Retire) -> None:
+        retired = action.name is None or self.store.deregister(action.name, action.reason, only_if_unleased=True)
+        if not retired and action.name in self.store.snapshot().containers:
+            return  # leased meanwhile: it stays, and is looked at again next tick
+        self.runtime.remove(action.container_id)
+        if action.name is not None:
+            self.state.forget_container(action.name)
+        self.journal.record(LogKind.POOL, action.name or "pool", "CONTAINER_REMOVED", [("Reason", action.reason)])

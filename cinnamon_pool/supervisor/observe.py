@@ -1,0 +1,100 @@
+"""Observe: one read-only pass over the engine, the lease store and the containers themselves.
+
+It writes nothing to Redis and changes nothing in Docker. Every container it reads from or
+probes is one the engine listed with the pool's labels; a record's container id is used only
+after it matched such a container, and endpoints are built from the engine's port mapping, not
+taken from a record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from cinnamon_pool.clock import Clock
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.health import ProbeResult
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import ContainerState, PoolSnapshot
+from cinnamon_pool.runtime.base import ContainerRuntime, ObservedContainer
+from cinnamon_pool.supervisor.reconcile import Observation, needs_probe
+from cinnamon_pool.supervisor.rules import Probe
+from cinnamon_pool.supervisor.state import SupervisorState
+
+Prober = Callable[[str, float], ProbeResult]
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything one tick saw."""
+
+    observation: Observation
+    snapshot: PoolSnapshot
+    memory_mb: dict[str, float]  # by container name, running registered containers only
+    processes: dict[str, int]  # free containers only (the leftover-browser rule reads these)
+    probes: dict[str, Probe]  # health probes that were due this tick
+
+
+class Observer:
+    def __init__(
+        self,
+        config: PoolConfig,
+        store: LeaseStore,
+        runtime: ContainerRuntime,
+        probes: ThreadPoolExecutor,
+        *,
+        readiness: Prober,
+        liveness: Prober,
+        clock: Clock,
+    ) -> None:
+        self.config, self.store, self.runtime, self.clock = config, store, runtime, clock
+        self.pool = config.pool.name
+        self._probes, self._readiness, self._liveness = probes, readiness, liveness
+
+    def observe(self, state: SupervisorState) -> World:
+        containers = self.runtime.list(self.pool)
+        snapshot = self.store.snapshot()
+        records = {name: rec for name, rec in snapshot.containers.items() if rec.host == self.runtime.host}
+        pool = self.config.pool
+        stored = snapshot.desired.get(self.runtime.host, pool.initial_size)
+        size = max(pool.min_size, min(pool.max_size, stored))  # the configuration may have changed
+        base = Observation(self.pool, self.runtime.host, containers, records, {}, size, snapshot.draining)
+        timeout = self.config.rules.health_timeout_s
+        starting = needs_probe(base)
+        ready = dict(
+            zip(
+                (c.container_id for c in starting),
+                self._probes.map(lambda c: self._readiness(self.endpoint(c), timeout).ok, starting),
+                strict=True,
+            )
+        )
+        running = {c.container_id: c for c in containers if c.running and c.belongs_to(self.pool)}
+        serving = {name: running[rec.container_id] for name, rec in records.items() if rec.container_id in running}
+        memory: dict[str, float] = {}
+        processes: dict[str, int] = {}
+        for name, container in serving.items():
+            reading = self.runtime.memory_mb(container.container_id)
+            if reading is not None:
+                memory[name] = reading
+            if records[name].state is ContainerState.AVAILABLE:
+                count = self.runtime.process_count(container.container_id)  # (docker top when cgroups are hidden)
+                if count is not None:
+                    processes[name] = count
+        observation = Observation(self.pool, self.runtime.host, containers, records, ready, size, snapshot.draining)
+        return World(observation, snapshot, memory, processes, self._health(state, serving))
+
+    def _health(self, state: SupervisorState, serving: dict[str, ObservedContainer]) -> dict[str, Probe]:
+        """Probe the serving containers whose interval is due, in parallel, with twice the
+        timeout, so that a slow answer is told apart from no answer."""
+        now, interval = self.clock.monotonic(), self.config.rules.health_interval_s
+        due = [name for name in sorted(serving) if now - state.probed_at.get(name, float("-inf")) >= interval]
+        timeout = 2 * self.config.rules.health_timeout_s
+        results = self._probes.map(lambda name: self._liveness(self.endpoint(serving[name]), timeout), due)
+        return {name: Probe(result.ok, result.seconds, result.detail) for name, result in zip(due, results, strict=True)}
+
+    def endpoint(self, container: ObservedContainer) -> str:
+        """The container's MCP URL on this host, from the engine's port mapping (or the slot's
+        configured port while the engine has not reported one)."""
+        port = container.host_port or self.config.container.host_ports[(container.slot or 1) - 1]
+        return f"http://127.0.0.1:{port}/mcp"

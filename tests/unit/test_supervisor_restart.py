@@ -1,0 +1,159 @@
+"""A supervisor adopts the pool as Redis describes it, and never trusts what it reads there.
+
+FakeRuntime and fakeredis; the same behaviours against real processes, a real redis-server and
+the real engine are in tests/integration/test_supervisor_hostile.py.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from cinnamon_pool.clock import ManualClock
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.health import ProbeResult
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.logs.format import parse
+from cinnamon_pool.logs.writer import DailyLogWriter
+from cinnamon_pool.model import Holder, LeaseInfo
+from cinnamon_pool.supervisor.loop import Supervisor
+from tests.fakes import FakeRuntime
+
+TABLES = {
+    "pool": {"name": "qa", "min_size": 1, "max_size": 4, "initial_size": 2},
+    "container": {"image": "cinnamon-pool/fake-mcp:test"},
+    "rules": {"scale_cooldown_s": 0, "idle_shrink_s": 60},
+}
+
+
+def supervisor(tmp_path: Path, client: fakeredis.FakeRedis, runtime: FakeRuntime, clock: ManualClock, **rules: float) -> Supervisor:
+    config = PoolConfig.from_tables({**TABLES, "rules": {**TABLES["rules"], **rules}})
+    store = LeaseStore(client, "qa", host=runtime.host)
+    writer = DailyLogWriter(tmp_path, clock=clock)
+    return Supervisor(config, store, runtime, writer, clock=clock, probe=lambda url, timeout: ProbeResult(True, 0.01))
+
+
+def errors(tmp_path: Path) -> list[str]:
+    files = sorted((tmp_path / "containers").glob("container-errors-*.log"))
+    return [r.detail("Error") or "" for f in files for r in parse(f.read_text().splitlines(keepends=True))]
+
+
+def scaled_to_four(tmp_path: Path) -> tuple[fakeredis.FakeRedis, FakeRuntime, ManualClock, LeaseStore, list[LeaseInfo]]:
+    client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
+    first = supervisor(tmp_path, client, runtime, clock)
+    first.tick(), first.tick()
+    store = LeaseStore(client, "qa")
+    for i in (1, 2):
+        store.acquire(Holder(f"run-{i}"), timeout_s=0, wait=False)
+    client.zadd(store.keys.waiters, {"a" * 32: 10**9})  # one waiter that stays, so the pool grows
+    client.zadd(store.keys.waiter_deadlines, {"a" * 32: 10**15})
+    client.hset(
+        store.keys.tickets,
+        "a" * 32,
+        '{"test_run_id": "run-w", "job_id": "", "worker": "", "ttl_ms": 30000, "cap_ms": 60000, "random": "0000000000000000"}',
+    )
+    for _ in range(4):
+        first.tick()
+    client.delete(store.keys.waiters, store.keys.waiter_deadlines, store.keys.tickets)
+    assert store.snapshot().desired == {runtime.host: 4}, "the grown size is stored in Redis"
+    for name in store.snapshot().free:
+        store.acquire(Holder(f"run-{name}"), timeout_s=0, wait=False)
+    leases = store.snapshot().leases  # jobs, and the waiter a grown slot was handed to
+    assert sorted(leases) == ["container-001", "container-002", "container-003", "container-004"]
+    return client, runtime, clock, store, list(leases.values())
+
+
+def test_a_new_supervisor_adopts_the_grown_size_and_keeps_every_lease(tmp_path: Path) -> None:
+    client, runtime, clock, store, grants = scaled_to_four(tmp_path)
+    containers_before = set(runtime.containers)
+    successor = supervisor(tmp_path, client, runtime, clock)  # a restart, or a standby taking over
+    for _ in range(3):
+        successor.tick()
+    for grant in grants:
+        store.renew(grant.container, grant.token)  # raises LeaseLost if revoked
+    assert set(runtime.containers) == containers_before, "no container was removed or created"
+    assert [c for c in runtime.calls if c[0] in {"remove", "restart"}] == []
+
+
+def test_the_pool_shrinks_only_after_the_scaled_slots_are_released_and_idle(tmp_path: Path) -> None:
+    client, runtime, clock, store, grants = scaled_to_four(tmp_path)
+    successor = supervisor(tmp_path, client, runtime, clock, idle_shrink_s=0.001)  # (Redis time: not the manual clock)
+    clock.advance(120)
+    successor.tick()
+    assert len(runtime.containers) == 4, "leased containers stay however long they are held"
+    for grant in grants:
+        store.release(grant.container, grant.token)
+    for _ in range(6):
+        time.sleep(0.002)
+        successor.tick()
+    assert store.snapshot().desired[runtime.host] == 1, "idle slots shrink one by one down to min_size"
+    assert len(runtime.containers) == 1 and sorted(store.snapshot().containers) == ["container-001"]
+
+
+@pytest.mark.parametrize(
+    ("key", "field", "value"),
+    [
+        ("containers", "container-001", b"\xff\x00not json"),
+        ("containers", "container-009", b'{"name": "container-009", "container_id": 5}'),
+        ("leases", "container-001", b"[1, 2, 3]"),
+        ("memory", "container-001", b"lots"),
+        ("desired", "fake-host", b"-3"),
+        ("free", "container-077", None),
+    ],
+)
+def test_a_malformed_value_is_reported_once_and_dropped_and_the_pool_serves_on(
+    tmp_path: Path, key: str, field: str, value: bytes | None
+) -> None:
+    client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
+    sup = supervisor(tmp_path, client, runtime, clock)
+    sup.tick(), sup.tick()
+    keys = LeaseStore(client, "qa").keys
+    full_key = getattr(keys, key)
+    if value is None:
+        client.zadd(full_key, {field: 0})
+    else:
+        client.hset(full_key, field, value)
+    for _ in range(3):
+        assert sup.tick().error is None
+    reported = [e for e in errors(tmp_path) if e.startswith("bad value in Redis")]
+    assert len(reported) == 1, f"reported once, got {reported}"
+    store = LeaseStore(client, "qa")
+    snapshot = store.snapshot()
+    assert snapshot.rejected == () or all(r.key == "memory" for r in snapshot.rejected), snapshot.rejected
+    assert sorted(snapshot.free) == ["container-001", "container-002"], "the pool converged"
+    store.acquire(Holder("after"), timeout_s=0, wait=False)
+
+
+def test_a_malformed_stream_entry_is_reported_once_and_acknowledged(tmp_path: Path) -> None:
+    client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
+    sup = supervisor(tmp_path, client, runtime, clock)
+    sup.tick()
+    keys = LeaseStore(client, "qa").keys
+    client.xadd(keys.events, {"kind": "granted", "name": "container-001", "at_ms": "1", "token": "t", "test_run_id": "r", "wait_ms": "x"})
+    client.xadd(keys.events, {"kind": "\x1b[2Jboom", "name": "\n" * 3})
+    for _ in range(3):
+        assert sup.tick().error is None
+    reported = [e for e in errors(tmp_path) if e.startswith("bad value in Redis")]
+    assert len(reported) == 2, reported
+    assert client.xpending(keys.events, "cinnamon-logs")["pending"] == 0
+
+
+def test_a_forged_record_never_reaches_docker(tmp_path: Path) -> None:
+    client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
+    sup = supervisor(tmp_path, client, runtime, clock)
+    sup.tick(), sup.tick()
+    foreign = runtime.add_foreign({})  # unlabelled: the engine lists it for nobody's pool
+    keys = LeaseStore(client, "qa").keys
+    for name, slot, state in [("container-002", 2, "restarting"), ("container-004", 4, "available"), ("container-003", 3, "unhealthy")]:
+        forged = f'{{"name": "{name}", "container_id": "{foreign}", "slot": {slot}, "host": "fake-host", "endpoint": "http://127.0.0.1:1/mcp", "state": "{state}"}}'
+        client.hset(keys.containers, name, forged)
+        client.zadd(keys.free, {name: 0})
+        for _ in range(3):
+            sup.tick()
+        assert foreign in runtime.containers, f"the foreign container survived a forged {state} record"
+        assert all(call[1] != foreign for call in runtime.calls)
+        assert LeaseStore(client, "qa").snapshot().containers.get(name, None) is None or name == "container-002"
+    assert sum("Docker does not report for this pool" in e for e in errors(tmp_path)) == 3

@@ -34,7 +34,7 @@ from cinnamon_pool.supervisor.journal import Journal
 from cinnamon_pool.supervisor.metrics import PoolMetrics
 from cinnamon_pool.supervisor.observe import Observer, Prober, World
 from cinnamon_pool.supervisor.reconcile import Action, Create, Recycle, Replace, ScalePolicy, needs_probe, plan, scale
-from cinnamon_pool.supervisor.rules import HealthPolicy, StateChange, find_leftovers, judge
+from cinnamon_pool.supervisor.rules import HealthPolicy, StateChange, find_inconsistent, find_leftovers, judge
 from cinnamon_pool.supervisor.state import SupervisorState
 
 FAST_TICK_S = 0.05
@@ -245,9 +245,12 @@ class Supervisor:
         records, snapshot = world.observation.records, world.snapshot
         changes, self.state.probe_failures = judge(records, world.memory_mb, world.probes, self.state.probe_failures, self.health_policy)
         free_for_s = {name: (snapshot.now_ms - since) / 1000 for name, since in snapshot.free_since_ms.items()}
-        judged = {change.name for change in changes}
         leftovers = find_leftovers(records, world.processes, self.state.idle_processes, free_for_s, self.health_policy.residue_processes)
-        return changes + [change for change in leftovers if change.name not in judged]
+        inconsistent = find_inconsistent(records, snapshot.free_since_ms, snapshot.leases, snapshot.epoch)
+        for change in [*leftovers, *inconsistent]:
+            if change.name not in {c.name for c in changes}:
+                changes.append(change)
+        return changes
 
     def _check_epoch(self, world: World) -> None:
         """Redis lost the pool's state: every container may hold a job's leftovers, so recycle all."""

@@ -6,13 +6,16 @@
   whole pool would only add load (a slow probe then counts as a failed one instead);
 - ``health_failures`` failed probes in a row -> unhealthy (the plan then replaces it);
 - a free container running more than ``residue_processes`` processes above its idle count
-  (a browser a job left open) -> restart, if it is still free.
+  (a browser a job left open) -> restart, if it is still free;
+- a record whose state disagrees with the free set or the leases (only something other than
+  the scripts can do that: a hand edit, garbage, a partial restore) -> restart, so the container
+  comes back through registration, clean and consistent.
 The consecutive-error rule lives in the release script, which counts the outcomes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from cinnamon_pool.model import ContainerRecord, ContainerState
@@ -99,4 +102,21 @@ def find_leftovers(
                     name, ContainerState.RESTARTING, f"browser left running: {count} processes (idle {baseline})", only_if_free=True
                 )
             )
+    return changes
+
+
+def find_inconsistent(
+    records: Mapping[str, ContainerRecord], free: Collection[str], leased: Collection[str], epoch: str | None
+) -> list[StateChange]:
+    """Records the scripts could not have left this way (read from one atomic snapshot). Records
+    without the pool's metadata (its epoch gone, every token dead) all restart and re-register,
+    which writes a new epoch."""
+    changes = []
+    for name, record in sorted(records.items()):
+        if epoch is None and record.state not in {ContainerState.RESTARTING, ContainerState.STARTING}:
+            changes.append(StateChange(name, ContainerState.RESTARTING, "the pool's metadata (epoch) is gone"))
+        elif record.state is ContainerState.AVAILABLE and (name not in free or name in leased):
+            changes.append(StateChange(name, ContainerState.RESTARTING, "available, but not in the free set"))
+        elif record.state in {ContainerState.ALLOCATED, ContainerState.DRAINING} and name not in leased:
+            changes.append(StateChange(name, ContainerState.RESTARTING, f"{record.state.value}, but no lease holds it"))
     return changes

@@ -324,13 +324,13 @@ def test_a_browser_left_open_by_a_job_sends_the_container_to_restart(start: Star
 
 def test_the_pool_keeps_serving_with_a_full_disk_or_a_deleted_log_directory(running: Running) -> None:
     eventually(lambda: len(running.free()) == 2, what="pool ready")
-    usage = running.supervisor.writer.path_for(LogKind.USAGE, LogRecord(running.supervisor.clock.now(), "INFO", "x", "X"))
+    usage = running.supervisor.journal.writer.path_for(LogKind.USAGE, LogRecord(running.supervisor.clock.now(), "INFO", "x", "X"))
     usage.unlink(missing_ok=True)
     os.symlink("/dev/full", usage)
     for _ in range(3):
         grant = running.store.acquire(Holder("while-disk-full"), timeout_s=5)
         running.store.release(grant.name, grant.token)
-    eventually(lambda: running.supervisor.writer.dropped >= 6, what="records dropped, not the pool")
+    eventually(lambda: running.supervisor.journal.writer.dropped >= 6, what="records dropped, not the pool")
     usage.unlink()
     shutil.rmtree(running.logs / "containers")
     grant = running.store.acquire(Holder("after-recovery"), timeout_s=5)

@@ -85,3 +85,24 @@ def test_pure_modules_import_no_io_library() -> None:
 def test_only_the_docker_adapter_imports_docker() -> None:
     importers = sorted(m for m, p in modules().items() if any(n.split(".")[0] == "docker" for n in imports(p)))
     assert importers == ["runtime.docker"]
+
+
+def test_the_package_imports_lazily() -> None:
+    """The supervisor's pure parts, and the package itself, load neither mcp nor rq."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cinnamon_pool.supervisor.reconcile, cinnamon_pool.decode; "
+        "assert cinnamon_pool.PoolConfig.__name__ == 'PoolConfig'; "
+        "print(sorted(m for m in ('mcp', 'rq', 'httpx', 'docker') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", f"loaded on import: {result.stdout}"
+    every = subprocess.run(
+        [sys.executable, "-c", "import cinnamon_pool as c; print(all(getattr(c, n) for n in c.__all__))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert every.stdout.strip() == "True", "every name in __all__ resolves"

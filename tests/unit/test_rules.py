@@ -82,3 +82,17 @@ def test_shrink_the_highest_idle_slot_above_min_only() -> None:
     assert scale(2, obs, SCALE, 0, idle, now_ms=300_000, since_last_change_s=60) == (1, "container-002 idle for 300 s")
     assert scale(2, obs, SCALE, 0, {"container-001": 0}, now_ms=400_000, since_last_change_s=60) == (2, ""), "slot 2 is leased"
     assert scale(1, observation([rec(1)], 1), SCALE, 0, {"container-001": 0}, now_ms=10**9, since_last_change_s=60) == (1, ""), "at min"
+
+
+def test_records_the_scripts_could_not_have_written_are_restarted() -> None:
+    from cinnamon_pool.supervisor.rules import find_inconsistent
+
+    records = {r.name: r for r in [rec(1), rec(2, ContainerState.ALLOCATED), rec(3), rec(4, ContainerState.ALLOCATED)]}
+    changes = find_inconsistent(records, free={"container-003"}, leased={"container-004"}, epoch="e")
+    assert [(c.name, c.reason) for c in changes] == [
+        ("container-001", "available, but not in the free set"),
+        ("container-002", "allocated, but no lease holds it"),
+    ]
+    assert all(c.state is ContainerState.RESTARTING for c in changes)
+    gone = find_inconsistent(records, free={"container-001", "container-003"}, leased={"container-002", "container-004"}, epoch=None)
+    assert len(gone) == 4, "without the pool's epoch every record restarts and re-registers"

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import docker
 import pytest
@@ -45,25 +46,35 @@ class Supervisors:
         return status["available"] == 2 and status["total"] == 2
 
 
+G = TypeVar("G", bound=Supervisors)
+
+
+def supervise_from_toml(
+    group: type[G], config: PoolConfig, redis_url: str, tmp_path: Path, *, max_size: int = 2, rules: str = RULES, extra: str = ""
+) -> Iterator[G]:
+    """Write the pool's TOML file as an operator would, yield the group, and kill what it started."""
+    c, pool = config.container, config.pool.name
+    path = tmp_path / "pool.toml"
+    path.write_text(
+        f'[redis]\nurl = "{redis_url}"\n[pool]\nname = "{pool}"\nmin_size = 1\nmax_size = {max_size}\ninitial_size = 2\n'
+        f'[container]\nimage = "{c.image}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{c.network}"\nhost_port_range = "{c.host_port_range}"\n'
+        f'[rules]\n{rules}[logs]\ndir = "{tmp_path / "logs"}"\n{extra}'
+    )
+    running = group(config, path, tmp_path)
+    yield running
+    for process in running.processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+            process.wait(timeout=10)
+
+
 @pytest.fixture
 def supervisors(
     real_redis: redis.Redis, redis_server: str, pool_cleanup: str, test_network: str, fake_image: str, tmp_path: Path
 ) -> Iterator[Supervisors]:
     config = test_config(pool_cleanup, redis_server, image=fake_image, network=test_network)
-    c = config.container
-    path = tmp_path / "pool.toml"
-    path.write_text(
-        f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "{pool_cleanup}"\nmin_size = 1\nmax_size = 2\ninitial_size = 2\n'
-        f'[container]\nimage = "{c.image}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{c.network}"\nhost_port_range = "{c.host_port_range}"\n'
-        f'[rules]\n{RULES}[logs]\ndir = "{tmp_path / "logs"}"\n'
-    )
-    group = Supervisors(config, path, tmp_path)
-    yield group
-    for process in group.processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-            process.kill()
-            process.wait(timeout=10)
+    yield from supervise_from_toml(Supervisors, config, redis_server, tmp_path)
 
 
 def pool_containers(client: docker.DockerClient, pool: str) -> list[dict[str, object]]:

@@ -25,31 +25,17 @@ from cinnamon_pool.errors import LeaseError
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import Holder
-from cinnamon_pool.pool import ContainerPool
 from tests.conftest import test_config
 from tests.integration.test_supervisor_docker import eventually
+from tests.integration.test_supervisor_processes import Supervisors, supervise_from_toml
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 BIN = Path(sys.executable).parent
 TTL_S = 3.0
 
 
-class Host:
+class Host(Supervisors):
     """`supervise` processes of one pool, started from a TOML file as an operator would."""
-
-    def __init__(self, config_path: Path, workdir: Path, pool: ContainerPool) -> None:
-        self.config_path, self.workdir, self.pool = config_path, workdir, pool
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"supervise-{len(self.processes)}.log").open("wb")
-        env = {**os.environ, "CINNAMON_CONFIG": str(self.config_path)}
-        process = subprocess.Popen([str(BIN / "cinnamon-pool"), "supervise"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.processes.append(process)
-        return process
-
-    def output(self, index: int) -> str:
-        return (self.workdir / f"supervise-{index}.log").read_text()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "CINNAMON_CONFIG": str(self.config_path)}
@@ -64,22 +50,11 @@ def host(
     real_redis: redis.Redis, redis_server: str, pool_cleanup: str, test_network: str, fake_image: str, tmp_path: Path
 ) -> Iterator[Host]:
     config = test_config(pool_cleanup, redis_server, image=fake_image, network=test_network, size=2)
-    c = config.container
-    path = tmp_path / "pool.toml"
-    path.write_text(
-        f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "{pool_cleanup}"\nmin_size = 1\nmax_size = 4\ninitial_size = 2\n'
-        f'[container]\nimage = "{c.image}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{c.network}"\nhost_port_range = "{c.host_port_range}"\n'
-        "[rules]\ntick_s = 0.3\nleader_lease_s = 1.5\nleader_renew_deadline_s = 1.0\nleader_retry_s = 0.2\n"
+    rules = (
+        "tick_s = 0.3\nleader_lease_s = 1.5\nleader_renew_deadline_s = 1.0\nleader_retry_s = 0.2\n"
         f"scale_cooldown_s = 0\nidle_shrink_s = 2\nlease_ttl_s = {TTL_S}\nhealth_interval_s = 1\n"
-        f'[logs]\ndir = "{tmp_path / "logs"}"\n[metrics]\nport = 0\n'
     )
-    group = Host(path, tmp_path, ContainerPool(config))
-    yield group
-    for process in group.processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-            process.kill()
-            process.wait(timeout=10)
+    yield from supervise_from_toml(Host, config, redis_server, tmp_path, max_size=4, rules=rules, extra="[metrics]\nport = 0\n")
 
 
 class Holders:

@@ -157,3 +157,17 @@ def test_status_json_keeps_the_documented_contract(fake_redis: redis.Redis) -> N
     entry = next(c for c in status["containers"] if c["name"] == grant.name)
     keys = {"name", "container_id", "state", "endpoint", "test_run_id", "memory_mb", "error_count", "restarts"}
     assert keys <= set(entry) and entry["test_run_id"] == "run-7" and entry["state"] == "allocated"
+
+
+def test_every_script_gets_its_keys_in_the_one_generated_order() -> None:
+    import re
+
+    from cinnamon_pool.keys import SCRIPT_KEYS, PoolKeys
+    from cinnamon_pool.lease.scripts import Op, source
+
+    keys = PoolKeys("unit").script_keys("host-a")
+    assert len(keys) == len(SCRIPT_KEYS) and all("{unit}" in key for key in keys), "every key in the pool's hash slot"
+    for op in Op:
+        declared = re.findall(r"^local (K_[A-Z_]+) = KEYS\[(\d+)\]", source(op), flags=re.MULTILINE)
+        assert [(lua, int(i)) for lua, i in declared] == [(lua, i) for i, (lua, _attr) in enumerate(SCRIPT_KEYS, 1)], op
+        assert "KEYS[" not in source(op).split("-- ===== ")[1], f"{op}.lua must use the generated names, not KEYS[i]"

@@ -1,5 +1,5 @@
 -- acquire.lua: grant a free container to this ticket, or queue the ticket (FIFO).
--- KEYS: the common layout of _lib.lua.
+-- KEYS: the generated prelude (see keys.py SCRIPT_KEYS).
 -- ARGV[1] ticket (32 hex)        ARGV[2] holder JSON {test_run_id, job_id, worker, ttl_ms, cap_ms, random}
 -- ARGV[3] waiter ttl ms          ARGV[4] "wait" to queue when nothing is free, "try" to not queue
 -- Returns {"GRANTED", grant JSON} | {"WAIT", position, counts JSON} | {"EXHAUSTED", counts JSON}

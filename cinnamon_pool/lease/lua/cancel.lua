@@ -1,6 +1,6 @@
 -- cancel.lua: a waiter gives up. Drops its ticket; a grant handed to it meanwhile is released
 -- back (offered to the next waiter or the free set), so nothing is stranded.
--- KEYS: the common layout of _lib.lua.
+-- KEYS: the generated prelude (see keys.py SCRIPT_KEYS).
 -- ARGV[1] ticket
 -- Returns {"OK", "cancelled" | "returned"}
 local ticket = ARGV[1]

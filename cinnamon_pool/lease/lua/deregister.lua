@@ -1,6 +1,6 @@
 -- deregister.lua: a container leaves the pool (vanished, replaced or scaled down).
 -- A lease on it is revoked (its holder gets LOST on its next renewal).
--- KEYS: the common layout of _lib.lua.
+-- KEYS: the generated prelude (see keys.py SCRIPT_KEYS).
 -- ARGV[1] container name   ARGV[2] reason
 -- ARGV[3] "if_unleased" to leave a leased container alone (scale-down, drain), else ""
 -- ARGV[4] leader id ('' = no election); a deposed leader gets {"NOT_LEADER"}

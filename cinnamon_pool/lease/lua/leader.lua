@@ -1,5 +1,5 @@
 -- leader.lua: one active supervisor per (pool, Docker host), through a key with a TTL.
--- KEYS: the common layout of _lib.lua (KEYS[14] is the leader key of the caller's host).
+-- KEYS: the generated prelude (K_LEADER is the leader key of the caller's host).
 -- ARGV[1] "claim" | "renew" | "resign"   ARGV[2] supervisor id   ARGV[3] lease ms
 -- Returns {"OK"} | {"NOT_LEADER", current holder or ""}
 local op, id, current = ARGV[1], ARGV[2], redis.call('GET', K_LEADER)

@@ -1,6 +1,6 @@
 -- reap.lua: end every lease past its expiry (TTL or hard cap); those containers go to
 -- "restarting" so the supervisor recycles them before they serve again. Drops dead waiters.
--- KEYS: the common layout of _lib.lua.
+-- KEYS: the generated prelude (see keys.py SCRIPT_KEYS).
 -- ARGV[1] leader id ('' = no election); a deposed leader gets {"NOT_LEADER"}
 -- Returns the names of the containers whose leases expired.
 if not is_leader(ARGV[1]) then return {'NOT_LEADER'} end

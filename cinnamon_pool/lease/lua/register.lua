@@ -1,7 +1,7 @@
 -- register.lua: a ready container joins the pool (new, or recycled under the same name).
 -- Creates the pool metadata with the given epoch when it is missing. A lease still held on
 -- the name is revoked (its holder gets LOST), then the container is offered to waiters.
--- KEYS: the common layout of _lib.lua.
+-- KEYS: the generated prelude (see keys.py SCRIPT_KEYS).
 -- ARGV[1] record JSON {name, container_id, slot, host, endpoint, restarts, started_at}
 -- ARGV[2] epoch candidate (16 hex), used only when the pool has none
 -- ARGV[3] leader id ('' = no election); a deposed leader gets {"NOT_LEADER"}

@@ -1,5 +1,5 @@
 -- release.lua: end the lease of the current token and record the job's outcome.
--- KEYS: the common layout of _lib.lua.
+-- KEYS: the generated prelude (see keys.py SCRIPT_KEYS).
 -- ARGV[1] container name   ARGV[2] token   ARGV[3] outcome ok|test_failed|infra_error
 -- ARGV[4] error threshold  ARGV[5] "recycle" when the job side saw residue or a failed cleanup
 -- ARGV[6] cleanup duration ms ("" when none ran)   ARGV[7] cleanup note   ARGV[8] artifacts folder or ""

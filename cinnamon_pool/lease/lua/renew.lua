@@ -1,5 +1,5 @@
 -- renew.lua: extend the lease of the current token by its TTL, never past the hard cap.
--- KEYS: the common layout of _lib.lua.
+-- KEYS: the generated prelude (see keys.py SCRIPT_KEYS).
 -- ARGV[1] container name   ARGV[2] token   ARGV[3] ttl ms
 -- Returns {"OK", expires_ms, now_ms} | {"LOST", reason} | {"NOT_OWNER", reason}
 -- A rejected renewal writes nothing.

@@ -1,7 +1,7 @@
 -- set_state.lua: the supervisor moves a container to draining, restarting or unhealthy.
 -- draining: a leased container restarts when released; a free one goes to restarting now.
 -- restarting/unhealthy: leaves the free set; a lease on it is revoked (its holder gets LOST).
--- KEYS: the common layout of _lib.lua.
+-- KEYS: the generated prelude (see keys.py SCRIPT_KEYS).
 -- ARGV[1] container name   ARGV[2] state   ARGV[3] reason
 -- ARGV[4] "if_free": change it only if it is in the free set now, else {"BUSY"}
 -- ARGV[5] leader id ('' = no election); a deposed leader gets {"NOT_LEADER"}

@@ -27,7 +27,7 @@ from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.model import PoolSnapshot
-from cinnamon_pool.runtime.base import ContainerRuntime, ObservedContainer
+from cinnamon_pool.runtime.base import ContainerRuntime
 from cinnamon_pool.supervisor.actuator import MAX_BACKOFF_S, Actuator
 from cinnamon_pool.supervisor.election import LeaderElection
 from cinnamon_pool.supervisor.journal import Journal
@@ -266,6 +266,3 @@ class Supervisor:
             ours = [c.container_id for c in world.observation.containers if c.running and c.belongs_to(self.pool)]
             list(self._probes.map(self.runtime.restart, ours))  # together: a pool of browsers restarts in the time of one
         self.state.epoch = epoch
-
-    def endpoint(self, container: ObservedContainer) -> str:
-        return self.observer.endpoint(container)

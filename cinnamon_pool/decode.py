@@ -232,8 +232,8 @@ def snapshot(replies: Mapping[str, Any]) -> PoolSnapshot:
     containers = _each("containers", _whole("containers", replies["containers"], rejected, dict) or {}, record, rejected)
     leases = _each("leases", _whole("leases", replies["leases"], rejected, dict) or {}, lease, rejected)
     free_pairs = _whole("free", replies["free"], rejected, list) or []
-    unreadable = {r.field for r in rejected if r.key == "containers"}  # their free entries go with them
-    free_pairs = [(name, score) for name, score in free_pairs if shorten(name, 64) not in unreadable]
+    unreadable = {r.raw_field for r in rejected if r.key == "containers"}  # their free entries go with them
+    free_pairs = [(name, score) for name, score in free_pairs if _bytes(name) not in unreadable]
     free_since = _each("free", dict(free_pairs), lambda f, s: _free_member(f, s, containers), rejected)
     memory = _each("memory", _whole("memory", replies["memory"], rejected, dict) or {}, lambda f, v: number(v, "memory"), rejected)
     desired = _each(

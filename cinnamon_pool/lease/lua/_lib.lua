@@ -74,14 +74,15 @@ local ROUTINE = {['available>allocated'] = true, ['allocated>available'] = true}
 
 local function set_state(rec, state, reason)
   local old = rec.state
+  local routine = ROUTINE[tostring(old) .. '>' .. state]
   rec.state = state
   -- why it is draining or restarting, kept in the record so a new supervisor knows too; a
   -- drained container keeps the reason it was drained for when it goes on to restart
-  if not (old == 'draining' and state == 'restarting') and not ROUTINE[tostring(old) .. '>' .. state] then
+  if not routine and not (old == 'draining' and state == 'restarting') then
     rec.reason = reason or ''
   end
   put_record(rec)
-  if old ~= state and not ROUTINE[tostring(old) .. '>' .. state] then
+  if old ~= state and not routine then
     emit('state', rec.name, {'from', old, 'to', state, 'reason', reason or ''})
   end
 end

@@ -78,7 +78,7 @@ class FencedClient:
 async def mcp_session(lease: ContainerLease, *, timeout_s: float = 60.0) -> AsyncIterator[FencedClient]:
     """An MCP session on the leased container; leaving it ends the session (HTTP DELETE)."""
     lease.check()
-    http = create_mcp_http_client(headers={TOKEN_HEADER: lease.token})
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {lease.token}", TOKEN_HEADER: lease.token})
 
     async def fence(request: Any) -> None:
         # The last check before the bytes leave: a holder paused after an earlier check (SIGSTOP,

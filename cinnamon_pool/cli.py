@@ -48,7 +48,7 @@ def cmd_supervise(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    runtime = DockerRuntime()
+    runtime = DockerRuntime(host=config.pool.host)
     store = LeaseStore(
         client,
         config.pool.name,
@@ -83,6 +83,48 @@ def cmd_supervise(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     supervisor.run(stop)
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+    import uvicorn
+
+    from cinnamon_pool.gateway.app import Gateway
+    from cinnamon_pool.logs.writer import DailyLogWriter
+    from cinnamon_pool.runtime.docker import DockerRuntime
+
+    config = _config(args)
+    settings = config.gateway
+    if not settings.enabled:
+        raise ConfigError("gateway.listen", settings.listen, "is empty: this configuration has no gateway (jobs reach containers directly)")
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(settings, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"gateway.{key}", path, "file not found")
+    host = config.pool.host or DockerRuntime().host  # the name the supervisor gives this host's records
+    gateway = Gateway(config, aioredis.Redis.from_url(config.redis.url, socket_timeout=5), host, DailyLogWriter(config.logs.dir))
+    bind, port = settings.host_port
+    print(
+        f"cinnamon-pool gateway: pool {config.pool.name!r}, host {host!r}, listening on {bind}:{port}; jobs get {settings.endpoint(config.pool.name, 'container-001')} ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            gateway.app(),
+            host=bind,
+            port=port,
+            ssl_certfile=settings.tls_cert or None,
+            ssl_keyfile=settings.tls_key or None,
+            limit_concurrency=settings.max_connections,
+            timeout_keep_alive=5,
+            access_log=False,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
+    server.run()
     return 0
 
 
@@ -225,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("supervise", help="run the supervisor daemon (keeps the pool right, writes the logs)").set_defaults(
         run=cmd_supervise
+    )
+    commands.add_parser("gateway", help="run this host's gateway: the authenticated way in to the pool's containers").set_defaults(
+        run=cmd_gateway
     )
     status = commands.add_parser("status", help="show the pool's containers and leases")
     status.add_argument("--json", action="store_true", help="print the documented JSON document")

@@ -16,13 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cinnamon_pool.errors import ConfigError
-from cinnamon_pool.model import validate_pool_name
+from cinnamon_pool.errors import ConfigError, InvalidIdentifier
+from cinnamon_pool.model import validate_host, validate_pool_name
 
 DEFAULT_COMMAND = (
-    "--headless", "--browser", "chromium", "--no-sandbox", "--isolated",
-    "--port", "8931", "--host", "0.0.0.0", "--allowed-hosts", "*",
-)  # fmt: skip
+    "--headless",
+    "--browser",
+    "chromium",
+    "--no-sandbox",
+    "--isolated",
+    "--port",
+    "8931",
+    "--host",
+    "0.0.0.0",
+)  # fmt: skip  (the pool adds --allowed-hosts: see ContainerTemplate.command_for)
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class PoolSettings:
     min_size: int = 2
     max_size: int = 10
     initial_size: int = 2
+    host: str = ""  # this Docker host's name in the pool; "" = the name Docker reports (docker info)
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,14 @@ class ContainerTemplate:
         low, high = (int(p) for p in self.host_port_range.split("-"))
         return range(low, high + 1)
 
+    def command_for(self, host_port: int | None) -> tuple[str, ...]:
+        """The command one container runs: the configured one, plus ``--allowed-hosts`` limited to
+        the Host value that the gateway, the probes and direct clients send (``127.0.0.1:<its
+        published port>``), unless the command sets it itself or is empty (the image's own)."""
+        if not self.command or "--allowed-hosts" in self.command or host_port is None:
+            return self.command
+        return (*self.command, "--allowed-hosts", f"127.0.0.1:{host_port}")
+
 
 @dataclass(frozen=True)
 class Rules:
@@ -93,6 +109,39 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class GatewaySettings:
+    """``cinnamon-pool gateway``: the one authenticated way in to this host's containers."""
+
+    listen: str = "127.0.0.1:8930"  # host:port; "" = no gateway, jobs get the containers' own URLs
+    advertise_url: str = ""  # what workers elsewhere use; "" = http(s)://<listen>
+    tls_cert: str = ""  # both or neither
+    tls_key: str = ""
+    max_body_bytes: int = 8 * 1024 * 1024  # a larger request body is refused with 413
+    body_timeout_s: float = 10.0  # a client that stops sending its body for this long gets 408
+    connect_timeout_s: float = 5.0  # a container that does not accept within this: 502
+    max_connections: int = 1000  # past this many at once, new requests get 503
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen)
+
+    @property
+    def base_url(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        return f"{'https' if self.tls_cert else 'http'}://{self.listen}"
+
+    def endpoint(self, pool: str, name: str) -> str:
+        """The MCP URL a job gets for a container behind this gateway."""
+        return f"{self.base_url}/{pool}/{name}/mcp"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     host: str = "127.0.0.1"
     port: int = 9464  # 0 turns the endpoint off
@@ -106,6 +155,7 @@ class PoolConfig:
     rules: Rules = field(default_factory=Rules)
     logs: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     @classmethod
     def load(cls, path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> PoolConfig:
@@ -142,6 +192,11 @@ class PoolConfig:
         """Check the rules that span keys; single values were checked when parsed."""
         pool, rules, template = self.pool, self.rules, self.container
         validate_pool_name(pool.name)
+        if pool.host:
+            try:
+                validate_host(pool.host)
+            except InvalidIdentifier as error:
+                raise ConfigError("pool.host", pool.host, error.reason) from None
         if pool.min_size < 0:
             raise ConfigError("pool.min_size", pool.min_size, "must be >= 0")
         if pool.max_size < 1:
@@ -190,8 +245,34 @@ class PoolConfig:
                 rules.leader_renew_deadline_s,
                 f"must be between rules.leader_retry_s ({rules.leader_retry_s}) and rules.leader_lease_s ({rules.leader_lease_s})",
             )
+        self._validate_gateway()
         if rules.max_lease_s < rules.lease_ttl_s:
             raise ConfigError("rules.max_lease_s", rules.max_lease_s, f"must be >= rules.lease_ttl_s ({rules.lease_ttl_s})")
+
+    def _validate_gateway(self) -> None:
+        gateway = self.gateway
+        if gateway.listen:
+            match = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})", gateway.listen)
+            if match is None or not 1 <= int(match.group(2)) <= 65535:
+                raise ConfigError("gateway.listen", gateway.listen, 'must be "host:port" (e.g. "127.0.0.1:8930"), or "" for no gateway')
+        if gateway.advertise_url:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~%/-]*)?", gateway.advertise_url):
+                raise ConfigError(
+                    "gateway.advertise_url", gateway.advertise_url, "must be an http:// or https:// URL without user:password@"
+                )
+            if not gateway.listen:
+                raise ConfigError("gateway.advertise_url", gateway.advertise_url, 'needs gateway.listen (it is "")')
+        if bool(gateway.tls_cert) != bool(gateway.tls_key):
+            raise ConfigError(
+                "gateway.tls_cert" if not gateway.tls_cert else "gateway.tls_key", "", "set both tls_cert and tls_key, or neither"
+            )
+        if gateway.max_body_bytes < 1024:
+            raise ConfigError("gateway.max_body_bytes", gateway.max_body_bytes, "must be >= 1024")
+        if gateway.max_connections < 1:
+            raise ConfigError("gateway.max_connections", gateway.max_connections, "must be >= 1")
+        for key in ("body_timeout_s", "connect_timeout_s"):
+            if getattr(gateway, key) <= 0:
+                raise ConfigError(f"gateway.{key}", getattr(gateway, key), "must be > 0")
 
 
 _SECTION_TYPES: dict[str, type] = {
@@ -201,6 +282,7 @@ _SECTION_TYPES: dict[str, type] = {
     "rules": Rules,
     "logs": LogSettings,
     "metrics": MetricsSettings,
+    "gateway": GatewaySettings,
 }
 
 ENV_VARIABLES: dict[str, str] = {

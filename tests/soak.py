@@ -2,8 +2,8 @@
 
 Real parts: two private redis-servers (rq's queue on one; the pool's lease store on the other,
 which the soak restarts empty), the real Docker engine with the fake-mcp image, a
-`cinnamon-pool supervise` process and forking `rq worker` processes (kept at their number, as
-a process manager would). Every few seconds one fault, picked at random:
+`cinnamon-pool supervise` process, a `cinnamon-pool gateway` process (the jobs' way in) and
+forking `rq worker` processes (kept at their number, as a process manager would). Every few seconds one fault, picked at random:
 
   kill-worker      SIGKILL an rq worker (its work horse goes on); a new worker is started
   kill-horse       SIGKILL a work horse mid-job
@@ -126,7 +126,7 @@ class Soak:
             f"[rules]\nlease_ttl_s = {TTL_S}\nmax_lease_s = 60\ntick_s = 0.5\nhealth_interval_s = 1\nhealth_timeout_s = 1\n"
             "health_failures = 2\nscale_cooldown_s = 5\nidle_shrink_s = 20\nleader_lease_s = 3\nleader_renew_deadline_s = 2\n"
             "leader_retry_s = 0.3\ncanary_share = 0.2\ncanary_timeout_s = 5\n"
-            f'[logs]\ndir = "{self.workdir / "logs"}"\n[metrics]\nport = 0\n'
+            f'[logs]\ndir = "{self.workdir / "logs"}"\n[metrics]\nport = 0\n[gateway]\nlisten = "127.0.0.1:{free_port()}"\n'
         )
         self.config = PoolConfig.load(self.config_path)
         self.pool = ContainerPool(self.config, client=redis.Redis.from_url(self.pool_url, socket_timeout=2))
@@ -139,6 +139,7 @@ class Soak:
             "CINNAMON_TEST_HISTORY": str(self.history),
         }
         self.start_supervisor()
+        self._spawn([str(Path(sys.executable).parent / "cinnamon-pool"), "gateway"], "gateway.log")  # jobs reach containers through it
         for _ in range(self.worker_count):
             self.start_worker()
 

@@ -32,6 +32,7 @@ class ContainerSpec:
     host_port: int | None
     template: ContainerTemplate
     labels: dict[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] = ()  # what it runs (template.command_for: with --allowed-hosts); () = the image's
 
 
 @dataclass(frozen=True)

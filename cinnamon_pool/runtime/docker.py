@@ -47,14 +47,15 @@ def _translate(what: str, call: Callable[[], T]) -> T:
 
 
 class DockerRuntime:
-    def __init__(self, client: docker.DockerClient | None = None, *, cgroup_root: Path = CGROUP_ROOT) -> None:
+    def __init__(self, client: docker.DockerClient | None = None, *, cgroup_root: Path = CGROUP_ROOT, host: str = "") -> None:
+        """``host`` names this Docker host in the pool (``pool.host``); "" = the name Docker reports."""
         try:
             self.client = client or docker.from_env(timeout=30)
             info = self.client.info()
         except docker.errors.DockerException as error:
             raise RuntimeUnavailable(f"no Docker daemon answers: {error}") from error
         self.api = self.client.api
-        self.host = str(info.get("Name") or info.get("ID") or "docker")
+        self.host = host or str(info.get("Name") or info.get("ID") or "docker")
         self.cgroup_root = cgroup_root
 
     # -- observe ---------------------------------------------------------------------------
@@ -149,9 +150,13 @@ class DockerRuntime:
 
     # -- act -------------------------------------------------------------------------------
     def ensure_network(self, name: str) -> None:
+        """A bridge network with inter-container traffic off: a browser in one pool container
+        cannot reach another container's MCP port."""
         if not _translate("network list", lambda: self.api.networks(names=[name])):
             try:
-                self.api.create_network(name, driver="bridge", labels={"cinnamon.managed": "true"})
+                self.api.create_network(
+                    name, driver="bridge", labels={"cinnamon.managed": "true"}, options={"com.docker.network.bridge.enable_icc": "false"}
+                )
             except docker.errors.APIError as error:
                 if error.status_code != 409:  # created meanwhile by another supervisor
                     raise RuntimeUnavailable(f"docker create network {name}: {error.explanation}") from error
@@ -180,8 +185,8 @@ class DockerRuntime:
             volumes=list(template.volumes),
             ports={f"{template.port}/tcp": ("127.0.0.1", spec.host_port)} if spec.host_port else {},
         )
-        if template.command:
-            kwargs["command"] = list(template.command)
+        if spec.command:
+            kwargs["command"] = list(spec.command)
         if template.user:
             kwargs["user"] = template.user
         self._remove_by_name(spec.docker_name)  # a leftover of an interrupted create

@@ -82,13 +82,15 @@ class Actuator:
         if not self.state.network_ready:
             self.runtime.ensure_network(template.network)
             self.state.network_ready = True
+        host_port = template.host_ports[action.slot - 1]
         spec = ContainerSpec(
             pool=self.pool,
             slot=action.slot,
             docker_name=f"cinnamon-{self.pool}-{container_name(action.slot)}",
-            host_port=template.host_ports[action.slot - 1],
+            host_port=host_port,
             template=template,
             labels=pool_labels(self.pool, action.slot),
+            command=template.command_for(host_port),
         )
         self.runtime.create(spec)
         self.state.slot_backoff.pop(action.slot, None)
@@ -113,7 +115,7 @@ class Actuator:
             container_id=container.container_id,
             slot=action.slot,
             host=self.runtime.host,
-            endpoint=self.endpoint(container),
+            endpoint=self._job_endpoint(name, container),
             state=ContainerState.STARTING,
             restarts=action.restarts,
             started_at=container.started_at,
@@ -128,6 +130,11 @@ class Actuator:
         if created is not None:
             details.append(("Startup Time", f"{self.clock.monotonic() - created:.2f}s"))
         self.journal.record(LogKind.POOL, name, "CONTAINER_STARTED", details)
+
+    def _job_endpoint(self, name: str, container: ObservedContainer) -> str:
+        """What jobs get: the gateway's URL for this container, or its own without a gateway."""
+        gateway = self.config.gateway
+        return gateway.endpoint(self.pool, name) if gateway.enabled else self.endpoint(container)
 
     def _recycle(self, action: Recycle) -> None:
         self.runtime.restart(action.container_id)

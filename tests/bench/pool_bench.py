@@ -22,7 +22,9 @@ def fresh_container_start(runtime: DockerRuntime, config: PoolConfig, pool: str,
     for i in range(runs):
         # Not the pool's label set: the running supervisor would remove it as an orphan.
         port = config.container.host_ports[-1]
-        spec = ContainerSpec(pool, 0, f"cinnamon-{pool}-fresh-{i}", port, config.container, {"cinnamon.test": pool})
+        spec = ContainerSpec(
+            pool, 0, f"cinnamon-{pool}-fresh-{i}", port, config.container, {"cinnamon.test": pool}, config.container.command_for(port)
+        )
         started = time.perf_counter()
         observed = runtime.create(spec)
         endpoint = f"http://127.0.0.1:{port}/mcp"

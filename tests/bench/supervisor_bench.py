@@ -95,7 +95,9 @@ def floor_kill_to_ready(engine: docker.DockerClient, config: PoolConfig, pool: s
     port = config.container.host_ports[-1]
 
     def run(i: int) -> str:
-        spec = ContainerSpec(pool, 0, f"cinnamon-{pool}-floor-{i}", port, config.container, {"cinnamon.test": pool})
+        spec = ContainerSpec(
+            pool, 0, f"cinnamon-{pool}-floor-{i}", port, config.container, {"cinnamon.test": pool}, config.container.command_for(port)
+        )
         return runtime.create(spec).container_id
 
     samples = []

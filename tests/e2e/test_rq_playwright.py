@@ -1,5 +1,6 @@
 """End to end: real `rq worker` processes (the forking worker) run jobs that drive the real
-playwright-mcp in containers leased from a pool kept by a real `cinnamon-pool supervise`."""
+playwright-mcp in containers leased from a pool kept by a real `cinnamon-pool supervise`, through
+a real `cinnamon-pool gateway` (the default path)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,32 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
+import httpx
 import pytest
 import redis
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from cinnamon_pool.browser import Browser
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.pool import ContainerPool
 from tests.conftest import ROOT, test_config
+from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.redis]
 BIN = Path(sys.executable).parent
+
+
+class Supervised(NamedTuple):
+    config: PoolConfig
+    env: dict[str, str]
+    logs: Path
+    supervisor: subprocess.Popen[bytes]
 
 
 def write_config(config: PoolConfig, path: Path, logs: Path) -> Path:
@@ -35,7 +47,7 @@ def write_config(config: PoolConfig, path: Path, logs: Path) -> Path:
         f'[pool]\nname = "{config.pool.name}"\nmin_size = {size}\nmax_size = {size}\ninitial_size = {size}\n'
         f'[container]\nimage = "{c.image}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{c.network}"\nhost_port_range = "{c.host_port_range}"\n'
         f"[rules]\ntick_s = 0.5\n"
-        f'[logs]\ndir = "{logs}"\n'
+        f'[logs]\ndir = "{logs}"\n[metrics]\nport = 0\n[gateway]\nlisten = "127.0.0.1:{free_port()}"\n'
     )
     return path
 
@@ -49,29 +61,33 @@ def supervised_pool(
     test_network: str,
     playwright_image: str,
     tmp_path: Path,
-) -> Iterator[tuple[PoolConfig, dict[str, str], Path]]:
+) -> Iterator[Supervised]:
     size = int(request.param)
     config = test_config(pool_cleanup, redis_server, image=playwright_image, network=test_network, size=size)
     logs = tmp_path / "logs"
     env = {**os.environ, "CINNAMON_CONFIG": str(write_config(config, tmp_path / "pool.toml", logs))}
     log = (tmp_path / "supervise.log").open("w")
     supervisor = subprocess.Popen([BIN / "cinnamon-pool", "supervise"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    gateway = subprocess.Popen([BIN / "cinnamon-pool", "gateway"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    config = PoolConfig.load(env["CINNAMON_CONFIG"])
     try:
-        pool = ContainerPool(PoolConfig.load(env["CINNAMON_CONFIG"]))
+        pool = ContainerPool(config)
         deadline = time.monotonic() + 60
         while pool.status()["available"] < size:
             assert supervisor.poll() is None, (tmp_path / "supervise.log").read_text()
             assert time.monotonic() < deadline, f"the supervisor did not bring up {size} containers in 60 s"
             time.sleep(0.1)
-        yield config, env, logs
+        yield Supervised(config, env, logs, supervisor)
     finally:
-        supervisor.send_signal(signal.SIGTERM)
-        supervisor.wait(timeout=30)
+        for process in (supervisor, gateway):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
         log.close()
 
 
-def test_six_jobs_through_two_forking_workers_and_two_real_browsers(supervised_pool: tuple[PoolConfig, dict[str, str], Path]) -> None:
-    config, env, logs = supervised_pool
+def test_six_jobs_through_two_forking_workers_and_two_real_browsers(supervised_pool: Supervised) -> None:
+    config, env, logs, _supervisor = supervised_pool
     client = redis.Redis.from_url(config.redis.url)
     queue = Queue("e2e", connection=client, serializer=JSONSerializer)
     jobs = [
@@ -117,9 +133,9 @@ def test_six_jobs_through_two_forking_workers_and_two_real_browsers(supervised_p
 
 @pytest.mark.parametrize("supervised_pool", [1], indirect=True)
 def test_a_jobs_cookies_storage_and_tabs_are_invisible_to_the_next_job_on_the_same_container(
-    supervised_pool: tuple[PoolConfig, dict[str, str], Path],
+    supervised_pool: Supervised,
 ) -> None:
-    config, env, _logs = supervised_pool
+    config, env, _logs, _supervisor = supervised_pool
     client = redis.Redis.from_url(config.redis.url)
     queue = Queue("e2e-state", connection=client, serializer=JSONSerializer)
     first = queue.enqueue("tests.jobs.leave_state_behind", job_timeout=120)
@@ -139,9 +155,9 @@ def test_a_jobs_cookies_storage_and_tabs_are_invisible_to_the_next_job_on_the_sa
 
 
 def test_the_example_sign_in_flow_types_clicks_asserts_and_takes_a_screenshot(
-    supervised_pool: tuple[PoolConfig, dict[str, str], Path],
+    supervised_pool: Supervised,
 ) -> None:
-    config, env, logs = supervised_pool
+    config, env, logs, _supervisor = supervised_pool
     client = redis.Redis.from_url(config.redis.url)
     queue = Queue("e2e-flow", connection=client, serializer=JSONSerializer)
     good = queue.enqueue("workers.jobs.sign_in_flow", "ada@example.test", test_run_id="flow-ok", job_timeout=120)
@@ -156,3 +172,28 @@ def test_the_example_sign_in_flow_types_clicks_asserts_and_takes_a_screenshot(
     artifacts = list((logs / "artifacts").glob("*/flow-bad"))
     assert len(artifacts) == 1 and (artifacts[0] / "screenshot.png").stat().st_size > 1000
     assert ContainerPool(config).status()["containers"][0]["error_count"] == 0
+
+
+def test_a_job_keeps_its_browser_while_supervise_is_killed_and_other_hosts_are_refused_by_playwright_mcp(
+    supervised_pool: Supervised, real_redis: redis.Redis
+) -> None:
+    config = supervised_pool.config
+    pool = ContainerPool(config)
+    assert all(c["endpoint"].startswith(config.gateway.base_url + "/") for c in pool.status()["containers"]), "jobs get gateway URLs"
+    with pool.lease("e2e-gateway") as lease, Browser(lease, timeout_s=60) as browser:
+        assert "before" in browser.navigate("data:text/html,<h1>before</h1>")
+        supervised_pool.supervisor.kill()  # the gateway is its own process: the job's session lives on
+        time.sleep(1.0)
+        assert "after" in browser.navigate("data:text/html,<h1>after</h1>")
+        port = config.container.host_ports[lease.slot - 1]
+        direct = httpx.post(
+            f"http://127.0.0.1:{port}/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Host": f"evil.example:{port}", "Accept": "application/json, text/event-stream"},
+            timeout=10,
+        )
+        assert direct.status_code == 403 and "Access is only allowed at 127.0.0.1:" in direct.text, (
+            "playwright-mcp itself refuses any Host but the one --allowed-hosts lists"
+        )
+        refused = httpx.post(lease.endpoint, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, timeout=10)
+        assert refused.status_code == 401, "no token, no browser"

@@ -42,6 +42,7 @@ def spec_for(pool: str, network: str, redis_url: str, image: str, slot: int = 1)
         config.container.host_ports[slot - 1],
         config.container,
         pool_labels(pool, slot),
+        config.container.command_for(config.container.host_ports[slot - 1]),
     )
 
 

@@ -9,10 +9,22 @@ PACKAGE = Path(__file__).resolve().parents[2] / "cinnamon_pool"
 LAYERS = {
     1: ["errors", "clock", "model", "events", "decode", "config", "keys", "logs.format", "lease.scripts", "runtime.base"],
     2: ["supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],
-    3: ["lease.store", "lease.handle", "lease.heartbeat", "runtime.docker", "health", "logs.writer", "logs.files", "browser"],
+    3: [
+        "lease.store",
+        "lease.handle",
+        "lease.heartbeat",
+        "runtime.docker",
+        "health",
+        "logs.writer",
+        "logs.files",
+        "browser",
+        "gateway.auth",
+        "gateway.proxy",
+    ],
     4: [
         "pool",
         "job",
+        "gateway.app",
         "supervisor.loop",
         "supervisor.observe",
         "supervisor.actuator",

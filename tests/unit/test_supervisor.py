@@ -54,7 +54,10 @@ def test_first_ticks_start_and_register_initial_size(tmp_path: Path) -> None:
     supervisor.tick()
     snapshot = store.snapshot()
     assert sorted(snapshot.free) == ["container-001", "container-002"]
-    assert {r.endpoint for r in snapshot.containers.values()} == {"http://127.0.0.1:3000/mcp", "http://127.0.0.1:3001/mcp"}
+    assert {r.endpoint for r in snapshot.containers.values()} == {
+        "http://127.0.0.1:8930/qa/container-001/mcp",
+        "http://127.0.0.1:8930/qa/container-002/mcp",
+    }, "jobs get the gateway's URL for each container"
     assert records(tmp_path, "pool") == ["CONTAINER_STARTED", "CONTAINER_STARTED"]
 
 

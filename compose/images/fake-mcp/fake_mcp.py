@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 PROTOCOL_VERSION = "2025-06-18"
+ALLOWED_HOSTS: list[str] = []  # --allowed-hosts; empty = no host check
 TOOLS = [
     {
         "name": "browser_navigate",
@@ -117,6 +118,17 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"null")
 
+    def _host_refused(self) -> bool:
+        """playwright-mcp's host check: with --allowed-hosts, any other Host header gets 403."""
+        allowed = ALLOWED_HOSTS
+        if not allowed or "*" in allowed or not self.path.startswith("/mcp"):
+            return False
+        host = (self.headers.get("Host") or "").lower()
+        if host in allowed:
+            return False
+        self._send(403, {"error": "Access is only allowed at " + ", ".join(allowed)})
+        return True
+
     def _fault_gate(self) -> None:
         mode, delay = STATE.mode, STATE.delay_s
         if mode == "hang":
@@ -127,6 +139,8 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- routes --------------------------------------------------------------------------
     def do_GET(self) -> None:
+        if self._host_refused():
+            return
         if self.path == "/_fake/state":
             self._send(200, STATE.snapshot())
             return
@@ -137,6 +151,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(404, {"error": "not found"})
 
     def do_DELETE(self) -> None:
+        if self._host_refused():
+            return
         if not self.path.startswith("/mcp"):
             self._send(404, {"error": "not found"})
             return
@@ -151,6 +167,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200 if known else 404, None)
 
     def do_POST(self) -> None:
+        if self._host_refused():
+            return
         if self.path == "/_fake/mode":
             change = self._read_json() or {}
             if "exit" in change:
@@ -203,7 +221,15 @@ class Handler(BaseHTTPRequestHandler):
         name, arguments = params.get("name"), params.get("arguments") or {}
         served_at = time.time()
         with STATE.lock:
-            STATE.calls.append({"tool": name, "token": self.headers.get("x-cinnamon-token", ""), "at": served_at})
+            STATE.calls.append(
+                {
+                    "tool": name,
+                    "token": self.headers.get("x-cinnamon-token", ""),
+                    "at": served_at,
+                    "authorization": "authorization" in self.headers,  # a gateway strips it
+                    "host": self.headers.get("host", ""),
+                }
+            )
             failing = STATE.mode == "fail"
             if name == "browser_navigate" and not failing:
                 STATE.sessions[session] = str(arguments.get("url", ""))
@@ -237,7 +263,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8931)
     parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--allowed-hosts", default="", help="comma-separated Host values served, as playwright-mcp's")
     args, _ignored = parser.parse_known_args()  # accepts playwright-mcp's arguments as a stand-in
+    ALLOWED_HOSTS.extend(h.strip().lower() for h in args.allowed_hosts.split(",") if h.strip())
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     sys.stderr.write(f"fake-mcp: listening on {args.host}:{args.port} (mode {STATE.mode})\n")

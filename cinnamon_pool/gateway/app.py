@@ -1,0 +1,214 @@
+"""The gateway's ASGI application: route, authorize, forward; refuse in one place; close the
+streams of leases that ended.
+
+Every refusal is a :class:`~cinnamon_pool.gateway.auth.Refusal` turned into one JSON answer
+``{"error": ..., "container": ...}`` with its status (401 no token, 403 not the current lease,
+404 unknown pool or container, 408/413/431 a slow or oversized request, 502 the container does not
+answer, 503 Redis does not answer), counted in ``cinnamon_pool_gateway_refusals_total`` and written to the pool log as
+ACCESS_DENIED (502: ERROR_OCCURRED), once per container, reason and client per minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+import redis
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
+from cinnamon_pool.gateway.proxy import forwarded_headers, open_upstream, read_body, relay
+from cinnamon_pool.logs.events import action_record
+from cinnamon_pool.logs.format import LogKind
+from cinnamon_pool.logs.writer import DailyLogWriter
+
+MAX_HEADER_BYTES = 16 * 1024  # larger header blocks get 431 (past ~80 KiB the HTTP parser answers 400 itself)
+WATCH_EVERY_S = 0.25  # how often open streams are checked against their leases (closed within 1 s)
+REPORT_EVERY_S = 60.0  # one ACCESS_DENIED record per container, reason and client per minute
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Streams:
+    """What is in flight for each container and token: requests waiting for the container's
+    answer and responses streaming back, each with the way to cut it when the lease ends."""
+
+    open: dict[tuple[str, str], dict[object, Closer]] = field(default_factory=dict)
+
+    def add(self, name: str, token: str, handle: object, close: Closer) -> None:
+        self.open.setdefault((name, token), {})[handle] = close
+
+    def discard(self, name: str, token: str, handle: object) -> None:
+        held = self.open.get((name, token))
+        if held is not None:
+            held.pop(handle, None)
+            if not held:
+                del self.open[(name, token)]
+
+    def count(self) -> int:
+        return sum(len(held) for held in self.open.values())
+
+
+class Gateway:
+    def __init__(
+        self, config: PoolConfig, client: aioredis.Redis, host: str, writer: DailyLogWriter, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.config, self.writer, self.clock = config, writer, clock
+        self.pool = config.pool.name
+        self.authorizer = Authorizer(config, client, host)
+        self.streams = Streams()
+        self.registry = CollectorRegistry()
+        self.refusals = Counter(
+            "cinnamon_pool_gateway_refusals_total", "Requests refused, by reason", ["pool", "reason"], registry=self.registry
+        )
+        self.forwarded = Counter("cinnamon_pool_gateway_requests_total", "Requests forwarded", ["pool", "method"], registry=self.registry)
+        self.latency = Histogram(
+            "cinnamon_pool_gateway_upstream_seconds",
+            "Time from forwarding a request to the container's first response byte, per container",
+            ["pool", "container"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.closed = Counter(
+            "cinnamon_pool_gateway_streams_closed_total", "Streams closed because their lease ended", ["pool"], registry=self.registry
+        )
+        self._reported: dict[tuple[str, str, str], float] = {}
+        self._http: httpx.AsyncClient | None = None
+
+    # -- the application -----------------------------------------------------------------
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/{pool}/{name}/mcp", self.forward, methods=["GET", "POST", "DELETE"]),
+                Route("/metrics", self.metrics, methods=["GET"]),
+                Route("/{path:path}", self.not_found, methods=["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"]),
+            ],
+            lifespan=self.lifespan,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        gateway = self.config.gateway
+        timeout = httpx.Timeout(connect=gateway.connect_timeout_s, read=None, write=gateway.body_timeout_s, pool=gateway.connect_timeout_s)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as http:
+            self._http = http
+            watcher = asyncio.create_task(self._watch_leases(), name="cinnamon-gateway-leases")
+            try:
+                yield
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+    async def forward(self, request: Request) -> Response:
+        name = request.path_params.get("name", "")
+        try:
+            if sum(len(key) + len(value) for key, value in request.scope["headers"]) > MAX_HEADER_BYTES:
+                raise Refusal(431, "headers_too_large", f"request headers are at most {MAX_HEADER_BYTES} bytes")
+            self.authorizer.route(request.path_params["pool"], name)
+            target = await self.authorizer.authorize(name, bearer_token(request.headers.get("authorization")))
+            body = b""
+            if request.method == "POST":
+                gateway = self.config.gateway
+                body = await read_body(
+                    request.stream(), request.headers.get("content-length"), gateway.max_body_bytes, gateway.body_timeout_s
+                )
+            upstream = await self._send(target, request.method, forwarded_headers(request.headers), body)
+        except redis.RedisError:
+            return self._refuse(Refusal(503, "store_unreachable", "the lease store does not answer: try again", name), request)
+        except Refusal as refusal:
+            return self._refuse(refusal, request)
+        self.forwarded.labels(self.pool, request.method).inc()
+        self.streams.add(target.name, target.token, upstream, upstream.aclose)
+
+        async def body_then_forget() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in relay(upstream):
+                    yield chunk
+            finally:
+                self.streams.discard(target.name, target.token, upstream)
+
+        return StreamingResponse(body_then_forget(), status_code=upstream.status_code, headers=forwarded_headers(upstream.headers))
+
+    async def _send(self, target: Target, method: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+        """Forward and wait for the answer's head; cut short (403) if the lease ends meanwhile."""
+        assert self._http is not None, "the lifespan opened the client"
+        started = self.clock.monotonic()
+        sending = asyncio.ensure_future(open_upstream(self._http, method, target.upstream, headers, body, target.name))
+
+        async def cancel() -> None:
+            sending.cancel()
+
+        self.streams.add(target.name, target.token, sending, cancel)
+        try:
+            upstream = await sending
+        except asyncio.CancelledError:
+            if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # the client went away: not ours to answer
+            raise Refusal(403, "lease_ended", "the lease ended while the container was answering", target.name) from None
+        finally:
+            self.streams.discard(target.name, target.token, sending)
+        self.latency.labels(self.pool, target.name).observe(self.clock.monotonic() - started)
+        return upstream
+
+    async def metrics(self, _request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type="text/plain; version=0.0.4")
+
+    async def not_found(self, request: Request) -> Response:
+        return self._refuse(Refusal(404, "not_found", "the gateway serves /<pool>/<container>/mcp"), request)
+
+    # -- refusals --------------------------------------------------------------------------
+    def _refuse(self, refusal: Refusal, request: Request) -> Response:
+        self.refusals.labels(self.pool, refusal.reason).inc()
+        client = request.client.host if request.client else "-"
+        self._report(refusal, client)
+        headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
+        return JSONResponse({"error": refusal.message, "container": refusal.container or None}, refusal.status, headers=headers)
+
+    def _report(self, refusal: Refusal, client: str) -> None:
+        key = (refusal.container, refusal.reason, client)
+        now = self.clock.monotonic()
+        if now - self._reported.get(key, float("-inf")) < REPORT_EVERY_S:
+            return
+        self._reported[key] = now
+        if len(self._reported) > 10_000:
+            self._reported = {k: t for k, t in self._reported.items() if now - t < REPORT_EVERY_S}
+        details = [("Reason", refusal.reason), ("Status", str(refusal.status)), ("Client", client), ("Detail", refusal.message)]
+        if refusal.status in {502, 503}:
+            record = action_record(
+                self.clock.now(), refusal.container or "pool", "ERROR_OCCURRED", [("Error", refusal.message), *details[1:]], "ERROR"
+            )
+            self.writer.write(LogKind.ERRORS, record)
+        else:
+            self.writer.write(LogKind.POOL, action_record(self.clock.now(), refusal.container or "pool", "ACCESS_DENIED", details, "WARN"))
+
+    # -- ended leases ------------------------------------------------------------------------
+    async def _watch_leases(self) -> None:
+        """Close every open stream whose token is no longer its container's current lease."""
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            if not self.streams.open:
+                continue
+            try:
+                current = await self.authorizer.current(sorted({name for name, _token in self.streams.open}))
+            except redis.RedisError:  # Redis unreachable: keep the streams; the holders fence themselves
+                continue
+            for (name, token), held in list(self.streams.open.items()):
+                if current.get(name) != token:
+                    for close in list(held.values()):
+                        self.closed.labels(self.pool).inc()
+                        await close()

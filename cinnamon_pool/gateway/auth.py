@@ -1,0 +1,121 @@
+"""Route and authorize one gateway request: ``/{pool}/{container}/mcp`` with a bearer token.
+
+A request is forwarded only when its token is, at this moment and by Redis' clock, the current
+lease token of that container, and the container is one of this host's. Every refusal is a
+:class:`Refusal` with its status code; ``app`` turns it into one JSON response. The container's
+address comes from the configuration (the slot's published port on 127.0.0.1), never from Redis.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from cinnamon_pool import decode
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.errors import CinnamonError, InvalidIdentifier
+from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.model import validate_container_name, validate_token
+
+MAX_TOKEN_CHARS = 64  # epoch:generation:random is at most 53
+
+
+class Refusal(CinnamonError):
+    """A request the gateway does not forward; ``status`` is the HTTP answer, ``reason`` a
+    bounded label for metrics and the log."""
+
+    def __init__(self, status: int, reason: str, message: str, container: str = "") -> None:
+        self.status, self.reason, self.message, self.container = status, reason, message, container
+        super().__init__(f"{status} {reason}: {message}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an authorized request goes."""
+
+    name: str
+    token: str
+    upstream: str  # http://127.0.0.1:<published port>/mcp
+
+
+def bearer_token(header: str | None) -> str:
+    """The token of an ``Authorization: Bearer ...`` header; 401 without one, 403 for a value
+    that cannot be a lease token (too long, wrong shape)."""
+    if not header:
+        raise Refusal(401, "no_token", "send Authorization: Bearer <lease token>")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Refusal(401, "no_token", "send Authorization: Bearer <lease token>")
+    token = token.strip()
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Refusal(403, "bad_token", f"a lease token is at most {MAX_TOKEN_CHARS} characters")
+    try:
+        return validate_token(token)
+    except InvalidIdentifier:
+        raise Refusal(403, "bad_token", "not a lease token (epoch:generation:random)") from None
+
+
+class Authorizer:
+    def __init__(self, config: PoolConfig, client: aioredis.Redis, host: str) -> None:
+        self.config, self.client, self.host = config, client, host
+        self.keys = PoolKeys(config.pool.name)
+
+    def route(self, pool: str, name: str) -> str:
+        """404 for another pool or a name that cannot be a container of this gateway's host."""
+        if pool != self.config.pool.name:
+            raise Refusal(404, "unknown_pool", f"this gateway serves pool {self.config.pool.name!r}")
+        try:
+            validate_container_name(name)
+        except InvalidIdentifier:
+            raise Refusal(404, "unknown_container", "no such container") from None
+        if int(name.rsplit("-", 1)[1]) > len(self.config.container.host_ports):
+            raise Refusal(404, "unknown_container", "no such container", name)
+        return name
+
+    async def authorize(self, name: str, token: str) -> Target:
+        """One round trip: the container's record, its lease and Redis' clock."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.containers, name)
+        pipe.hget(self.keys.leases, name)
+        pipe.time()
+        raw_record, raw_lease, (seconds, micros) = await pipe.execute()
+        if raw_record is None:
+            raise Refusal(404, "unknown_container", "no such container in the pool", name)
+        try:
+            record = decode.record(name, raw_record)
+        except decode.BadValue:
+            raise Refusal(404, "unknown_container", "the container's record is unreadable", name) from None
+        if record.host != self.host:
+            raise Refusal(404, "other_host", f"the container is served by the gateway of host {record.host!r}", name)
+        lease = None
+        if raw_lease is not None:
+            try:
+                lease = decode.lease(name, raw_lease)
+            except decode.BadValue:
+                lease = None
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        if lease is None or not hmac.compare_digest(lease.token, token) or now_ms >= lease.expires_ms:
+            raise Refusal(403, "not_current", "the token is not this container's current lease", name)
+        slot = int(name.rsplit("-", 1)[1])
+        port = self.config.container.host_ports[slot - 1]
+        return Target(name, token, f"http://127.0.0.1:{port}/mcp")
+
+    async def current(self, names: list[str]) -> dict[str, str | None]:
+        """The current, unexpired lease token of each container (None: none that holds)."""
+        if not names:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.keys.leases, names)
+        pipe.time()
+        raw, (seconds, micros) = await pipe.execute()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        tokens: dict[str, str | None] = {}
+        for name, value in zip(names, raw, strict=True):
+            try:
+                lease = None if value is None else decode.lease(name, value)
+            except decode.BadValue:
+                lease = None
+            tokens[name] = lease.token if lease is not None and now_ms < lease.expires_ms else None
+        return tokens

@@ -1,0 +1,72 @@
+"""Forward one authorized request to its container and stream the answer back.
+
+Request bodies are read whole, up to ``gateway.max_body_bytes`` and with ``gateway.body_timeout_s``
+between chunks, before anything is sent: an MCP request is one small JSON-RPC message, and a
+body that is too large or too slow is refused with nothing forwarded. Responses (JSON, SSE, the
+GET event stream) stream back chunk by chunk as the container writes them, never buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+
+import httpx
+
+from cinnamon_pool.gateway.auth import Refusal
+
+# Never forwarded in either direction: connection-level headers, and the bearer token.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers", "transfer-encoding",
+     "upgrade", "host", "authorization"}
+)  # fmt: skip
+
+
+def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in headers.items() if name.lower() not in HOP_BY_HOP}
+
+
+async def read_body(chunks: AsyncIterator[bytes], declared: str | None, limit: int, timeout_s: float) -> bytes:
+    """The whole request body, or a refusal: 413 past ``limit`` bytes (declared or sent), 408
+    when the client sends nothing for ``timeout_s``."""
+    if declared is not None:
+        if not declared.isdigit():
+            raise Refusal(400, "bad_request", "Content-Length must be a whole number")
+        if int(declared) > limit:
+            raise Refusal(413, "too_large", f"request bodies are at most {limit} bytes")
+    body = bytearray()
+    iterator = aiter(chunks)
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(iterator), timeout_s)
+        except StopAsyncIteration:
+            return bytes(body)
+        except TimeoutError:
+            raise Refusal(408, "slow_client", f"no request body byte for {timeout_s:g} s") from None
+        body += chunk
+        if len(body) > limit:
+            raise Refusal(413, "too_large", f"request bodies are at most {limit} bytes")
+
+
+async def open_upstream(
+    client: httpx.AsyncClient, method: str, url: str, headers: dict[str, str], body: bytes, container: str = ""
+) -> httpx.Response:
+    """Send the request; the response's body is left to stream. 502 when the container does not
+    accept the connection or breaks it before answering."""
+    request = client.build_request(method, url, headers=headers, content=body)
+    try:
+        return await client.send(request, stream=True)
+    except httpx.TransportError as error:
+        raise Refusal(502, "container_unreachable", f"the container did not answer ({type(error).__name__})", container) from None
+
+
+async def relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+    """The container's answer, chunk by chunk as it arrives; ends quietly when the upstream
+    closes (its lease ended: the gateway closed it) or breaks, and always releases it."""
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+    except (httpx.HTTPError, httpx.StreamClosed):
+        return
+    finally:
+        await upstream.aclose()

@@ -1,0 +1,218 @@
+"""A real `cinnamon-pool gateway` process in front of a fake-mcp server, with a real redis-server:
+who gets through, what is refused with which status, and what reaches the container."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from cinnamon_pool.browser import Browser
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.lease.handle import ContainerLease
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.model import ContainerRecord, ContainerState, Grant, Holder
+from tests.conftest import FAKE_MCP
+from tests.support import free_port
+
+pytestmark = pytest.mark.redis
+BIN = Path(sys.executable).parent
+HOST = "gw-host"
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@dataclass
+class Stand:
+    """A gateway, the one container behind it (fake-mcp on the slot's port) and the lease store."""
+
+    base: str  # the gateway's base URL
+    fake: str  # fake-mcp's own URL (for its /_fake/* control routes)
+    store: LeaseStore
+    config: PoolConfig
+    logs: Path
+    gateway: subprocess.Popen[bytes]
+
+    @property
+    def endpoint(self) -> str:
+        return self.config.gateway.endpoint(self.config.pool.name, "container-001")
+
+    def grant(self, run: str = "run") -> Grant:
+        return self.store.acquire(Holder(run), timeout_s=2)
+
+    def calls(self) -> list[dict[str, object]]:
+        return httpx.get(f"{self.fake}/_fake/state", timeout=5).json()["calls"]  # type: ignore[no-any-return]
+
+    def post(self, body: object, token: str | None, url: str | None = None, **headers: str) -> httpx.Response:
+        sent = {**MCP_HEADERS, **headers, **({"Authorization": f"Bearer {token}"} if token else {})}
+        return httpx.post(url or self.endpoint, content=json.dumps(body), headers=sent, timeout=10)
+
+    def pool_log(self) -> str:
+        return "".join(p.read_text() for p in sorted((self.logs / "containers").glob("container-pool-*.log")))
+
+
+def initialize(request_id: int = 1) -> dict[str, object]:
+    return {
+        "jsonrpc": "2.0", "id": request_id, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }  # fmt: skip
+
+
+def wait_until_answers(url: str, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, f"{url} did not answer within {seconds} s"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def stand(real_redis: redis.Redis, redis_server: str, tmp_path: Path) -> Iterator[Stand]:
+    port, gateway_port = free_port(), free_port()
+    fake = subprocess.Popen(
+        ["/usr/bin/python3", str(FAKE_MCP), "--host", "127.0.0.1", "--port", str(port), "--allowed-hosts", f"127.0.0.1:{port}"],
+        stderr=subprocess.DEVNULL,
+    )
+    path = tmp_path / "pool.toml"
+    path.write_text(
+        f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "gw"\nmin_size = 1\nmax_size = 1\ninitial_size = 1\nhost = "{HOST}"\n'
+        f'[container]\nhost_port_range = "{port}-{port}"\n[gateway]\nlisten = "127.0.0.1:{gateway_port}"\nmax_body_bytes = 65536\n'
+        f'body_timeout_s = 1.0\n[logs]\ndir = "{tmp_path / "logs"}"\n'
+    )
+    config = PoolConfig.load(path)
+    store = LeaseStore(real_redis, "gw", lease_ttl_s=30)
+    endpoint = config.gateway.endpoint("gw", "container-001")
+    store.register(ContainerRecord("container-001", "a" * 64, 1, HOST, endpoint, ContainerState.STARTING))
+    env = {**os.environ, "CINNAMON_CONFIG": str(path)}
+    gateway = subprocess.Popen(
+        [str(BIN / "cinnamon-pool"), "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "gateway.log").open("wb")
+    )
+    try:
+        wait_until_answers(f"http://127.0.0.1:{port}/_fake/state")
+        wait_until_answers(f"http://127.0.0.1:{gateway_port}/metrics")
+        yield Stand(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{port}", store, config, tmp_path / "logs", gateway)
+    finally:
+        for process in (gateway, fake):
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def test_a_job_drives_its_container_through_the_gateway_with_its_lease_token(stand: Stand) -> None:
+    grant = stand.grant()
+    assert grant.endpoint == f"{stand.base}/gw/container-001/mcp", "jobs get the gateway's URL"
+    lease = ContainerLease.from_grant("gw", grant, fence_after_s=60)
+    with Browser(lease, timeout_s=10) as browser:
+        assert "hello" in browser.navigate("data:text/html,<h1>hello</h1>")
+    (call,) = stand.calls()
+    assert call["token"] == grant.token, "the call reached the container under this lease"
+    assert call["authorization"] is False, "the gateway strips the bearer token before forwarding"
+    assert call["host"] == f"127.0.0.1:{stand.config.container.host_ports[0]}", "the Host the container's --allowed-hosts lists"
+    assert lease.cleanup_seconds > 0, "the session was ended (DELETE) through the gateway"
+
+
+def test_every_refusal_has_its_status_a_json_body_and_forwards_nothing(stand: Stand) -> None:
+    grant = stand.grant()
+    stale = grant.token
+    other_host = ContainerRecord("container-001", "b" * 64, 1, "elsewhere", "http://127.0.0.1:1/mcp", ContainerState.STARTING)
+    cases = [
+        ("no token", lambda: stand.post(initialize(), None), 401, "no_token"),
+        ("not a bearer token", lambda: stand.post(initialize(), None, Authorization="Basic dXNlcjpwYXNz"), 401, "no_token"),
+        ("forged token", lambda: stand.post(initialize(), f"{'0' * 16}:1:{'0' * 16}"), 403, "not_current"),
+        ("a 10 KB token", lambda: stand.post(initialize(), "x" * 10_000), 403, "bad_token"),
+        ("another pool", lambda: stand.post(initialize(), grant.token, url=f"{stand.base}/other/container-001/mcp"), 404, "unknown_pool"),
+        ("a slot this host has no port for", lambda: stand.post(initialize(), grant.token, url=f"{stand.base}/gw/container-002/mcp"), 404, "unknown_container"),
+        ("not a container name", lambda: stand.post(initialize(), grant.token, url=f"{stand.base}/gw/..%2Fetc/mcp"), 404, None),
+        ("an encoded separator", lambda: stand.post(initialize(), grant.token, url=f"{stand.base}/gw/container-001%2F..%2Fx/mcp"), 404, None),
+        ("another path", lambda: stand.post(initialize(), grant.token, url=f"{stand.base}/gw/container-001/admin"), 404, "not_found"),
+        ("a body over max_body_bytes", lambda: stand.post({"pad": "x" * 70_000}, grant.token), 413, "too_large"),
+    ]  # fmt: skip
+    for what, send, status, reason in cases:
+        response = send()
+        assert response.status_code == status, f"{what}: expected {status}, got {response.status_code} {response.text[:200]}"
+        body = response.json()
+        assert set(body) == {"error", "container"} and body["error"], f"{what}: {body}"
+        if reason is not None:
+            metrics = httpx.get(f"{stand.base}/metrics", timeout=5).text
+            assert f'cinnamon_pool_gateway_refusals_total{{pool="gw",reason="{reason}"}}' in metrics, what
+    stand.store.release(grant.name, grant.token)
+    assert stand.post(initialize(), stale).status_code == 403, "a released lease's token"
+    stand.store.redis.hset(stand.store.keys.containers, "container-001", json.dumps(other_host.to_json_dict()))
+    assert stand.post(initialize(), stale).json()["error"].startswith("the container is served by the gateway of host")
+    assert stand.calls() == [], "nothing was forwarded"
+    log = stand.pool_log()
+    assert "ACCESS_DENIED" in log and "Reason: no_token" in log and "Client: 127.0.0.1" in log
+    assert log.count("Reason: no_token") == 1, "refusals are logged once per container, reason and client per minute"
+
+
+def test_slow_and_oversized_requests_are_cut_and_the_gateway_keeps_serving(stand: Stand) -> None:
+    grant = stand.grant()
+    host, port = stand.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as slow:
+        slow.sendall(
+            f"POST /gw/container-001/mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {grant.token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode()
+        )  # then nothing more: a client that trickles its body
+        started = time.monotonic()
+        answer = slow.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408"), answer[:200]
+        assert time.monotonic() - started < 5, "cut after body_timeout_s (1 s), not left hanging"
+    with socket.create_connection((host, int(port)), timeout=10) as huge:
+        huge.sendall(b"GET /gw/container-001/mcp HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20_000 + b"\r\n\r\n")
+        assert huge.recv(4096).startswith(b"HTTP/1.1 431"), "headers over 16 KiB are refused"
+    assert stand.calls() == [], "nothing was forwarded"
+    response = stand.post(initialize(), grant.token)
+    assert response.status_code == 200 and response.headers["mcp-session-id"], "the gateway still serves"
+    assert stand.gateway.poll() is None
+
+
+def test_a_container_that_does_not_answer_is_a_502(stand: Stand) -> None:
+    grant = stand.grant()
+    httpx.post(f"{stand.fake}/_fake/mode", json={"exit": 3}, timeout=5)
+    time.sleep(0.2)
+    response = stand.post(initialize(), grant.token)
+    assert response.status_code == 502, response.text
+    assert response.json() == {"error": "the container did not answer (ConnectError)", "container": "container-001"}
+
+
+def test_a_request_in_flight_is_cut_within_a_second_when_its_lease_ends(stand: Stand) -> None:
+    grant = stand.grant()
+    session = stand.post(initialize(), grant.token).headers["mcp-session-id"]
+    httpx.post(f"{stand.fake}/_fake/mode", json={"mode": "slow", "delay_s": 8}, timeout=5)
+    answered: list[tuple[float, int]] = []
+
+    def call() -> None:
+        body = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "browser_snapshot", "arguments": {}}}
+        response = stand.post(body, grant.token, **{"mcp-session-id": session})
+        answered.append((time.monotonic(), response.status_code))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.5)  # the request waits at the container
+    ended = time.monotonic()
+    stand.store.release(grant.name, grant.token)
+    caller.join(timeout=10)
+    ((at, status),) = answered
+    assert status == 403, "the holder learns its lease ended"
+    assert at - ended < 1.0, f"cut {at - ended:.2f} s after the lease ended (promised: within 1 s)"
+    metrics = httpx.get(f"{stand.base}/metrics", timeout=5).text
+    assert 'cinnamon_pool_gateway_streams_closed_total{pool="gw"} 1.0' in metrics
+
+
+def test_sigterm_stops_the_gateway_within_seconds(stand: Stand) -> None:
+    stand.gateway.send_signal(signal.SIGTERM)
+    # uvicorn finishes its shutdown, then re-raises the signal so the exit status says why
+    assert stand.gateway.wait(timeout=10) in (0, -signal.SIGTERM)

@@ -1,9 +1,9 @@
 """`make demo`: start the pool, run real jobs through two rq workers, show what happened.
 
-Starts `cinnamon-pool supervise` (which starts 2 playwright-mcp containers), enqueues 6 jobs
-that each open a page in a leased browser and read its accessibility snapshot, runs two plain
-forking `rq worker --burst` processes, prints the pool status, the job results and where the
-logs are, then stops everything it started (supervisor, workers, the pool's containers).
+Starts `cinnamon-pool supervise` (which starts 2 playwright-mcp containers) and `cinnamon-pool
+gateway` (the jobs' way in to the browsers), enqueues 6 jobs that each open a page in a leased
+browser and read its accessibility snapshot, runs two forking `rq worker --burst` processes, prints the pool status, the job results and where the
+logs are, then stops everything it started (supervisor, gateway, workers, the pool's containers).
 Redis and dockerd, started by `make services`, keep running.
 """
 
@@ -61,6 +61,9 @@ def main() -> int:
     say(f"starting the supervisor: pool {config.pool.name!r}, {config.pool.initial_size} x {config.container.image}")
     supervisor_log = (ROOT / ".run" / "demo-supervise.log").open("w")
     supervisor = subprocess.Popen([BIN / "cinnamon-pool", "supervise"], env=env, cwd=ROOT, stdout=supervisor_log, stderr=subprocess.STDOUT)
+    say(f"starting the gateway on {config.gateway.listen}: the jobs' one way in to the browsers")
+    gateway_log = (ROOT / ".run" / "demo-gateway.log").open("w")
+    gateway = subprocess.Popen([BIN / "cinnamon-pool", "gateway"], env=env, cwd=ROOT, stdout=gateway_log, stderr=subprocess.STDOUT)
     workers: list[subprocess.Popen[str]] = []
     try:
         started = time.monotonic()
@@ -128,16 +131,18 @@ def main() -> int:
         for worker in workers:
             if worker.poll() is None:
                 worker.terminate()
-        supervisor.send_signal(signal.SIGTERM)
-        supervisor.wait(timeout=30)
+        for process in (supervisor, gateway):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
         supervisor_log.close()
+        gateway_log.close()
         removed = 0
         for container in docker.from_env().containers.list(all=True, filters={"label": f"cinnamon.pool={config.pool.name}"}):
             container.remove(force=True)
             removed += 1
         for name in pool.status()["containers"]:
             pool.store.deregister(name["name"], "demo finished")
-        say(f"stopped the supervisor and workers, removed {removed} pool container(s)")
+        say(f"stopped the supervisor, the gateway and the workers, removed {removed} pool container(s)")
 
 
 if __name__ == "__main__":

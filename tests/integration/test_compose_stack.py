@@ -69,6 +69,8 @@ def test_jobs_run_through_the_compose_stack_and_metrics_are_served(stack: str) -
         time.sleep(0.5)
     metrics = httpx.get("http://127.0.0.1:9464/metrics", timeout=5).text
     assert 'cinnamon_pool_leases_granted_total{pool="compose"}' in metrics
+    through = httpx.get("http://127.0.0.1:8940/metrics", timeout=5).text
+    assert 'cinnamon_pool_gateway_requests_total{method="POST",pool="compose"}' in through, "the jobs went through the gateway"
     deadline = time.monotonic() + 30
     while sum(f.read_text().count("| RELEASED") for f in (Path(stack) / "containers").glob("container-usage-*.log")) < 2:
         assert time.monotonic() < deadline, "the supervisor in the stack did not write the usage log"

@@ -112,3 +112,33 @@ def test_a_missing_image_leaves_nothing_behind(runtime: DockerRuntime, pool_clea
     with pytest.raises(ImageMissing, match="does-not-exist"):
         runtime.create(spec)
     assert runtime.list(pool_cleanup) == []
+
+
+def test_pool_containers_cannot_reach_each_other_and_refuse_other_host_headers(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, pool_cleanup: str, fake_image: str
+) -> None:
+    network = f"{pool_cleanup}-net"
+    runtime.ensure_network(network)  # as the supervisor creates the pool's network
+    try:
+        assert docker_client.api.inspect_network(network)["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+        specs = [spec_for(pool_cleanup, network, "redis://127.0.0.1:1/0", fake_image, slot) for slot in (1, 2)]
+        first, second = (runtime.create(spec) for spec in specs)
+        port = specs[0].host_port
+        for spec in specs:
+            wait_ready(f"http://127.0.0.1:{spec.host_port}/mcp")
+        other = docker_client.api.inspect_container(second.container_id)["NetworkSettings"]["Networks"][network]["IPAddress"]
+        reach = (
+            "import urllib.request, sys\n"
+            "try:\n    urllib.request.urlopen(sys.argv[1], timeout=3)\nexcept urllib.error.HTTPError:\n    print('reached')\n"
+            "except Exception as error:\n    print('unreachable', type(error).__name__)\nelse:\n    print('reached')\n"
+        )
+        across = docker_client.api.exec_create(first.container_id, ["/usr/bin/python3", "-c", reach, f"http://{other}:8931/mcp"])
+        assert docker_client.api.exec_start(across).decode().startswith("unreachable"), "one container reached another's MCP port"
+        itself = docker_client.api.exec_create(first.container_id, ["/usr/bin/python3", "-c", reach, "http://127.0.0.1:8931/mcp"])
+        assert docker_client.api.exec_start(itself).decode().startswith("reached"), "the check itself works"
+        refused = httpx.get(f"http://127.0.0.1:{port}/mcp", headers={"Host": "evil.example:8931"}, timeout=5)
+        assert refused.status_code == 403 and "Access is only allowed at 127.0.0.1:" in refused.text
+    finally:
+        for container in docker_client.api.containers(all=True, filters={"label": f"cinnamon.pool={pool_cleanup}"}):
+            docker_client.api.remove_container(container["Id"], force=True)
+        docker_client.api.remove_network(network)

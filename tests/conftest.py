@@ -61,7 +61,9 @@ _next_port_block = iter(range(3100, 3999, 10))
 
 
 def test_config(pool_name: str, redis_url: str, *, image: str = FAKE_IMAGE, size: int = 2, network: str, **rules: float) -> PoolConfig:
-    """A pool configuration for tests: its own pool name, network and block of host ports."""
+    """A pool configuration for tests: its own pool name, network and block of host ports. Direct
+    mode (no gateway): these tests are about the supervisor and the leases; the gateway's own
+    tests, the end-to-end tests, the demo, the compose stack and the soak go through a gateway."""
     low = next(_next_port_block)
     return PoolConfig.from_tables(
         {
@@ -69,6 +71,7 @@ def test_config(pool_name: str, redis_url: str, *, image: str = FAKE_IMAGE, size
             "pool": {"name": pool_name, "min_size": min(size, 1), "max_size": max(size, 2), "initial_size": size},
             "container": {"image": image, "volumes": ["/usr:/usr:ro"], "network": network, "host_port_range": f"{low}-{low + 9}"},
             "rules": {"tick_s": 0.5, **rules},
+            "gateway": {"listen": ""},
         }
     )
 

@@ -1,7 +1,8 @@
 """`make bench`: every benchmark section, one table, bench-results.json.
 
 Each row carries a baseline measured in the same run. `python -m tests.bench lease` runs one
-section. Sections: lease (real redis-server), pool and supervisor (real Docker, fake-mcp and playwright-mcp).
+section. Sections: lease (real redis-server), pool, supervisor and gateway (real Docker, fake-mcp and
+playwright-mcp), jobs, logs.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench import jobs_bench, lease_bench, logs_bench, pool_bench, supervisor_bench
+from tests.bench import gateway_bench, jobs_bench, lease_bench, logs_bench, pool_bench, supervisor_bench
 from tests.bench.report import emit
 from tests.support import start_redis_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-SECTIONS = ("lease", "pool", "supervisor", "jobs", "logs")
+SECTIONS = ("lease", "pool", "supervisor", "gateway", "jobs", "logs")
 
 
 def main(argv: list[str]) -> int:
@@ -39,6 +40,9 @@ def main(argv: list[str]) -> int:
             if "supervisor" in chosen:
                 print("section supervisor: replacement after docker kill, observe pass, resident memory", flush=True)
                 rows += supervisor_bench.run(url, Path(scratch))
+            if "gateway" in chosen:
+                print("section gateway: each MCP request through the gateway vs sent direct (real playwright-mcp)", flush=True)
+                rows += gateway_bench.run(url, Path(scratch))
             if "jobs" in chosen:
                 print("section jobs: decorator overhead, cleanup check, E2E throughput", flush=True)
                 rows += jobs_bench.run(url, Path(scratch))

@@ -30,27 +30,29 @@ FAKE = "cinnamon-pool/fake-mcp:test"
 PLAYWRIGHT = "cinnamon-pool/playwright-mcp:local"
 
 
-def _config(redis_url: str, pool: str, image: str, network: str, size: int, ports: str, **rules: float) -> PoolConfig:
+def _config(redis_url: str, pool: str, image: str, network: str, size: int, ports: str, gateway: str = "", **rules: float) -> PoolConfig:
     return PoolConfig.from_tables(
         {
             "redis": {"url": redis_url},
             "pool": {"name": pool, "min_size": 1, "max_size": max(size, 2), "initial_size": size},
             "container": {"image": image, "volumes": ["/usr:/usr:ro"], "network": network, "host_port_range": ports},
             "rules": {"tick_s": 2.0, **rules},
+            "gateway": {"listen": gateway},
         }
     )
 
 
 @contextmanager
 def supervised(
-    redis_url: str, image: str, size: int, workdir: Path, ports: str, **rules: float
+    redis_url: str, image: str, size: int, workdir: Path, ports: str, gateway: str = "", **rules: float
 ) -> Iterator[tuple[Supervisor, LeaseStore, docker.DockerClient]]:
-    """A supervisor thread on its own network and pool; everything it made is removed after."""
+    """A supervisor thread on its own network and pool; everything it made is removed after.
+    ``gateway`` ("host:port") gives jobs gateway URLs (the caller runs the gateway); "" = direct."""
     pool = f"bench{secrets.token_hex(3)}"
     engine = docker.from_env()
     network = f"cinnamon-bench-{pool}"
     engine.networks.create(network, labels={"cinnamon.test": pool})
-    config = _config(redis_url, pool, image, network, size, ports, **rules)
+    config = _config(redis_url, pool, image, network, size, ports, gateway, **rules)
     store = LeaseStore(redis.Redis.from_url(redis_url), pool)
     supervisor = Supervisor(config, store, DockerRuntime(engine), DailyLogWriter(workdir / "logs"))
     stop = threading.Event()

@@ -1,0 +1,182 @@
+"""Section "gateway": what the gateway adds to each MCP request, against the same request sent to
+the container directly in the same run (real playwright-mcp at the configured cpus), how many
+small requests per second it forwards, and its memory while 50 streams stay open for 60 s."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from cinnamon_pool.model import Grant, Holder
+from tests.bench.report import Row, percentile
+from tests.bench.supervisor_bench import PLAYWRIGHT, supervised
+from tests.support import free_port
+
+HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+INITIALIZE = {
+    "jsonrpc": "2.0", "id": 1, "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
+}  # fmt: skip
+
+
+@contextlib.contextmanager
+def gateway_process(redis_url: str, pool: str, ports: str, listen: str, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    path = workdir / f"gateway-{pool}.toml"
+    path.write_text(
+        f'[redis]\nurl = "{redis_url}"\n[pool]\nname = "{pool}"\nmin_size = 1\nmax_size = 2\ninitial_size = 1\n'
+        f'[container]\nhost_port_range = "{ports}"\n[gateway]\nlisten = "{listen}"\n[logs]\ndir = "{workdir / "logs"}"\n'
+    )
+    env = {**os.environ, "CINNAMON_CONFIG": str(path)}
+    process = subprocess.Popen([str(Path(sys.executable).parent / "cinnamon-pool"), "gateway"], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            httpx.get(f"http://{listen}/metrics", timeout=1)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("the gateway did not answer within 15 s") from None
+            time.sleep(0.05)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Session:
+    """One MCP session over one keep-alive connection, on a given URL (direct or gateway)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.client = url, httpx.Client(timeout=60, headers={**HEADERS, "Authorization": f"Bearer {token}"})
+        answer = self.client.post(url, content=json.dumps(INITIALIZE))
+        answer.raise_for_status()
+        self.client.headers["mcp-session-id"] = answer.headers["mcp-session-id"]
+        self.client.post(url, content=json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        self.calls = 1
+
+    def call(self, method: str, params: dict[str, object] | None = None) -> float:
+        self.calls += 1
+        body = json.dumps({"jsonrpc": "2.0", "id": self.calls, "method": method, **({"params": params} if params else {})})
+        started = time.perf_counter()
+        response = self.client.post(self.url, content=body)
+        response.read()
+        response.raise_for_status()
+        return time.perf_counter() - started
+
+    def tool(self, name: str, arguments: dict[str, object]) -> float:
+        return self.call("tools/call", {"name": name, "arguments": arguments})
+
+    def close(self) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            self.client.delete(self.url)
+        self.client.close()
+
+
+def paired(direct: Session, through: Session, measure: str, samples: int, **arguments: object) -> tuple[list[float], list[float]]:
+    """Alternate direct and gateway calls, so drift on the machine hits both alike."""
+    plain: list[float] = []
+    gated: list[float] = []
+    for _ in range(samples):
+        for session, out in ((direct, plain), (through, gated)):
+            out.append(session.call("ping") if measure == "ping" else session.tool(measure, arguments))
+    return plain, gated
+
+
+async def flood(url: str, token: str, session: str, seconds: float, concurrency: int) -> int:
+    """Small requests (MCP ping) as fast as ``concurrency`` clients can send them; how many answered."""
+    headers = {**HEADERS, "Authorization": f"Bearer {token}", "mcp-session-id": session}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    done = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, headers=headers, limits=limits) as client:
+
+        async def one() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                (await client.post(url, content=body)).raise_for_status()
+                done += 1
+
+        await asyncio.gather(*(one() for _ in range(concurrency)))
+    return done
+
+
+async def hold_streams(url: str, token: str, count: int, seconds: float) -> int:
+    """``count`` MCP sessions, each with its GET event stream held open for ``seconds``."""
+    headers = {**HEADERS, "Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(30, read=None), headers=headers, limits=httpx.Limits(max_connections=2 * count)
+    ) as client:
+        sessions = []
+        for _ in range(count):
+            answer = await client.post(url, content=json.dumps(INITIALIZE))
+            sessions.append(answer.headers["mcp-session-id"])
+        async with contextlib.AsyncExitStack() as stack:
+            opened = 0
+            for session in sessions:
+                stream = await stack.enter_async_context(
+                    client.stream("GET", url, headers={"Accept": "text/event-stream", "mcp-session-id": session})
+                )
+                opened += stream.status_code == 200
+            await asyncio.sleep(seconds)
+        for session in sessions:
+            await client.delete(url, headers={"mcp-session-id": session})
+    return opened
+
+
+def run(redis_url: str, workdir: Path, hold_s: float = 60.0) -> list[Row]:
+    ports, listen = "3930-3931", f"127.0.0.1:{free_port()}"
+    with supervised(redis_url, PLAYWRIGHT, 1, workdir, ports, gateway=listen, canary_share=0.0) as (supervisor, store, _engine):
+        config = supervisor.config
+        with gateway_process(redis_url, config.pool.name, ports, listen, workdir) as gateway:
+            grant: Grant = store.acquire(Holder("bench-gateway"), timeout_s=30)
+            direct_url = f"http://127.0.0.1:{config.container.host_ports[0]}/mcp"
+            direct, through = Session(direct_url, grant.token), Session(grant.endpoint, grant.token)
+            for session in (direct, through):  # the browser up and a page to snapshot, in both sessions
+                session.tool("browser_navigate", {"url": "data:text/html,<h1>bench</h1><p>" + "text " * 200 + "</p>"})
+            paired(direct, through, "ping", 50)  # warm-up
+            plain_ping, gated_ping = paired(direct, through, "ping", 1000)
+            plain_snap, gated_snap = paired(direct, through, "browser_snapshot", 40)
+            print(
+                f"  ping p50 direct {percentile(plain_ping, 50) * 1000:.2f} ms, gateway {percentile(gated_ping, 50) * 1000:.2f} ms",
+                flush=True,
+            )
+            session_id = str(through.client.headers["mcp-session-id"])
+            direct_rps = asyncio.run(flood(direct_url, grant.token, str(direct.client.headers["mcp-session-id"]), 5.0, 32)) / 5.0
+            gateway_rps = asyncio.run(flood(grant.endpoint, grant.token, session_id, 5.0, 32)) / 5.0
+            print(f"  small requests/s: direct {direct_rps:.0f}, gateway {gateway_rps:.0f}", flush=True)
+            rss_before = rss_mb(gateway.pid)
+            opened = asyncio.run(hold_streams(grant.endpoint, grant.token, 50, hold_s))
+            rss_after = rss_mb(gateway.pid)
+            print(f"  {opened} streams held {hold_s:.0f} s: gateway RSS {rss_before:.1f} -> {rss_after:.1f} MB", flush=True)
+            direct.close(), through.close()
+            store.release(grant.name, grant.token)
+    overhead = [g - p for p, g in zip(plain_ping, gated_ping, strict=True)]
+    snap_p50 = percentile(plain_snap, 50)
+    return [
+        Row("gateway", "MCP ping through the gateway, p50 (vs direct)", percentile(gated_ping, 50) * 1000, percentile(plain_ping, 50) * 1000, "ms", "overhead p50 <= 1 ms"),
+        Row("gateway", "MCP ping through the gateway, p99 (vs direct)", percentile(gated_ping, 99) * 1000, percentile(plain_ping, 99) * 1000, "ms", "-"),
+        Row("gateway", "gateway overhead per request, p50 (paired)", percentile(overhead, 50) * 1000, None, "ms", "<= 1 ms"),
+        Row("gateway", "browser_snapshot through the gateway, p50 (vs direct)", percentile(gated_snap, 50) * 1000, snap_p50 * 1000, "ms", "overhead <= 2 % of the call"),
+        Row("gateway", "browser_snapshot through the gateway, p99 (vs direct)", percentile(gated_snap, 99) * 1000, percentile(plain_snap, 99) * 1000, "ms", "-"),
+        Row("gateway", "small requests per second, 32 clients (vs direct)", gateway_rps, direct_rps, "req/s", ">= 2000 req/s", higher_is_better=True),
+        Row("gateway", f"gateway RSS after {opened} streams held {hold_s:.0f} s (vs before)", rss_after, rss_before, "MB", "no growth"),
+    ]  # fmt: skip

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from cinnamon_pool.lease.handle import ContainerLease
+from cinnamon_pool.lease.heartbeat import Heartbeat
 from cinnamon_pool.model import Grant, Holder
 from tests.bench.report import Row, percentile
 from tests.bench.supervisor_bench import PLAYWRIGHT, supervised
@@ -148,6 +150,7 @@ def run(redis_url: str, workdir: Path, hold_s: float = 60.0) -> list[Row]:
         config = supervisor.config
         with gateway_process(redis_url, config.pool.name, ports, listen, workdir) as gateway:
             grant: Grant = store.acquire(Holder("bench-gateway"), timeout_s=30)
+            heartbeat = Heartbeat(store, ContainerLease.from_grant(config.pool.name, grant, fence_after_s=20)).start()
             direct_url = f"http://127.0.0.1:{config.container.host_ports[0]}/mcp"
             direct, through = Session(direct_url, grant.token), Session(grant.endpoint, grant.token)
             for session in (direct, through):  # the browser up and a page to snapshot, in both sessions
@@ -168,6 +171,7 @@ def run(redis_url: str, workdir: Path, hold_s: float = 60.0) -> list[Row]:
             rss_after = rss_mb(gateway.pid)
             print(f"  {opened} streams held {hold_s:.0f} s: gateway RSS {rss_before:.1f} -> {rss_after:.1f} MB", flush=True)
             direct.close(), through.close()
+            heartbeat.stop()
             store.release(grant.name, grant.token)
     overhead = [g - p for p, g in zip(plain_ping, gated_ping, strict=True)]
     snap_p50 = percentile(plain_snap, 50)

@@ -50,7 +50,8 @@ class PoolSettings:
 class ContainerTemplate:
     """How every container of the pool is created. Comes from configuration only, never Redis."""
 
-    image: str = "mcr.microsoft.com/playwright/mcp:latest"
+    image: str = "mcr.microsoft.com/playwright/mcp:latest"  # may be pinned by digest: name@sha256:<hex>
+    image_id: str = ""  # "sha256:<hex>": start containers only from the image with this id (a locally built one)
     command: tuple[str, ...] = DEFAULT_COMMAND
     port: int = 8931
     env: Mapping[str, str] = field(default_factory=dict)
@@ -210,6 +211,12 @@ class PoolConfig:
         if not re.fullmatch(r"(redis|rediss|unix)://.+", self.redis.url):
             raise ConfigError("redis.url", self.redis.url, "must start with redis://, rediss:// or unix://")
         parse_memory(template.memory, "container.memory")
+        if template.image_id and not re.fullmatch(r"sha256:[0-9a-f]{64}", template.image_id):
+            raise ConfigError(
+                "container.image_id", template.image_id, 'must be "sha256:" and 64 hex digits (docker image inspect -f {{.Id}})'
+            )
+        if "@" in template.image and not re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", template.image):
+            raise ConfigError("container.image", template.image, "a digest pin must look like name@sha256:<64 hex digits>")
         _check_port_range(template.host_port_range)
         if not 0 <= self.metrics.port <= 65535:
             raise ConfigError("metrics.port", self.metrics.port, "must be a TCP port, or 0 for no metrics endpoint")

@@ -8,11 +8,15 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import CinnamonError
+
+if TYPE_CHECKING:
+    from cinnamon_pool.runtime.docker import DockerRuntime
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,33 @@ def _docker_checks(config: PoolConfig, progress: Callable[[str], None]) -> Itera
                 f"{image} is missing and cannot be pulled: {error}",
                 "make images (builds the local images), or pull it where a registry is reachable",
             )
+    yield from _pin_check(runtime, config)
     try:
         runtime.ensure_network(config.container.network)
         yield Check("OK", "network", f"{config.container.network} present")
     except CinnamonError as error:
         yield Check("FAIL", "network", str(error), f"docker network create {config.container.network}")
+
+
+def _pin_check(runtime: DockerRuntime, config: PoolConfig) -> Iterator[Check]:
+    """Which image exactly the pool starts: pinned by id, by digest, or only by a movable tag."""
+    template = config.container
+    if template.image_id:
+        try:
+            runtime.verify_image(template.image, template.image_id)
+            yield Check("OK", "image pin", f"container.image_id {template.image_id[:19]}... matches {template.image}")
+        except CinnamonError as error:
+            yield Check("FAIL", "image pin", str(error), "rebuild the pinned image, or update container.image_id to the new build")
+    elif "@sha256:" in template.image:
+        yield Check("OK", "image pin", f"pinned by digest ({template.image.split('@', 1)[1][:19]}...)")
+    else:
+        found = runtime.image_id(template.image) if runtime.image_present(template.image) else "?"
+        yield Check(
+            "WARN",
+            "image pin",
+            f"{template.image} is a tag (now {found[:19]}); whatever it points to next is started",
+            f'pin it: container.image_id = "{found}" (or name@sha256:<digest> for a pulled image)',
+        )
 
 
 def eviction_policy(client: redis.Redis) -> str:

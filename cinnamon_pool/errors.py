@@ -75,3 +75,8 @@ class ImageMissing(RuntimeUnavailable):
     def __init__(self, image: str, detail: str) -> None:
         self.image = image
         super().__init__(f"image {image!r} is not available: {detail}")
+
+
+class ImageRejected(ImageMissing):
+    """The image is present but is not the one ``container.image_id`` pins: for the pool, as good
+    as missing (nothing is started from it)."""

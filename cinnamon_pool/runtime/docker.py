@@ -21,7 +21,7 @@ import docker.errors
 import requests.exceptions
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from cinnamon_pool.errors import ImageMissing, RuntimeUnavailable
+from cinnamon_pool.errors import ImageMissing, ImageRejected, RuntimeUnavailable
 from cinnamon_pool.runtime.base import LABEL_POOL, ContainerSpec, ObservedContainer
 
 T = TypeVar("T")
@@ -136,6 +136,15 @@ class DockerRuntime:
         except (docker.errors.DockerException, *_TRANSIENT) as error:
             raise RuntimeUnavailable(f"docker inspect image {image}: {error}") from error
 
+    def image_id(self, image: str) -> str:
+        return str(_translate(f"inspect image {image}", lambda: self.api.inspect_image(image))["Id"])
+
+    def verify_image(self, image: str, pinned: str) -> None:
+        """ImageRejected when ``pinned`` (an image id) is set and ``image`` resolves to another:
+        the tag was moved to a different build, and nothing is started from it."""
+        if pinned and (found := self.image_id(image)) != pinned:
+            raise ImageRejected(image, f"it is {found[:19]}, but container.image_id pins {pinned[:19]}; nothing is started from it")
+
     def pull(self, image: str, progress: Callable[[str], None]) -> None:
         """Pull ``image``, reporting each layer's progress; ImageMissing when it cannot."""
         last_segment = image.split("/")[-1]
@@ -165,6 +174,7 @@ class DockerRuntime:
         template = spec.template
         if not self.image_present(template.image):
             raise ImageMissing(template.image, "not present on this Docker host; build it (make images) or pull it")
+        self.verify_image(template.image, template.image_id)
         kwargs: dict[str, Any] = dict(
             image=template.image,
             name=spec.docker_name,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 import redis
 
 from cinnamon_pool.clock import Clock
-from cinnamon_pool.errors import ImageMissing, RuntimeUnavailable
+from cinnamon_pool.errors import ImageMissing, ImageRejected, RuntimeUnavailable
 from cinnamon_pool.events import LeaseEvent
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.events import action_record, event_record
@@ -74,7 +74,9 @@ class Journal:
         if self._last_error is not None and self._last_error[0] == shape and now - self._last_error[1] < ERROR_REPORT_EVERY_S:
             return
         self._last_error = (shape, now)
-        if isinstance(error, ImageMissing):
+        if isinstance(error, ImageRejected):
+            kind = "image rejected"
+        elif isinstance(error, ImageMissing):
             kind = "image missing"
         elif isinstance(error, RuntimeUnavailable):
             kind = "docker"

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -430,3 +431,30 @@ def test_the_pool_comes_back_by_itself_after_dockerd_restarts(start: Starter, do
         what="every slot replaced and serving after the restart",
     )
     assert any("docker" in line.lower() for line in running.supervisor_errors()), "the outage was reported"
+
+
+def test_a_pinned_image_whose_tag_moved_starts_nothing_and_says_so(
+    start: Starter, docker_client: docker.DockerClient, fake_image: str, pool_cleanup: str, redis_server: str
+) -> None:
+    tag = f"cinnamon-pool/pin-test:{pool_cleanup}"
+    pinned = docker_client.images.get(fake_image)
+    pinned.tag(tag)
+    try:
+        running = start(container={"image": tag, "image_id": pinned.id})
+        eventually(lambda: len(running.free()) == 2, what="the pinned image starts")
+        other = docker_client.images.get("cinnamon-pool/redis:local")  # any other local build
+        other.tag(tag)  # the tag now names another image
+        victim = running.store.snapshot().containers["container-001"]
+        docker_client.containers.get(victim.container_id).remove(force=True)
+        eventually(lambda: any("nothing is started from it" in e for e in running.supervisor_errors()), what="the refusal logged")
+        time.sleep(1.0)
+        images = {c["ImageID"] for c in docker_client.api.containers(all=True, filters={"label": f"cinnamon.pool={pool_cleanup}"})}
+        assert images == {pinned.id}, f"a container was started from {images - {pinned.id}}"
+        assert sum("container.image_id pins" in e for e in running.supervisor_errors()) == 1, "said once per back-off period, not per tick"
+        env = {**os.environ, "CINNAMON_REDIS_URL": redis_server, "CINNAMON_IMAGE": tag}
+        doctor = subprocess.run(
+            [str(Path(sys.executable).parent / "cinnamon-pool"), "doctor"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert "WARN image pin: " + tag + " is a tag" in doctor.stdout, doctor.stdout
+    finally:
+        docker_client.images.remove(tag, noprune=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cinnamon_pool.errors import ConfigError, InvalidIdentifier
-from cinnamon_pool.model import validate_host, validate_pool_name
+from cinnamon_pool.model import SLOTS_PER_HOST, validate_host, validate_pool_name
 
 DEFAULT_COMMAND = (
     "--headless",
@@ -200,8 +200,8 @@ class PoolConfig:
                 raise ConfigError("pool.host", pool.host, error.reason) from None
         if pool.min_size < 0:
             raise ConfigError("pool.min_size", pool.min_size, "must be >= 0")
-        if pool.max_size < 1:
-            raise ConfigError("pool.max_size", pool.max_size, "must be >= 1")
+        if not 1 <= pool.max_size < SLOTS_PER_HOST:
+            raise ConfigError("pool.max_size", pool.max_size, f"must be 1..{SLOTS_PER_HOST - 1} (per Docker host)")
         if pool.min_size > pool.max_size:
             raise ConfigError("pool.min_size", pool.min_size, f"must be <= pool.max_size ({pool.max_size})")
         if not pool.min_size <= pool.initial_size <= pool.max_size:

@@ -242,6 +242,12 @@ def snapshot(replies: Mapping[str, Any]) -> PoolSnapshot:
         lambda f, v: (_checked(validate_host, text(f, "host", 128)), integer(v, "size", minimum=0))[1],
         rejected,
     )
+    hosts = _each(
+        "hosts",
+        _whole("hosts", replies["hosts"], rejected, dict) or {},
+        lambda f, v: (_checked(validate_host, text(f, "host", 128)), integer(v, "host index", minimum=0))[1],
+        rejected,
+    )
     waiting = _whole("waiters", replies["waiting"], rejected, int)
     draining = _whole("draining", replies["draining"], rejected, int)
     return PoolSnapshot(
@@ -255,6 +261,7 @@ def snapshot(replies: Mapping[str, Any]) -> PoolSnapshot:
         memory_mb=memory,
         now_ms=int(seconds) * 1000 + int(micros) // 1000,
         desired=desired,
+        hosts=hosts,
         rejected=tuple(rejected),
     )
 

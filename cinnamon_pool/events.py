@@ -24,6 +24,7 @@ class EventKind(enum.StrEnum):
     LEADER = "leader"
     SCALED = "scaled"
     FORGOTTEN = "forgotten"
+    HOST_JOINED = "host_joined"
 
 
 class FieldType(enum.Enum):
@@ -55,6 +56,7 @@ SCHEMA: Mapping[EventKind, Mapping[str, tuple[FieldType, bool]]] = {
     EventKind.LEADER: {"id": (T, False)},
     EventKind.SCALED: {"host": (T, True), "from": (N, False), "to": (N, True), "reason": (T, False)},
     EventKind.FORGOTTEN: {"key": (T, True)},
+    EventKind.HOST_JOINED: {"host": (T, True), "index": (N, True)},
 }  # fmt: skip
 
 

@@ -19,6 +19,8 @@ scripts receive them in KEYS. The schema, in one place:
   cinnamon:{P}:draining      string  "1" while the pool is drained: no new grants
   cinnamon:{P}:leader:<host> string  the active supervisor of that Docker host (leader election)
   cinnamon:{P}:desired       hash    host -> the number of slots that host serves (set by its leader)
+  cinnamon:{P}:hosts         hash    host -> its index k in the pool, in joining order: its slots are k*1000+1 ..
+  cinnamon:{P}:growth        string  the host that grew the pool for waiting jobs, for the cool-down (one host grows)
 
 The Lua scripts receive the keys in the order of :data:`SCRIPT_KEYS`; ``lease/scripts.py``
 generates each script's ``local K_... = KEYS[i]`` prelude from it, so the order is written once.
@@ -55,6 +57,8 @@ SCRIPT_KEYS: tuple[tuple[str, str], ...] = (
     ("K_DRAINING", "draining"),
     ("K_LEADER", "leader"),  # the caller's host's leader key
     ("K_DESIRED", "desired"),
+    ("K_HOSTS", "hosts"),
+    ("K_GROWTH", "growth"),
 )
 
 
@@ -134,6 +138,14 @@ class PoolKeys:
     def desired(self) -> str:
         return self._key("desired")
 
+    @property
+    def hosts(self) -> str:
+        return self._key("hosts")
+
+    @property
+    def growth(self) -> str:
+        return self._key("growth")
+
     def script_keys(self, host: str) -> list[str]:
         """KEYS for every lease script, in the order of :data:`SCRIPT_KEYS`."""
         return [self.leader(host) if attribute == "leader" else getattr(self, attribute) for _lua, attribute in SCRIPT_KEYS]
@@ -142,5 +154,5 @@ class PoolKeys:
         """The keys that hold the pool's state (for snapshots, DUMP comparisons and wipes)."""
         return [
             self.meta, self.containers, self.free, self.leases, self.expiries, self.last_tokens,
-            self.waiters, self.waiter_deadlines, self.tickets, self.handoffs, self.draining, self.desired,
+            self.waiters, self.waiter_deadlines, self.tickets, self.handoffs, self.draining, self.desired, self.hosts,
         ]  # fmt: skip

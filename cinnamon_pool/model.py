@@ -81,8 +81,17 @@ def validate_host(value: object) -> str:
     return _check("docker host name", value, _HOST, "1-128 of A-Z a-z 0-9 _ . -")
 
 
+SLOTS_PER_HOST = 1000  # host k (in the order hosts joined the pool) serves slots k*1000+1 .. k*1000+999
+
+
 def container_name(slot: int) -> str:
+    """container-001 for slot 1; a second Docker host's slots are container-1001, 1002, ..."""
     return validate_container_name(f"container-{slot:03d}")
+
+
+def local_slot(slot: int) -> int:
+    """The slot's number on its own host (1 .. 999): which of the host's ports it publishes on."""
+    return slot % SLOTS_PER_HOST
 
 
 def validate_endpoint(value: object) -> str:
@@ -201,6 +210,7 @@ class PoolSnapshot:
     memory_mb: dict[str, float]
     now_ms: int
     desired: dict[str, int] = dataclasses.field(default_factory=dict)  # host -> slots it serves
+    hosts: dict[str, int] = dataclasses.field(default_factory=dict)  # host -> its index (slots k*1000+1 ..)
     rejected: tuple[Rejected, ...] = ()
 
     def count(self, state: ContainerState) -> int:

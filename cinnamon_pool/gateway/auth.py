@@ -17,7 +17,7 @@ from cinnamon_pool import decode
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import CinnamonError, InvalidIdentifier
 from cinnamon_pool.keys import PoolKeys
-from cinnamon_pool.model import validate_container_name, validate_token
+from cinnamon_pool.model import local_slot, validate_container_name, validate_token
 
 MAX_TOKEN_CHARS = 64  # epoch:generation:random is at most 53
 
@@ -70,7 +70,7 @@ class Authorizer:
             validate_container_name(name)
         except InvalidIdentifier:
             raise Refusal(404, "unknown_container", "no such container") from None
-        if int(name.rsplit("-", 1)[1]) > len(self.config.container.host_ports):
+        if not 0 < local_slot(int(name.rsplit("-", 1)[1])) <= len(self.config.container.host_ports):
             raise Refusal(404, "unknown_container", "no such container", name)
         return name
 
@@ -98,8 +98,7 @@ class Authorizer:
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         if lease is None or not hmac.compare_digest(lease.token, token) or now_ms >= lease.expires_ms:
             raise Refusal(403, "not_current", "the token is not this container's current lease", name)
-        slot = int(name.rsplit("-", 1)[1])
-        port = self.config.container.host_ports[slot - 1]
+        port = self.config.container.host_ports[local_slot(int(name.rsplit("-", 1)[1])) - 1]
         return Target(name, token, f"http://127.0.0.1:{port}/mcp")
 
     async def current(self, names: list[str]) -> dict[str, str | None]:

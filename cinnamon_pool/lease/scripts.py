@@ -26,6 +26,7 @@ class Op(enum.StrEnum):
     LEADER = "leader"
     SET_SIZE = "set_size"
     FORGET = "forget"
+    HOST = "host"
 
 
 class Status(enum.StrEnum):

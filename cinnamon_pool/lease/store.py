@@ -205,14 +205,27 @@ class LeaseStore:
         reply = self._run_as_leader(Op.DEREGISTER, validate_container_name(name), reason, "if_unleased" if only_if_unleased else "")
         return reply[0] == Status.OK and bool(int(reply[1]))
 
-    def set_size(self, host: str, size: int, reason: str, *, only_if_missing: bool = False) -> int:
+    def set_size(self, host: str, size: int, reason: str, *, mode: str = "set", cooldown_s: float = 0.0) -> int:
         """Set a Docker host's desired size (the slots it serves); returns the size in force.
 
-        ``only_if_missing`` adopts a size already stored (a restarted or standby supervisor)."""
-        if size < 0:
-            raise ValueError(f"size {size}: must be >= 0")
-        reply = self._run_as_leader(Op.SET_SIZE, validate_host(host), size, "init" if only_if_missing else "set", reason[:200])
+        ``mode``: "set"; "init" adopts a size already stored (a restarted or standby supervisor);
+        "grow" only when no host of the pool grew within ``cooldown_s`` (one host answers waiters)."""
+        if size < 0 or mode not in {"set", "init", "grow"}:
+            raise ValueError(f"size {size}, mode {mode!r}: size >= 0, mode set, init or grow")
+        reply = self._run_as_leader(Op.SET_SIZE, validate_host(host), size, mode, reason[:200], int(cooldown_s * 1000))
         return decode.integer(reply[1], "size")
+
+    def join(self, host: str) -> int:
+        """This Docker host's index in the pool (claimed on first call, kept for good)."""
+        reply = self._run_as_leader(Op.HOST, validate_host(host))
+        return decode.integer(reply[1], "host index", minimum=0)
+
+    def live_hosts(self, hosts: Sequence[str]) -> set[str]:
+        """The hosts whose supervisor holds its leader key now."""
+        pipe = self.redis.pipeline(transaction=False)
+        for host in hosts:
+            pipe.exists(self.keys.leader(host))
+        return {host for host, alive in zip(hosts, pipe.execute(), strict=True) if alive}
 
     def forget(self, rejected: Rejected) -> bool:
         """Drop a value the decoder rejected, if it is still the same bytes (see forget.lua)."""
@@ -256,8 +269,9 @@ class LeaseStore:
         pipe.exists(self.keys.draining)
         pipe.hgetall(self.keys.memory)
         pipe.hgetall(self.keys.desired)
+        pipe.hgetall(self.keys.hosts)
         pipe.time()
-        names = ("epoch", "containers", "leases", "free", "waiting", "draining", "memory", "desired", "time")
+        names = ("epoch", "containers", "leases", "free", "waiting", "draining", "memory", "desired", "hosts", "time")
         replies = pipe.execute(raise_on_error=False)
         if isinstance(replies[-1], Exception):
             raise replies[-1]

@@ -15,11 +15,12 @@ from cinnamon_pool.config import ContainerTemplate
 LABEL_POOL = "cinnamon.pool"
 LABEL_MANAGED = "cinnamon.managed"
 LABEL_SLOT = "cinnamon.slot"
+LABEL_HOST = "cinnamon.host"
 
 
-def pool_labels(pool: str, slot: int) -> dict[str, str]:
+def pool_labels(pool: str, slot: int, host: str) -> dict[str, str]:
     """The full label set of a pool container; the supervisor touches nothing without all of it."""
-    return {LABEL_POOL: pool, LABEL_MANAGED: "true", LABEL_SLOT: str(slot)}
+    return {LABEL_POOL: pool, LABEL_MANAGED: "true", LABEL_SLOT: str(slot), LABEL_HOST: host}
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,16 @@ class ObservedContainer:
         except ValueError:
             return None
 
-    def belongs_to(self, pool: str) -> bool:
-        """True only with the pool's full label set (a partial set is never ours to touch)."""
-        return self.labels.get(LABEL_POOL) == pool and self.labels.get(LABEL_MANAGED) == "true" and self.slot is not None
+    def belongs_to(self, pool: str, host: str) -> bool:
+        """True only with the pool's full label set and this host's name (a partial set is never
+        ours to touch; a container from before hosts were labelled counts as this host's)."""
+        labels = self.labels
+        return (
+            labels.get(LABEL_POOL) == pool
+            and labels.get(LABEL_MANAGED) == "true"
+            and self.slot is not None
+            and labels.get(LABEL_HOST, host) == host
+        )
 
 
 class ContainerRuntime(Protocol):

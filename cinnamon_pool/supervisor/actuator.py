@@ -15,7 +15,7 @@ from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import RuntimeUnavailable
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import LogKind
-from cinnamon_pool.model import ContainerRecord, ContainerState, container_name
+from cinnamon_pool.model import ContainerRecord, ContainerState, container_name, local_slot
 from cinnamon_pool.runtime.base import ContainerRuntime, ContainerSpec, ObservedContainer, pool_labels
 from cinnamon_pool.supervisor.journal import Journal
 from cinnamon_pool.supervisor.metrics import PoolMetrics, reason_label
@@ -82,14 +82,14 @@ class Actuator:
         if not self.state.network_ready:
             self.runtime.ensure_network(template.network)
             self.state.network_ready = True
-        host_port = template.host_ports[action.slot - 1]
+        host_port = template.host_ports[local_slot(action.slot) - 1]
         spec = ContainerSpec(
             pool=self.pool,
             slot=action.slot,
             docker_name=f"cinnamon-{self.pool}-{container_name(action.slot)}",
             host_port=host_port,
             template=template,
-            labels=pool_labels(self.pool, action.slot),
+            labels=pool_labels(self.pool, action.slot, self.runtime.host),
             command=template.command_for(host_port),
         )
         self.runtime.create(spec)

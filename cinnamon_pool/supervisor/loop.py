@@ -26,7 +26,7 @@ from cinnamon_pool.health import liveness, readiness
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
-from cinnamon_pool.model import PoolSnapshot
+from cinnamon_pool.model import SLOTS_PER_HOST, PoolSnapshot
 from cinnamon_pool.runtime.base import ContainerRuntime
 from cinnamon_pool.supervisor.actuator import MAX_BACKOFF_S, Actuator
 from cinnamon_pool.supervisor.election import LeaderElection
@@ -34,7 +34,7 @@ from cinnamon_pool.supervisor.journal import Journal
 from cinnamon_pool.supervisor.metrics import PoolMetrics
 from cinnamon_pool.supervisor.observe import Observer, Prober, World
 from cinnamon_pool.supervisor.reconcile import Action, Create, Recycle, Replace, ScalePolicy, needs_probe, plan, scale
-from cinnamon_pool.supervisor.rules import HealthPolicy, StateChange, find_inconsistent, find_leftovers, judge
+from cinnamon_pool.supervisor.rules import HealthPolicy, StateChange, find_inconsistent, find_leftovers, find_stranded, judge
 from cinnamon_pool.supervisor.state import SupervisorState
 
 FAST_TICK_S = 0.05
@@ -82,7 +82,9 @@ class Supervisor:
         self.health_policy = HealthPolicy(rules.max_memory_mb, rules.health_failures, rules.health_timeout_s, rules.residue_processes)
         self.scale_policy = ScalePolicy(config.pool.min_size, config.pool.max_size, rules.idle_shrink_s, rules.scale_cooldown_s)
         self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cinnamon-probe")
-        self.observer = Observer(config, store, runtime, self._probes, readiness=probe, liveness=health_probe, clock=clock)
+        self.observer = Observer(
+            config, store, runtime, self._probes, readiness=probe, liveness=health_probe, clock=clock, watch_hosts=election is not None
+        )
         self.actuator = Actuator(config, store, runtime, self.journal, self.state, clock, self.observer.endpoint, metrics)
         self._was_leading: bool | None = None  # None: not yet told
 
@@ -160,13 +162,15 @@ class Supervisor:
         self.store.ensure_consumer_group()
         self.store.reap()
         self.journal.lease_events(self.state.memory_mb)
+        if self.state.slot_base is None:  # once per process: the host's index is kept in Redis for good
+            self.state.slot_base = self.store.join(self.runtime.host) * SLOTS_PER_HOST
         world = self.observer.observe(self.state)
         self._take_readings(world)
         self._drop_rejected(world.snapshot)
         self._check_epoch(world)
         stored = world.snapshot.desired.get(self.runtime.host)
         if stored is None:
-            self.store.set_size(self.runtime.host, world.observation.size, "initial size", only_if_missing=True)
+            self.store.set_size(self.runtime.host, world.observation.size, "initial size", mode="init")
         elif stored != world.observation.size:
             self.store.set_size(
                 self.runtime.host,
@@ -219,9 +223,13 @@ class Supervisor:
         wanted, reason = scale(
             size, world.observation, self.scale_policy, snapshot.waiting, snapshot.free_since_ms, snapshot.now_ms, since_scaled
         )
-        if wanted != size:
-            self.store.set_size(self.runtime.host, wanted, reason)  # the 'scaled' event becomes POOL_EXPANDED / POOL_SHRUNK
-            self.state.scaled_at = self.clock.monotonic()
+        if wanted == size:
+            return
+        # The 'scaled' event becomes POOL_EXPANDED / POOL_SHRUNK. Growth for waiting jobs is
+        # decided once per pool: one host grows per cool-down, not every host at once.
+        mode = "grow" if wanted > size else "set"
+        self.store.set_size(self.runtime.host, wanted, reason, mode=mode, cooldown_s=self.scale_policy.cooldown_s)
+        self.state.scaled_at = self.clock.monotonic()
 
     def _lead(self) -> bool:
         if self.election is None:
@@ -247,7 +255,8 @@ class Supervisor:
         free_for_s = {name: (snapshot.now_ms - since) / 1000 for name, since in snapshot.free_since_ms.items()}
         leftovers = find_leftovers(records, world.processes, self.state.idle_processes, free_for_s, self.health_policy.residue_processes)
         inconsistent = find_inconsistent(records, snapshot.free_since_ms, snapshot.leases, snapshot.epoch)
-        for change in [*leftovers, *inconsistent]:
+        stranded = find_stranded(snapshot.containers, self.runtime.host, world.live_hosts, snapshot.free_since_ms)
+        for change in [*leftovers, *inconsistent, *stranded]:
             if change.name not in {c.name for c in changes}:
                 changes.append(change)
         return changes
@@ -263,6 +272,7 @@ class Supervisor:
                 [("Error", "redis lost the pool state (epoch changed)"), ("Action", "recycling every container")],
                 level="ERROR",
             )
-            ours = [c.container_id for c in world.observation.containers if c.running and c.belongs_to(self.pool)]
+            host = self.runtime.host
+            ours = [c.container_id for c in world.observation.containers if c.running and c.belongs_to(self.pool, host)]
             list(self._probes.map(self.runtime.restart, ours))  # together: a pool of browsers restarts in the time of one
         self.state.epoch = epoch

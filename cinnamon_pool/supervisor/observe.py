@@ -16,7 +16,7 @@ from cinnamon_pool.clock import Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.health import ProbeResult
 from cinnamon_pool.lease.store import LeaseStore
-from cinnamon_pool.model import ContainerState, PoolSnapshot
+from cinnamon_pool.model import ContainerState, PoolSnapshot, local_slot
 from cinnamon_pool.runtime.base import ContainerRuntime, ObservedContainer
 from cinnamon_pool.supervisor.reconcile import Observation, needs_probe
 from cinnamon_pool.supervisor.rules import Probe
@@ -34,6 +34,7 @@ class World:
     memory_mb: dict[str, float]  # by container name, running registered containers only
     processes: dict[str, int]  # free containers only (the leftover-browser rule reads these)
     probes: dict[str, Probe]  # health probes that were due this tick
+    live_hosts: frozenset[str] = frozenset()  # the pool's other hosts whose supervisor is alive (all, unwatched)
 
 
 class Observer:
@@ -47,10 +48,14 @@ class Observer:
         readiness: Prober,
         liveness: Prober,
         clock: Clock,
+        watch_hosts: bool = False,
     ) -> None:
+        """``watch_hosts``: look up which other hosts' supervisors are alive (their leader keys);
+        only meaningful where supervisors are elected, as ``supervise`` always is."""
         self.config, self.store, self.runtime, self.clock = config, store, runtime, clock
         self.pool = config.pool.name
         self._probes, self._readiness, self._liveness = probes, readiness, liveness
+        self._watch_hosts = watch_hosts
 
     def observe(self, state: SupervisorState) -> World:
         containers = self.runtime.list(self.pool)
@@ -59,7 +64,8 @@ class Observer:
         pool = self.config.pool
         stored = snapshot.desired.get(self.runtime.host, pool.initial_size)
         size = max(pool.min_size, min(pool.max_size, stored))  # the configuration may have changed
-        base = Observation(self.pool, self.runtime.host, containers, records, {}, size, snapshot.draining)
+        host, slot_base = self.runtime.host, state.slot_base or 0
+        base = Observation(self.pool, host, containers, records, {}, size, snapshot.draining, slot_base)
         timeout = self.config.rules.health_timeout_s
         starting = needs_probe(base)
         ready = dict(
@@ -69,7 +75,7 @@ class Observer:
                 strict=True,
             )
         )
-        running = {c.container_id: c for c in containers if c.running and c.belongs_to(self.pool)}
+        running = {c.container_id: c for c in containers if c.running and c.belongs_to(self.pool, host)}
         serving = {name: running[rec.container_id] for name, rec in records.items() if rec.container_id in running}
         memory: dict[str, float] = {}
         processes: dict[str, int] = {}
@@ -81,8 +87,10 @@ class Observer:
                 count = self.runtime.process_count(container.container_id)  # (docker top when cgroups are hidden)
                 if count is not None:
                     processes[name] = count
-        observation = Observation(self.pool, self.runtime.host, containers, records, ready, size, snapshot.draining)
-        return World(observation, snapshot, memory, processes, self._health(state, serving))
+        observation = Observation(self.pool, host, containers, records, ready, size, snapshot.draining, slot_base)
+        others = sorted({record.host for record in snapshot.containers.values()} - {host})
+        live = frozenset(self.store.live_hosts(others)) if others and self._watch_hosts else frozenset(others)
+        return World(observation, snapshot, memory, processes, self._health(state, serving), live)
 
     def _health(self, state: SupervisorState, serving: dict[str, ObservedContainer]) -> dict[str, Probe]:
         """Probe the serving containers whose interval is due, in parallel, with twice the
@@ -96,5 +104,5 @@ class Observer:
     def endpoint(self, container: ObservedContainer) -> str:
         """The container's MCP URL on this host, from the engine's port mapping (or the slot's
         configured port while the engine has not reported one)."""
-        port = container.host_port or self.config.container.host_ports[(container.slot or 1) - 1]
+        port = container.host_port or self.config.container.host_ports[local_slot(container.slot or 1) - 1]
         return f"http://127.0.0.1:{port}/mcp"

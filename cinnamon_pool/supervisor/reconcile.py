@@ -6,6 +6,7 @@ observation gives the same actions, and a missed event only delays a correction 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -81,6 +82,7 @@ class Observation:
     ready: Mapping[str, bool]  # container id -> readiness probe passed (only for those probed)
     size: int  # how many slots this host should serve
     draining: bool = False
+    slot_base: int = 0  # this host's slots are slot_base+1 .. slot_base+size (see model.SLOTS_PER_HOST)
 
 
 def needs_probe(observation: Observation) -> list[ObservedContainer]:
@@ -88,7 +90,7 @@ def needs_probe(observation: Observation) -> list[ObservedContainer]:
     out = []
     by_id = {record.container_id: record for record in observation.records.values()}
     for container in observation.containers:
-        if not container.running or not container.belongs_to(observation.pool):
+        if not container.running or not container.belongs_to(observation.pool, observation.host):
             continue
         record = by_id.get(container.container_id)
         if record is None or record.state is ContainerState.STARTING:
@@ -102,7 +104,7 @@ def plan(observation: Observation) -> list[Action]:
     record: a record naming any other container is dropped (``Deregister(untrusted=True)``)."""
     if observation.draining:
         return _plan_drain(observation)
-    ours = [c for c in observation.containers if c.belongs_to(observation.pool)]
+    ours = [c for c in observation.containers if c.belongs_to(observation.pool, observation.host)]
     observed_ids = {c.container_id for c in ours}
     actions: list[Action] = []
     records = dict(observation.records)
@@ -111,12 +113,13 @@ def plan(observation: Observation) -> list[Action]:
             del records[name]
             reason = f"the record names container {untrusted.container_id[:12]}, which Docker does not report for this pool"
             actions.append(Deregister(name, reason, untrusted=True))
-    trusted = Observation(observation.pool, observation.host, ours, records, observation.ready, observation.size, observation.draining)
+    trusted = dataclasses.replace(observation, containers=ours, records=records)
     by_slot: dict[int, list[ObservedContainer]] = {}
     for container in ours:
         by_slot.setdefault(container.slot or 0, []).append(container)
 
-    for slot in range(1, observation.size + 1):
+    first = observation.slot_base + 1
+    for slot in range(first, first + observation.size):
         actions.extend(_plan_slot(trusted, slot, by_slot.pop(slot, [])))
     by_id = {record.container_id: record for record in records.values()}
     for slot, extras in sorted(by_slot.items()):
@@ -178,7 +181,7 @@ def _plan_drain(observation: Observation) -> list[Action]:
     by_id = {record.container_id: record for record in observation.records.values()}
     actions: list[Action] = []
     for container in observation.containers:
-        if not container.belongs_to(observation.pool):
+        if not container.belongs_to(observation.pool, observation.host):
             continue
         record = by_id.get(container.container_id)
         if record is not None and record.state in {ContainerState.ALLOCATED, ContainerState.DRAINING}:
@@ -212,7 +215,7 @@ def scale(
     if waiting > 0 and not free_since_ms and size < policy.max_size:
         return min(policy.max_size, size + waiting), f"{waiting} job(s) waiting and none free"
     if size > policy.min_size:
-        name = container_name(size)
+        name = container_name(observation.slot_base + size)
         idle_since = free_since_ms.get(name)
         if name in observation.records and idle_since is not None and now_ms - idle_since >= policy.idle_shrink_s * 1000:
             return size - 1, f"{name} idle for {(now_ms - idle_since) / 1000:.0f} s"

@@ -120,3 +120,16 @@ def find_inconsistent(
         elif record.state in {ContainerState.ALLOCATED, ContainerState.DRAINING} and name not in leased:
             changes.append(StateChange(name, ContainerState.RESTARTING, f"{record.state.value}, but no lease holds it"))
     return changes
+
+
+def find_stranded(
+    records: Mapping[str, ContainerRecord], host: str, live_hosts: Collection[str], free: Collection[str]
+) -> list[StateChange]:
+    """Free containers of another Docker host whose supervisor is gone (its leader key expired):
+    nobody probes them, and its gateway is likely gone too, so they leave the free set (restarting)
+    until their host's supervisor comes back and recycles them. New jobs go to live hosts."""
+    return [
+        StateChange(name, ContainerState.RESTARTING, f"its host {record.host!r} has no live supervisor", only_if_free=True)
+        for name, record in sorted(records.items())
+        if record.host != host and record.host not in live_hosts and name in free
+    ]

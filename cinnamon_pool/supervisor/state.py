@@ -17,6 +17,7 @@ REPORTED_MAX = 1000
 @dataclass
 class SupervisorState:
     epoch: str | None = None  # the pool's epoch last seen: a change means Redis lost its data
+    slot_base: int | None = None  # this host's index * SLOTS_PER_HOST, claimed in Redis once (then fixed)
     memory_mb: dict[str, float] = field(default_factory=dict)  # latest readings, by container name
     processes: dict[str, int] = field(default_factory=dict)  # process counts of free containers
     idle_processes: dict[str, int] = field(default_factory=dict)  # count right after registration

@@ -41,7 +41,7 @@ def spec_for(pool: str, network: str, redis_url: str, image: str, slot: int = 1)
         f"cinnamon-{pool}-container-{slot:03d}",
         config.container.host_ports[slot - 1],
         config.container,
-        pool_labels(pool, slot),
+        pool_labels(pool, slot, "test-host"),
         config.container.command_for(config.container.host_ports[slot - 1]),
     )
 
@@ -64,7 +64,7 @@ def test_create_applies_the_hardened_template(
     assert "/tmp" in host["Tmpfs"]
     listed = runtime.list(pool_cleanup)
     assert [c.container_id for c in listed] == [observed.container_id]
-    assert listed[0].belongs_to(pool_cleanup) and listed[0].host_port == spec.host_port
+    assert listed[0].belongs_to(pool_cleanup, "test-host") and listed[0].host_port == spec.host_port
     wait_ready(f"http://127.0.0.1:{spec.host_port}/mcp")
 
 

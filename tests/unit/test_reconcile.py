@@ -21,7 +21,9 @@ POOL = "qa"
 
 
 def container(slot: int, status: str = "running", pool: str = POOL, cid: str | None = None) -> ObservedContainer:
-    return ObservedContainer(cid or f"{slot:064x}", f"cinnamon-{pool}-container-{slot:03d}", pool_labels(pool, slot), status, 3000 + slot)
+    return ObservedContainer(
+        cid or f"{slot:064x}", f"cinnamon-{pool}-container-{slot:03d}", pool_labels(pool, slot, "h"), status, 3000 + slot
+    )
 
 
 def record(slot: int, state: ContainerState = ContainerState.AVAILABLE, cid: str | None = None) -> ContainerRecord:

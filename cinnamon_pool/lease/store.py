@@ -215,9 +215,10 @@ class LeaseStore:
         reply = self._run_as_leader(Op.SET_SIZE, validate_host(host), size, mode, reason[:200], int(cooldown_s * 1000))
         return decode.integer(reply[1], "size")
 
-    def join(self, host: str) -> int:
-        """This Docker host's index in the pool (claimed on first call, kept for good)."""
-        reply = self._run_as_leader(Op.HOST, validate_host(host))
+    def join(self, host: str, had: int | None = None) -> int:
+        """This Docker host's index in the pool (claimed on first call, kept for good); ``had``
+        asks for the index the host used before Redis lost its data."""
+        reply = self._run_as_leader(Op.HOST, validate_host(host), "" if had is None else had)
         return decode.integer(reply[1], "host index", minimum=0)
 
     def live_hosts(self, hosts: Sequence[str]) -> set[str]:

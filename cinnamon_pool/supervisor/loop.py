@@ -162,9 +162,12 @@ class Supervisor:
         self.store.ensure_consumer_group()
         self.store.reap()
         self.journal.lease_events(self.state.memory_mb)
-        if self.state.slot_base is None:  # once per process: the host's index is kept in Redis for good
+        if self.state.slot_base is None:  # the host's index is kept in Redis for good
             self.state.slot_base = self.store.join(self.runtime.host) * SLOTS_PER_HOST
         world = self.observer.observe(self.state)
+        if self.runtime.host not in world.snapshot.hosts:  # Redis lost it (amnesia): claim it again, the same if free
+            self.state.slot_base = self.store.join(self.runtime.host, self.state.slot_base // SLOTS_PER_HOST) * SLOTS_PER_HOST
+            world = self.observer.observe(self.state)
         self._take_readings(world)
         self._drop_rejected(world.snapshot)
         self._check_epoch(world)

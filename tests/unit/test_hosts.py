@@ -77,3 +77,16 @@ def test_a_dead_hosts_free_containers_leave_the_free_set() -> None:
     (change,) = find_stranded(records, "host-a", live_hosts=set(), free=free)
     assert (change.name, change.state, change.only_if_free) == ("container-1001", ContainerState.RESTARTING, True)
     assert find_stranded(records, "host-a", live_hosts={"host-b"}, free=free) == [], "a live host's containers stay"
+
+
+def test_after_redis_lost_its_data_a_host_takes_its_index_back_unless_another_took_it(tmp_path: Path) -> None:
+    client = fakeredis.FakeRedis()
+    (a, _), (b, _) = host(tmp_path, client, "host-a"), host(tmp_path, client, "host-b")
+    a.tick(), b.tick()
+    client.flushall()
+    b.tick(), a.tick()
+    assert LeaseStore(client, "qa").snapshot().hosts == {"host-a": 0, "host-b": 1}, "each took its old index back"
+    client.flushall()
+    c, _ = host(tmp_path, client, "host-c")
+    c.tick(), a.tick()
+    assert LeaseStore(client, "qa").snapshot().hosts == {"host-c": 0, "host-a": 1}, "a taken index is never shared"

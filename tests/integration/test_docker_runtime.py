@@ -142,3 +142,22 @@ def test_pool_containers_cannot_reach_each_other_and_refuse_other_host_headers(
         for container in docker_client.api.containers(all=True, filters={"label": f"cinnamon.pool={pool_cleanup}"}):
             docker_client.api.remove_container(container["Id"], force=True)
         docker_client.api.remove_network(network)
+
+
+def test_a_paused_container_is_killed_while_frozen_so_it_serves_nothing_more(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, pool_cleanup: str, test_network: str, fake_image: str
+) -> None:
+    spec = spec_for(pool_cleanup, test_network, "redis://127.0.0.1:1/0", fake_image)
+    observed = runtime.create(spec)
+    wait_ready(f"http://127.0.0.1:{spec.host_port}/mcp")
+    docker_client.api.pause(observed.container_id)
+    pids = runtime._cgroup_pids(observed.container_id)
+    assert pids, "the container's processes are visible in its cgroup"
+    assert runtime.kill_processes(observed.container_id) == len(pids)
+    for pid in pids:  # still frozen: the kill waits, pending, and is the first thing each process meets on thaw
+        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+        pending = int(status["ShdPnd"], 16) | int(status["SigPnd"], 16)
+        assert pending & (1 << (9 - 1)), f"pid {pid}: SIGKILL is not pending ({status['ShdPnd']})"
+        assert status["State"].startswith(("D", "S")), status["State"]
+    runtime.remove(observed.container_id)
+    assert runtime.list(pool_cleanup) == []

@@ -9,18 +9,16 @@ from __future__ import annotations
 import contextlib
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import fakeredis
-import httpx
 import pytest
 import redis
 
 from cinnamon_pool.config import PoolConfig
-from tests.support import free_port, start_redis_server, stop
+from tests.support import free_port, start_redis_server, stop, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_IMAGE = "cinnamon-pool/fake-mcp:test"
@@ -137,14 +135,7 @@ def fake_endpoint() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(["/usr/bin/python3", str(FAKE_MCP), "--host", "127.0.0.1", "--port", str(port)], stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            httpx.get(f"{base}/_fake/state", timeout=1)
-            break
-        except httpx.HTTPError:
-            assert time.monotonic() < deadline, "fake-mcp did not start"
-            time.sleep(0.05)
+    wait_for_http(f"{base}/_fake/state", 10, "fake-mcp")
     yield base
     process.terminate()
     process.wait(timeout=10)

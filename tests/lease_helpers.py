@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import redis
 
 from cinnamon_pool.keys import PoolKeys
@@ -31,3 +33,24 @@ def dump_state(client: redis.Redis, pool: str) -> dict[str, bytes | None]:
     """Byte-exact image of the pool's keys, to prove a rejected operation changed nothing."""
     keys = PoolKeys(pool)
     return {key: client.dump(key) for key in [*keys.all_state_keys(), keys.events]}
+
+
+def assert_one_lease_at_a_time(client: redis.Redis, keys: PoolKeys) -> None:
+    """From the pool's event stream: on every container, each grant is ended (released or
+    revoked) by its own token before the next grant."""
+    history: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for _id, fields in client.xrange(keys.events):
+        kind, name = fields[b"kind"].decode(), fields[b"name"].decode()
+        if kind == "granted":
+            history[name].append(("start", fields[b"token"].decode()))
+        elif kind in {"released", "revoked"}:
+            history[name].append(("end", fields[b"token"].decode()))
+    for name, events in history.items():
+        open_token = None
+        for kind, token in events:
+            if kind == "start":
+                assert open_token is None, f"{name} granted to {token} while {open_token} still held it"
+                open_token = token
+            else:
+                assert token == open_token, f"{name}: {token} ended a lease it did not hold ({open_token})"
+                open_token = None

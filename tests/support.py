@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import redis
 
 
@@ -72,3 +73,16 @@ def rq_worker_command(url: str, queue: str, *, burst: bool = True, root: Path | 
     if root is not None:
         command += ["--path", str(root)]
     return [*command, *(["--burst"] if burst else []), queue]
+
+
+def wait_for_http(url: str, seconds: float = 15, what: str = "") -> None:
+    """Until ``url`` gives any HTTP answer; RuntimeError naming ``what`` (or the URL) after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what or url} did not answer within {seconds} s") from None
+            time.sleep(0.05)

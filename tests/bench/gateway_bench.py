@@ -21,7 +21,7 @@ from cinnamon_pool.lease.heartbeat import Heartbeat
 from cinnamon_pool.model import Grant, Holder
 from tests.bench.report import Row, percentile
 from tests.bench.supervisor_bench import PLAYWRIGHT, supervised
-from tests.support import free_port
+from tests.support import free_port, wait_for_http
 
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 INITIALIZE = {
@@ -39,17 +39,8 @@ def gateway_process(redis_url: str, pool: str, ports: str, listen: str, workdir:
     )
     env = {**os.environ, "CINNAMON_CONFIG": str(path)}
     process = subprocess.Popen([str(Path(sys.executable).parent / "cinnamon-pool"), "gateway"], env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            httpx.get(f"http://{listen}/metrics", timeout=1)
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("the gateway did not answer within 15 s") from None
-            time.sleep(0.05)
     try:
+        wait_for_http(f"http://{listen}/metrics", 15, "the gateway")
         yield process
     finally:
         process.terminate()

@@ -25,7 +25,7 @@ from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerRecord, ContainerState, Grant, Holder
 from tests.conftest import FAKE_MCP
-from tests.support import free_port
+from tests.support import free_port, wait_for_http
 
 pytestmark = pytest.mark.redis
 BIN = Path(sys.executable).parent
@@ -69,17 +69,6 @@ def initialize(request_id: int = 1) -> dict[str, object]:
     }  # fmt: skip
 
 
-def wait_until_answers(url: str, seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            assert time.monotonic() < deadline, f"{url} did not answer within {seconds} s"
-            time.sleep(0.05)
-
-
 @pytest.fixture
 def stand(real_redis: redis.Redis, redis_server: str, tmp_path: Path) -> Iterator[Stand]:
     port, gateway_port = free_port(), free_port()
@@ -102,8 +91,8 @@ def stand(real_redis: redis.Redis, redis_server: str, tmp_path: Path) -> Iterato
         [str(BIN / "cinnamon-pool"), "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "gateway.log").open("wb")
     )
     try:
-        wait_until_answers(f"http://127.0.0.1:{port}/_fake/state")
-        wait_until_answers(f"http://127.0.0.1:{gateway_port}/metrics")
+        wait_for_http(f"http://127.0.0.1:{port}/_fake/state")
+        wait_for_http(f"http://127.0.0.1:{gateway_port}/metrics")
         yield Stand(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{port}", store, config, tmp_path / "logs", gateway)
     finally:
         for process in (gateway, fake):

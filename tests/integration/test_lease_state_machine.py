@@ -15,7 +15,6 @@ import contextlib
 import json
 import secrets
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 
 import pytest
@@ -29,7 +28,7 @@ from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import Op
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerState, Grant, Holder, Outcome
-from tests.lease_helpers import dump_state, record
+from tests.lease_helpers import assert_one_lease_at_a_time, dump_state, record
 
 pytestmark = pytest.mark.redis
 
@@ -176,22 +175,7 @@ class LeaseMachine(RuleBasedStateMachine):
     # -- invariants ----------------------------------------------------------------------
     @invariant()
     def leases_never_overlap(self) -> None:
-        history: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for _id, fields in self.client.xrange(self.keys.events):
-            kind, name = fields[b"kind"].decode(), fields[b"name"].decode()
-            if kind == "granted":
-                history[name].append(("start", fields[b"token"].decode()))
-            elif kind in {"released", "revoked"}:
-                history[name].append(("end", fields[b"token"].decode()))
-        for name, events in history.items():
-            open_token = None
-            for kind, token in events:
-                if kind == "start":
-                    assert open_token is None, f"{name} granted to {token} while {open_token} still held it"
-                    open_token = token
-                else:
-                    assert token == open_token, f"{name}: {token} ended a lease it did not hold ({open_token})"
-                    open_token = None
+        assert_one_lease_at_a_time(self.client, self.keys)
 
     @invariant()
     def structure(self) -> None:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.pool import ContainerPool
 from tests.conftest import ROOT
 from tests.integration.test_supervisor_docker import eventually
+from tests.lease_helpers import assert_one_lease_at_a_time
 from tests.support import free_port, rq_worker_command
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
@@ -125,16 +125,4 @@ def test_jobs_spread_over_two_hosts_keep_flowing_when_one_dies_and_it_comes_back
         for worker in workers:
             worker.wait(timeout=30)
 
-    history: dict[str, list[tuple[str, str]]] = defaultdict(list)  # no container served two leases at once
-    for _id, fields in real_redis.xrange(PoolKeys(pool_cleanup).events):
-        kind = fields[b"kind"].decode()
-        if kind in {"granted", "released", "revoked"}:
-            history[fields[b"name"].decode()].append((kind, fields.get(b"token", b"").decode()))
-    for name, events in history.items():
-        holder = None
-        for kind, token in events:
-            if kind == "granted":
-                assert holder is None, f"{name} granted to {token} while {holder} held it: {events}"
-                holder = token
-            elif token == holder:
-                holder = None
+    assert_one_lease_at_a_time(real_redis, PoolKeys(pool_cleanup))  # no container served two leases at once

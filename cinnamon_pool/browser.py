@@ -15,7 +15,6 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
-import json
 import re
 import threading
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.errors import CinnamonError, LeaseLost
 from cinnamon_pool.lease.handle import ContainerLease, SessionFigures
 
@@ -234,22 +234,8 @@ class Browser:
         return base64.b64decode(image.data)
 
 
-CANARY_CODE = (
-    "async (page) => { const state = await page.context().storageState(); "
-    "return JSON.stringify({cookies: state.cookies.length, origins: state.origins.length, pages: page.context().pages().length}); }"
-)
-
-
 def find_residue(lease: ContainerLease, timeout_s: float) -> str | None:
     """Open a fresh session and look for what an earlier job could have left: cookies,
     localStorage (origins with storage) or extra tabs. None when the session is clean."""
     with Browser(lease, timeout_s=timeout_s) as browser:
-        text = browser.call("browser_run_code_unsafe", {"code": CANARY_CODE})
-    match = re.search(r"### Result\s*\n(.*?)(\n###|$)", text, flags=re.DOTALL)
-    if match is None:
-        return f"canary answer not understood: {text[:200]!r}"
-    found = json.loads(json.loads(match.group(1).strip()))
-    residue = [f"{key}={found[key]}" for key in ("cookies", "origins") if found.get(key)]
-    if found.get("pages", 1) > 1:
-        residue.append(f"pages={found['pages']}")
-    return ", ".join(residue) or None
+        return residue_in(browser.call("browser_run_code_unsafe", {"code": CANARY_CODE}))

@@ -121,6 +121,16 @@ class GatewaySettings:
     body_timeout_s: float = 10.0  # a client that stops sending its body for this long gets 408
     connect_timeout_s: float = 5.0  # a container that does not accept within this: 502
     max_connections: int = 1000  # past this many at once, new requests get 503
+    # Prepared sessions (see gateway/prepare.py): each free container holds one MCP session with
+    # its browser up and a blank page, handed to the next job at its `initialize`.
+    prepare: bool = True
+    prepare_timeout_s: float = 20.0  # a release waits at most this for the next session, then is offered anyway
+    prepare_refresh_s: float = 600.0  # a prepared session idle this long is made anew
+
+    @property
+    def prepares(self) -> bool:
+        """Released containers wait for their next session (and jobs get it at `initialize`)."""
+        return self.enabled and self.prepare
 
     @property
     def enabled(self) -> bool:
@@ -277,7 +287,7 @@ class PoolConfig:
             raise ConfigError("gateway.max_body_bytes", gateway.max_body_bytes, "must be >= 1024")
         if gateway.max_connections < 1:
             raise ConfigError("gateway.max_connections", gateway.max_connections, "must be >= 1")
-        for key in ("body_timeout_s", "connect_timeout_s"):
+        for key in ("body_timeout_s", "connect_timeout_s", "prepare_timeout_s", "prepare_refresh_s"):
             if getattr(gateway, key) <= 0:
                 raise ConfigError(f"gateway.{key}", getattr(gateway, key), "must be > 0")
 

@@ -21,6 +21,7 @@ from cinnamon_pool.model import (
     ContainerRecord,
     ContainerState,
     Grant,
+    HeldSession,
     LeaseInfo,
     PoolSnapshot,
     Rejected,
@@ -145,6 +146,35 @@ def lease(field: object, raw: object) -> LeaseInfo:
         granted_ms=integer(data.get("granted_ms"), "granted_ms"),
         expires_ms=integer(data.get("expires_ms"), "expires_ms"),
         cap_ms=integer(data.get("cap_ms"), "cap_ms"),
+    )
+
+
+SESSION_ID = re.compile(r"[\x21-\x7e]{1,128}")  # MCP: visible ASCII
+MAX_SESSION_JSON = 64 * 1024
+
+
+def held_session(field: object, raw: object) -> HeldSession:
+    """A session the gateway holds on a container (``prepared|<name>`` or ``keeper|<name>``)."""
+    kind, _, name = text(field, "session field", 80).partition("|")
+    if kind not in {"prepared", "keeper"}:
+        raise BadValue(f"session field {shorten(field)!r} is not prepared|<name> or keeper|<name>")
+    name = _checked(validate_container_name, name)
+    if len(_bytes(raw)) > MAX_SESSION_JSON:
+        raise BadValue(f"session JSON is over {MAX_SESSION_JSON} bytes")
+    data = json_object(raw, "session")
+    session = text(data.get("session"), "session id", 128)
+    if not SESSION_ID.fullmatch(session):
+        raise BadValue(f"session id {shorten(session)!r} is not 1-128 visible ASCII characters")
+    result = data.get("result", {})
+    if not isinstance(result, dict) or not isinstance(result.get("protocolVersion", ""), str):
+        raise BadValue("session result must be an initialize result (a JSON object)")
+    return HeldSession(
+        kind=kind,
+        name=name,
+        container_id=_checked(validate_docker_id, data.get("container_id")),
+        session=session,
+        result=result,
+        prepared_ms=integer(data.get("prepared_ms"), "prepared_ms", minimum=0),
     )
 
 

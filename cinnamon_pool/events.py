@@ -25,6 +25,7 @@ class EventKind(enum.StrEnum):
     SCALED = "scaled"
     FORGOTTEN = "forgotten"
     HOST_JOINED = "host_joined"
+    PREPARED = "prepared"
 
 
 class FieldType(enum.Enum):
@@ -57,6 +58,7 @@ SCHEMA: Mapping[EventKind, Mapping[str, tuple[FieldType, bool]]] = {
     EventKind.SCALED: {"host": (T, True), "from": (N, False), "to": (N, True), "reason": (T, False)},
     EventKind.FORGOTTEN: {"key": (T, True)},
     EventKind.HOST_JOINED: {"host": (T, True), "index": (N, True)},
+    EventKind.PREPARED: {"result": (T, True), "detail": (T, False), "prepare_ms": (D, False)},
 }  # fmt: skip
 
 

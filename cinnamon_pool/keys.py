@@ -21,6 +21,8 @@ scripts receive them in KEYS. The schema, in one place:
   cinnamon:{P}:desired       hash    host -> the number of slots that host serves (set by its leader)
   cinnamon:{P}:hosts         hash    host -> its index k in the pool, in joining order: its slots are k*1000+1 ..
   cinnamon:{P}:growth        string  the host that grew the pool for waiting jobs, for the cool-down (one host grows)
+  cinnamon:{P}:sessions      hash    "prepared|<name>" / "keeper|<name>" -> MCP session JSON held by the host's
+                                     gateway (gateway/prepare.py); taken (HDEL) by exactly one job's initialize
 
 The Lua scripts receive the keys in the order of :data:`SCRIPT_KEYS`; ``lease/scripts.py``
 generates each script's ``local K_... = KEYS[i]`` prelude from it, so the order is written once.
@@ -145,6 +147,10 @@ class PoolKeys:
     @property
     def growth(self) -> str:
         return self._key("growth")
+
+    @property
+    def sessions(self) -> str:
+        return self._key("sessions")
 
     def script_keys(self, host: str) -> list[str]:
         """KEYS for every lease script, in the order of :data:`SCRIPT_KEYS`."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ class ContainerState(enum.StrEnum):
     STARTING = "starting"  # created, not yet ready
     AVAILABLE = "available"  # ready, in the free set
     ALLOCATED = "allocated"  # leased to a job
+    PREPARING = "preparing"  # released; its gateway prepares the next job's session, then offers it
     DRAINING = "draining"  # leased, restart when released
     RESTARTING = "restarting"  # must be recycled before it serves again
     UNHEALTHY = "unhealthy"  # failed probes, to be replaced
@@ -157,6 +160,29 @@ class Holder:
         for kind, value in (("job id", self.job_id), ("worker name", self.worker)):
             if len(value) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in value):
                 raise ValueError(f"invalid {kind} {value!r}: at most 200 printable characters")
+
+
+@dataclass(frozen=True)
+class HeldSession:
+    """An MCP session the gateway holds on a free container: a keeper (keeps the browser up,
+    never handed out) or a prepared session (browser context and blank page ready, handed to the
+    next job at its ``initialize``, exactly once)."""
+
+    kind: str  # "prepared" | "keeper"
+    name: str
+    container_id: str
+    session: str  # the server's mcp-session-id
+    result: Mapping[str, Any]  # the server's answer to the session's initialize
+    prepared_ms: int  # wall clock, ms
+
+    @property
+    def field(self) -> str:
+        return f"{self.kind}|{self.name}"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"session": self.session, "container_id": self.container_id, "result": dict(self.result), "prepared_ms": self.prepared_ms}
+        )
 
 
 @dataclass(frozen=True)

@@ -133,17 +133,22 @@ class ContainerPool:
                     cleanup_ms=cleanup.seconds * 1000,
                     cleanup_note=cleanup.note,
                     artifacts=lease.artifacts_path or "",
+                    prepare=self.config.gateway.prepares,
                 )
 
     def _cleanup(self, lease: ContainerLease, outcome: Outcome) -> Cleanup:
         """The job's sessions were ended by its helpers (HTTP DELETE; --isolated drops the browser
         with them), timed in ``lease.cleanup_seconds``: slower than ``cleanup_timeout_s`` sends the
-        container to a restart. On a share of releases a canary session (a new browser, ~1-3 s)
-        then checks that nothing stayed: residue, a failure or a time-out also restarts it."""
+        container to a restart. On a share of releases a canary session then checks that nothing
+        stayed: residue, a failure or a time-out also restarts it. With prepared sessions the
+        gateway runs the canary in the next job's session before it is offered (a fresh context
+        in the running browser), so the job side does not."""
         rules = self.config.rules
         seconds = lease.cleanup_seconds
         if seconds > rules.cleanup_timeout_s:
             return Cleanup(seconds, True, f"ending the sessions took {seconds:.2f}s")
+        if self.config.gateway.prepares:
+            return Cleanup(seconds, False, "sessions ended")
         if outcome is Outcome.INFRA_ERROR or not lease.valid or secrets.randbelow(10_000) >= rules.canary_share * 10_000:
             return Cleanup(seconds, False, "sessions ended")
         started = self.clock.monotonic()
@@ -181,6 +186,7 @@ class ContainerPool:
             "available": len(snapshot.free),
             "allocated": len(snapshot.leases),
             "restarting": snapshot.count(ContainerState.RESTARTING) + snapshot.count(ContainerState.STARTING),
+            "preparing": snapshot.count(ContainerState.PREPARING),
             "unhealthy": snapshot.count(ContainerState.UNHEALTHY),
             "waiting": snapshot.waiting,
             "draining": snapshot.draining,

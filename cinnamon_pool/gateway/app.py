@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from starlette.routing import Route
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
+from cinnamon_pool.gateway.prepare import Preparer
 from cinnamon_pool.gateway.proxy import forwarded_headers, open_upstream, read_body, relay
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind
@@ -85,8 +87,17 @@ class Gateway:
         self.closed = Counter(
             "cinnamon_pool_gateway_streams_closed_total", "Streams closed because their lease ended", ["pool"], registry=self.registry
         )
+        self.handovers = Counter(
+            "cinnamon_pool_gateway_initialize_total",
+            "Jobs' initialize requests: answered with a prepared session, or forwarded (cold)",
+            ["pool", "session"],
+            registry=self.registry,
+        )
         self._reported: dict[tuple[str, str, str], float] = {}
         self._http: httpx.AsyncClient | None = None
+        self.preparer: Preparer | None = None
+        # The MCP sessions each lease opened or was handed, ended (DELETE) when the lease ends.
+        self.sessions: dict[tuple[str, str], set[str]] = {}
 
     # -- the application -----------------------------------------------------------------
     def app(self) -> Starlette:
@@ -106,13 +117,30 @@ class Gateway:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as http:
             self._http = http
-            watcher = asyncio.create_task(self._watch_leases(), name="cinnamon-gateway-leases")
+            tasks = [asyncio.create_task(self._watch_leases(), name="cinnamon-gateway-leases")]
+            if gateway.prepare:
+                own = httpx.Timeout(gateway.prepare_timeout_s, connect=gateway.connect_timeout_s)
+                sessions_http = httpx.AsyncClient(timeout=own, limits=limits, trust_env=False)
+                self.preparer = Preparer(
+                    self.config,
+                    self.authorizer.client,
+                    self.authorizer.host,
+                    sessions_http,
+                    self.end_sessions,
+                    self._note,
+                    clock=self.clock,
+                )
+                tasks.append(asyncio.create_task(self.preparer.run(), name="cinnamon-gateway-prepare"))
             try:
                 yield
             finally:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                for task in tasks:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                if self.preparer is not None:
+                    await self.preparer.close()
+                    await self.preparer.http.aclose()
 
     async def forward(self, request: Request) -> Response:
         name = request.path_params.get("name", "")
@@ -127,7 +155,17 @@ class Gateway:
                 body = await read_body(
                     request.stream(), request.headers.get("content-length"), gateway.max_body_bytes, gateway.body_timeout_s
                 )
+            initialize = _initialize_request(body) if request.method == "POST" and "mcp-session-id" not in request.headers else None
+            if initialize is not None and self.preparer is not None:
+                handed = await self.preparer.take(target.name, initialize[1])
+                self.handovers.labels(self.pool, "prepared" if handed else "cold").inc()
+                if handed is not None:
+                    self._opened(target, handed.session)
+                    answer = {"jsonrpc": "2.0", "id": initialize[0], "result": dict(handed.result)}
+                    return JSONResponse(answer, headers={"mcp-session-id": handed.session})
             upstream = await self._send(target, request.method, forwarded_headers(request.headers), body)
+            if "mcp-session-id" in upstream.headers and initialize is not None:
+                self._opened(target, upstream.headers["mcp-session-id"])
         except redis.RedisError:
             return self._refuse(Refusal(503, "store_unreachable", "the lease store does not answer: try again", name), request)
         except Refusal as refusal:
@@ -165,6 +203,21 @@ class Gateway:
         self.latency.labels(self.pool, target.name).observe(self.clock.monotonic() - started)
         return upstream
 
+    # -- the sessions of a lease -------------------------------------------------------------
+    def _opened(self, target: Target, session: str) -> None:
+        self.sessions.setdefault((target.name, target.token), set()).add(session)
+
+    async def end_sessions(self, name: str, token: str) -> None:
+        """End (DELETE) every session the lease ``token`` opened or was handed on ``name``; a job
+        that crashed, or forgot, leaves nothing open for the next one."""
+        opened = self.sessions.pop((name, token), set())
+        if opened and self.preparer is not None:
+            upstream = self.preparer.upstream(name)
+            await asyncio.gather(*(upstream.end(session) for session in opened))
+
+    def _note(self, container: str, action: str, details: list[tuple[str, str]]) -> None:
+        self.writer.write(LogKind.ERRORS, action_record(self.clock.now(), container, action, details, "ERROR"))
+
     async def metrics(self, _request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type="text/plain; version=0.0.4")
 
@@ -201,10 +254,10 @@ class Gateway:
         """Close every open stream whose token is no longer its container's current lease."""
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
-            if not self.streams.open:
+            if not self.streams.open and not self.sessions:
                 continue
             try:
-                current = await self.authorizer.current(sorted({name for name, _token in self.streams.open}))
+                current = await self.authorizer.current(sorted({name for name, _token in [*self.streams.open, *self.sessions]}))
             except redis.RedisError:  # Redis unreachable: keep the streams; the holders fence themselves
                 continue
             for (name, token), held in list(self.streams.open.items()):
@@ -212,3 +265,20 @@ class Gateway:
                     for close in list(held.values()):
                         self.closed.labels(self.pool).inc()
                         await close()
+            for name, token in [key for key in self.sessions if current.get(key[0]) != key[1]]:
+                await self.end_sessions(name, token)
+
+
+def _initialize_request(body: bytes) -> tuple[object, str] | None:
+    """``(id, requested protocol version)`` when ``body`` is an MCP ``initialize`` request."""
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("method") != "initialize" or "id" not in message:
+        return None
+    params = message.get("params")
+    version = params.get("protocolVersion") if isinstance(params, dict) else None
+    return message["id"], version if isinstance(version, str) else ""

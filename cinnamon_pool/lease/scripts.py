@@ -27,6 +27,7 @@ class Op(enum.StrEnum):
     SET_SIZE = "set_size"
     FORGET = "forget"
     HOST = "host"
+    PREPARED = "prepared"
 
 
 class Status(enum.StrEnum):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
 from typing import Any
 
 import redis
@@ -163,11 +164,15 @@ class LeaseStore:
         cleanup_ms: float | None = None,
         cleanup_note: str = "",
         artifacts: str = "",
+        prepare: bool = False,
     ) -> str:
-        """End the lease; returns where the container went (available, handed, restarting) or noop.
+        """End the lease; returns where the container went (available, handed, restarting,
+        preparing) or noop.
 
         ``recycle`` sends the container to a restart (cleanup failed or left residue); the cleanup
-        figures and the artifacts folder travel in the release event to the log files."""
+        figures and the artifacts folder travel in the release event to the log files. ``prepare``
+        (a pool with a gateway) leaves it 'preparing' until its gateway has the next job's session
+        ready (:meth:`prepared`)."""
         reply = self._run(
             Op.RELEASE,
             validate_container_name(name),
@@ -178,11 +183,43 @@ class LeaseStore:
             "" if cleanup_ms is None else f"{cleanup_ms:.1f}",
             cleanup_note[:500],
             artifacts[:500],
+            "prepare" if prepare else "",
         )
         if reply[0] == Status.NOOP:
             return "noop"
         _raise_rejection(name, reply)
         return str(reply[1])
+
+    def prepared(self, name: str, token: str, result: str, detail: str = "", seconds: float | None = None) -> str:
+        """Offer a 'preparing' container again (see prepared.lua): ``result`` ok, failed or timeout
+        offers it, residue restarts it. ``token`` is the released lease's ('' = whichever). Returns
+        where it went, or noop when it was not waiting for this preparation."""
+        if result not in {"ok", "failed", "timeout", "residue"}:
+            raise ValueError(f"result={result!r}: use ok, failed, timeout or residue")
+        reply = self._run(
+            Op.PREPARED,
+            validate_container_name(name),
+            validate_token(token) if token else "",
+            result,
+            detail[:300],
+            "" if seconds is None else f"{seconds * 1000:.1f}",
+        )
+        return "noop" if reply[0] == Status.NOOP else str(reply[1])
+
+    def held_sessions(self, containers: Mapping[str, str]) -> dict[str, frozenset[str]]:
+        """For each container (name -> its container id): the kinds of session its gateway holds
+        on that very container ("keeper", "prepared"). Values that do not decode are ignored here
+        (the gateway overwrites them)."""
+        fields = [f"{kind}|{name}" for name in containers for kind in ("keeper", "prepared")]
+        held: dict[str, set[str]] = {name: set() for name in containers}
+        for field_name, raw in zip(fields, self.redis.hmget(self.keys.sessions, fields), strict=True):
+            if raw is None:
+                continue
+            with suppress(decode.BadValue):
+                session = decode.held_session(field_name, raw)
+                if containers.get(session.name) == session.container_id:
+                    held[session.name].add(session.kind)
+        return {name: frozenset(kinds) for name, kinds in held.items()}
 
     # -- supervisor side -----------------------------------------------------------------
     def register(self, record: ContainerRecord) -> str:

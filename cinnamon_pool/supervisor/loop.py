@@ -26,7 +26,7 @@ from cinnamon_pool.health import liveness, readiness
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
-from cinnamon_pool.model import SLOTS_PER_HOST, PoolSnapshot
+from cinnamon_pool.model import SLOTS_PER_HOST, ContainerState, PoolSnapshot
 from cinnamon_pool.runtime.base import ContainerRuntime
 from cinnamon_pool.supervisor.actuator import MAX_BACKOFF_S, Actuator
 from cinnamon_pool.supervisor.election import LeaderElection
@@ -34,7 +34,15 @@ from cinnamon_pool.supervisor.journal import Journal
 from cinnamon_pool.supervisor.metrics import PoolMetrics
 from cinnamon_pool.supervisor.observe import Observer, Prober, World
 from cinnamon_pool.supervisor.reconcile import Action, Create, Recycle, Replace, ScalePolicy, needs_probe, plan, scale
-from cinnamon_pool.supervisor.rules import HealthPolicy, StateChange, find_inconsistent, find_leftovers, find_stranded, judge
+from cinnamon_pool.supervisor.rules import (
+    HealthPolicy,
+    StateChange,
+    find_inconsistent,
+    find_leftovers,
+    find_overdue,
+    find_stranded,
+    judge,
+)
 from cinnamon_pool.supervisor.state import SupervisorState
 
 FAST_TICK_S = 0.05
@@ -182,6 +190,7 @@ class Supervisor:
             )
         if self.metrics is not None:
             self.metrics.observe_pool(world.snapshot, self.state.memory_mb)
+        self._offer_overdue(world)
         changes = self._judge(world)
         for change in changes:
             self.actuator.change(change)
@@ -256,13 +265,55 @@ class Supervisor:
         records, snapshot = world.observation.records, world.snapshot
         changes, self.state.probe_failures = judge(records, world.memory_mb, world.probes, self.state.probe_failures, self.health_policy)
         free_for_s = {name: (snapshot.now_ms - since) / 1000 for name, since in snapshot.free_since_ms.items()}
-        leftovers = find_leftovers(records, world.processes, self.state.idle_processes, free_for_s, self.health_policy.residue_processes)
+        baselines = self._process_baselines(world, free_for_s)
+        leftovers = find_leftovers(records, world.processes, baselines, free_for_s, self.health_policy.residue_processes)
         inconsistent = find_inconsistent(records, snapshot.free_since_ms, snapshot.leases, snapshot.epoch)
         stranded = find_stranded(snapshot.containers, self.runtime.host, world.live_hosts, snapshot.free_since_ms)
         for change in [*leftovers, *inconsistent, *stranded]:
             if change.name not in {c.name for c in changes}:
                 changes.append(change)
         return changes
+
+    def _process_baselines(self, world: World, free_for_s: dict[str, float]) -> dict[str, int]:
+        """What a free container runs when nothing was left behind: its count right after
+        registration, or, while its gateway holds a keeper and a prepared session on it (a
+        browser, a context and a blank page), the lowest count seen that way. A container whose
+        sessions are still being made (prepared sessions on, free for less than the preparing
+        time-out) is not judged yet."""
+        baselines: dict[str, int] = {}
+        learned, gateway = self.state.prepared_processes, self.config.gateway
+        for name, count in world.processes.items():
+            if world.held.get(name) == frozenset({"keeper", "prepared"}):
+                learned[name] = min(learned.get(name, count), count)
+                baselines[name] = learned[name]
+            elif gateway.prepares and free_for_s.get(name, 0.0) < gateway.prepare_timeout_s:
+                continue
+            elif name in learned or name in self.state.idle_processes:
+                baselines[name] = learned.get(name, self.state.idle_processes.get(name, 0))
+        return baselines
+
+    def _offer_overdue(self, world: World) -> None:
+        """Released containers waiting for a gateway that does not prepare them in time (or at
+        all: prepared sessions turned off) are offered anyway."""
+        now, records = self.clock.monotonic(), world.observation.records
+        since = self.state.preparing_since
+        for name in [n for n in since if n not in records or records[n].state is not ContainerState.PREPARING]:
+            del since[name]
+        for name, record in records.items():
+            if record.state is ContainerState.PREPARING:
+                since.setdefault(name, now)
+        gateway = self.config.gateway
+        timeout = gateway.prepare_timeout_s if gateway.prepares else 0.0
+        for name in find_overdue(records, {n: now - t for n, t in since.items()}, timeout):
+            if self.store.prepared(name, "", "timeout", f"not prepared within {timeout:g}s") != "noop":
+                self.journal.record(
+                    LogKind.POOL,
+                    name,
+                    "PREPARE_TIMEOUT",
+                    [("Reason", f"no prepared session within {timeout:g}s; offered cold")],
+                    level="WARN",
+                )
+            since.pop(name, None)
 
     def _check_epoch(self, world: World) -> None:
         """Redis lost the pool's state: every container may hold a job's leftovers, so recycle all."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cinnamon_pool.clock import Clock
 from cinnamon_pool.config import PoolConfig
@@ -35,6 +35,7 @@ class World:
     processes: dict[str, int]  # free containers only (the leftover-browser rule reads these)
     probes: dict[str, Probe]  # health probes that were due this tick
     live_hosts: frozenset[str] = frozenset()  # the pool's other hosts whose supervisor is alive (all, unwatched)
+    held: dict[str, frozenset[str]] = field(default_factory=dict)  # free container -> sessions its gateway holds (keeper, prepared)
 
 
 class Observer:
@@ -90,7 +91,8 @@ class Observer:
         observation = Observation(self.pool, host, containers, records, ready, size, snapshot.draining, slot_base)
         others = sorted({record.host for record in snapshot.containers.values()} - {host})
         live = frozenset(self.store.live_hosts(others)) if others and self._watch_hosts else frozenset(others)
-        return World(observation, snapshot, memory, processes, self._health(state, serving), live)
+        held = self.store.held_sessions({name: records[name].container_id for name in processes}) if processes else {}
+        return World(observation, snapshot, memory, processes, self._health(state, serving), live, held)
 
     def _health(self, state: SupervisorState, serving: dict[str, ObservedContainer]) -> dict[str, Probe]:
         """Probe the serving containers whose interval is due, in parallel, with twice the

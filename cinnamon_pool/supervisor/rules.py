@@ -119,7 +119,19 @@ def find_inconsistent(
             changes.append(StateChange(name, ContainerState.RESTARTING, "available, but not in the free set"))
         elif record.state in {ContainerState.ALLOCATED, ContainerState.DRAINING} and name not in leased:
             changes.append(StateChange(name, ContainerState.RESTARTING, f"{record.state.value}, but no lease holds it"))
+        elif record.state is ContainerState.PREPARING and (name in free or name in leased):
+            changes.append(StateChange(name, ContainerState.RESTARTING, "preparing, but free or leased"))
     return changes
+
+
+def find_overdue(records: Mapping[str, ContainerRecord], preparing_for_s: Mapping[str, float], timeout_s: float) -> list[str]:
+    """Containers left 'preparing' longer than ``timeout_s`` (their gateway is gone, slow or off):
+    they are offered anyway, and their next job pays the cold path."""
+    return [
+        name
+        for name, record in sorted(records.items())
+        if record.state is ContainerState.PREPARING and preparing_for_s.get(name, 0.0) > timeout_s
+    ]
 
 
 def find_stranded(

@@ -21,10 +21,12 @@ class SupervisorState:
     memory_mb: dict[str, float] = field(default_factory=dict)  # latest readings, by container name
     processes: dict[str, int] = field(default_factory=dict)  # process counts of free containers
     idle_processes: dict[str, int] = field(default_factory=dict)  # count right after registration
+    prepared_processes: dict[str, int] = field(default_factory=dict)  # lowest count seen free with keeper + prepared session
     probe_failures: dict[str, int] = field(default_factory=dict)  # consecutive failed health probes
     probed_at: dict[str, float] = field(default_factory=dict)  # monotonic time of the last probe
     created_at: dict[int, float] = field(default_factory=dict)  # slot -> monotonic time of create
     slot_backoff: dict[int, tuple[int, float]] = field(default_factory=dict)  # slot -> (failures, next try)
+    preparing_since: dict[str, float] = field(default_factory=dict)  # monotonic time first seen 'preparing'
     scaled_at: float = float("-inf")  # monotonic time of the last change of the desired size
     network_ready: bool = False
     _reported: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -39,5 +41,13 @@ class SupervisorState:
         return True
 
     def forget_container(self, name: str) -> None:
-        for readings in (self.memory_mb, self.processes, self.idle_processes, self.probe_failures, self.probed_at):
+        for readings in (
+            self.memory_mb,
+            self.processes,
+            self.idle_processes,
+            self.prepared_processes,
+            self.probe_failures,
+            self.probed_at,
+            self.preparing_since,
+        ):
             readings.pop(name, None)

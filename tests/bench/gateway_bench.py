@@ -31,14 +31,18 @@ INITIALIZE = {
 
 
 @contextlib.contextmanager
-def gateway_process(redis_url: str, pool: str, ports: str, listen: str, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def gateway_process(
+    redis_url: str, pool: str, ports: str, listen: str, workdir: Path, *, prepare: bool = True
+) -> Iterator[subprocess.Popen[bytes]]:
     path = workdir / f"gateway-{pool}.toml"
     path.write_text(
         f'[redis]\nurl = "{redis_url}"\n[pool]\nname = "{pool}"\nmin_size = 1\nmax_size = 2\ninitial_size = 1\n'
-        f'[container]\nhost_port_range = "{ports}"\n[gateway]\nlisten = "{listen}"\n[logs]\ndir = "{workdir / "logs"}"\n'
+        f'[container]\nhost_port_range = "{ports}"\n[gateway]\nlisten = "{listen}"\nprepare = {str(prepare).lower()}\n'
+        f'[logs]\ndir = "{workdir / "logs"}"\n'
     )
     env = {**os.environ, "CINNAMON_CONFIG": str(path)}
-    process = subprocess.Popen([str(Path(sys.executable).parent / "cinnamon-pool"), "gateway"], env=env, stderr=subprocess.DEVNULL)
+    stderr = (workdir / f"gateway-{pool}.err").open("ab")
+    process = subprocess.Popen([str(Path(sys.executable).parent / "cinnamon-pool"), "gateway"], env=env, stderr=stderr)
     try:
         wait_for_http(f"http://{listen}/metrics", 15, "the gateway")
         yield process

@@ -30,12 +30,14 @@ FAKE = "cinnamon-pool/fake-mcp:test"
 PLAYWRIGHT = "cinnamon-pool/playwright-mcp:local"
 
 
-def _config(redis_url: str, pool: str, image: str, network: str, size: int, ports: str, gateway: str = "", **rules: float) -> PoolConfig:
+def _config(
+    redis_url: str, pool: str, image: str, network: str, size: int, ports: str, gateway: str = "", cpus: float = 0.5, **rules: float
+) -> PoolConfig:
     return PoolConfig.from_tables(
         {
             "redis": {"url": redis_url},
             "pool": {"name": pool, "min_size": 1, "max_size": max(size, 2), "initial_size": size},
-            "container": {"image": image, "volumes": ["/usr:/usr:ro"], "network": network, "host_port_range": ports},
+            "container": {"image": image, "volumes": ["/usr:/usr:ro"], "network": network, "host_port_range": ports, "cpus": cpus},
             "rules": {"tick_s": 2.0, **rules},
             "gateway": {"listen": gateway},
         }
@@ -44,7 +46,7 @@ def _config(redis_url: str, pool: str, image: str, network: str, size: int, port
 
 @contextmanager
 def supervised(
-    redis_url: str, image: str, size: int, workdir: Path, ports: str, gateway: str = "", **rules: float
+    redis_url: str, image: str, size: int, workdir: Path, ports: str, gateway: str = "", cpus: float = 0.5, **rules: float
 ) -> Iterator[tuple[Supervisor, LeaseStore, docker.DockerClient]]:
     """A supervisor thread on its own network and pool; everything it made is removed after.
     ``gateway`` ("host:port") gives jobs gateway URLs (the caller runs the gateway); "" = direct."""
@@ -52,7 +54,7 @@ def supervised(
     engine = docker.from_env()
     network = f"cinnamon-bench-{pool}"
     engine.networks.create(network, labels={"cinnamon.test": pool})
-    config = _config(redis_url, pool, image, network, size, ports, gateway, **rules)
+    config = _config(redis_url, pool, image, network, size, ports, gateway, cpus, **rules)
     store = LeaseStore(redis.Redis.from_url(redis_url), pool)
     supervisor = Supervisor(config, store, DockerRuntime(engine), DailyLogWriter(workdir / "logs"))
     stop = threading.Event()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cinnamon_pool"
 LAYERS = {
-    1: ["errors", "clock", "model", "events", "decode", "config", "keys", "logs.format", "lease.scripts", "runtime.base"],
+    1: ["errors", "clock", "model", "events", "decode", "config", "keys", "logs.format", "lease.scripts", "runtime.base", "canary"],
     2: ["supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],
     3: [
         "lease.store",
@@ -20,6 +20,7 @@ LAYERS = {
         "browser",
         "gateway.auth",
         "gateway.proxy",
+        "gateway.prepare",
     ],
     4: [
         "pool",
@@ -50,6 +51,7 @@ PURE = {
     "keys",
     "config",
     "runtime.base",
+    "canary",
 }
 
 

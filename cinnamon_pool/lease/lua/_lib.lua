@@ -70,7 +70,9 @@ end
 
 -- The routine moves (available <-> allocated) are told by the granted/released events
 -- themselves; every other change of state gets a 'state' event of its own.
-local ROUTINE = {['available>allocated'] = true, ['allocated>available'] = true}
+-- (preparing: released, while the gateway prepares the next job's session; see prepared.lua)
+local ROUTINE = {['available>allocated'] = true, ['allocated>available'] = true, ['allocated>preparing'] = true,
+                 ['preparing>available'] = true, ['preparing>allocated'] = true}
 
 local function set_state(rec, state, reason)
   local old = rec.state

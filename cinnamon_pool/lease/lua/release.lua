@@ -3,7 +3,9 @@
 -- ARGV[1] container name   ARGV[2] token   ARGV[3] outcome ok|test_failed|infra_error
 -- ARGV[4] error threshold  ARGV[5] "recycle" when the job side saw residue or a failed cleanup
 -- ARGV[6] cleanup duration ms ("" when none ran)   ARGV[7] cleanup note   ARGV[8] artifacts folder or ""
--- Returns {"OK", "available"|"handed"|"restarting", error_count} | {"NOOP"} (released twice)
+-- ARGV[9] "prepare": the container waits in 'preparing' for its gateway to prepare the next
+--         job's session (prepared.lua offers it then; the supervisor offers it after a time-out)
+-- Returns {"OK", "available"|"handed"|"restarting"|"preparing", error_count} | {"NOOP"} (released twice)
 --       | {"LOST", reason} | {"NOT_OWNER", reason}. Rejections write nothing, except that a
 -- lease found expired is ended as the reaper would end it.
 local name, token, outcome = ARGV[1], ARGV[2], ARGV[3]
@@ -44,6 +46,10 @@ if rec.state == 'draining' or rec.error_count >= threshold or ARGV[5] == 'recycl
   if rec.error_count >= threshold then reason = 'error_threshold' elseif ARGV[5] == 'recycle' then reason = 'cleanup' end
   set_state(rec, 'restarting', reason)
   return {'OK', 'restarting', rec.error_count}
+end
+if ARGV[9] == 'prepare' then
+  set_state(rec, 'preparing', 'released')
+  return {'OK', 'preparing', rec.error_count}
 end
 if offer(rec, 'released') then return {'OK', 'handed', rec.error_count} end
 return {'OK', 'available', rec.error_count}

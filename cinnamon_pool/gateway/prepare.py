@@ -1,0 +1,380 @@
+"""Prepared sessions: the next job's MCP session is ready before the job asks for it.
+
+At 0.5 CPU most of a short job is Chromium starting: the browser, then the job's context and
+page. The gateway takes both off the job's path. For each container of its host it holds:
+
+- a **keeper** session: opened once, its blank page keeps the browser running between jobs
+  (with ``--isolated`` the browser closes when its last session leaves). Never handed out.
+- a **prepared** session: initialized, its own context with a blank page loaded. The next
+  job's ``initialize`` is answered with this session's ``initialize`` result and id
+  (:meth:`Preparer.take`), so any MCP client works unchanged; the session is handed to exactly
+  one lease, ever (it is taken from Redis with an atomic read-and-delete).
+
+A release leaves the container 'preparing' (``release.lua``): the gateway ends the ended lease's
+sessions, prepares the next session (on ``rules.canary_share`` of releases it first runs the
+residue canary in it: a fresh context in the running browser), then offers the container
+(``prepared.lua``). The supervisor offers it anyway after ``gateway.prepare_timeout_s``.
+
+Both sessions are kept in Redis (``cinnamon:{P}:sessions``, read back through ``decode``), so a
+restarted gateway adopts them: each is checked with an MCP ``ping`` before it is trusted. The
+sessions open no GET stream, so the server sends them no pings to answer (playwright-mcp pings
+only over that stream); a keeper makes a tool call every ``keepalive_s`` so the server's
+``--idle-timeout`` never closes the browser unseen, and a prepared session idle for
+``gateway.prepare_refresh_s`` is made anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import re
+import secrets
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import redis
+import redis.asyncio as aioredis
+
+from cinnamon_pool import decode
+from cinnamon_pool.canary import CANARY_CODE, residue_in
+from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.lease.scripts import Op, source
+from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession, local_slot
+
+# Asked for when preparing; a server that does not know it answers with its own newest version.
+PROTOCOL_VERSION = "2026-07-28"
+CLIENT_INFO = {"name": "cinnamon-pool-gateway", "version": "1"}
+ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+BLANK = {"name": "browser_navigate", "arguments": {"url": "about:blank"}}
+POLL_S = 0.1  # how often the gateway looks for containers to prepare
+KEEPALIVE_S = 240.0  # a keeper's tool call, well inside playwright-mcp's default idle timeout (1 h)
+
+
+class SessionFailed(Exception):
+    """An MCP request of a held session did not get a good answer."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Raw JSON-RPC over streamable HTTP to one container: enough for the gateway's own sessions."""
+
+    http: httpx.AsyncClient
+    url: str
+
+    async def initialize(self) -> tuple[str, dict[str, Any]]:
+        """A new session: its id and the server's initialize result."""
+        params = {"protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO}
+        response = await self.http.post(
+            self.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}, headers=ACCEPT
+        )
+        session = response.headers.get("mcp-session-id")
+        result = _answer(response, 1).get("result")
+        if not session or not isinstance(result, dict):
+            raise SessionFailed(f"initialize answered HTTP {response.status_code} without a session")
+        await self.post(session, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return session, result
+
+    async def post(self, session: str, message: Mapping[str, Any]) -> httpx.Response:
+        response = await self.http.post(self.url, json=dict(message), headers={**ACCEPT, "mcp-session-id": session})
+        if response.status_code >= 400:
+            raise SessionFailed(f"{message.get('method')} answered HTTP {response.status_code}")
+        return response
+
+    async def call_tool(self, session: str, tool: Mapping[str, Any]) -> str:
+        """A tool's text answer; SessionFailed when the tool reports an error."""
+        request_id = secrets.randbelow(1 << 30) + 2
+        response = await self.post(session, {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": dict(tool)})
+        result = _answer(response, request_id).get("result")
+        if not isinstance(result, dict):
+            raise SessionFailed(f"{tool['name']} did not answer with a result")
+        text = "\n".join(str(part.get("text", "")) for part in result.get("content", []) if isinstance(part, dict))
+        if result.get("isError"):
+            raise SessionFailed(f"{tool['name']}: {text[:200]}")
+        return text
+
+    async def ping(self, session: str) -> bool:
+        try:
+            await self.post(session, {"jsonrpc": "2.0", "id": 0, "method": "ping"})
+        except (SessionFailed, httpx.HTTPError):
+            return False
+        return True
+
+    async def end(self, session: str) -> None:
+        """DELETE the session (with --isolated its context goes with it). Best effort."""
+        with contextlib.suppress(httpx.HTTPError):
+            await self.http.delete(self.url, headers={"mcp-session-id": session})
+
+
+def _answer(response: httpx.Response, request_id: int) -> dict[str, Any]:
+    """The JSON-RPC answer to ``request_id`` in a JSON or an SSE response body."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        for line in response.text.splitlines():
+            if line.startswith("data:"):
+                with contextlib.suppress(ValueError):
+                    message = json.loads(line[5:])
+                    if isinstance(message, dict) and message.get("id") == request_id:
+                        return message
+        return {}
+    with contextlib.suppress(ValueError):
+        message = response.json()
+        if isinstance(message, dict):
+            return message
+    return {}
+
+
+def idle_timeout_s(command: Sequence[str]) -> float | None:
+    """The server's ``--idle-timeout`` (ms on the command line) in seconds; None when not set or 0."""
+    for index, argument in enumerate(command):
+        value = argument.partition("=")[2] if argument.startswith("--idle-timeout=") else None
+        if argument == "--idle-timeout" and index + 1 < len(command):
+            value = command[index + 1]
+        if value is not None and re.fullmatch(r"\d+", value) and int(value) > 0:
+            return int(value) / 1000
+    return None
+
+
+Reporter = Callable[[str, str, list[tuple[str, str]]], None]  # (container, action, details)
+EndSessions = Callable[[str, str], Awaitable[None]]  # (container, token): end what that lease opened
+
+
+@dataclass
+class Preparer:
+    config: PoolConfig
+    client: aioredis.Redis
+    host: str
+    http: httpx.AsyncClient
+    end_sessions: EndSessions
+    report: Reporter
+    clock: Clock = SYSTEM_CLOCK
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # container -> its preparation
+    purpose: dict[str, str] = field(default_factory=dict)  # container -> "free" or the released token
+    keepers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    checked_at: dict[str, float] = field(default_factory=dict)  # held session field -> monotonic check
+    retry: dict[str, tuple[int, float]] = field(default_factory=dict)  # container -> (failures, monotonic next try)
+
+    def __post_init__(self) -> None:
+        self.keys = PoolKeys(self.config.pool.name)
+        self._offer = self.client.register_script(source(Op.PREPARED))
+        self._script_keys = self.keys.script_keys(self.host)
+        idle = idle_timeout_s(self.config.container.command)
+        self.keepalive_s = KEEPALIVE_S if idle is None else min(KEEPALIVE_S, idle / 3)
+        self.refresh_s = self.config.gateway.prepare_refresh_s if idle is None else min(self.config.gateway.prepare_refresh_s, idle / 2)
+        self.counts = {"handed": 0, "cold": 0}
+
+    def upstream(self, name: str) -> Upstream:
+        port = self.config.container.host_ports[local_slot(int(name.rsplit("-", 1)[1])) - 1]
+        return Upstream(self.http, f"http://127.0.0.1:{port}/mcp")
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except redis.RedisError:
+                pass  # Redis away: try again next round
+            except Exception as error:  # a defect here must not end preparing for good: say it, go on
+                print(f"cinnamon-pool gateway: preparing sessions: {type(error).__name__}: {error}", file=sys.stderr)
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(POLL_S)
+
+    async def step(self) -> None:
+        """Start what this host's containers need: a keeper, a prepared session, a refresh."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.containers)
+        pipe.hgetall(self.keys.sessions)
+        pipe.hgetall(self.keys.last_tokens)
+        raw_records, raw_sessions, raw_last = await pipe.execute()
+        records = self._records(raw_records)
+        held = self._held(raw_sessions)
+        now_ms = int(self.clock.now().timestamp() * 1000)
+        for name, record in records.items():
+            if record.state not in {ContainerState.AVAILABLE, ContainerState.PREPARING}:
+                continue
+            keeper = held.get(f"keeper|{name}")
+            self._keep(record, keeper)
+            if keeper is None or keeper.container_id != record.container_id:
+                continue  # the keeper first: two sessions starting at once would start two browsers
+            prepared = held.get(f"prepared|{name}")
+            if record.state is ContainerState.PREPARING:
+                token = _string(raw_last.get(name.encode(), b""))
+                if self.purpose.get(name) != token:
+                    self._start(record, token)
+            elif self._due(name) and not await self._usable(prepared, record, now_ms):
+                self._start(record, "free")
+
+    def _records(self, raw: Mapping[bytes, bytes]) -> dict[str, ContainerRecord]:
+        records = {}
+        for field_name, value in raw.items():
+            with contextlib.suppress(decode.BadValue):
+                record = decode.record(field_name, value)
+                if record.host == self.host:
+                    records[record.name] = record
+        return records
+
+    def _held(self, raw: Mapping[bytes, bytes]) -> dict[str, HeldSession]:
+        held = {}
+        for field_name, value in raw.items():
+            with contextlib.suppress(decode.BadValue):  # not ours: ignored, overwritten when we prepare
+                session = decode.held_session(field_name, value)
+                held[session.field] = session
+        return held
+
+    def _due(self, name: str) -> bool:
+        """No preparation under way, and not backing off from a failed one."""
+        return name not in self.tasks and self.clock.monotonic() >= self.retry.get(name, (0, 0.0))[1]
+
+    async def _usable(self, prepared: HeldSession | None, record: ContainerRecord, now_ms: int) -> bool:
+        """A prepared session for this very container, fresh, and alive."""
+        if prepared is None or prepared.container_id != record.container_id:
+            return False
+        return now_ms - prepared.prepared_ms <= self.refresh_s * 1000 and await self._trusted(prepared)
+
+    async def _trusted(self, session: HeldSession) -> bool:
+        """A held session found in Redis is checked once (a ping) before it is relied upon."""
+        if session.field in self.checked_at:
+            return True
+        if await self.upstream(session.name).ping(session.session):
+            self.checked_at[session.field] = self.clock.monotonic()
+            return True
+        return False
+
+    def _start(self, record: ContainerRecord, purpose: str) -> None:
+        """Prepare ``record``'s next session, after the one under way (never cut short: a session
+        opened halfway would be left in the container)."""
+        before = self.tasks.get(record.name)
+        self.purpose[record.name] = purpose
+        task = asyncio.create_task(self._prepare(record, purpose, before), name=f"cinnamon-prepare-{record.name}")
+        self.tasks[record.name] = task
+        task.add_done_callback(functools.partial(self._forget, record.name))
+
+    def _forget(self, name: str, task: asyncio.Task[None]) -> None:
+        if self.tasks.get(name) is task:
+            del self.tasks[name]
+
+    # -- preparing -----------------------------------------------------------------------------
+    async def _prepare(self, record: ContainerRecord, purpose: str, before: asyncio.Task[None] | None = None) -> None:
+        """Make the container's next session; after a release, offer the container then."""
+        if before is not None:
+            await asyncio.wait({before})
+        name, upstream, started = record.name, self.upstream(record.name), self.clock.monotonic()
+        released = purpose != "free"
+        result, detail = "ok", ""
+        try:
+            if released and purpose:
+                await self.end_sessions(name, purpose)
+            old = await self._take_field(f"prepared|{name}")
+            if old is not None:
+                await self.upstream(name).end(old.session)
+            session, answer = await asyncio.wait_for(self._open(upstream), self.config.gateway.prepare_timeout_s)
+            if released and secrets.randbelow(10_000) < self.config.rules.canary_share * 10_000:
+                residue = residue_in(
+                    await upstream.call_tool(session, {"name": "browser_run_code_unsafe", "arguments": {"code": CANARY_CODE}})
+                )
+                if residue:
+                    await upstream.end(session)
+                    result, detail = "residue", residue
+            if result == "ok":
+                held = HeldSession("prepared", name, record.container_id, session, answer, int(self.clock.now().timestamp() * 1000))
+                await self.client.hset(self.keys.sessions, held.field, held.to_json())
+                self.checked_at[held.field] = self.clock.monotonic()
+                self.retry.pop(name, None)
+        except asyncio.CancelledError:
+            raise
+        except (SessionFailed, httpx.HTTPError, TimeoutError, redis.RedisError) as error:
+            result, detail = "failed", f"{type(error).__name__}: {error}"[:300]
+            failures = self.retry.get(name, (0, 0.0))[0] + 1
+            self.retry[name] = (failures, self.clock.monotonic() + min(30.0, 2.0 ** (failures - 1)))
+            self.report(name, "ERROR_OCCURRED", [("Error", f"preparing the next session failed: {detail}"), ("Context", "prepare")])
+        if released:
+            seconds = self.clock.monotonic() - started
+            with contextlib.suppress(redis.RedisError):  # the supervisor offers it after its time-out
+                await self._offer(keys=self._script_keys, args=[name, purpose, result, detail, f"{seconds * 1000:.1f}"])
+
+    async def _open(self, upstream: Upstream) -> tuple[str, dict[str, Any]]:
+        session, answer = await upstream.initialize()
+        try:
+            await upstream.call_tool(session, BLANK)
+        except BaseException:
+            await upstream.end(session)
+            raise
+        return session, answer
+
+    def _keep(self, record: ContainerRecord, keeper: HeldSession | None) -> None:
+        name = record.name
+        if name in self.keepers:
+            return
+        if keeper is not None and keeper.container_id == record.container_id:
+            checked = self.checked_at.get(keeper.field)
+            if checked is not None and self.clock.monotonic() - checked < self.keepalive_s:
+                return
+        task = asyncio.create_task(self._keep_alive(record, keeper), name=f"cinnamon-keeper-{name}")
+        self.keepers[name] = task
+        task.add_done_callback(lambda _done: self.keepers.pop(name, None))
+
+    async def _keep_alive(self, record: ContainerRecord, keeper: HeldSession | None) -> None:
+        """A tool call on the keeper (the server's idle timer starts over); a new keeper when it
+        is gone (the container restarted, the gateway is new and the old one is dead)."""
+        upstream = self.upstream(record.name)
+        with contextlib.suppress(SessionFailed, httpx.HTTPError, TimeoutError, redis.RedisError):
+            if keeper is not None and keeper.container_id == record.container_id:
+                try:
+                    await asyncio.wait_for(upstream.call_tool(keeper.session, BLANK), self.config.gateway.prepare_timeout_s)
+                    self.checked_at[keeper.field] = self.clock.monotonic()
+                    return
+                except (SessionFailed, httpx.HTTPError, TimeoutError):
+                    await upstream.end(keeper.session)
+            session, answer = await asyncio.wait_for(self._open(upstream), self.config.gateway.prepare_timeout_s)
+            held = HeldSession("keeper", record.name, record.container_id, session, answer, int(self.clock.now().timestamp() * 1000))
+            await self.client.hset(self.keys.sessions, held.field, held.to_json())
+            self.checked_at[held.field] = self.clock.monotonic()
+
+    # -- handing over ----------------------------------------------------------------------------
+    async def take(self, name: str, requested_version: str) -> HeldSession | None:
+        """The container's prepared session for the job whose ``initialize`` this answers, or None
+        (the job then opens its own: the cold path). Waits for a preparation under way."""
+        running = self.tasks.get(name)
+        if running is not None:
+            await asyncio.wait({running}, timeout=self.config.gateway.prepare_timeout_s)
+        session = await self._take_field(f"prepared|{name}")
+        if session is None:
+            self.counts["cold"] += 1
+            return None
+        version = str(session.result.get("protocolVersion", ""))
+        if not version or version > requested_version:  # the client may not speak the newer version
+            await self.upstream(name).end(session.session)
+            self.counts["cold"] += 1
+            return None
+        self.counts["handed"] += 1
+        return session
+
+    async def _take_field(self, field_name: str) -> HeldSession | None:
+        """Read and delete in one transaction: whoever deletes it owns it, so it is handed out once."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hget(self.keys.sessions, field_name)
+        pipe.hdel(self.keys.sessions, field_name)
+        raw, deleted = await pipe.execute()
+        self.checked_at.pop(field_name, None)
+        if not deleted or raw is None:
+            return None
+        try:
+            return decode.held_session(field_name, raw)
+        except decode.BadValue:
+            return None
+
+    async def close(self) -> None:
+        for task in [*self.tasks.values(), *self.keepers.values()]:
+            task.cancel()
+        for task in [*self.tasks.values(), *self.keepers.values()]:
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def _string(raw: object) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)

@@ -77,6 +77,8 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if not config.gateway.enabled and config.gateway.prepare:
+        _keep_browsers_up(config, runtime.host, election, DailyLogWriter(config.logs.dir))
     print(
         f"cinnamon-pool supervise: pool {config.pool.name!r}, {config.pool.initial_size} container(s) of {config.container.image}, "
         f"logs in {config.logs.dir}/containers",
@@ -84,6 +86,35 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     )
     supervisor.run(stop)
     return 0
+
+
+def _keep_browsers_up(config: PoolConfig, host: str, election: Any, writer: Any) -> None:
+    """No gateway: hold a keeper session on each free container while this supervisor leads, so
+    the browser stays up between jobs (see gateway/prepare.py). A thread with its own loop."""
+    import asyncio
+
+    import httpx
+    import redis.asyncio as aioredis
+
+    from cinnamon_pool.clock import SYSTEM_CLOCK
+    from cinnamon_pool.gateway.prepare import Preparer
+    from cinnamon_pool.logs.events import action_record
+    from cinnamon_pool.logs.format import LogKind
+
+    async def nothing_to_end(_name: str, _token: str) -> None:
+        return None
+
+    def report(container: str, action: str, details: list[tuple[str, str]]) -> None:
+        writer.write(LogKind.ERRORS, action_record(SYSTEM_CLOCK.now(), container, action, details, "ERROR"))
+
+    async def keep() -> None:
+        timeout = httpx.Timeout(config.gateway.prepare_timeout_s, connect=config.gateway.connect_timeout_s)
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
+            client = aioredis.Redis.from_url(config.redis.url, socket_timeout=10)
+            preparer = Preparer(config, client, host, http, nothing_to_end, report, keep_only=True, active=lambda: election.leading)
+            await preparer.run()
+
+    threading.Thread(target=asyncio.run, args=(keep(),), name="cinnamon-keepers", daemon=True).start()
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:

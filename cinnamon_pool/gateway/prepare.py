@@ -5,6 +5,8 @@ page. The gateway takes both off the job's path. For each container of its host 
 
 - a **keeper** session: opened once, its blank page keeps the browser running between jobs
   (with ``--isolated`` the browser closes when its last session leaves). Never handed out.
+  Without a gateway, ``supervise`` holds the keepers (``keep_only``), so a job pays for its
+  context and page, not for a browser launch.
 - a **prepared** session: initialized, its own context with a blank page loaded. The next
   job's ``initialize`` is answered with this session's ``initialize`` result and id
   (:meth:`Preparer.take`), so any MCP client works unchanged; the session is handed to exactly
@@ -55,6 +57,9 @@ ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "appl
 BLANK = {"name": "browser_navigate", "arguments": {"url": "about:blank"}}
 POLL_S = 0.1  # how often the gateway looks for containers to prepare
 KEEPALIVE_S = 240.0  # a keeper's tool call, well inside playwright-mcp's default idle timeout (1 h)
+
+
+COMPARE_AND_DELETE = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0"
 
 
 class SessionFailed(Exception):
@@ -158,10 +163,13 @@ class Preparer:
     keepers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     checked_at: dict[str, float] = field(default_factory=dict)  # held session field -> monotonic check
     retry: dict[str, tuple[int, float]] = field(default_factory=dict)  # container -> (failures, monotonic next try)
+    keep_only: bool = False  # no gateway: keepers only (the supervisor holds them, while it leads)
+    active: Callable[[], bool] = lambda: True
 
     def __post_init__(self) -> None:
         self.keys = PoolKeys(self.config.pool.name)
         self._offer = self.client.register_script(source(Op.PREPARED))
+        self._compare_and_delete = self.client.register_script(COMPARE_AND_DELETE)
         self._script_keys = self.keys.script_keys(self.host)
         idle = idle_timeout_s(self.config.container.command)
         self.keepalive_s = KEEPALIVE_S if idle is None else min(KEEPALIVE_S, idle / 3)
@@ -191,15 +199,18 @@ class Preparer:
         pipe.hgetall(self.keys.sessions)
         pipe.hgetall(self.keys.last_tokens)
         raw_records, raw_sessions, raw_last = await pipe.execute()
+        if not self.active():
+            return
         records = self._records(raw_records)
         held = self._held(raw_sessions)
+        await self._drop_orphans(raw_records, raw_sessions, held)
         now_ms = int(self.clock.now().timestamp() * 1000)
         for name, record in records.items():
             if record.state not in {ContainerState.AVAILABLE, ContainerState.PREPARING}:
                 continue
             keeper = held.get(f"keeper|{name}")
             self._keep(record, keeper)
-            if keeper is None or keeper.container_id != record.container_id:
+            if keeper is None or keeper.container_id != record.container_id or self.keep_only:
                 continue  # the keeper first: two sessions starting at once would start two browsers
             prepared = held.get(f"prepared|{name}")
             if record.state is ContainerState.PREPARING:
@@ -208,6 +219,19 @@ class Preparer:
                     self._start(record, token)
             elif self._due(name) and not await self._usable(prepared, record, now_ms):
                 self._start(record, "free")
+
+    async def _drop_orphans(self, raw_records: Mapping[bytes, bytes], raw: Mapping[bytes, bytes], held: Mapping[str, HeldSession]) -> None:
+        """Forget entries that are not sessions (garbage), or of a container no longer in the pool
+        (retired): a keeper or a prepared session is only ever made for a registered container."""
+        names = {_string(name) for name in raw_records}
+        for field_name, value in raw.items():
+            session = held.get(_string(field_name))
+            if session is None or session.name not in names:
+                await self._delete_if_unchanged(field_name, value)
+
+    async def _delete_if_unchanged(self, field_name: bytes, value: bytes) -> None:
+        """Delete the field only while it still holds ``value`` (another writer's is kept)."""
+        await self._compare_and_delete(keys=[self.keys.sessions], args=[field_name, value])
 
     def _records(self, raw: Mapping[bytes, bytes]) -> dict[str, ContainerRecord]:
         records = {}

@@ -277,13 +277,15 @@ class Supervisor:
     def _process_baselines(self, world: World, free_for_s: dict[str, float]) -> dict[str, int]:
         """What a free container runs when nothing was left behind: its count right after
         registration, or, while its gateway holds a keeper and a prepared session on it (a
-        browser, a context and a blank page), the lowest count seen that way. A container whose
+        browser, a context and a blank page; without a gateway, the keeper ``supervise`` holds),
+        the lowest count seen that way. A container whose
         sessions are still being made (prepared sessions on, free for less than the preparing
         time-out) is not judged yet."""
         baselines: dict[str, int] = {}
         learned, gateway = self.state.prepared_processes, self.config.gateway
+        held = frozenset({"keeper", "prepared"}) if gateway.prepares else frozenset({"keeper"})
         for name, count in world.processes.items():
-            if world.held.get(name) == frozenset({"keeper", "prepared"}):
+            if world.held.get(name) == held:
                 learned[name] = min(learned.get(name, count), count)
                 baselines[name] = learned[name]
             elif gateway.prepares and free_for_s.get(name, 0.0) < gateway.prepare_timeout_s:

@@ -4,15 +4,9 @@ a real `cinnamon-pool gateway` (the default path)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from pathlib import Path
-from typing import NamedTuple
 
 import httpx
 import pytest
@@ -22,72 +16,17 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from cinnamon_pool.browser import Browser
-from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.pool import ContainerPool
-from tests.conftest import ROOT, test_config
-from tests.support import free_port
+from tests.conftest import ROOT
+from tests.e2e.conftest import BIN, Supervised
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.redis]
-BIN = Path(sys.executable).parent
-
-
-class Supervised(NamedTuple):
-    config: PoolConfig
-    env: dict[str, str]
-    logs: Path
-    supervisor: subprocess.Popen[bytes]
-
-
-def write_config(config: PoolConfig, path: Path, logs: Path) -> Path:
-    c, size = config.container, config.pool.initial_size
-    path.write_text(
-        f'[redis]\nurl = "{config.redis.url}"\n'
-        f'[pool]\nname = "{config.pool.name}"\nmin_size = {size}\nmax_size = {size}\ninitial_size = {size}\n'
-        f'[container]\nimage = "{c.image}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{c.network}"\nhost_port_range = "{c.host_port_range}"\n'
-        f"[rules]\ntick_s = 0.5\n"
-        f'[logs]\ndir = "{logs}"\n[metrics]\nport = 0\n[gateway]\nlisten = "127.0.0.1:{free_port()}"\n'
-    )
-    return path
-
-
-@pytest.fixture(params=[2])
-def supervised_pool(
-    request: pytest.FixtureRequest,
-    real_redis: redis.Redis,
-    redis_server: str,
-    pool_cleanup: str,
-    test_network: str,
-    playwright_image: str,
-    tmp_path: Path,
-) -> Iterator[Supervised]:
-    size = int(request.param)
-    config = test_config(pool_cleanup, redis_server, image=playwright_image, network=test_network, size=size)
-    logs = tmp_path / "logs"
-    env = {**os.environ, "CINNAMON_CONFIG": str(write_config(config, tmp_path / "pool.toml", logs))}
-    log = (tmp_path / "supervise.log").open("w")
-    supervisor = subprocess.Popen([BIN / "cinnamon-pool", "supervise"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    gateway = subprocess.Popen([BIN / "cinnamon-pool", "gateway"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    config = PoolConfig.load(env["CINNAMON_CONFIG"])
-    try:
-        pool = ContainerPool(config)
-        deadline = time.monotonic() + 60
-        while pool.status()["available"] < size:
-            assert supervisor.poll() is None, (tmp_path / "supervise.log").read_text()
-            assert time.monotonic() < deadline, f"the supervisor did not bring up {size} containers in 60 s"
-            time.sleep(0.1)
-        yield Supervised(config, env, logs, supervisor)
-    finally:
-        for process in (supervisor, gateway):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
-        log.close()
 
 
 def test_six_jobs_through_two_forking_workers_and_two_real_browsers(supervised_pool: Supervised) -> None:
-    config, env, logs, _supervisor = supervised_pool
+    config, env, logs, _supervisor, _gateways = supervised_pool
     client = redis.Redis.from_url(config.redis.url)
     queue = Queue("e2e", connection=client, serializer=JSONSerializer)
     jobs = [
@@ -135,7 +74,7 @@ def test_six_jobs_through_two_forking_workers_and_two_real_browsers(supervised_p
 def test_a_jobs_cookies_storage_and_tabs_are_invisible_to_the_next_job_on_the_same_container(
     supervised_pool: Supervised,
 ) -> None:
-    config, env, _logs, _supervisor = supervised_pool
+    config, env, _logs, _supervisor, _gateways = supervised_pool
     client = redis.Redis.from_url(config.redis.url)
     queue = Queue("e2e-state", connection=client, serializer=JSONSerializer)
     first = queue.enqueue("tests.jobs.leave_state_behind", job_timeout=120)
@@ -157,7 +96,7 @@ def test_a_jobs_cookies_storage_and_tabs_are_invisible_to_the_next_job_on_the_sa
 def test_the_example_sign_in_flow_types_clicks_asserts_and_takes_a_screenshot(
     supervised_pool: Supervised,
 ) -> None:
-    config, env, logs, _supervisor = supervised_pool
+    config, env, logs, _supervisor, _gateways = supervised_pool
     client = redis.Redis.from_url(config.redis.url)
     queue = Queue("e2e-flow", connection=client, serializer=JSONSerializer)
     good = queue.enqueue("workers.jobs.sign_in_flow", "ada@example.test", test_run_id="flow-ok", job_timeout=120)

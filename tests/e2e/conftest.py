@@ -1,0 +1,91 @@
+"""The pool as users run it: real `cinnamon-pool supervise` and `cinnamon-pool gateway` processes
+from a TOML file, real playwright-mcp containers, a real redis-server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import redis
+
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.pool import ContainerPool
+from tests.conftest import test_config
+from tests.support import free_port
+
+BIN = Path(sys.executable).parent
+
+
+class Supervised(NamedTuple):
+    config: PoolConfig
+    env: dict[str, str]
+    logs: Path
+    supervisor: subprocess.Popen[bytes]
+    gateways: list[subprocess.Popen[bytes]]  # the running one last
+
+    def restart_gateway(self) -> None:
+        """SIGTERM the gateway and start a new one from the same file."""
+        self.gateways[-1].send_signal(signal.SIGTERM)
+        self.gateways[-1].wait(timeout=30)
+        self.gateways.append(gateway_process(self.env))
+
+
+def gateway_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([BIN / "cinnamon-pool", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def write_config(config: PoolConfig, path: Path, logs: Path, extra: str = "", *, gateway: bool = True) -> Path:
+    """The pool's TOML file; ``extra`` is added to it (e.g. rules or a container command);
+    ``gateway=False``: direct mode (no gateway)."""
+    c, size = config.container, config.pool.initial_size
+    path.write_text(
+        f'[redis]\nurl = "{config.redis.url}"\n'
+        f'[pool]\nname = "{config.pool.name}"\nmin_size = {size}\nmax_size = {size}\ninitial_size = {size}\n'
+        f'[container]\nimage = "{c.image}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{c.network}"\nhost_port_range = "{c.host_port_range}"\n'
+        f"[rules]\ntick_s = 0.5\n"
+        f'[logs]\ndir = "{logs}"\n[metrics]\nport = 0\n[gateway]\nlisten = "127.0.0.1:{free_port()}"\n' + extra
+    )
+    return path
+
+
+@pytest.fixture(params=[2])
+def supervised_pool(
+    request: pytest.FixtureRequest,
+    real_redis: redis.Redis,
+    redis_server: str,
+    pool_cleanup: str,
+    test_network: str,
+    playwright_image: str,
+    tmp_path: Path,
+) -> Iterator[Supervised]:
+    """``request.param``: the pool size, or ``{"size": n, "extra": TOML, "gateway": False}``."""
+    options = request.param if isinstance(request.param, dict) else {"size": request.param}
+    size, extra, with_gateway = int(options["size"]), str(options.get("extra", "")), bool(options.get("gateway", True))
+    config = test_config(pool_cleanup, redis_server, image=playwright_image, network=test_network, size=size)
+    logs = tmp_path / "logs"
+    env = {**os.environ, "CINNAMON_CONFIG": str(write_config(config, tmp_path / "pool.toml", logs, extra, gateway=with_gateway))}
+    log = (tmp_path / "supervise.log").open("w")
+    supervisor = subprocess.Popen([BIN / "cinnamon-pool", "supervise"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    gateways = [gateway_process(env)] if with_gateway else []
+    config = PoolConfig.load(env["CINNAMON_CONFIG"])
+    try:
+        pool = ContainerPool(config)
+        deadline = time.monotonic() + 60
+        while pool.status()["available"] < size:
+            assert supervisor.poll() is None, (tmp_path / "supervise.log").read_text()
+            assert time.monotonic() < deadline, f"the supervisor did not bring up {size} containers in 60 s"
+            time.sleep(0.1)
+        yield Supervised(config, env, logs, supervisor, gateways)
+    finally:
+        for process in (supervisor, *gateways):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
+        log.close()

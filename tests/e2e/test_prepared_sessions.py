@@ -1,0 +1,166 @@
+"""Prepared sessions with the real playwright-mcp, through real `supervise` and `gateway` processes:
+a job's initialize gets the prepared session (the official MCP client and raw JSON-RPC alike), each
+prepared session serves one lease only, a lease's sessions end with it, a restarted gateway adopts
+what it held, and the canary in the prepared session catches a server that shares one browser
+context between sessions."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from cinnamon_pool.browser import Browser
+from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.pool import ContainerPool
+from tests.e2e.conftest import Supervised
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.redis]
+ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+INITIALIZE = {
+    "jsonrpc": "2.0", "id": 41, "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+}  # fmt: skip
+
+
+def prepared_on(pool: ContainerPool, name: str, timeout_s: float = 60) -> dict[str, Any]:
+    """Wait until ``name`` is free with a keeper and a prepared session; the prepared one's entry."""
+    deadline = time.monotonic() + timeout_s
+    keys = PoolKeys(pool.name)
+    while time.monotonic() < deadline:
+        status = {c["name"]: c for c in pool.status()["containers"]}
+        container = status.get(name)
+        if container and container["state"] == "available":
+            held = pool.store.held_sessions({name: container["container_id"]})[name]
+            if held == {"keeper", "prepared"}:
+                raw = pool.store.redis.hget(keys.sessions, f"prepared|{name}")
+                if raw is not None:
+                    return dict(json.loads(raw))
+        time.sleep(0.1)
+    raise AssertionError(f"{name} had no prepared session within {timeout_s} s: {pool.status()}")
+
+
+def handovers(config_url: str) -> dict[str, float]:
+    """The gateway's initialize counter by kind (prepared, cold)."""
+    text = httpx.get(config_url, timeout=10).text
+    return {m[1]: float(m[2]) for m in re.finditer(r'cinnamon_pool_gateway_initialize_total\{pool="[^"]+",session="(\w+)"\} (\S+)', text)}
+
+
+def raw_session(endpoint: str, token: str) -> tuple[httpx.Client, str, dict[str, Any]]:
+    client = httpx.Client(timeout=60, headers={**ACCEPT, "Authorization": f"Bearer {token}"})
+    answer = client.post(endpoint, json=INITIALIZE)
+    assert answer.status_code == 200, answer.text
+    return client, answer.headers["mcp-session-id"], answer.json()
+
+
+@pytest.mark.parametrize("supervised_pool", [1], indirect=True)
+def test_jobs_get_the_prepared_session_once_each_and_their_sessions_end_with_their_leases(supervised_pool: Supervised) -> None:
+    config = supervised_pool.config
+    pool = ContainerPool(config)
+    metrics = f"{config.gateway.base_url}/metrics"
+
+    # The official MCP client (through Browser), unchanged: handed the prepared session.
+    first = prepared_on(pool, "container-001")
+    with pool.lease("prepared-1") as lease, Browser(lease) as browser:
+        assert "Sign" in browser.navigate("data:text/html,<title>Sign in</title><h1>Sign in</h1>")
+    assert handovers(metrics).get("prepared") == 1.0
+
+    # Raw JSON-RPC: its initialize is answered with the next prepared session, its own id echoed.
+    second = prepared_on(pool, "container-001")
+    assert second["session"] != first["session"], "a prepared session is handed to one lease only"
+    with pool.lease("prepared-2") as lease:
+        client, session, answer = raw_session(lease.endpoint, lease.token)
+        assert session == second["session"] and answer["id"] == 41 and answer["result"]["protocolVersion"]
+        client.headers["mcp-session-id"] = session
+        client.post(lease.endpoint, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        call = client.post(
+            lease.endpoint,
+            json={"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {"name": "browser_snapshot", "arguments": {}}},
+        )
+        assert call.status_code == 200 and "about:blank" in call.text, "the prepared blank page is the job's page"
+        # This job never ends its session (as a crashed one would not).
+    port = config.container.host_ports[0]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = httpx.post(f"http://127.0.0.1:{port}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                          headers={**ACCEPT, "mcp-session-id": session}, timeout=10)  # fmt: skip
+        if left.status_code == 404:
+            break
+        time.sleep(0.2)
+    assert left.status_code == 404, "the gateway ends the sessions of a lease that ended"
+    assert handovers(metrics) == {"prepared": 2.0}, "no job of this pool at rest paid the cold path"
+
+
+@pytest.mark.parametrize("supervised_pool", [1], indirect=True)
+def test_a_restarted_gateway_adopts_the_prepared_session_it_held(supervised_pool: Supervised) -> None:
+    pool = ContainerPool(supervised_pool.config)
+    before = prepared_on(pool, "container-001")
+    supervised_pool.restart_gateway()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{supervised_pool.config.gateway.base_url}/metrics", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    time.sleep(1.0)  # a few rounds of the new gateway: it checks what it adopted, and keeps it
+    assert prepared_on(pool, "container-001")["session"] == before["session"], "adopted, not made anew"
+    with pool.lease("after-restart") as lease:
+        _client, session, _answer = raw_session(lease.endpoint, lease.token)
+    assert session == before["session"]
+
+
+@pytest.mark.parametrize(
+    "supervised_pool",
+    [{"size": 1, "extra": '[container]\ncommand = ["--headless", "--browser", "chromium", "--no-sandbox", "--shared-browser-context", '
+                          '"--port", "8931", "--host", "0.0.0.0"]\n[rules]\ncanary_share = 1.0\n'}],
+    indirect=True,
+)  # fmt: skip
+def test_the_canary_in_the_prepared_session_restarts_a_server_that_shares_its_browser_context(
+    supervised_pool: Supervised, real_redis: redis.Redis
+) -> None:
+    pool = ContainerPool(supervised_pool.config)
+    prepared_on(pool, "container-001")
+    with pool.lease("leaves-a-cookie") as lease, Browser(lease) as browser:
+        browser.navigate("data:text/html,<h1>cookie</h1>")
+        browser.call(
+            "browser_run_code_unsafe",
+            {"code": "async (page) => { await page.context().addCookies([{name: 'left', value: '1', url: 'http://127.0.0.1'}]); }"},
+        )
+    deadline = time.monotonic() + 30
+    reasons: list[str] = []
+    while time.monotonic() < deadline:
+        events = real_redis.xrange(PoolKeys(pool.name).events)
+        reasons = [f[b"reason"].decode() for _id, f in events if f[b"kind"] == b"state" and f.get(b"to") == b"restarting"]
+        if reasons:
+            break
+        time.sleep(0.2)
+    assert any(reason.startswith("residue: ") for reason in reasons), f"the canary did not flag the shared context: {reasons}"
+
+
+@pytest.mark.parametrize("supervised_pool", [{"size": 1, "gateway": False}], indirect=True)
+def test_without_a_gateway_supervise_keeps_the_browser_up_between_jobs(supervised_pool: Supervised) -> None:
+    pool = ContainerPool(supervised_pool.config)
+    deadline = time.monotonic() + 60
+    held: frozenset[str] = frozenset()
+    while time.monotonic() < deadline and held != {"keeper"}:
+        container = pool.status()["containers"][0]
+        held = pool.store.held_sessions({container["name"]: container["container_id"]})[container["name"]]
+        time.sleep(0.2)
+    assert held == {"keeper"}, "supervise holds a keeper session on the free container"
+    for run in range(2):
+        with pool.lease(f"direct-{run}") as lease, Browser(lease) as browser:
+            assert lease.endpoint.startswith("http://127.0.0.1:"), "direct mode: the container's own URL"
+            assert "direct" in browser.navigate(f"data:text/html,<h1>direct {run}</h1>")
+        container = pool.status()["containers"][0]
+        assert container["state"] == "available", "no preparing without a gateway"
+    keeper = json.loads(pool.store.redis.hget(PoolKeys(pool.name).sessions, "keeper|container-001"))
+    port = supervised_pool.config.container.host_ports[0]
+    alive = httpx.post(f"http://127.0.0.1:{port}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                       headers={**ACCEPT, "mcp-session-id": keeper["session"]}, timeout=10)  # fmt: skip
+    assert alive.status_code == 200, "the keeper outlives the jobs' sessions, so the browser stays up"

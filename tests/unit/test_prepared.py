@@ -1,0 +1,176 @@
+"""Prepared sessions, the Redis side: a release waits in 'preparing' until its gateway offers it
+(prepared.lua), the supervisor offers it after the time-out, the canary's residue restarts it, and
+the leftover-process rule judges a container against the baseline it has with the gateway's
+sessions. The gateway's own behaviour, with real playwright-mcp, is in
+tests/e2e/test_prepared_sessions.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fakeredis
+import pytest
+
+from cinnamon_pool import decode
+from cinnamon_pool.clock import ManualClock
+from cinnamon_pool.errors import PoolExhausted
+from cinnamon_pool.gateway.app import _initialize_request
+from cinnamon_pool.gateway.prepare import idle_timeout_s
+from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.logs.format import parse
+from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession, Holder
+from cinnamon_pool.supervisor.rules import find_inconsistent, find_overdue
+from tests.fakes import FakeRuntime
+from tests.unit.test_supervisor_restart import supervisor
+
+
+def ready_pool(tmp_path: Path, **rules: float):  # type: ignore[no-untyped-def]
+    client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
+    boss = supervisor(tmp_path, client, runtime, clock, **rules)
+    boss.tick(), boss.tick()
+    return client, runtime, clock, boss, LeaseStore(client, "qa")
+
+
+def test_a_release_with_prepare_waits_until_its_gateway_offers_it(tmp_path: Path) -> None:
+    _client, _runtime, _clock, _boss, store = ready_pool(tmp_path)
+    grants = [store.acquire(Holder(f"run-{i}"), timeout_s=0, wait=False) for i in (1, 2)]
+    first = grants[0]
+    assert store.release(first.name, first.token, prepare=True) == "preparing"
+    snapshot = store.snapshot()
+    assert snapshot.containers[first.name].state is ContainerState.PREPARING
+    assert first.name not in snapshot.free_since_ms and first.name not in snapshot.leases
+    with pytest.raises(PoolExhausted):
+        store.acquire(Holder("run-3"), timeout_s=0, wait=False)
+
+    assert store.prepared(first.name, "0123456789abcdef:1:0123456789abcdef", "ok") == "noop", "another lease's preparation"
+    assert store.prepared(first.name, first.token, "ok", seconds=1.2) == "available"
+    assert store.acquire(Holder("run-3"), timeout_s=0, wait=False).name == first.name
+    assert store.prepared(first.name, first.token, "ok") == "noop", "offered once"
+
+
+def test_residue_found_while_preparing_restarts_the_container(tmp_path: Path) -> None:
+    _client, _runtime, _clock, boss, store = ready_pool(tmp_path)
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    store.release(grant.name, grant.token, prepare=True)
+    assert store.prepared(grant.name, grant.token, "residue", "cookies=1") == "restarting"
+    record = store.snapshot().containers[grant.name]
+    assert record.state is ContainerState.RESTARTING and record.reason == "residue: cookies=1"
+    boss.tick()
+    assert any("residue: cookies=1" in (r.detail("Reason") or "") for r in pool_records(tmp_path)), "restarted, and said why"
+
+
+def test_the_supervisor_offers_a_container_its_gateway_did_not_prepare_in_time(tmp_path: Path) -> None:
+    _client, _runtime, clock, boss, store = ready_pool(tmp_path)
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    store.release(grant.name, grant.token, prepare=True)
+    boss.tick()
+    assert store.snapshot().containers[grant.name].state is ContainerState.PREPARING
+    clock.advance(boss.config.gateway.prepare_timeout_s - 1)
+    boss.tick()
+    assert store.snapshot().containers[grant.name].state is ContainerState.PREPARING
+    clock.advance(2)
+    boss.tick()
+    assert store.snapshot().containers[grant.name].state is ContainerState.AVAILABLE
+    assert [r.action for r in pool_records(tmp_path)].count("PREPARE_TIMEOUT") == 1
+
+
+def test_a_supervisor_restarted_while_a_container_is_preparing_still_offers_it(tmp_path: Path) -> None:
+    client, runtime, clock, boss, store = ready_pool(tmp_path)
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    store.release(grant.name, grant.token, prepare=True)
+    boss.tick()
+    successor = supervisor(tmp_path, client, runtime, clock)
+    successor.tick()
+    clock.advance(successor.config.gateway.prepare_timeout_s + 1)
+    successor.tick()
+    assert store.snapshot().containers[grant.name].state is ContainerState.AVAILABLE
+
+
+def test_a_container_preparing_but_free_or_leased_is_inconsistent_and_restarts() -> None:
+    record = ContainerRecord("container-001", "c" * 64, 1, "h", "http://127.0.0.1:1/mcp", ContainerState.PREPARING)
+    assert find_inconsistent({"container-001": record}, {"container-001"}, set(), "e")[0].state is ContainerState.RESTARTING
+    assert find_inconsistent({"container-001": record}, set(), {"container-001"}, "e")[0].state is ContainerState.RESTARTING
+    assert find_inconsistent({"container-001": record}, set(), set(), "e") == []
+    assert find_overdue({"container-001": record}, {"container-001": 21.0}, 20.0) == ["container-001"]
+    assert find_overdue({"container-001": record}, {"container-001": 19.0}, 20.0) == []
+
+
+def hold(client: fakeredis.FakeRedis, store: LeaseStore, name: str, container_id: str, *kinds: str) -> None:
+    for kind in kinds:
+        session = HeldSession(kind, name, container_id, f"{kind}-session", {"protocolVersion": "2025-11-25"}, 1)
+        client.hset(store.keys.sessions, session.field, session.to_json())
+
+
+def test_the_leftover_rule_learns_the_baseline_with_the_gateways_sessions_and_still_catches_a_leftover(tmp_path: Path) -> None:
+    client, runtime, clock, boss, store = ready_pool(tmp_path, residue_processes=3)
+    records = store.snapshot().containers
+    first, second = (records[name] for name in ("container-001", "container-002"))
+    for record in (first, second):
+        hold(client, store, record.name, record.container_id, "keeper", "prepared")
+        runtime.processes[record.container_id] = 14  # node, a browser, a keeper's page and a prepared page
+    for name, since in client.zrange(store.keys.free, 0, -1, withscores=True):  # free for 10 s by Redis' clock
+        client.zadd(store.keys.free, {name: since - 10_000})
+    clock.advance(5)
+    boss.tick()
+    snapshot = store.snapshot()
+    assert {snapshot.containers[n].state for n in ("container-001", "container-002")} == {ContainerState.AVAILABLE}, (
+        "14 processes is this container's baseline with its sessions, not a leftover"
+    )
+    runtime.processes[first.container_id] = 14 + 4  # a job's browser left behind
+    clock.advance(1)
+    boss.tick()
+    assert store.snapshot().containers["container-001"].reason.startswith("browser left running")
+    assert store.snapshot().containers["container-002"].state is ContainerState.AVAILABLE
+
+
+def test_sessions_held_for_another_container_id_or_garbled_do_not_count(tmp_path: Path) -> None:
+    client, _runtime, _clock, _boss, store = ready_pool(tmp_path)
+    record = store.snapshot().containers["container-001"]
+    hold(client, store, "container-001", "d" * 64, "keeper", "prepared")  # a container since replaced
+    client.hset(store.keys.sessions, "prepared|container-002", b"\xff not json")
+    held = store.held_sessions({"container-001": record.container_id, "container-002": "e" * 64})
+    assert held == {"container-001": frozenset(), "container-002": frozenset()}
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "why"),
+    [
+        ("stale|container-001", {"session": "s"}, "is not prepared"),
+        ("prepared|container-1", {"session": "s"}, "container"),
+        ("prepared|container-001", {"session": "bad id with spaces", "container_id": "c" * 64, "prepared_ms": 1}, "visible ASCII"),
+        ("prepared|container-001", {"session": "s", "container_id": "c" * 64, "prepared_ms": 1, "result": []}, "initialize result"),
+        ("prepared|container-001", {"session": "s", "container_id": "nope", "prepared_ms": 1}, "docker"),
+        ("keeper|container-001", {"session": "s", "container_id": "c" * 64, "prepared_ms": 1, "pad": "x" * 70_000}, "over 65536 bytes"),
+    ],
+)
+def test_a_held_session_that_we_did_not_write_is_refused_with_the_reason(field: str, raw: dict[str, object], why: str) -> None:
+    with pytest.raises(decode.BadValue, match=why):
+        decode.held_session(field, json.dumps(raw))
+
+
+def test_a_held_session_round_trips() -> None:
+    session = HeldSession("prepared", "container-007", "c" * 64, "0b1f-uuid", {"protocolVersion": "2025-11-25"}, 1234)
+    assert decode.held_session(session.field, session.to_json()) == session
+
+
+def test_the_gateway_knows_an_initialize_request_and_nothing_else() -> None:
+    body = {"jsonrpc": "2.0", "id": 7, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}}
+    assert _initialize_request(json.dumps(body).encode()) == (7, "2025-06-18")
+    assert _initialize_request(json.dumps({**body, "method": "tools/list"}).encode()) is None
+    assert _initialize_request(json.dumps({k: v for k, v in body.items() if k != "id"}).encode()) is None, "a notification"
+    assert _initialize_request(b"[1, 2]") is None
+    assert _initialize_request(b"{not json") is None
+    assert _initialize_request(json.dumps({**body, "params": "x"}).encode()) == (7, "")
+
+
+def test_the_servers_idle_timeout_is_read_from_the_command() -> None:
+    assert idle_timeout_s(("--headless", "--idle-timeout", "600000")) == 600
+    assert idle_timeout_s(("--idle-timeout=90000",)) == 90
+    assert idle_timeout_s(("--idle-timeout", "0")) is None
+    assert idle_timeout_s(("--headless",)) is None
+
+
+def pool_records(tmp_path: Path):  # type: ignore[no-untyped-def]
+    files = sorted(tmp_path.glob("**/*.log"))
+    return [record for path in files for record in parse(path.read_text().splitlines(keepends=True))]

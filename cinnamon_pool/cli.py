@@ -18,6 +18,8 @@ from cinnamon_pool import __version__
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import CinnamonError, ConfigError
 
+GRACEFUL_SHUTDOWN_S = 10  # a stopping gateway waits this long for open requests and streams, then cuts them
+
 
 def _config(args: argparse.Namespace) -> PoolConfig:
     return PoolConfig.load(args.config, os.environ)
@@ -150,6 +152,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             ssl_keyfile=settings.tls_key or None,
             limit_concurrency=settings.max_connections,
             timeout_keep_alive=5,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             access_log=False,
             log_level="warning",
             lifespan="on",

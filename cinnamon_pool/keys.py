@@ -21,16 +21,18 @@ scripts receive them in KEYS. The schema, in one place:
   cinnamon:{P}:desired       hash    host -> the number of slots that host serves (set by its leader)
   cinnamon:{P}:hosts         hash    host -> its index k in the pool, in joining order: its slots are k*1000+1 ..
   cinnamon:{P}:growth        string  the host that grew the pool for waiting jobs, for the cool-down (one host grows)
+  cinnamon:{P}:preparer:<host> string the gateway of that host prepares sessions (expires unless renewed)
   cinnamon:{P}:sessions      hash    "prepared|<name>" / "keeper|<name>" -> MCP session JSON held by the host's
                                      gateway (gateway/prepare.py); taken (HDEL) by exactly one job's initialize
 
 The Lua scripts receive the keys in the order of :data:`SCRIPT_KEYS`; ``lease/scripts.py``
 generates each script's ``local K_... = KEYS[i]`` prelude from it, so the order is written once.
 
-The wake keys are the one family a script derives: release hands a container to the oldest
-waiter, whose ticket it only learns inside the script. The script receives the prefix
-``cinnamon:{P}:wake:`` in KEYS and appends the validated ticket, so the key stays in the pool's
-slot.
+The wake and preparer keys are the families a script derives: release hands a container to the
+oldest waiter, whose ticket it only learns inside the script, and asks whether the gateway of the
+container's host prepares sessions, a host it learns from the record. The script receives the
+prefixes ``cinnamon:{P}:wake:`` and ``cinnamon:{P}:preparer:`` in KEYS and appends the ticket or
+the host, so the key stays in the pool's slot.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ SCRIPT_KEYS: tuple[tuple[str, str], ...] = (
     ("K_DESIRED", "desired"),
     ("K_HOSTS", "hosts"),
     ("K_GROWTH", "growth"),
+    ("K_PREPARER", "preparer_prefix"),  # + a record's host: that host's gateway prepares sessions
 )
 
 
@@ -151,6 +154,13 @@ class PoolKeys:
     @property
     def sessions(self) -> str:
         return self._key("sessions")
+
+    @property
+    def preparer_prefix(self) -> str:
+        return self._key("preparer:")
+
+    def preparer(self, host: str) -> str:
+        return self.preparer_prefix + validate_host(host)
 
     def script_keys(self, host: str) -> list[str]:
         """KEYS for every lease script, in the order of :data:`SCRIPT_KEYS`."""

@@ -133,7 +133,6 @@ class ContainerPool:
                     cleanup_ms=cleanup.seconds * 1000,
                     cleanup_note=cleanup.note,
                     artifacts=lease.artifacts_path or "",
-                    prepare=self.config.gateway.prepares,
                 )
 
     def _cleanup(self, lease: ContainerLease, outcome: Outcome) -> Cleanup:

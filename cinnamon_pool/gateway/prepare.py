@@ -12,7 +12,9 @@ page. The gateway takes both off the job's path. For each container of its host 
   (:meth:`Preparer.take`), so any MCP client works unchanged; the session is handed to exactly
   one lease, ever (it is taken from Redis with an atomic read-and-delete).
 
-A release leaves the container 'preparing' (``release.lua``): the gateway ends the ended lease's
+While it runs, the gateway keeps ``cinnamon:{P}:preparer:<host>`` alive (5 s, renewed every
+second). A release of a container of that host then leaves it 'preparing' (``release.lua``);
+without a live key (no gateway, one that stopped) it goes straight back to the pool. The gateway ends the ended lease's
 sessions, prepares the next session (on ``rules.canary_share`` of releases it first runs the
 residue canary in it: a fresh context in the running browser), then offers the container
 (``prepared.lua``). The supervisor offers it anyway after ``gateway.prepare_timeout_s``.
@@ -56,10 +58,12 @@ CLIENT_INFO = {"name": "cinnamon-pool-gateway", "version": "1"}
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 BLANK = {"name": "browser_navigate", "arguments": {"url": "about:blank"}}
 POLL_S = 0.1  # how often the gateway looks for containers to prepare
+ANNOUNCE_MS = 5000  # the preparer key lives this long unless renewed (every second)
 KEEPALIVE_S = 240.0  # a keeper's tool call, well inside playwright-mcp's default idle timeout (1 h)
 
 
 COMPARE_AND_DELETE = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0"
+COMPARE_AND_DELETE_KEY = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class SessionFailed(Exception):
@@ -170,11 +174,13 @@ class Preparer:
         self.keys = PoolKeys(self.config.pool.name)
         self._offer = self.client.register_script(source(Op.PREPARED))
         self._compare_and_delete = self.client.register_script(COMPARE_AND_DELETE)
+        self._compare_and_delete_key = self.client.register_script(COMPARE_AND_DELETE_KEY)
         self._script_keys = self.keys.script_keys(self.host)
         idle = idle_timeout_s(self.config.container.command)
         self.keepalive_s = KEEPALIVE_S if idle is None else min(KEEPALIVE_S, idle / 3)
         self.refresh_s = self.config.gateway.prepare_refresh_s if idle is None else min(self.config.gateway.prepare_refresh_s, idle / 2)
         self.counts = {"handed": 0, "cold": 0}
+        self.identity = f"gateway-{secrets.token_hex(6)}"
 
     def upstream(self, name: str) -> Upstream:
         port = self.config.container.host_ports[local_slot(int(name.rsplit("-", 1)[1])) - 1]
@@ -182,8 +188,12 @@ class Preparer:
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
+        announced = float("-inf")
         while True:
             try:
+                if not self.keep_only and self.clock.monotonic() - announced >= 1.0:
+                    await self.client.set(self.keys.preparer(self.host), self.identity, px=ANNOUNCE_MS)
+                    announced = self.clock.monotonic()
                 await self.step()
             except redis.RedisError:
                 pass  # Redis away: try again next round
@@ -393,6 +403,9 @@ class Preparer:
             return None
 
     async def close(self) -> None:
+        """Stop announcing (releases go straight back to the pool) and stop what is under way."""
+        with contextlib.suppress(redis.RedisError):
+            await self._compare_and_delete_key(keys=[self.keys.preparer(self.host)], args=[self.identity])
         for task in [*self.tasks.values(), *self.keepers.values()]:
             task.cancel()
         for task in [*self.tasks.values(), *self.keepers.values()]:

@@ -164,15 +164,14 @@ class LeaseStore:
         cleanup_ms: float | None = None,
         cleanup_note: str = "",
         artifacts: str = "",
-        prepare: bool = False,
     ) -> str:
         """End the lease; returns where the container went (available, handed, restarting,
         preparing) or noop.
 
         ``recycle`` sends the container to a restart (cleanup failed or left residue); the cleanup
-        figures and the artifacts folder travel in the release event to the log files. ``prepare``
-        (a pool with a gateway) leaves it 'preparing' until its gateway has the next job's session
-        ready (:meth:`prepared`)."""
+        figures and the artifacts folder travel in the release event to the log files. When the
+        gateway of the container's host prepares sessions, the container waits in 'preparing'
+        until the next job's session is ready (:meth:`prepared`)."""
         reply = self._run(
             Op.RELEASE,
             validate_container_name(name),
@@ -183,7 +182,6 @@ class LeaseStore:
             "" if cleanup_ms is None else f"{cleanup_ms:.1f}",
             cleanup_note[:500],
             artifacts[:500],
-            "prepare" if prepare else "",
         )
         if reply[0] == Status.NOOP:
             return "noop"
@@ -257,6 +255,13 @@ class LeaseStore:
         asks for the index the host used before Redis lost its data."""
         reply = self._run_as_leader(Op.HOST, validate_host(host), "" if had is None else had)
         return decode.integer(reply[1], "host index", minimum=0)
+
+    def preparing_hosts(self, hosts: Sequence[str]) -> set[str]:
+        """The hosts whose gateway prepares sessions now (its preparer key is live)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for host in hosts:
+            pipe.exists(self.keys.preparer(host))
+        return {host for host, alive in zip(hosts, pipe.execute(), strict=True) if alive}
 
     def live_hosts(self, hosts: Sequence[str]) -> set[str]:
         """The hosts whose supervisor holds its leader key now."""

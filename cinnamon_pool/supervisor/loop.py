@@ -288,8 +288,8 @@ class Supervisor:
             if world.held.get(name) == held:
                 learned[name] = min(learned.get(name, count), count)
                 baselines[name] = learned[name]
-            elif gateway.prepares and free_for_s.get(name, 0.0) < gateway.prepare_timeout_s:
-                continue
+            elif gateway.prepare and free_for_s.get(name, 0.0) < gateway.prepare_timeout_s:
+                continue  # its sessions are still being made (their browser may already be up)
             elif name in learned or name in self.state.idle_processes:
                 baselines[name] = learned.get(name, self.state.idle_processes.get(name, 0))
         return baselines
@@ -304,8 +304,11 @@ class Supervisor:
         for name, record in records.items():
             if record.state is ContainerState.PREPARING:
                 since.setdefault(name, now)
-        gateway = self.config.gateway
-        timeout = gateway.prepare_timeout_s if gateway.prepares else 0.0
+        if not since:
+            return
+        timeout = self.config.gateway.prepare_timeout_s
+        if not self.store.preparing_hosts([self.runtime.host]):
+            timeout = 0.0  # this host's gateway stopped (or never prepared): nobody will offer them
         for name in find_overdue(records, {n: now - t for n, t in since.items()}, timeout):
             if self.store.prepared(name, "", "timeout", f"not prepared within {timeout:g}s") != "noop":
                 self.journal.record(

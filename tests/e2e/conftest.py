@@ -3,6 +3,7 @@ from a TOML file, real playwright-mcp containers, a real redis-server."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -41,16 +42,20 @@ def gateway_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([BIN / "cinnamon-pool", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
-def write_config(config: PoolConfig, path: Path, logs: Path, extra: str = "", *, gateway: bool = True) -> Path:
-    """The pool's TOML file; ``extra`` is added to it (e.g. rules or a container command);
-    ``gateway=False``: direct mode (no gateway)."""
+def write_config(
+    config: PoolConfig, path: Path, logs: Path, *, rules: str = "", command: list[str] | None = None, gateway: bool = True
+) -> Path:
+    """The pool's TOML file; ``rules``: more lines of [rules]; ``command``: the containers'
+    command; ``gateway=False``: direct mode (no gateway)."""
+    container_command = "" if command is None else f"command = {json.dumps(command)}\n"
     c, size = config.container, config.pool.initial_size
     path.write_text(
         f'[redis]\nurl = "{config.redis.url}"\n'
         f'[pool]\nname = "{config.pool.name}"\nmin_size = {size}\nmax_size = {size}\ninitial_size = {size}\n'
         f'[container]\nimage = "{c.image}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{c.network}"\nhost_port_range = "{c.host_port_range}"\n'
-        f"[rules]\ntick_s = 0.5\n"
-        f'[logs]\ndir = "{logs}"\n[metrics]\nport = 0\n[gateway]\nlisten = "127.0.0.1:{free_port()}"\n' + extra
+        + container_command
+        + f"[rules]\ntick_s = 0.5\n{rules}"
+        f'[logs]\ndir = "{logs}"\n[metrics]\nport = 0\n[gateway]\nlisten = "{f"127.0.0.1:{free_port()}" if gateway else ""}"\n'
     )
     return path
 
@@ -65,12 +70,19 @@ def supervised_pool(
     playwright_image: str,
     tmp_path: Path,
 ) -> Iterator[Supervised]:
-    """``request.param``: the pool size, or ``{"size": n, "extra": TOML, "gateway": False}``."""
+    """``request.param``: the pool size, or ``{"size": n, "rules": TOML lines, "command": [...], "gateway": False}``."""
     options = request.param if isinstance(request.param, dict) else {"size": request.param}
-    size, extra, with_gateway = int(options["size"]), str(options.get("extra", "")), bool(options.get("gateway", True))
+    size, with_gateway = int(options["size"]), bool(options.get("gateway", True))
     config = test_config(pool_cleanup, redis_server, image=playwright_image, network=test_network, size=size)
     logs = tmp_path / "logs"
-    env = {**os.environ, "CINNAMON_CONFIG": str(write_config(config, tmp_path / "pool.toml", logs, extra, gateway=with_gateway))}
+    env = {
+        **os.environ,
+        "CINNAMON_CONFIG": str(
+            write_config(
+                config, tmp_path / "pool.toml", logs, rules=options.get("rules", ""), command=options.get("command"), gateway=with_gateway
+            )
+        ),
+    }
     log = (tmp_path / "supervise.log").open("w")
     supervisor = subprocess.Popen([BIN / "cinnamon-pool", "supervise"], env=env, stdout=log, stderr=subprocess.STDOUT)
     gateways = [gateway_process(env)] if with_gateway else []

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.redis]
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 INITIALIZE = {
     "jsonrpc": "2.0", "id": 41, "method": "initialize",
-    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
 }  # fmt: skip
 
 
@@ -51,11 +51,14 @@ def handovers(config_url: str) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in re.finditer(r'cinnamon_pool_gateway_initialize_total\{pool="[^"]+",session="(\w+)"\} (\S+)', text)}
 
 
-def raw_session(endpoint: str, token: str) -> tuple[httpx.Client, str, dict[str, Any]]:
+def raw_session(endpoint: str, token: str, version: str = "2025-11-25") -> tuple[httpx.Client, str, dict[str, Any]]:
+    """A raw JSON-RPC client's initialize; its answer (JSON, or the one SSE message)."""
     client = httpx.Client(timeout=60, headers={**ACCEPT, "Authorization": f"Bearer {token}"})
-    answer = client.post(endpoint, json=INITIALIZE)
+    answer = client.post(endpoint, json={**INITIALIZE, "params": {**INITIALIZE["params"], "protocolVersion": version}})
     assert answer.status_code == 200, answer.text
-    return client, answer.headers["mcp-session-id"], answer.json()
+    text = answer.text
+    body = json.loads(text.split("data:", 1)[1]) if text.startswith("event:") else json.loads(text)
+    return client, answer.headers["mcp-session-id"], body
 
 
 @pytest.mark.parametrize("supervised_pool", [1], indirect=True)
@@ -84,6 +87,11 @@ def test_jobs_get_the_prepared_session_once_each_and_their_sessions_end_with_the
         )
         assert call.status_code == 200 and "about:blank" in call.text, "the prepared blank page is the job's page"
         # This job never ends its session (as a crashed one would not).
+    # A client that asks for an older protocol version than the prepared session speaks gets a
+    # session of its own (the cold path), and works.
+    with pool.lease("older-client") as lease:
+        _older, older_session, older_answer = raw_session(lease.endpoint, lease.token, version="2025-06-18")
+        assert older_answer["result"]["protocolVersion"] == "2025-06-18" and older_session != second["session"]
     port = config.container.host_ports[0]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -93,7 +101,7 @@ def test_jobs_get_the_prepared_session_once_each_and_their_sessions_end_with_the
             break
         time.sleep(0.2)
     assert left.status_code == 404, "the gateway ends the sessions of a lease that ended"
-    assert handovers(metrics) == {"prepared": 2.0}, "no job of this pool at rest paid the cold path"
+    assert handovers(metrics) == {"prepared": 2.0, "cold": 1.0}, "only the older client paid the cold path"
 
 
 @pytest.mark.parametrize("supervised_pool", [1], indirect=True)
@@ -117,8 +125,8 @@ def test_a_restarted_gateway_adopts_the_prepared_session_it_held(supervised_pool
 
 @pytest.mark.parametrize(
     "supervised_pool",
-    [{"size": 1, "extra": '[container]\ncommand = ["--headless", "--browser", "chromium", "--no-sandbox", "--shared-browser-context", '
-                          '"--port", "8931", "--host", "0.0.0.0"]\n[rules]\ncanary_share = 1.0\n'}],
+    [{"size": 1, "rules": "canary_share = 1.0\n",
+      "command": ["--headless", "--browser", "chromium", "--no-sandbox", "--shared-browser-context", "--port", "8931", "--host", "0.0.0.0"]}],
     indirect=True,
 )  # fmt: skip
 def test_the_canary_in_the_prepared_session_restarts_a_server_that_shares_its_browser_context(

@@ -29,14 +29,22 @@ def ready_pool(tmp_path: Path, **rules: float):  # type: ignore[no-untyped-def]
     client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
     boss = supervisor(tmp_path, client, runtime, clock, **rules)
     boss.tick(), boss.tick()
-    return client, runtime, clock, boss, LeaseStore(client, "qa")
+    store = LeaseStore(client, "qa")
+    client.set(store.keys.preparer(runtime.host), "gateway-test", px=600_000)  # this host's gateway prepares
+    return client, runtime, clock, boss, store
 
 
 def test_a_release_with_prepare_waits_until_its_gateway_offers_it(tmp_path: Path) -> None:
     _client, _runtime, _clock, _boss, store = ready_pool(tmp_path)
     grants = [store.acquire(Holder(f"run-{i}"), timeout_s=0, wait=False) for i in (1, 2)]
     first = grants[0]
-    assert store.release(first.name, first.token, prepare=True) == "preparing"
+    assert (
+        store.release(
+            first.name,
+            first.token,
+        )
+        == "preparing"
+    )
     snapshot = store.snapshot()
     assert snapshot.containers[first.name].state is ContainerState.PREPARING
     assert first.name not in snapshot.free_since_ms and first.name not in snapshot.leases
@@ -52,7 +60,10 @@ def test_a_release_with_prepare_waits_until_its_gateway_offers_it(tmp_path: Path
 def test_residue_found_while_preparing_restarts_the_container(tmp_path: Path) -> None:
     _client, _runtime, _clock, boss, store = ready_pool(tmp_path)
     grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
-    store.release(grant.name, grant.token, prepare=True)
+    store.release(
+        grant.name,
+        grant.token,
+    )
     assert store.prepared(grant.name, grant.token, "residue", "cookies=1") == "restarting"
     record = store.snapshot().containers[grant.name]
     assert record.state is ContainerState.RESTARTING and record.reason == "residue: cookies=1"
@@ -63,7 +74,10 @@ def test_residue_found_while_preparing_restarts_the_container(tmp_path: Path) ->
 def test_the_supervisor_offers_a_container_its_gateway_did_not_prepare_in_time(tmp_path: Path) -> None:
     _client, _runtime, clock, boss, store = ready_pool(tmp_path)
     grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
-    store.release(grant.name, grant.token, prepare=True)
+    store.release(
+        grant.name,
+        grant.token,
+    )
     boss.tick()
     assert store.snapshot().containers[grant.name].state is ContainerState.PREPARING
     clock.advance(boss.config.gateway.prepare_timeout_s - 1)
@@ -78,13 +92,29 @@ def test_the_supervisor_offers_a_container_its_gateway_did_not_prepare_in_time(t
 def test_a_supervisor_restarted_while_a_container_is_preparing_still_offers_it(tmp_path: Path) -> None:
     client, runtime, clock, boss, store = ready_pool(tmp_path)
     grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
-    store.release(grant.name, grant.token, prepare=True)
+    store.release(
+        grant.name,
+        grant.token,
+    )
     boss.tick()
     successor = supervisor(tmp_path, client, runtime, clock)
     successor.tick()
     clock.advance(successor.config.gateway.prepare_timeout_s + 1)
     successor.tick()
     assert store.snapshot().containers[grant.name].state is ContainerState.AVAILABLE
+
+
+def test_without_a_live_gateway_a_release_goes_straight_back_and_a_preparing_one_is_offered_at_once(tmp_path: Path) -> None:
+    client, runtime, clock, boss, store = ready_pool(tmp_path)
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    store.release(grant.name, grant.token)
+    client.delete(store.keys.preparer(runtime.host))  # the gateway stopped while preparing
+    boss.tick()
+    clock.advance(0.5)
+    boss.tick()
+    assert store.snapshot().containers[grant.name].state is ContainerState.AVAILABLE, "not held for the 20 s time-out"
+    again = store.acquire(Holder("run-2"), timeout_s=0, wait=False)
+    assert store.release(again.name, again.token) == "available", "no gateway prepares: no waiting"
 
 
 def test_a_container_preparing_but_free_or_leased_is_inconsistent_and_restarts() -> None:

@@ -3,8 +3,6 @@
 -- ARGV[1] container name   ARGV[2] token   ARGV[3] outcome ok|test_failed|infra_error
 -- ARGV[4] error threshold  ARGV[5] "recycle" when the job side saw residue or a failed cleanup
 -- ARGV[6] cleanup duration ms ("" when none ran)   ARGV[7] cleanup note   ARGV[8] artifacts folder or ""
--- ARGV[9] "prepare": the container waits in 'preparing' for its gateway to prepare the next
---         job's session (prepared.lua offers it then; the supervisor offers it after a time-out)
 -- Returns {"OK", "available"|"handed"|"restarting"|"preparing", error_count} | {"NOOP"} (released twice)
 --       | {"LOST", reason} | {"NOT_OWNER", reason}. Rejections write nothing, except that a
 -- lease found expired is ended as the reaper would end it.
@@ -47,7 +45,10 @@ if rec.state == 'draining' or rec.error_count >= threshold or ARGV[5] == 'recycl
   set_state(rec, 'restarting', reason)
   return {'OK', 'restarting', rec.error_count}
 end
-if ARGV[9] == 'prepare' then
+-- The gateway of the container's host prepares sessions (its key is live): the container waits
+-- in 'preparing' for the next job's session (prepared.lua offers it; the supervisor offers it
+-- after gateway.prepare_timeout_s, or at once when that gateway's key is gone).
+if redis.call('EXISTS', K_PREPARER .. rec.host) == 1 then
   set_state(rec, 'preparing', 'released')
   return {'OK', 'preparing', rec.error_count}
 end

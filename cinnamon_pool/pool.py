@@ -146,8 +146,8 @@ class ContainerPool:
         seconds = lease.cleanup_seconds
         if seconds > rules.cleanup_timeout_s:
             return Cleanup(seconds, True, f"ending the sessions took {seconds:.2f}s")
-        if self.config.gateway.prepares:
-            return Cleanup(seconds, False, "sessions ended")
+        if lease.host and self.store.preparing_hosts([lease.host]):
+            return Cleanup(seconds, False, "sessions ended; the gateway checks the next session")
         if outcome is Outcome.INFRA_ERROR or not lease.valid or secrets.randbelow(10_000) >= rules.canary_share * 10_000:
             return Cleanup(seconds, False, "sessions ended")
         started = self.clock.monotonic()

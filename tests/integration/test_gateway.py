@@ -52,7 +52,10 @@ class Stand:
         return self.store.acquire(Holder(run), timeout_s=2)
 
     def calls(self) -> list[dict[str, object]]:
-        return httpx.get(f"{self.fake}/_fake/state", timeout=5).json()["calls"]  # type: ignore[no-any-return]
+        """The tool calls that reached the container on behalf of a job (with a lease token); the
+        gateway's own keeper and prepared sessions carry none."""
+        calls = httpx.get(f"{self.fake}/_fake/state", timeout=5).json()["calls"]
+        return [call for call in calls if call.get("token")]
 
     def post(self, body: object, token: str | None, url: str | None = None, **headers: str) -> httpx.Response:
         sent = {**MCP_HEADERS, **headers, **({"Authorization": f"Bearer {token}"} if token else {})}

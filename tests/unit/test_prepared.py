@@ -38,13 +38,7 @@ def test_a_release_with_prepare_waits_until_its_gateway_offers_it(tmp_path: Path
     _client, _runtime, _clock, _boss, store = ready_pool(tmp_path)
     grants = [store.acquire(Holder(f"run-{i}"), timeout_s=0, wait=False) for i in (1, 2)]
     first = grants[0]
-    assert (
-        store.release(
-            first.name,
-            first.token,
-        )
-        == "preparing"
-    )
+    assert store.release(first.name, first.token) == "preparing"
     snapshot = store.snapshot()
     assert snapshot.containers[first.name].state is ContainerState.PREPARING
     assert first.name not in snapshot.free_since_ms and first.name not in snapshot.leases
@@ -60,10 +54,7 @@ def test_a_release_with_prepare_waits_until_its_gateway_offers_it(tmp_path: Path
 def test_residue_found_while_preparing_restarts_the_container(tmp_path: Path) -> None:
     _client, _runtime, _clock, boss, store = ready_pool(tmp_path)
     grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
-    store.release(
-        grant.name,
-        grant.token,
-    )
+    store.release(grant.name, grant.token)
     assert store.prepared(grant.name, grant.token, "residue", "cookies=1") == "restarting"
     record = store.snapshot().containers[grant.name]
     assert record.state is ContainerState.RESTARTING and record.reason == "residue: cookies=1"
@@ -71,14 +62,17 @@ def test_residue_found_while_preparing_restarts_the_container(tmp_path: Path) ->
     assert any("residue: cookies=1" in (r.detail("Reason") or "") for r in pool_records(tmp_path)), "restarted, and said why"
 
 
-def test_the_supervisor_offers_a_container_its_gateway_did_not_prepare_in_time(tmp_path: Path) -> None:
-    _client, _runtime, clock, boss, store = ready_pool(tmp_path)
+def released_while_preparing(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A pool whose container-001 was just released and waits for its gateway."""
+    client, runtime, clock, boss, store = ready_pool(tmp_path)
     grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
-    store.release(
-        grant.name,
-        grant.token,
-    )
+    assert store.release(grant.name, grant.token) == "preparing"
     boss.tick()
+    return client, runtime, clock, boss, store, grant
+
+
+def test_the_supervisor_offers_a_container_its_gateway_did_not_prepare_in_time(tmp_path: Path) -> None:
+    _client, _runtime, clock, boss, store, grant = released_while_preparing(tmp_path)
     assert store.snapshot().containers[grant.name].state is ContainerState.PREPARING
     clock.advance(boss.config.gateway.prepare_timeout_s - 1)
     boss.tick()
@@ -90,13 +84,7 @@ def test_the_supervisor_offers_a_container_its_gateway_did_not_prepare_in_time(t
 
 
 def test_a_supervisor_restarted_while_a_container_is_preparing_still_offers_it(tmp_path: Path) -> None:
-    client, runtime, clock, boss, store = ready_pool(tmp_path)
-    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
-    store.release(
-        grant.name,
-        grant.token,
-    )
-    boss.tick()
+    client, runtime, clock, _boss, store, grant = released_while_preparing(tmp_path)
     successor = supervisor(tmp_path, client, runtime, clock)
     successor.tick()
     clock.advance(successor.config.gateway.prepare_timeout_s + 1)

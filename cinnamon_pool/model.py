@@ -102,12 +102,11 @@ def validate_endpoint(value: object) -> str:
     userinfo, at most 256 printable characters (a record in Redis may have been forged)."""
     if not isinstance(value, str):
         raise InvalidIdentifier("endpoint", value, "must be a string")
+    if 0 < len(value) <= 256 and _ENDPOINT.fullmatch(value):  # (the pattern admits printable characters only)
+        return value
     if not 0 < len(value) <= 256 or any(ord(c) <= 32 or ord(c) == 127 for c in value):
         raise InvalidIdentifier("endpoint", value, "must be 1-256 printable characters without spaces")
-    match = _ENDPOINT.fullmatch(value)
-    if match is None:
-        raise InvalidIdentifier("endpoint", value, "must be an http:// or https:// URL with a host and no user:password@")
-    return value
+    raise InvalidIdentifier("endpoint", value, "must be an http:// or https:// URL with a host and no user:password@")
 
 
 _ENDPOINT = re.compile(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cinnamon_pool.errors import ConfigError, InvalidIdentifier
-from cinnamon_pool.model import SLOTS_PER_HOST, validate_host, validate_pool_name
+from cinnamon_pool.model import SLOTS_PER_HOST, local_slot, validate_host, validate_pool_name
 
 DEFAULT_COMMAND = (
     "--headless",
@@ -73,6 +73,10 @@ class ContainerTemplate:
     def host_ports(self) -> range:
         low, high = (int(p) for p in self.host_port_range.split("-"))
         return range(low, high + 1)
+
+    def local_url(self, name: str) -> str:
+        """A container's MCP URL on its own host: its slot's published port on 127.0.0.1."""
+        return f"http://127.0.0.1:{self.host_ports[local_slot(int(name.rsplit('-', 1)[1])) - 1]}/mcp"
 
     def command_for(self, host_port: int | None) -> tuple[str, ...]:
         """The command one container runs: the configured one, plus ``--allowed-hosts`` limited to

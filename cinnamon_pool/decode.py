@@ -178,6 +178,18 @@ def held_session(field: object, raw: object) -> HeldSession:
     )
 
 
+def lease_sessions(field: object, raw: object) -> tuple[str, list[str]]:
+    """The MCP sessions a lease opened, as the gateway keeps them: (token, session ids)."""
+    _checked(validate_container_name, text(field, "container name", 64))
+    if len(_bytes(raw)) > MAX_SESSION_JSON:
+        raise BadValue(f"lease sessions JSON is over {MAX_SESSION_JSON} bytes")
+    data = json_object(raw, "lease sessions")
+    sessions = data.get("sessions")
+    if not isinstance(sessions, list) or not all(isinstance(s, str) and SESSION_ID.fullmatch(s) for s in sessions):
+        raise BadValue("sessions must be a list of session ids (1-128 visible ASCII characters)")
+    return _checked(validate_token, data.get("token")), sessions
+
+
 def grant(raw: object) -> Grant:
     """A grant from a script's reply or a wake list; it names the endpoint a worker will call."""
     data = json_object(raw, "grant")

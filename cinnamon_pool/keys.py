@@ -22,6 +22,7 @@ scripts receive them in KEYS. The schema, in one place:
   cinnamon:{P}:hosts         hash    host -> its index k in the pool, in joining order: its slots are k*1000+1 ..
   cinnamon:{P}:growth        string  the host that grew the pool for waiting jobs, for the cool-down (one host grows)
   cinnamon:{P}:preparer:<host> string the gateway of that host prepares sessions (expires unless renewed)
+  cinnamon:{P}:lease_sessions hash   name -> {"token", "sessions"}: the MCP sessions that lease opened or was handed
   cinnamon:{P}:sessions      hash    "prepared|<name>" / "keeper|<name>" -> MCP session JSON held by the host's
                                      gateway (gateway/prepare.py); taken (HDEL) by exactly one job's initialize
 
@@ -154,6 +155,10 @@ class PoolKeys:
     @property
     def sessions(self) -> str:
         return self._key("sessions")
+
+    @property
+    def lease_sessions(self) -> str:
+        return self._key("lease_sessions")
 
     @property
     def preparer_prefix(self) -> str:

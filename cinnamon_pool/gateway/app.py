@@ -28,8 +28,9 @@ from starlette.routing import Route
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
-from cinnamon_pool.gateway.prepare import Preparer
+from cinnamon_pool.gateway.prepare import Preparer, Upstream
 from cinnamon_pool.gateway.proxy import forwarded_headers, open_upstream, read_body, relay
+from cinnamon_pool.gateway.sessions import LeaseSessions
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
@@ -96,8 +97,8 @@ class Gateway:
         self._reported: dict[tuple[str, str, str], float] = {}
         self._http: httpx.AsyncClient | None = None
         self.preparer: Preparer | None = None
-        # The MCP sessions each lease opened or was handed, ended (DELETE) when the lease ends.
-        self.sessions: dict[tuple[str, str], set[str]] = {}
+        # The MCP sessions each lease opened or was handed: the only ones it may name; ended with it.
+        self.sessions = LeaseSessions(client, self.authorizer.keys)
 
     # -- the application -----------------------------------------------------------------
     def app(self) -> Starlette:
@@ -155,17 +156,20 @@ class Gateway:
                 body = await read_body(
                     request.stream(), request.headers.get("content-length"), gateway.max_body_bytes, gateway.body_timeout_s
                 )
-            initialize = _initialize_request(body) if request.method == "POST" and "mcp-session-id" not in request.headers else None
+            session = request.headers.get("mcp-session-id")
+            if session is not None and not await self.sessions.owns(target.name, target.token, session):
+                raise Refusal(403, "not_your_session", "this MCP session was not opened under this lease", target.name)
+            initialize = _initialize_request(body) if request.method == "POST" and session is None else None
             if initialize is not None and self.preparer is not None:
                 handed = await self.preparer.take(target.name, initialize[1])
                 self.handovers.labels(self.pool, "prepared" if handed else "cold").inc()
                 if handed is not None:
-                    self._opened(target, handed.session)
+                    await self._opened(target, handed.session)
                     answer = {"jsonrpc": "2.0", "id": initialize[0], "result": dict(handed.result)}
                     return JSONResponse(answer, headers={"mcp-session-id": handed.session})
             upstream = await self._send(target, request.method, forwarded_headers(request.headers), body)
             if "mcp-session-id" in upstream.headers and initialize is not None:
-                self._opened(target, upstream.headers["mcp-session-id"])
+                await self._opened(target, upstream.headers["mcp-session-id"])
         except redis.RedisError:
             return self._refuse(Refusal(503, "store_unreachable", "the lease store does not answer: try again", name), request)
         except Refusal as refusal:
@@ -204,15 +208,21 @@ class Gateway:
         return upstream
 
     # -- the sessions of a lease -------------------------------------------------------------
-    def _opened(self, target: Target, session: str) -> None:
-        self.sessions.setdefault((target.name, target.token), set()).add(session)
+    async def _opened(self, target: Target, session: str) -> None:
+        if not await self.sessions.add(target.name, target.token, session):
+            await self._upstream(target.name).end(session)
+            raise Refusal(429, "too_many_sessions", "a lease may open at most 64 MCP sessions", target.name)
+
+    def _upstream(self, name: str) -> Upstream:
+        assert self._http is not None, "the lifespan opened the client"
+        return Upstream(self._http, self.authorizer.upstream(name))
 
     async def end_sessions(self, name: str, token: str) -> None:
         """End (DELETE) every session the lease ``token`` opened or was handed on ``name``; a job
         that crashed, or forgot, leaves nothing open for the next one."""
-        opened = self.sessions.pop((name, token), set())
-        if opened and self.preparer is not None:
-            upstream = self.preparer.upstream(name)
+        opened = await self.sessions.pop(name, token)
+        if opened:
+            upstream = self._upstream(name)
             await asyncio.gather(*(upstream.end(session) for session in opened))
 
     def _note(self, container: str, action: str, details: list[tuple[str, str]]) -> None:
@@ -257,7 +267,7 @@ class Gateway:
             if not self.streams.open and not self.sessions:
                 continue
             try:
-                current = await self.authorizer.current(sorted({name for name, _token in [*self.streams.open, *self.sessions]}))
+                current = await self.authorizer.current(sorted({name for name, _token in [*self.streams.open, *self.sessions.leases()]}))
             except redis.RedisError:  # Redis unreachable: keep the streams; the holders fence themselves
                 continue
             for (name, token), held in list(self.streams.open.items()):
@@ -265,8 +275,9 @@ class Gateway:
                     for close in list(held.values()):
                         self.closed.labels(self.pool).inc()
                         await close()
-            for name, token in [key for key in self.sessions if current.get(key[0]) != key[1]]:
-                await self.end_sessions(name, token)
+            for name, token in [key for key in self.sessions.leases() if current.get(key[0]) != key[1]]:
+                with contextlib.suppress(redis.RedisError):
+                    await self.end_sessions(name, token)
 
 
 def _initialize_request(body: bytes) -> tuple[object, str] | None:

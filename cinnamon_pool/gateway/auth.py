@@ -98,8 +98,10 @@ class Authorizer:
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         if lease is None or not hmac.compare_digest(lease.token, token) or now_ms >= lease.expires_ms:
             raise Refusal(403, "not_current", "the token is not this container's current lease", name)
-        port = self.config.container.host_ports[local_slot(int(name.rsplit("-", 1)[1])) - 1]
-        return Target(name, token, f"http://127.0.0.1:{port}/mcp")
+        return Target(name, token, self.upstream(name))
+
+    def upstream(self, name: str) -> str:
+        return self.config.container.local_url(name)
 
     async def current(self, names: list[str]) -> dict[str, str | None]:
         """The current, unexpired lease token of each container (None: none that holds)."""

@@ -50,7 +50,7 @@ from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import Op, source
-from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession, local_slot
+from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession
 
 # Asked for when preparing; a server that does not know it answers with its own newest version.
 PROTOCOL_VERSION = "2026-07-28"
@@ -58,6 +58,7 @@ CLIENT_INFO = {"name": "cinnamon-pool-gateway", "version": "1"}
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 BLANK = {"name": "browser_navigate", "arguments": {"url": "about:blank"}}
 POLL_S = 0.1  # how often the gateway looks for containers to prepare
+END_TIMEOUT_S = 5.0  # a DELETE that gets no answer in this long is given up (the container is broken)
 ANNOUNCE_MS = 5000  # the preparer key lives this long unless renewed (every second)
 KEEPALIVE_S = 240.0  # a keeper's tool call, well inside playwright-mcp's default idle timeout (1 h)
 
@@ -118,7 +119,7 @@ class Upstream:
     async def end(self, session: str) -> None:
         """DELETE the session (with --isolated its context goes with it). Best effort."""
         with contextlib.suppress(httpx.HTTPError):
-            await self.http.delete(self.url, headers={"mcp-session-id": session})
+            await self.http.delete(self.url, headers={"mcp-session-id": session}, timeout=END_TIMEOUT_S)
 
 
 def _answer(response: httpx.Response, request_id: int) -> dict[str, Any]:
@@ -183,8 +184,7 @@ class Preparer:
         self.identity = f"gateway-{secrets.token_hex(6)}"
 
     def upstream(self, name: str) -> Upstream:
-        port = self.config.container.host_ports[local_slot(int(name.rsplit("-", 1)[1])) - 1]
-        return Upstream(self.http, f"http://127.0.0.1:{port}/mcp")
+        return Upstream(self.http, self.config.container.local_url(name))
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:

@@ -157,8 +157,14 @@ def worker_run(
     command = rq_worker_command(redis_url, queue.name, root=ROOT)
     started = time.perf_counter()
     workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
-    for worker in workers:
-        worker.wait(timeout=1200)
+    try:
+        for worker in workers:
+            worker.wait(timeout=1200)
+    finally:  # interrupted: the workers go too
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+                worker.wait(timeout=30)
     wall = time.perf_counter() - started
     passed = sum(Job.fetch(i, connection=client, serializer=JSONSerializer).is_finished for i in ids)
     restarts, prepare_ms = 0, []

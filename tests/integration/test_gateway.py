@@ -43,6 +43,15 @@ class Stand:
     config: PoolConfig
     logs: Path
     gateway: subprocess.Popen[bytes]
+    env: dict[str, str]
+
+    def restart_gateway(self) -> None:
+        self.gateway.terminate()
+        self.gateway.wait(timeout=30)
+        self.gateway = subprocess.Popen(
+            [str(BIN / "cinnamon-pool"), "gateway"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_http(f"{self.base}/metrics")
 
     @property
     def endpoint(self) -> str:
@@ -96,9 +105,10 @@ def stand(real_redis: redis.Redis, redis_server: str, tmp_path: Path) -> Iterato
     try:
         wait_for_http(f"http://127.0.0.1:{port}/_fake/state")
         wait_for_http(f"http://127.0.0.1:{gateway_port}/metrics")
-        yield Stand(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{port}", store, config, tmp_path / "logs", gateway)
+        stand = Stand(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{port}", store, config, tmp_path / "logs", gateway, env)
+        yield stand
     finally:
-        for process in (gateway, fake):
+        for process in (stand.gateway if "stand" in locals() else gateway, fake):
             process.terminate()
             process.wait(timeout=10)
 
@@ -208,3 +218,32 @@ def test_sigterm_stops_the_gateway_within_seconds(stand: Stand) -> None:
     stand.gateway.send_signal(signal.SIGTERM)
     # uvicorn finishes its shutdown, then re-raises the signal so the exit status says why
     assert stand.gateway.wait(timeout=10) in (0, -signal.SIGTERM)
+
+
+def test_a_lease_may_name_only_its_own_sessions_also_after_a_gateway_restart(stand: Stand) -> None:
+    deadline = time.monotonic() + 15
+    while (keeper := stand.store.redis.hget(stand.store.keys.sessions, "keeper|container-001")) is None:
+        assert time.monotonic() < deadline, "the gateway holds a keeper session on the free container"
+        time.sleep(0.1)
+    grant = stand.grant()
+    answer = stand.post(initialize(), grant.token)
+    assert answer.status_code == 200
+    mine = answer.headers["mcp-session-id"]
+    ping = {"jsonrpc": "2.0", "id": 9, "method": "ping"}
+    for session in (json.loads(keeper)["session"], "made-up-session"):
+        refused = stand.post(ping, grant.token, **{"mcp-session-id": session})
+        assert refused.status_code == 403 and refused.json()["error"] == "this MCP session was not opened under this lease", (
+            session,
+            refused.text,
+        )
+    assert stand.post(ping, grant.token, **{"mcp-session-id": mine}).status_code == 200
+    stand.restart_gateway()
+    assert stand.post(ping, grant.token, **{"mcp-session-id": mine}).status_code == 200, "a restarted gateway knows the lease's sessions"
+    assert stand.post(ping, grant.token, **{"mcp-session-id": json.loads(keeper)["session"]}).status_code == 403
+    stand.store.release(grant.name, grant.token)
+    deadline = time.monotonic() + 10
+    while stand.store.redis.hexists(stand.store.keys.lease_sessions, "container-001"):
+        assert time.monotonic() < deadline, "the lease's sessions are forgotten when it ends"
+        time.sleep(0.1)
+    ended = httpx.post(f"{stand.fake}/mcp", content=json.dumps(ping), headers={**MCP_HEADERS, "mcp-session-id": mine}, timeout=10)
+    assert ended.status_code == 404, "and ended at the container"

@@ -21,6 +21,7 @@ LAYERS = {
         "gateway.auth",
         "gateway.proxy",
         "gateway.prepare",
+        "gateway.sessions",
     ],
     4: [
         "pool",

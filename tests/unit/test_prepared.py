@@ -167,6 +167,19 @@ def test_a_held_session_that_we_did_not_write_is_refused_with_the_reason(field: 
         decode.held_session(field, json.dumps(raw))
 
 
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ({"token": "0123456789abcdef:1:0123456789abcdef", "sessions": "s1"}, "list of session ids"),
+        ({"token": "0123456789abcdef:1:0123456789abcdef", "sessions": ["ok", "has space"]}, "list of session ids"),
+        ({"token": "not a token", "sessions": []}, "fencing token"),
+    ],
+)
+def test_a_leases_sessions_that_a_gateway_did_not_write_are_refused(raw: dict[str, object], why: str) -> None:
+    with pytest.raises(decode.BadValue, match=why):
+        decode.lease_sessions("container-001", json.dumps(raw))
+
+
 def test_a_held_session_round_trips() -> None:
     session = HeldSession("prepared", "container-007", "c" * 64, "0b1f-uuid", {"protocolVersion": "2025-11-25"}, 1234)
     assert decode.held_session(session.field, session.to_json()) == session

@@ -1,0 +1,74 @@
+"""The MCP sessions of each lease: a request may name only a session its own lease opened or was
+handed, and they all end (DELETE) when the lease ends.
+
+So a job cannot reach the gateway's keeper, a prepared session meant for the next job, or a
+session an earlier lease left, even if it read their ids from Redis. The sets are kept in Redis
+(``cinnamon:{P}:lease_sessions``: container -> ``{"token", "sessions"}``, read back through
+``decode``), so a restarted gateway still serves a running job and still ends what a lease opened.
+"""
+
+from __future__ import annotations
+
+import json
+
+import redis.asyncio as aioredis
+
+from cinnamon_pool import decode
+from cinnamon_pool.keys import PoolKeys
+
+MAX_SESSIONS = 64  # per lease; a job opening more is refused a new one (clients open one or two)
+COMPARE_AND_DELETE = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0"
+
+
+class LeaseSessions:
+    def __init__(self, client: aioredis.Redis, keys: PoolKeys) -> None:
+        self.client, self.key = client, keys.lease_sessions
+        self.open: dict[tuple[str, str], set[str]] = {}
+        self._compare_and_delete = client.register_script(COMPARE_AND_DELETE)
+
+    def __bool__(self) -> bool:
+        return bool(self.open)
+
+    def leases(self) -> list[tuple[str, str]]:
+        return list(self.open)
+
+    async def add(self, name: str, token: str, session: str) -> bool:
+        """Record that lease ``token`` on ``name`` holds ``session``; False past MAX_SESSIONS."""
+        held = self.open.setdefault((name, token), set())
+        if session not in held and len(held) >= MAX_SESSIONS:
+            return False
+        held.add(session)
+        await self.client.hset(self.key, name, json.dumps({"token": token, "sessions": sorted(held)}))
+        return True
+
+    async def owns(self, name: str, token: str, session: str) -> bool:
+        if session in self.open.get((name, token), ()):
+            return True
+        stored = await self._stored(name)
+        if stored is None or stored[0] != token:
+            return False
+        self.open[(name, token)] = set(stored[1])  # a restarted gateway learns it back
+        return session in stored[1]
+
+    async def pop(self, name: str, token: str) -> set[str]:
+        """The sessions of the ended lease ``token`` on ``name``, forgotten here and in Redis."""
+        sessions = self.open.pop((name, token), set())
+        raw = await self.client.hget(self.key, name)
+        stored = self._decoded(name, raw)
+        if stored is not None and stored[0] == token:
+            sessions |= set(stored[1])
+        if raw is not None and (stored is None or stored[0] == token):
+            await self._compare_and_delete(keys=[self.key], args=[name, raw])
+        return sessions
+
+    async def _stored(self, name: str) -> tuple[str, list[str]] | None:
+        return self._decoded(name, await self.client.hget(self.key, name))
+
+    @staticmethod
+    def _decoded(name: str, raw: object) -> tuple[str, list[str]] | None:
+        if raw is None:
+            return None
+        try:
+            return decode.lease_sessions(name, raw)
+        except decode.BadValue:
+            return None  # not written by a gateway: owns nothing, and is dropped at the lease's end

@@ -120,6 +120,8 @@ def _keep_browsers_up(config: PoolConfig, host: str, election: Any, writer: Any)
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
+    import faulthandler
+
     import redis.asyncio as aioredis
     import uvicorn
 
@@ -143,7 +145,14 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    server = uvicorn.Server(
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Open streams are cut after GRACEFUL_SHUTDOWN_S; a shutdown stuck past that says
+            # where (every thread's stack on stderr) and exits, so a stop never hangs.
+            faulthandler.dump_traceback_later(GRACEFUL_SHUTDOWN_S + 5, exit=True)
+            super().handle_exit(sig, frame)
+
+    server = Server(
         uvicorn.Config(
             gateway.app(),
             host=bind,

@@ -166,7 +166,11 @@ def worker_run(
                 worker.terminate()
                 worker.wait(timeout=30)
     wall = time.perf_counter() - started
-    passed = sum(Job.fetch(i, connection=client, serializer=JSONSerializer).is_finished for i in ids)
+    fetched = [Job.fetch(i, connection=client, serializer=JSONSerializer) for i in ids]
+    passed = sum(job.is_finished for job in fetched)
+    for job in [job for job in fetched if not job.is_finished][:3]:  # say why, not just how many
+        result = job.latest_result()
+        print(f"  job {job.id} {job.get_status()}: {(result.exc_string or '') if result else ''}"[-1500:], flush=True)
     restarts, prepare_ms = 0, []
     for _entry_id, fields in client.xrange(PoolKeys(config.pool.name).events, min=f"({since.decode()}"):
         kind = fields.get(b"kind", b"").decode()
@@ -186,6 +190,9 @@ def gateway(redis_url: str, config: PoolConfig, listen: str, workdir: Path, *, p
         yield pool
 
 
+TARGET_CPUS = 0.5  # the targets are set at 0.5 CPU; at other shares the rows inform only
+
+
 def run(redis_url: str, workdir: Path, cpus: float = 0.5) -> list[Row]:
     listen = f"127.0.0.1:{free_port()}"
     with supervised(redis_url, PLAYWRIGHT, 2, workdir, PORTS, gateway=listen, canary_share=0.1, cpus=cpus) as (supervisor, _store, engine):
@@ -200,12 +207,25 @@ def run(redis_url: str, workdir: Path, cpus: float = 0.5) -> list[Row]:
             _, memory_passed, memory_restarts, _ = worker_run(redis_url, config, listen, workdir, MEMORY_JOBS, prepared=True)
         fresh = fresh_container_jobs(DockerRuntime(engine), config, config.pool.name, FRESH_SAMPLES)
     at = f"cpus {cpus:g}"
+
+    def target(expression: str) -> str:
+        return expression if cpus == TARGET_CPUS else ""
+
     a50, a95, b50, b95 = percentile(warm.job, 50), percentile(warm.job, 95), percentile(cold.job, 50), percentile(cold.job, 95)
     return [
-        Row("signin", f"(a) sign-in job, prepared sessions, p50, {at} (vs (b) a new session per job)", a50, b50, "s", "ratio <= 0.3"),
+        Row(
+            "signin", f"(a) sign-in job, prepared sessions, p50, {at} (vs (b) a new session per job)", a50, b50, "s", target("ratio <= 0.3")
+        ),
         Row("signin", f"(a) sign-in job, prepared sessions, p95, {at} (vs (b))", a95, b95, "s", ""),
         Row("signin", f"(b) sign-in job, a new session per job, p50, {at} (vs (c) a fresh container)", b50, percentile(fresh, 50), "s", ""),
-        Row("signin", f"(a) sign-in job, p50, {at} (vs (c) fresh container per job)", a50, percentile(fresh, 50), "s", "ratio <= 0.2"),
+        Row(
+            "signin",
+            f"(a) sign-in job, p50, {at} (vs (c) fresh container per job)",
+            a50,
+            percentile(fresh, 50),
+            "s",
+            target("ratio <= 0.2"),
+        ),
         Row("signin", f"(c) fresh container per job, p95, {at}", percentile(fresh, 95), None, "s", ""),
         Row(
             "signin",
@@ -213,7 +233,7 @@ def run(redis_url: str, workdir: Path, cpus: float = 0.5) -> list[Row]:
             percentile(warm.first_navigate, 50) * 1000,
             percentile(idle, 50) * 1000,
             "ms",
-            "ratio <= 1.5 and value <= 500",
+            target("ratio <= 1.5 and value <= 500"),
         ),
         Row("signin", f"first navigate on the cold path (b), p50, {at}", percentile(cold.first_navigate, 50) * 1000, None, "ms", ""),
         Row(

@@ -38,6 +38,7 @@ class Target:
     name: str
     token: str
     upstream: str  # http://127.0.0.1:<published port>/mcp
+    container_id: str = ""  # the container the record names now
 
 
 def bearer_token(header: str | None) -> str:
@@ -98,7 +99,7 @@ class Authorizer:
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         if lease is None or not hmac.compare_digest(lease.token, token) or now_ms >= lease.expires_ms:
             raise Refusal(403, "not_current", "the token is not this container's current lease", name)
-        return Target(name, token, self.upstream(name))
+        return Target(name, token, self.upstream(name), record.container_id)
 
     def upstream(self, name: str) -> str:
         return self.config.container.local_url(name)

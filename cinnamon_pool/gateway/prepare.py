@@ -370,9 +370,10 @@ class Preparer:
             self.checked_at[held.field] = self.clock.monotonic()
 
     # -- handing over ----------------------------------------------------------------------------
-    async def take(self, name: str, requested_version: str) -> HeldSession | None:
+    async def take(self, name: str, container_id: str, requested_version: str) -> HeldSession | None:
         """The container's prepared session for the job whose ``initialize`` this answers, or None
-        (the job then opens its own: the cold path). Waits for a preparation under way."""
+        (the job then opens its own: the cold path). Waits for a preparation under way. A session
+        prepared in an earlier container of the slot (restarted, replaced) is not handed out."""
         running = self.tasks.get(name)
         if running is not None:
             await asyncio.wait({running}, timeout=self.config.gateway.prepare_timeout_s)
@@ -381,6 +382,9 @@ class Preparer:
             self.counts["cold"] += 1
             return None
         version = str(session.result.get("protocolVersion", ""))
+        if session.container_id != container_id:
+            self.counts["cold"] += 1
+            return None  # it died with its container
         if not version or version > requested_version:  # the client may not speak the newer version
             await self.upstream(name).end(session.session)
             self.counts["cold"] += 1

@@ -205,3 +205,34 @@ def test_the_servers_idle_timeout_is_read_from_the_command() -> None:
 def pool_records(tmp_path: Path):  # type: ignore[no-untyped-def]
     files = sorted(tmp_path.glob("**/*.log"))
     return [record for path in files for record in parse(path.read_text().splitlines(keepends=True))]
+
+
+def test_a_prepared_session_is_handed_once_and_never_from_an_earlier_container_of_the_slot() -> None:
+    import asyncio
+
+    import fakeredis.aioredis
+    import httpx
+
+    from cinnamon_pool.config import PoolConfig
+    from cinnamon_pool.gateway.prepare import Preparer
+
+    async def scenario() -> list[str | None]:
+        client = fakeredis.aioredis.FakeRedis()
+        config = PoolConfig.from_tables({"pool": {"name": "qa", "max_size": 2}, "container": {"host_port_range": "3990-3991"}})
+
+        async def nothing(_name: str, _token: str) -> None:
+            return None
+
+        async with httpx.AsyncClient() as http:
+            preparer = Preparer(config, client, "h", http, nothing, lambda *_: None)
+            handed: list[str | None] = []
+            for container_id, session in (("a" * 64, "old"), ("b" * 64, "new")):
+                held = HeldSession("prepared", "container-001", container_id, session, {"protocolVersion": "2025-11-25"}, 1)
+                await client.hset(preparer.keys.sessions, held.field, held.to_json())
+                got = await preparer.take("container-001", "b" * 64, "2025-11-25")
+                handed.append(got.session if got else None)
+            again = await preparer.take("container-001", "b" * 64, "2025-11-25")
+            handed.append(again.session if again else None)
+            return handed
+
+    assert asyncio.run(scenario()) == [None, "new", None], "not the dead container's session; the live one once; then none"

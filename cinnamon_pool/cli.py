@@ -145,6 +145,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             # Open streams are cut after GRACEFUL_SHUTDOWN_S; a shutdown stuck past that says

@@ -261,23 +261,27 @@ class Gateway:
 
     # -- ended leases ------------------------------------------------------------------------
     async def _watch_leases(self) -> None:
-        """Close every open stream whose token is no longer its container's current lease."""
+        """Close every open stream, and end every session, whose token is no longer its container's
+        current lease. Only what was open before the leases were read is judged: a stream or a
+        session opened meanwhile belongs to a lease granted after that read."""
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
-            if not self.streams.open and not self.sessions:
+            streams, sessions = list(self.streams.open), self.sessions.leases()
+            if not streams and not sessions:
                 continue
             try:
-                current = await self.authorizer.current(sorted({name for name, _token in [*self.streams.open, *self.sessions.leases()]}))
+                current = await self.authorizer.current(sorted({name for name, _token in [*streams, *sessions]}))
             except redis.RedisError:  # Redis unreachable: keep the streams; the holders fence themselves
                 continue
-            for (name, token), held in list(self.streams.open.items()):
+            for name, token in streams:
                 if current.get(name) != token:
-                    for close in list(held.values()):
+                    for close in list(self.streams.open.get((name, token), {}).values()):
                         self.closed.labels(self.pool).inc()
                         await close()
-            for name, token in [key for key in self.sessions.leases() if current.get(key[0]) != key[1]]:
-                with contextlib.suppress(redis.RedisError):
-                    await self.end_sessions(name, token)
+            for name, token in sessions:
+                if current.get(name) != token:
+                    with contextlib.suppress(redis.RedisError):
+                        await self.end_sessions(name, token)
 
 
 def _initialize_request(body: bytes) -> tuple[object, str] | None:

@@ -236,3 +236,44 @@ def test_a_prepared_session_is_handed_once_and_never_from_an_earlier_container_o
             return handed
 
     assert asyncio.run(scenario()) == [None, "new", None], "not the dead container's session; the live one once; then none"
+
+
+def test_a_session_opened_while_the_watcher_reads_the_leases_is_not_ended_as_stale(tmp_path: Path) -> None:
+    """Found by a 100-job flat-out run (1-2 jobs refused 'not_your_session'): the lease watcher read
+    the current tokens, a new lease opened its session meanwhile, and the watcher then judged that
+    session against the old read and ended it."""
+    import asyncio
+
+    import fakeredis.aioredis
+    import httpx
+
+    from cinnamon_pool.config import PoolConfig
+    from cinnamon_pool.gateway import app as gateway_app
+    from cinnamon_pool.gateway.app import Gateway
+    from cinnamon_pool.gateway.auth import Target
+    from cinnamon_pool.logs.writer import DailyLogWriter
+
+    old, new = "0123456789abcdef:1:0123456789abcdef", "0123456789abcdef:2:0123456789abcdef"
+
+    async def scenario() -> set[str]:
+        config = PoolConfig.from_tables({"pool": {"name": "qa", "max_size": 2}, "container": {"host_port_range": "3990-3991"}})
+        gateway = Gateway(config, fakeredis.aioredis.FakeRedis(), "h", DailyLogWriter(tmp_path))
+        reading = asyncio.Event()
+
+        async def current(names: list[str]) -> dict[str, str | None]:
+            reading.set()
+            await asyncio.sleep(0.05)  # the new lease's initialize is answered during this read
+            return dict.fromkeys(names, old)  # as read: the old lease still held it
+
+        gateway.authorizer.current = current  # type: ignore[method-assign]
+        async with httpx.AsyncClient() as http:
+            gateway._http = http
+            await gateway.sessions.add("container-001", old, "old-session")
+            watcher = asyncio.create_task(gateway._watch_leases())
+            await reading.wait()
+            await gateway._opened(Target("container-001", new, "http://127.0.0.1:3990/mcp"), "new-session")
+            await asyncio.sleep(gateway_app.WATCH_EVERY_S / 2)
+            watcher.cancel()
+            return gateway.sessions.open.get(("container-001", new), set())
+
+    assert asyncio.run(scenario()) == {"new-session"}

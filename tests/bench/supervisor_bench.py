@@ -182,5 +182,5 @@ def run(redis_url: str, workdir: Path) -> list[Row]:
         [str(Path(sys.executable).parent / "cinnamon-pool"), "supervise"], 4.0, {**os.environ, "CINNAMON_CONFIG": str(config_path)}
     )
     bare = rss_mb([sys.executable, "-c", "import time; time.sleep(60)"], 1.0)
-    rows.append(Row("supervisor", "supervisor resident memory (vs bare python)", supervise, bare, "MB", ""))
+    rows.append(Row("supervisor", "supervisor resident memory (vs bare python)", supervise, bare, "MB", "ratio <= 3"))
     return rows

@@ -105,6 +105,17 @@ class DockerRuntime:
             return usage
         return None
 
+    def _frozen(self, container_id: str) -> bool:
+        """Whether the container's cgroup is frozen (docker pause): v1 freezer.state, v2 cgroup.freeze."""
+        for directory in self._cgroup_dirs("freezer", container_id):
+            for name, frozen in (("freezer.state", "FROZEN"), ("cgroup.freeze", "1")):
+                try:
+                    if (directory / name).read_text().strip() in {frozen, "FREEZING"}:
+                        return True
+                except OSError:
+                    continue
+        return False
+
     def _cgroup_pids(self, container_id: str) -> tuple[int, ...] | None:
         """The host pids of the container's processes (its cgroup's ``cgroup.procs``); None when
         the cgroup files are not visible (a supervisor that runs in a container itself)."""
@@ -228,11 +239,14 @@ class DockerRuntime:
             raise RuntimeUnavailable(f"docker remove {docker_name}: {error.explanation}") from error
 
     def remove(self, container_id: str) -> None:
-        """Force-remove. Every process of the container gets SIGKILL first: a paused (frozen)
-        container would otherwise run on for a moment when Docker thaws it to stop it, long enough
-        to serve a request that reached it during its last lease (seen in the soak: 17 ms after
-        that lease was revoked). SIGKILL sent while frozen takes effect the moment it thaws."""
-        self.kill_processes(container_id)
+        """Force-remove. A paused (frozen) container's processes get SIGKILL first: it would
+        otherwise run on for a moment when Docker thaws it to stop it, long enough to serve a
+        request that reached it during its last lease (seen in the soak: 17 ms after that lease
+        was revoked). SIGKILL sent while frozen takes effect the moment it thaws. Only then: a
+        container still being started has its `runc init` in the cgroup, and killing that breaks
+        the start of whoever is starting it (seen in a test that starts a labelled orphan)."""
+        if self._frozen(container_id):
+            self.kill_processes(container_id)
         try:
             _retry_transient(lambda: self.api.remove_container(container_id, force=True))()
         except docker.errors.NotFound:

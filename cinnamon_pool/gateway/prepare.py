@@ -180,7 +180,6 @@ class Preparer:
         idle = idle_timeout_s(self.config.container.command)
         self.keepalive_s = KEEPALIVE_S if idle is None else min(KEEPALIVE_S, idle / 3)
         self.refresh_s = self.config.gateway.prepare_refresh_s if idle is None else min(self.config.gateway.prepare_refresh_s, idle / 2)
-        self.counts = {"handed": 0, "cold": 0}
         self.identity = f"gateway-{secrets.token_hex(6)}"
 
     def upstream(self, name: str) -> Upstream:
@@ -379,17 +378,13 @@ class Preparer:
             await asyncio.wait({running}, timeout=self.config.gateway.prepare_timeout_s)
         session = await self._take_field(f"prepared|{name}")
         if session is None:
-            self.counts["cold"] += 1
             return None
         version = str(session.result.get("protocolVersion", ""))
         if session.container_id != container_id:
-            self.counts["cold"] += 1
             return None  # it died with its container
         if not version or version > requested_version:  # the client may not speak the newer version
             await self.upstream(name).end(session.session)
-            self.counts["cold"] += 1
             return None
-        self.counts["handed"] += 1
         return session
 
     async def _take_field(self, field_name: str) -> HeldSession | None:

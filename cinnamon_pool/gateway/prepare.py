@@ -48,6 +48,7 @@ from cinnamon_pool import decode
 from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.gateway.sessions import COMPARE_AND_DELETE
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import Op, source
 from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession
@@ -63,7 +64,6 @@ ANNOUNCE_MS = 5000  # the preparer key lives this long unless renewed (every sec
 KEEPALIVE_S = 240.0  # a keeper's tool call, well inside playwright-mcp's default idle timeout (1 h)
 
 
-COMPARE_AND_DELETE = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0"
 COMPARE_AND_DELETE_KEY = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -203,14 +203,16 @@ class Preparer:
 
     async def step(self) -> None:
         """Start what this host's containers need: a keeper, a prepared session, a refresh."""
+        if not self.active():
+            return
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.keys.containers)
         pipe.hgetall(self.keys.sessions)
-        pipe.hgetall(self.keys.last_tokens)
-        raw_records, raw_sessions, raw_last = await pipe.execute()
-        if not self.active():
-            return
+        raw_records, raw_sessions = await pipe.execute()
         records = self._records(raw_records)
+        preparing = [name for name, record in records.items() if record.state is ContainerState.PREPARING]
+        # the released token of each preparing container: its preparation's purpose
+        released = dict(zip(preparing, await self.client.hmget(self.keys.last_tokens, preparing), strict=True)) if preparing else {}
         held = self._held(raw_sessions)
         await self._drop_orphans(raw_records, raw_sessions, held)
         now_ms = int(self.clock.now().timestamp() * 1000)
@@ -223,7 +225,7 @@ class Preparer:
                 continue  # the keeper first: two sessions starting at once would start two browsers
             prepared = held.get(f"prepared|{name}")
             if record.state is ContainerState.PREPARING:
-                token = _string(raw_last.get(name.encode(), b""))
+                token = _string(released.get(name) or b"")
                 if self.purpose.get(name) != token:
                     self._start(record, token)
             elif self._due(name) and not await self._usable(prepared, record, now_ms):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -258,16 +258,17 @@ class LeaseStore:
 
     def preparing_hosts(self, hosts: Sequence[str]) -> set[str]:
         """The hosts whose gateway prepares sessions now (its preparer key is live)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for host in hosts:
-            pipe.exists(self.keys.preparer(host))
-        return {host for host, alive in zip(hosts, pipe.execute(), strict=True) if alive}
+        return self._hosts_with(self.keys.preparer, hosts)
 
     def live_hosts(self, hosts: Sequence[str]) -> set[str]:
         """The hosts whose supervisor holds its leader key now."""
+        return self._hosts_with(self.keys.leader, hosts)
+
+    def _hosts_with(self, key: Callable[[str], str], hosts: Sequence[str]) -> set[str]:
+        """The hosts whose expiring per-host key exists now; one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for host in hosts:
-            pipe.exists(self.keys.leader(host))
+            pipe.exists(key(host))
         return {host for host, alive in zip(hosts, pipe.execute(), strict=True) if alive}
 
     def forget(self, rejected: Rejected) -> bool:

@@ -146,11 +146,15 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         flush=True,
     )
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack on stderr
+
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             # Open streams are cut after GRACEFUL_SHUTDOWN_S; a shutdown stuck past that says
-            # where (every thread's stack on stderr) and exits, so a stop never hangs.
-            faulthandler.dump_traceback_later(GRACEFUL_SHUTDOWN_S + 5, exit=True)
+            # where (every thread's stack on stderr) and exits, so a stop never hangs. Armed by
+            # the first signal only: a second one must not put the exit off.
+            if not self.should_exit:
+                faulthandler.dump_traceback_later(GRACEFUL_SHUTDOWN_S + 5, exit=True)
             super().handle_exit(sig, frame)
 
     server = Server(

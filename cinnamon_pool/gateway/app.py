@@ -31,12 +31,14 @@ from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
 from cinnamon_pool.gateway.prepare import Preparer, Upstream
 from cinnamon_pool.gateway.proxy import forwarded_headers, open_upstream, read_body, relay
 from cinnamon_pool.gateway.sessions import LeaseSessions
+from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
 
 MAX_HEADER_BYTES = 16 * 1024  # larger header blocks get 431 (past ~80 KiB the HTTP parser answers 400 itself)
 WATCH_EVERY_S = 0.25  # how often open streams are checked against their leases (closed within 1 s)
+STOP_WITHIN_S = 2.0  # a stopping gateway waits this long for its own background tasks
 REPORT_EVERY_S = 60.0  # one ACCESS_DENIED record per container, reason and client per minute
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -135,10 +137,7 @@ class Gateway:
             try:
                 yield
             finally:
-                for task in tasks:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                await stop(tasks, STOP_WITHIN_S, "gateway")
                 if self.preparer is not None:
                     await self.preparer.close()
                     await self.preparer.http.aclose()

@@ -49,6 +49,7 @@ from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.gateway.sessions import COMPARE_AND_DELETE
+from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import Op, source
 from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession
@@ -61,6 +62,7 @@ BLANK = {"name": "browser_navigate", "arguments": {"url": "about:blank"}}
 POLL_S = 0.1  # how often the gateway looks for containers to prepare
 END_TIMEOUT_S = 5.0  # a DELETE that gets no answer in this long is given up (the container is broken)
 ANNOUNCE_MS = 5000  # the preparer key lives this long unless renewed (every second)
+STOP_WITHIN_S = 2.0  # a stopping preparer waits this long for the preparations under way
 KEEPALIVE_S = 240.0  # a keeper's tool call, well inside playwright-mcp's default idle timeout (1 h)
 
 
@@ -405,13 +407,9 @@ class Preparer:
 
     async def close(self) -> None:
         """Stop announcing (releases go straight back to the pool) and stop what is under way."""
-        with contextlib.suppress(redis.RedisError):
-            await self._compare_and_delete_key(keys=[self.keys.preparer(self.host)], args=[self.identity])
-        for task in [*self.tasks.values(), *self.keepers.values()]:
-            task.cancel()
-        for task in [*self.tasks.values(), *self.keepers.values()]:
-            with contextlib.suppress(BaseException):
-                await task
+        with contextlib.suppress(redis.RedisError, TimeoutError):  # unannounced, it lapses in ANNOUNCE_MS anyway
+            await asyncio.wait_for(self._compare_and_delete_key(keys=[self.keys.preparer(self.host)], args=[self.identity]), STOP_WITHIN_S)
+        await stop([*self.tasks.values(), *self.keepers.values()], STOP_WITHIN_S, "gateway")
 
 
 def _string(raw: object) -> str:

@@ -25,7 +25,7 @@ from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerRecord, ContainerState, Grant, Holder
 from tests.conftest import FAKE_MCP
-from tests.support import free_port, wait_for_http
+from tests.support import free_port, stop, wait_for_http
 
 pytestmark = pytest.mark.redis
 BIN = Path(sys.executable).parent
@@ -44,14 +44,23 @@ class Stand:
     logs: Path
     gateway: subprocess.Popen[bytes]
     env: dict[str, str]
+    gateway_log: Path  # every gateway process of this stand writes its stderr here
 
     def restart_gateway(self) -> None:
         self.gateway.terminate()
-        self.gateway.wait(timeout=30)
-        self.gateway = subprocess.Popen(
-            [str(BIN / "cinnamon-pool"), "gateway"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.stopped_within(15)
+        self.gateway = start_gateway(self.env, self.gateway_log)
         wait_for_http(f"{self.base}/metrics")
+
+    def stopped_within(self, seconds: float) -> int:
+        """The gateway's exit status once it stops; if it is still running after ``seconds``, its
+        every thread's stack (SIGUSR1, faulthandler) and log go into the failure."""
+        try:
+            return self.gateway.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            self.gateway.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            pytest.fail(f"the gateway did not stop within {seconds} s; its stderr:\n{self.gateway_log.read_text()[-6000:]}")
 
     @property
     def endpoint(self) -> str:
@@ -99,18 +108,29 @@ def stand(real_redis: redis.Redis, redis_server: str, tmp_path: Path) -> Iterato
     endpoint = config.gateway.endpoint("gw", "container-001")
     store.register(ContainerRecord("container-001", "a" * 64, 1, HOST, endpoint, ContainerState.STARTING))
     env = {**os.environ, "CINNAMON_CONFIG": str(path)}
-    gateway = subprocess.Popen(
-        [str(BIN / "cinnamon-pool"), "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "gateway.log").open("wb")
-    )
+    gateway = start_gateway(env, tmp_path / "gateway.log")
     try:
         wait_for_http(f"http://127.0.0.1:{port}/_fake/state")
         wait_for_http(f"http://127.0.0.1:{gateway_port}/metrics")
-        stand = Stand(f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{port}", store, config, tmp_path / "logs", gateway, env)
+        stand = Stand(
+            f"http://127.0.0.1:{gateway_port}",
+            f"http://127.0.0.1:{port}",
+            store,
+            config,
+            tmp_path / "logs",
+            gateway,
+            env,
+            tmp_path / "gateway.log",
+        )
         yield stand
     finally:
         for process in (stand.gateway if "stand" in locals() else gateway, fake):
-            process.terminate()
-            process.wait(timeout=10)
+            stop(process)
+
+
+def start_gateway(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as stderr:
+        return subprocess.Popen([str(BIN / "cinnamon-pool"), "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def test_a_job_drives_its_container_through_the_gateway_with_its_lease_token(stand: Stand) -> None:
@@ -217,7 +237,7 @@ def test_a_request_in_flight_is_cut_within_a_second_when_its_lease_ends(stand: S
 def test_sigterm_stops_the_gateway_within_seconds(stand: Stand) -> None:
     stand.gateway.send_signal(signal.SIGTERM)
     # uvicorn finishes its shutdown, then re-raises the signal so the exit status says why
-    assert stand.gateway.wait(timeout=10) in (0, -signal.SIGTERM)
+    assert stand.stopped_within(10) in (0, -signal.SIGTERM)
 
 
 def test_a_lease_may_name_only_its_own_sessions_also_after_a_gateway_restart(stand: Stand) -> None:

@@ -14,13 +14,31 @@ Three files in one directory make a history:
 - ``events.jsonl``: the pool's event stream, copied by :class:`StreamTail` as it grows, so a
   Redis that restarts empty loses at most the events of its last moments; a
   ``stream_restarted`` line marks where a new stream began.
-- ``faults.jsonl``: what the fault injector did, ``{"t", "fault", "pids"}``.
+- ``faults.jsonl``: what the fault injector did, ``{"t", "mono", "end_mono", "fault", "target",
+  "pids", "jobs"}``: when it began and ended (host monotonic ms), the processes it killed or
+  stopped, and the rq jobs it hit.
+- ``served/served-<container>-<pid>.jsonl`` (optional): what each container itself served,
+  written by fake-mcp before it answers (``FAKE_MCP_RECORD_DIR``): ``{"container", "token",
+  "tool", "start", "end"}`` on the monotonic clock the containers share with the host. This is
+  the ground truth: it does not come from the Lua scripts under test.
+
+Every client line also carries ``mono`` (host monotonic ms, always there, even while Redis is
+away) and ``job`` (the rq job id, in a work horse).
 
 :func:`check` reads them back and returns the violations (an empty list is a pass):
-no overlapping grants per container, uses only under the current token and before the cap,
-no two tokens using one container at once, every acquire resolved (or its process killed), and
-FIFO among live waiters. It also measures the idle gap between a release and the next grant
-while jobs wait.
+
+- from the containers' own records: no two lease tokens use one container at once, ever, epochs
+  or not (a token's span runs from its first to its last use there); no use by a token that was
+  never granted; no use served while the pool's Redis was down (the gateway must refuse what it
+  cannot check);
+- from the event stream: no overlapping grants per container within an epoch, FIFO among live
+  waiters, no lease past the cap; an epoch change ends the old epoch's leases at that moment and
+  is then checked like any other (a later use of an old token is a use after its lease ended);
+- from the clients: uses only inside their own lease (its grant taken from the stream, or from
+  the client's own record when the stream lost it), every acquire resolved, or its process
+  killed by a recorded fault.
+
+It also measures the idle gap between a release and the next grant while jobs wait.
 """
 
 from __future__ import annotations
@@ -54,6 +72,22 @@ def redis_ms(client: redis.Redis) -> int | None:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
+def monotonic_ms() -> float:
+    """The kernel's monotonic clock in ms: one clock for the host, its processes and containers."""
+    return round(time.monotonic() * 1000, 3)
+
+
+def current_job_id() -> str:
+    """The rq job this process runs (in a work horse), else ""."""
+    from rq import get_current_job
+
+    try:
+        job = get_current_job()
+    except Exception:  # no rq connection in this process: not a job
+        return ""
+    return job.id if job is not None else ""
+
+
 class ClientHistory:
     """Appends this process's operations to ``client-<pid>.jsonl`` (one write per line, so
     a process killed mid-write leaves at most one torn last line, which the reader skips)."""
@@ -77,7 +111,12 @@ class ClientHistory:
             self._pid = os.getpid()
             self._fd = os.open(self.directory / f"client-{self._pid}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         t = redis_ms(self.client)
-        line: dict[str, Any] = {"op": op, "phase": phase, "t": t, "pid": self._pid, "container": container, "token": token}
+        line: dict[str, Any] = {
+            "op": op, "phase": phase, "t": t, "mono": monotonic_ms(), "pid": self._pid, "container": container, "token": token,
+        }  # fmt: skip
+        job = current_job_id()
+        if job:
+            line["job"] = job
         if invoked_t is not None:
             line["invoked_t"] = invoked_t
         if served_t is not None:
@@ -164,9 +203,29 @@ class StreamTail:
                     time.sleep(0.2)
 
 
-def record_fault(directory: Path, client: redis.Redis, fault: str, pids: list[int] | None = None) -> None:
+def record_fault(
+    directory: Path,
+    client: redis.Redis,
+    fault: str,
+    pids: list[int] | None = None,
+    *,
+    target: str = "",
+    jobs: list[str] | None = None,
+    began_mono: float | None = None,
+) -> None:
+    """One line for one injected fault, written once it is done: when it began (``began_mono``,
+    default now) and ended, what it hit."""
+    line = {
+        "t": redis_ms(client) or int(time.time() * 1000),
+        "mono": began_mono if began_mono is not None else monotonic_ms(),
+        "end_mono": monotonic_ms(),
+        "fault": fault,
+        "target": target,
+        "pids": pids or [],
+        "jobs": jobs or [],
+    }
     with (directory / "faults.jsonl").open("a") as out:
-        out.write(json.dumps({"t": redis_ms(client) or int(time.time() * 1000), "fault": fault, "pids": pids or []}) + "\n")
+        out.write(json.dumps(line) + "\n")
 
 
 # -- reading and checking ------------------------------------------------------------------
@@ -184,6 +243,7 @@ class Report:
     violations: list[str] = field(default_factory=list)
     grants: int = 0
     uses: int = 0
+    served: int = 0  # uses the containers themselves recorded (the ground truth), 0 without records
     acquires: int = 0
     unresolved_killed: int = 0
     max_handoff_gap_ms: int = 0
@@ -196,6 +256,7 @@ class Report:
             "violations": self.violations,
             "grants": self.grants,
             "uses": self.uses,
+            "served_by_containers": self.served,
             "acquires": self.acquires,
             "unresolved_acquires_of_killed_processes": self.unresolved_killed,
             "queued": self.queued,
@@ -209,20 +270,80 @@ class Report:
 class _Lease:
     container: str
     token: str
-    granted_ms: int
-    ended_ms: int | None = None
+    granted_ms: float
+    ended_ms: float | None = None
+
+
+OUTAGES = {"restart-redis", "failover-redis"}  # faults during which the pool's Redis does not answer
+OUTAGE_GRACE_MS = 250.0  # a request the gateway checked just before Redis went down may still be served
 
 
 def check(directory: Path, max_lease_ms: int) -> Report:
     """Verify the lease invariants over a history directory (see the module docstring)."""
     report = Report()
     events = list(_lines(directory / "events.jsonl")) if (directory / "events.jsonl").exists() else []
-    leases = _check_server(events, max_lease_ms, report)
     clients = [list(_lines(path)) for path in sorted(directory.glob("client-*.jsonl"))]
+    faults = list(_lines(directory / "faults.jsonl")) if (directory / "faults.jsonl").exists() else []
+    served = [line for path in sorted(directory.glob("served/served-*.jsonl")) for line in _lines(path)]
+    offset = _redis_minus_monotonic(clients)
+    for event in events:
+        if "at_ms" in event:
+            event["at_ms"] = int(event["at_ms"]) - offset
+    leases = _check_server(events, max_lease_ms, report)
     for records in clients:
-        _check_client(records, leases, max_lease_ms, report)
-    _check_exclusive_use(clients, report)
+        _check_client(records, leases, max_lease_ms, faults, offset, report)
+    _check_exclusive_use(clients, offset, report)
+    _check_served(served, {*leases, *_granted_to_clients(clients)}, faults, report)
     return report
+
+
+def _redis_minus_monotonic(clients: list[list[dict[str, Any]]]) -> float:
+    """How far Redis time (ms) runs ahead of the host's monotonic clock: the median over client
+    lines that read both (one host; 0 for histories with Redis time only)."""
+    differences = sorted(line["t"] - line["mono"] for records in clients for line in records if line.get("t") is not None and "mono" in line)
+    return differences[len(differences) // 2] if differences else 0.0
+
+
+def _mono(line: dict[str, Any], key: str, offset: float) -> float | None:
+    """``line[key]`` on the monotonic clock: ``mono`` as written, a Redis-time field converted."""
+    if key == "t" and "mono" in line:
+        return float(line["mono"])
+    value = line.get(key)
+    return None if value is None else float(value) - offset
+
+
+def _granted_to_clients(clients: list[list[dict[str, Any]]]) -> set[str]:
+    return {line["token"] for records in clients for line in records if line["op"] == "acquire" and line["phase"] == "ok"}
+
+
+def _check_served(served: list[dict[str, Any]], granted: set[str], faults: list[dict[str, Any]], report: Report) -> None:
+    """The ground truth: on each container, the spans of different tokens never overlap; every
+    token was granted; nothing is served while Redis is down. The pool's own calls (readiness
+    probe, kept and prepared sessions, canary) carry no token and are not uses."""
+    outages = [(float(f["mono"]), float(f.get("end_mono", f["mono"]))) for f in faults if f["fault"] in OUTAGES]
+    spans: dict[str, dict[str, list[float]]] = defaultdict(dict)
+    for use in served:
+        token = use.get("token", "")
+        if not token:
+            continue
+        report.served += 1
+        start, end = float(use["start"]), float(use["end"])
+        if token not in granted:
+            report.violations.append(f"{use['container']}: served {use['tool']} at {start:.0f} to {token}, a token never granted")
+        for down, up in outages:
+            if down + OUTAGE_GRACE_MS < start < up:
+                report.violations.append(
+                    f"{use['container']}: served {use['tool']} at {start:.0f} to {token} while Redis was down ({down:.0f}-{up:.0f})"
+                )
+        span = spans[use["container"]].setdefault(token, [start, end])
+        span[0], span[1] = min(span[0], start), max(span[1], end)
+    for container, by_token in spans.items():
+        ordered = sorted(by_token.items(), key=lambda item: item[1][0])
+        for (first, (_, end)), (second, (start, _)) in itertools.pairwise(ordered):
+            if start < end:
+                report.violations.append(
+                    f"{container}: served {second} from {start:.0f} while it still served {first} until {end:.0f} (the containers' own record)"
+                )
 
 
 def _epoch(token: str) -> str:
@@ -285,48 +406,74 @@ def _check_server(events: list[dict[str, Any]], max_lease_ms: int, report: Repor
     return leases
 
 
-def _check_client(records: list[dict[str, Any]], leases: dict[str, _Lease], cap_ms: int, report: Report) -> None:
-    """Uses happen under a current token before its cap; every acquire gets an outcome."""
+def _check_client(
+    records: list[dict[str, Any]], leases: dict[str, _Lease], cap_ms: int, faults: list[dict[str, Any]], offset: float, report: Report
+) -> None:
+    """Uses happen inside their own lease, before its cap; every acquire gets an outcome, or its
+    process was killed by a recorded fault."""
     pending: dict[str, dict[str, Any]] = {}  # op -> its open invoke
+    own: dict[str, _Lease] = {}  # this client's grants, for tokens the copied stream lost
     for record in records:
-        op, phase, t = record["op"], record["phase"], record.get("t")
+        op, phase = record["op"], record["phase"]
         if op == "acquire":
             report.acquires += phase == "invoke"
         if phase == "invoke":
             pending[op] = record
             continue
-        pending.pop(op, None)
+        invoke = pending.pop(op, None)
+        if op == "acquire" and phase == "ok" and invoke is not None:
+            granted = _mono(invoke, "t", offset)
+            if granted is not None:  # the grant happened between the invoke and this outcome
+                own[record["token"]] = _Lease(record["container"], record["token"], granted)
         if op != "use" or phase != "ok":
             continue
         report.uses += 1
-        invoked = record.get("served_t", record.get("invoked_t"))
-        lease = leases.get(record["token"])
-        if lease is None or t is None or invoked is None:
-            continue  # its grant fell in the moments a restarted Redis lost
-        if invoked < lease.granted_ms:
-            report.violations.append(f"{record['container']}: {record['token']} used at {invoked}, before its grant at {lease.granted_ms}")
-        if lease.ended_ms is not None and invoked > lease.ended_ms:
+        used = _mono(record, "served_t", offset) if "served_t" in record else _mono(record, "invoked_t", offset)
+        if used is None and invoke is not None:
+            used = _mono(invoke, "t", offset)
+        lease = leases.get(record["token"]) or own.get(record["token"])
+        if lease is None or used is None:
+            report.violations.append(f"pid {record['pid']}: used {record['container']} under {record['token']}, never granted to it")
+            continue
+        if used < lease.granted_ms:
+            report.violations.append(f"{record['container']}: {record['token']} used at {used:.0f}, before its grant at {lease.granted_ms:.0f}")
+        if lease.ended_ms is not None and used > lease.ended_ms:
             report.violations.append(
-                f"{record['container']}: {record['token']} used at {invoked}, after its lease ended at {lease.ended_ms}"
+                f"{record['container']}: {record['token']} used at {used:.0f}, after its lease ended at {lease.ended_ms:.0f}"
             )
-        if invoked - lease.granted_ms > cap_ms:
-            report.violations.append(f"{record['container']}: {record['token']} used {invoked - lease.granted_ms} ms after its grant")
+        if used - lease.granted_ms > cap_ms:
+            report.violations.append(f"{record['container']}: {record['token']} used {used - lease.granted_ms:.0f} ms after its grant")
     if "acquire" in pending:
-        if records[-1] is pending["acquire"]:
-            report.unresolved_killed += 1  # the process died waiting (killed): its ticket expires
+        invoke = pending["acquire"]
+        invoked = _mono(invoke, "t", offset)
+        kill = next((f for f in faults if invoke["pid"] in f.get("pids", []) and (invoked is None or f["mono"] >= invoked)), None)
+        if records[-1] is invoke and kill is not None:
+            report.unresolved_killed += 1  # the process died waiting: its ticket expires
         else:
-            report.violations.append(f"pid {pending['acquire']['pid']}: an acquire at {pending['acquire'].get('t')} never got an outcome")
+            why = "no recorded fault killed its process" if kill is None else "its process went on after it"
+            report.violations.append(f"pid {invoke['pid']}: an acquire at {invoked} never got an outcome ({why})")
 
 
-def _check_exclusive_use(clients: list[list[dict[str, Any]]], report: Report) -> None:
-    """No two tokens use one container at overlapping times (intervals measured on Redis time)."""
-    spans: dict[str, dict[str, list[int]]] = defaultdict(dict)
+def _check_exclusive_use(clients: list[list[dict[str, Any]]], offset: float, report: Report) -> None:
+    """No two tokens use one container at overlapping times, as the clients measured them (the
+    served moment when the container said it, else the interval around the call)."""
+    spans: dict[str, dict[str, list[float]]] = defaultdict(dict)
     for records in clients:
+        invokes: dict[str, dict[str, Any]] = {}
         for record in records:
-            if record["op"] != "use" or record["phase"] != "ok":
+            if record["op"] != "use":
                 continue
-            # When the container said when it served the call, that moment; else the measured interval.
-            start, end = (record["served_t"],) * 2 if "served_t" in record else (record.get("invoked_t"), record.get("t"))
+            if record["phase"] == "invoke":
+                invokes[record["token"]] = record
+                continue
+            if record["phase"] != "ok":
+                continue
+            if "served_t" in record:
+                start = end = _mono(record, "served_t", offset)
+            else:
+                invoke = invokes.get(record["token"])
+                start = _mono(invoke, "t", offset) if invoke is not None else _mono(record, "invoked_t", offset)
+                end = _mono(record, "t", offset)
             if start is not None and end is not None:
                 span = spans[record["container"]].setdefault(record["token"], [start, end])
                 span[0], span[1] = min(span[0], start), max(span[1], end)
@@ -334,4 +481,4 @@ def _check_exclusive_use(clients: list[list[dict[str, Any]]], report: Report) ->
         ordered = sorted(by_token.items(), key=lambda item: item[1][0])
         for (first, (_, end)), (second, (start, _)) in itertools.pairwise(ordered):
             if start < end:
-                report.violations.append(f"{container}: {second} used it from {start} while {first} still used it until {end}")
+                report.violations.append(f"{container}: {second} used it from {start:.0f} while {first} still used it until {end:.0f}")

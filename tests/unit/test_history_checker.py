@@ -32,6 +32,70 @@ def use(pid: int, name: str, token: str, start: int, end: int) -> list[dict[str,
     return [{**base, "phase": "invoke", "t": start}, {**base, "phase": "ok", "t": end, "invoked_t": start}]
 
 
+def fault(kind: str, at: float, until: float | None = None, pids: list[int] | None = None) -> dict[str, Any]:
+    return {"t": at, "mono": at, "end_mono": at if until is None else until, "fault": kind, "target": "", "pids": pids or [], "jobs": []}
+
+
+def served(container: str, token: str, start: float, end: float) -> dict[str, Any]:
+    """One tools/call as fake-mcp records it (monotonic ms)."""
+    return {"container": container, "token": token, "tool": "browser_navigate", "start": start, "end": end}
+
+
+def acquired(pid: int, name: str, token: str, at: float) -> list[dict[str, Any]]:
+    base = {"op": "acquire", "pid": pid}
+    return [{**base, "phase": "invoke", "t": at, "mono": at, "container": "", "token": ""},
+            {**base, "phase": "ok", "t": at + 1, "mono": at + 1, "container": name, "token": token}]  # fmt: skip
+
+
+def write_served(directory: Path, lines: list[dict[str, Any]]) -> None:
+    (directory / "served").mkdir(exist_ok=True)
+    write(directory / "served" / "served-abc-1.jsonl", lines)
+
+
+def test_the_containers_record_passes_a_clean_history_and_ignores_the_pools_own_calls(tmp_path: Path) -> None:
+    write(tmp_path / "client-1.jsonl", [*acquired(1, "c1", "e:1:a", 100), *acquired(1, "c1", "e:2:b", 300)])
+    write_served(tmp_path, [served("abc", "", 50, 400), served("abc", "e:1:a", 110, 120), served("abc", "e:1:a", 190, 200),
+                            served("abc", "e:2:b", 310, 320)])  # fmt: skip
+    report = check(tmp_path, CAP_MS)
+    assert report.violations == [] and report.served == 3
+
+
+def test_an_overlap_across_an_epoch_change_is_caught_from_the_containers_record(tmp_path: Path) -> None:
+    """Redis restarted empty between the grants: the stream shows two epochs and no overlap, the
+    container shows the old holder still at work after the new one began."""
+    write(tmp_path / "events.jsonl", [granted("c1", "old:1:a", 100), {"kind": "stream_restarted", "at_ms": 250}, granted("c1", "new:1:b", 300)])
+    write(tmp_path / "client-1.jsonl", [*acquired(1, "c1", "old:1:a", 99)])
+    write(tmp_path / "client-2.jsonl", [*acquired(2, "c1", "new:1:b", 299)])
+    write_served(tmp_path, [served("abc", "old:1:a", 110, 120), served("abc", "new:1:b", 310, 320), served("abc", "old:1:a", 330, 340)])
+    violations = check(tmp_path, CAP_MS).violations
+    assert "abc: served new:1:b from 310 while it still served old:1:a until 340 (the containers' own record)" in violations, violations
+
+
+def test_a_use_by_a_token_never_granted_is_caught(tmp_path: Path) -> None:
+    write(tmp_path / "client-1.jsonl", acquired(1, "c1", "e:1:a", 100))
+    write_served(tmp_path, [served("abc", "e:1:a", 110, 120), served("abc", "e:9:forged", 130, 140)])
+    assert any("e:9:forged, a token never granted" in v for v in check(tmp_path, CAP_MS).violations)
+
+
+def test_a_use_served_during_a_redis_outage_is_caught_but_not_one_checked_just_before(tmp_path: Path) -> None:
+    write(tmp_path / "client-1.jsonl", acquired(1, "c1", "e:1:a", 100))
+    write(tmp_path / "faults.jsonl", [fault("restart-redis", 1000, until=3000)])
+    write_served(tmp_path, [served("abc", "e:1:a", 1100, 1101)])  # in flight when Redis went down: allowed
+    assert check(tmp_path, CAP_MS).violations == []
+    write_served(tmp_path, [served("abc", "e:1:a", 2000, 2001)])
+    assert any("while Redis was down (1000-3000)" in v for v in check(tmp_path, CAP_MS).violations)
+
+
+def test_a_use_whose_grant_the_stream_lost_is_checked_against_the_clients_own_grant(tmp_path: Path) -> None:
+    """Redis restarted and the copied stream lost the last grants: the use is still judged."""
+    write(tmp_path / "client-1.jsonl", [*acquired(1, "c1", "e:1:a", 100), *use(1, "c1", "e:1:a", 200, 210)])
+    assert check(tmp_path, CAP_MS).violations == []
+    write(tmp_path / "client-1.jsonl", [*acquired(1, "c1", "e:1:a", 100), *use(1, "c1", "e:1:a", CAP_MS + 200, CAP_MS + 210)])
+    assert any(f"used {CAP_MS + 100} ms after its grant" in v for v in check(tmp_path, CAP_MS).violations)
+    write(tmp_path / "client-1.jsonl", use(1, "c1", "e:1:a", 200, 210))  # no grant anywhere
+    assert any("never granted to it" in v for v in check(tmp_path, CAP_MS).violations)
+
+
 def test_a_clean_handoff_history_passes(tmp_path: Path) -> None:
     write(
         tmp_path / "events.jsonl",
@@ -83,7 +147,11 @@ def test_a_release_past_the_cap_and_an_unanswered_acquire_are_caught(tmp_path: P
     violations = check(tmp_path, CAP_MS).violations
     assert any("past the cap" in v for v in violations)
     assert any("never got an outcome" in v for v in violations)
-    write(tmp_path / "client-3.jsonl", [{**acquire, "phase": "invoke", "t": 1}])  # killed while waiting: allowed
+    write(tmp_path / "client-3.jsonl", [{**acquire, "phase": "invoke", "t": 1}])  # silent since: nothing explains it
+    assert any("never got an outcome (no recorded fault killed its process)" in v for v in check(tmp_path, CAP_MS).violations)
+    write(tmp_path / "faults.jsonl", [fault("kill-horse", 5, pids=[4])])  # another process's kill explains nothing
+    assert any("never got an outcome" in v for v in check(tmp_path, CAP_MS).violations)
+    write(tmp_path / "faults.jsonl", [fault("kill-horse", 5, pids=[3])])  # killed while waiting: explained
     report = check(tmp_path, CAP_MS)
     assert report.unresolved_killed == 1 and not any("outcome" in v for v in report.violations)
 

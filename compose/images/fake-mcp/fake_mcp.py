@@ -16,6 +16,12 @@ Every session but the pool's readiness probe runs a child process until it is en
 playwright-mcp runs a browser. ``GET /_fake/state`` returns the mode, open sessions, memory held
 and every tools/call with the ``X-Cinnamon-Token`` header it carried (which lease holder called).
 
+With ``FAKE_MCP_RECORD_DIR`` set (a directory the host mounts), every tools/call is also
+appended to ``served-<hostname>-<pid>.jsonl`` there before it is answered, one write per line:
+``{"container", "token", "tool", "start", "end"}``, the times on the kernel's monotonic clock in
+ms, which a container shares with its host. These are the ground truth of the fault tests'
+history checker: what the container itself served, under which lease token, when.
+
 Standard library only: it runs on the host's Debian python3 bind-mounted into a scratch image.
 """
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -93,6 +100,22 @@ class FakeState:
 
 
 STATE = FakeState(os.environ.get("FAKE_MCP_MODE", "ok"))
+
+
+class ServedRecord:
+    """The append-only record of what this container served (see the module docstring)."""
+
+    def __init__(self, directory: str) -> None:
+        self.container = socket.gethostname()  # Docker sets it to the container id's first 12 characters
+        path = os.path.join(directory, f"served-{self.container}-{os.getpid()}.jsonl")
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def write(self, token: str, tool: object, start: float, end: float) -> None:
+        line = {"container": self.container, "token": token, "tool": tool, "start": round(start * 1000, 3), "end": round(end * 1000, 3)}
+        os.write(self.fd, (json.dumps(line) + "\n").encode())
+
+
+SERVED = ServedRecord(os.environ["FAKE_MCP_RECORD_DIR"]) if os.environ.get("FAKE_MCP_RECORD_DIR") else None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -208,7 +231,11 @@ class Handler(BaseHTTPRequestHandler):
         if not known:
             self._send(404, {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32001, "message": "session not found"}})
             return
-        self._send(200, {"jsonrpc": "2.0", "id": message["id"], **self._dispatch(session, message)})
+        started = time.monotonic()
+        answer = self._dispatch(session, message)
+        if SERVED is not None and message["method"] == "tools/call":
+            SERVED.write(self.headers.get("x-cinnamon-token", ""), (message.get("params") or {}).get("name"), started, time.monotonic())
+        self._send(200, {"jsonrpc": "2.0", "id": message["id"], **answer})
 
     def _dispatch(self, session: str, message: dict[str, Any]) -> dict[str, Any]:
         method, params = message["method"], message.get("params") or {}

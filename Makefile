@@ -37,8 +37,10 @@ DURATION ?= 300
 faults: venv images
 	$(BIN)/python -m pytest tests/faults
 
-# make soak DURATION=300: jobs flow while faults are injected; summary in soak-results.json.
+# make soak DURATION=300: the concurrent lease clients for 10x the steps of `make test`, then jobs
+# flow while faults are injected; summary in soak-results.json.
 soak: venv images
+	CINNAMON_CONCURRENT_STEPS=60000 $(BIN)/python -m pytest -q tests/integration/test_concurrent_leases.py
 	$(BIN)/python -m tests.soak --duration $(DURATION)
 
 unit: venv

@@ -13,12 +13,22 @@ forking `rq worker` processes (kept at their number, as a process manager would)
   kill-supervisor  SIGKILL the supervisor and start a new one
   restart-redis    kill the pool's Redis and start it again empty (amnesia)
 
+Each fault is recorded in the history (faults.jsonl) with the rq jobs it hit: the job of a
+killed or stopped work horse or worker, the job holding a killed or paused container, every job
+in flight when Redis restarts. Every container records what it served, under which token
+(fake-mcp, ``FAKE_MCP_RECORD_DIR``): the checker's ground truth.
+
 After each fault the soak measures the time until the pool is whole again (every registered
 container running and serving or leased, Docker and the registry agreeing, at least the minimum
-size). At the end: jobs submitted / completed / failed with reason, lost jobs, double grants and
-every other violation found by the history checker (tests/faults/history.py), leaked
-containers, convergence max and p50; printed and written to ``--out`` (soak-results.json).
-Exit status 1 when a must-be-zero figure is not zero or a fault never converged.
+size), from the moment the fault ends. At the end it prints and writes to ``--out``
+(soak-results.json): jobs submitted / completed / failed by reason and by fault, lost jobs,
+double grants and every other violation found by the history checker (tests/faults/history.py),
+leaked containers, convergence max and p50. The soak fails (exit status 1) unless
+
+- every job completed, or failed and was hit by a recorded fault (none lost, none unexplained);
+- at least 99 % of the jobs no fault hit completed;
+- the pool was whole again within 10 s of every fault (a slower one is named);
+- no double grant, no other history violation, no leaked container.
 """
 
 from __future__ import annotations
@@ -42,14 +52,14 @@ from typing import Any
 import docker
 import docker.errors
 import redis
-from rq import Queue, Retry
+from rq import Queue, Retry, Worker
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.pool import ContainerPool
-from tests.faults.history import StreamTail, check, record_fault
+from tests.faults.history import StreamTail, check, monotonic_ms, record_fault
 from tests.support import die_with_parent, free_port, rq_worker_command, start_redis_server, stop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +68,9 @@ PORTS = "3700-3759"
 TTL_S = 4.0
 RETRIES = 2  # rq retries a job that failed (its lease lost to a fault, say) this many times
 PAUSE_S = 5.0  # past the health rule (2 failed probes, 1 s apart): the paused container is replaced
-CONVERGE_LIMIT_S = 60.0
+CONVERGE_LIMIT_S = 10.0  # the pool is whole again this soon after each fault, or the soak fails naming it
+CONVERGE_WAIT_S = 60.0  # how long a slower convergence is still measured
+MIN_COMPLETED_SHARE = 0.99  # of the jobs no fault hit
 FAULTS = ("kill-worker", "kill-horse", "stop-horse", "kill-container", "pause-container", "kill-supervisor", "restart-redis")
 
 
@@ -88,6 +100,9 @@ class Soak:
         self.network = f"cinnamon-soak-{os.getpid()}"
         self.history = workdir / "history"
         self.history.mkdir(parents=True)
+        self.served = self.history / "served"  # each container's own record of what it served (fake-mcp)
+        self.served.mkdir()
+        self.served.chmod(0o777)
         self.docker = docker.from_env(timeout=60)
         self.processes: list[subprocess.Popen[bytes]] = []
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -121,7 +136,8 @@ class Soak:
         self.config_path.write_text(
             f'[redis]\nurl = "{self.pool_url}"\n'
             f'[pool]\nname = "{self.pool_name}"\nmin_size = 2\nmax_size = 4\ninitial_size = 3\n'
-            f'[container]\nimage = "{FAKE_IMAGE}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{self.network}"\n'
+            f'[container]\nimage = "{FAKE_IMAGE}"\nvolumes = ["/usr:/usr:ro", "{self.served}:/served"]\nnetwork = "{self.network}"\n'
+            'env = { FAKE_MCP_RECORD_DIR = "/served" }\n'
             f'host_port_range = "{PORTS}"\nmemory = "256m"\n'
             f"[rules]\nlease_ttl_s = {TTL_S}\nmax_lease_s = 60\ntick_s = 0.5\nhealth_interval_s = 1\nhealth_timeout_s = 1\n"
             "health_failures = 2\nscale_cooldown_s = 5\nidle_shrink_s = 20\nleader_lease_s = 3\nleader_renew_deadline_s = 2\n"
@@ -182,7 +198,7 @@ class Soak:
         )
 
     def wait_whole(self, fault: str, injected: float, over: Callable[[], bool] = lambda: True, *, workers: bool = True) -> None:
-        deadline = injected + CONVERGE_LIMIT_S
+        deadline = injected + CONVERGE_WAIT_S
         while time.monotonic() < deadline:
             if workers:
                 self.keep_workers()
@@ -193,7 +209,7 @@ class Soak:
                 return
             time.sleep(0.1)
         self.convergence.append({"fault": fault, "seconds": None})
-        say(f"{fault}: NOT whole after {CONVERGE_LIMIT_S:.0f} s", self.started)
+        say(f"{fault}: NOT whole after {CONVERGE_WAIT_S:.0f} s", self.started)
 
     # -- jobs --------------------------------------------------------------------------------
     def submit(self, stop_event: threading.Event) -> None:
@@ -247,22 +263,52 @@ class Soak:
     def leading_count(self) -> int:
         return (self.workdir / "supervisor.log").read_text().count(": leading for host")
 
+    def jobs_of_workers(self, pids: set[int]) -> list[str]:
+        """The rq jobs the workers with these pids (or whose work horses have them) are running."""
+        found, parents = [], {self.parent(pid) for pid in pids}
+        for worker in Worker.all(connection=self.queue_client):
+            if worker.pid in pids or worker.pid in parents:
+                job = worker.get_current_job_id()
+                if job:
+                    found.append(job)
+        return found
+
+    @staticmethod
+    def parent(pid: int) -> int:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        return 0
+
+    def jobs_holding(self, container: str) -> list[str]:
+        """The rq job that holds ``container``'s lease, if any."""
+        with contextlib.suppress(redis.RedisError):
+            lease = self.pool.store.snapshot().leases.get(container)
+            if lease is not None and lease.job_id:
+                return [lease.job_id]
+        return []
+
+    def jobs_in_flight(self) -> list[str]:
+        """Every job a worker has started (holding a container or waiting for one)."""
+        return list(StartedJobRegistry("soak", connection=self.queue_client, serializer=JSONSerializer).get_job_ids())
+
     def inject(self, fault: str) -> tuple[float, Callable[[], bool]]:
-        """Do ``fault``; returns when the pool is left to itself (after a stop/pause ends) and what
-        besides a whole pool shows the fault is over (a dead holder's lease ended, a new leader)."""
-        client = self.queue_client
+        """Do ``fault`` and record it with the jobs it hit; returns when the pool is left to itself
+        (after a stop/pause ends) and what besides a whole pool shows the fault is over (a dead
+        holder's lease ended, a new leader)."""
+        client, began = self.queue_client, monotonic_ms()
         over: Callable[[], bool] = lambda: True  # noqa: E731
         if fault == "kill-worker":
             victim = self.random.choice([w for w in self.workers if w.poll() is None])
-            record_fault(self.history, client, fault, [victim.pid])
+            hit = self.jobs_of_workers({victim.pid})
             victim.kill()
             victim.wait()
+            record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began)
         elif fault in {"kill-horse", "stop-horse"}:
             horses = self.horses()
             if not horses:
                 return self.inject("kill-container")
             victim_pid = self.random.choice(horses)
-            record_fault(self.history, client, fault, [victim_pid])
+            hit = self.jobs_of_workers({victim_pid})
             over = self.lease_gone(self.victim_lease(victim_pid))
             if fault == "kill-horse":
                 with contextlib.suppress(ProcessLookupError):
@@ -273,12 +319,14 @@ class Soak:
                 time.sleep(TTL_S + 2)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(victim_pid, signal.SIGCONT)
+            record_fault(self.history, client, fault, [victim_pid], jobs=hit, began_mono=began)
         elif fault in {"kill-container", "pause-container"}:
             running = [c for c in self.pool_containers() if c["State"] == "running"]
             if not running:
                 return time.monotonic(), over
             target = self.random.choice(running)
-            record_fault(self.history, client, f"{fault} {target['Labels'].get('cinnamon.slot')}")
+            name = target["Labels"].get("cinnamon.slot", "")
+            hit = self.jobs_holding(name)
             with contextlib.suppress(docker.errors.APIError):
                 if fault == "kill-container":
                     self.docker.api.kill(target["Id"])
@@ -287,20 +335,26 @@ class Soak:
                     self.docker.api.pause(target["Id"])
                     time.sleep(PAUSE_S)
                     self.docker.api.unpause(target["Id"])
+            hit += [job for job in self.jobs_holding(name) if job not in hit]  # granted while it was paused
+            record_fault(self.history, client, fault, target=f"{name} {target['Id'][:12]}", jobs=hit, began_mono=began)
         elif fault == "kill-supervisor":
             assert self.supervisor is not None
-            record_fault(self.history, client, fault, [self.supervisor.pid])
             leading = self.leading_count()
             over = lambda: self.leading_count() > leading  # noqa: E731
-            self.supervisor.kill()
-            self.supervisor.wait()
+            victim = self.supervisor
+            victim.kill()
+            victim.wait()
             self.start_supervisor()
+            record_fault(self.history, client, fault, [victim.pid], began_mono=began)  # no job may fail for it
         elif fault == "restart-redis":
-            record_fault(self.history, client, fault, [self.pool_redis_process.pid])
-            self.pool_redis_process.kill()
-            self.pool_redis_process.wait()
+            hit = self.jobs_in_flight()
+            victim = self.pool_redis_process
+            victim.kill()
+            victim.wait()
             time.sleep(0.5)
             self.pool_redis_process, _ = start_redis_server(self.workdir, self.pool_port, die_with_parent)
+            hit += [job for job in self.jobs_in_flight() if job not in hit]
+            record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began)
         return time.monotonic(), over
 
     # -- the run -----------------------------------------------------------------------------
@@ -351,18 +405,23 @@ class Soak:
         for worker in self.workers:
             try:
                 worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # a stuck worker is killed, and that is a fault like any other
+                hit = self.jobs_of_workers({worker.pid})
+                began = monotonic_ms()
                 worker.kill()
-        registry.cleanup(int(time.time()) + 3600)  # whatever is still "started" has no worker left
+                worker.wait()
+                record_fault(
+                    self.history, self.queue_client, "kill-stuck-worker", [worker.pid, *children(worker.pid)], jobs=hit, began_mono=began
+                )
+        # Whatever is still "started" now is not turned into "failed" here: it is a lost job.
 
     def unfinished(self) -> int:
         jobs = Job.fetch_many(self.submitted, connection=self.queue_client, serializer=JSONSerializer)
         return sum(job is None or job.get_status(refresh=False) not in {JobStatus.FINISHED, JobStatus.FAILED} for job in jobs)
 
     def summary(self, injected: collections.Counter[str]) -> dict[str, Any]:
-        statuses: collections.Counter[str] = collections.Counter()
         reasons: collections.Counter[str] = collections.Counter()
-        lost = []
+        completed, failed, lost = set(), [], []
         retried = 0
         for job_id in self.submitted:
             try:
@@ -371,11 +430,13 @@ class Soak:
             except Exception:
                 lost.append(job_id)
                 continue
-            statuses[str(status.value if status else None)] += 1
             retried += job.retries_left is not None and job.retries_left < RETRIES
-            if status == JobStatus.FAILED:
+            if status == JobStatus.FINISHED:
+                completed.add(job_id)
+            elif status == JobStatus.FAILED:
+                failed.append(job_id)
                 reasons[_reason(job)] += 1
-            elif status != JobStatus.FINISHED:
+            else:
                 lost.append(job_id)
         # Leaked: a container of the pool the registry does not know once the pool is whole again
         # (a container the supervisor just created for waiting jobs is not registered yet).
@@ -383,19 +444,36 @@ class Soak:
         registered = {c["container_id"] for c in self.pool.status()["containers"]}
         leaked = [c["Id"][:12] for c in self.pool_containers() if c["Id"] not in registered]
         report = check(self.history, max_lease_ms=int(self.config.rules.max_lease_s * 1000))
-        double_grants = [v for v in report.violations if "held it" in v or "still used it" in v]
-        seconds = [c["seconds"] for c in self.convergence if c["fault"] not in {"start", "end"} and c["seconds"] is not None]
-        never = [c["fault"] for c in self.convergence if c["seconds"] is None]
+        double_grants = [v for v in report.violations if "held it" in v or "still used it" in v or "still served" in v]
+        faults = (
+            [json.loads(line) for line in (self.history / "faults.jsonl").read_text().splitlines()]
+            if (self.history / "faults.jsonl").exists()
+            else []
+        )
+        hit = {job: fault["fault"] for fault in faults for job in fault["jobs"]}
+        unexplained = [job_id for job_id in failed if job_id not in hit]
+        spared = [job_id for job_id in self.submitted if job_id not in hit]
+        spared_completed = sum(job_id in completed for job_id in spared)
+        measured = [c for c in self.convergence if c["fault"] not in {"start", "end"}]
+        seconds = [c["seconds"] for c in measured if c["seconds"] is not None]
+        slow = [f"{c['fault']} ({c['seconds']} s)" if c["seconds"] is not None else f"{c['fault']} (never)" for c in measured
+                if c["seconds"] is None or c["seconds"] > CONVERGE_LIMIT_S]  # fmt: skip
         return {
             "duration_s": self.duration_s,
             "seed": self.seed,
             "faults_injected": dict(injected),
             "jobs": {
                 "submitted": len(self.submitted),
-                "completed": statuses.get("finished", 0),
-                "failed": statuses.get("failed", 0),
+                "completed": len(completed),
+                "failed": len(failed),
                 "retried": retried,
                 "failed_by_reason": dict(reasons.most_common()),
+                "failed_by_fault": dict(collections.Counter(hit[job_id] for job_id in failed if job_id in hit).most_common()),
+                "failed_unexplained": len(unexplained),
+                "failed_unexplained_ids": unexplained[:20],
+                "hit_by_a_fault": sum(job_id in hit for job_id in self.submitted),
+                "not_hit": len(spared),
+                "not_hit_completed_share": round(spared_completed / len(spared), 4) if spared else 1.0,
                 "lost": len(lost),
                 "lost_ids": lost[:20],
             },
@@ -403,9 +481,10 @@ class Soak:
             "violations": report.violations[:50],
             "leaked_containers": len(leaked),
             "convergence_s": {
+                "limit": CONVERGE_LIMIT_S,
                 "max": max(seconds, default=0.0),
                 "p50": statistics.median(seconds) if seconds else 0.0,
-                "never": never,
+                "over_limit": slow,
                 "each": self.convergence,
             },
             "history": report.as_dict() | {"violations": len(report.violations)},
@@ -436,16 +515,25 @@ def _reason(job: Job) -> str:
 
 
 def verdict(results: dict[str, Any]) -> list[str]:
+    """What fails the soak: each must-be-zero figure that is not, a share under its floor, and each
+    fault after which the pool took longer than the limit to be whole again (named)."""
+    jobs = results["jobs"]
     problems = []
     for key, value in (
         ("double grants", results["double_grants"]),
-        ("lost jobs", results["jobs"]["lost"]),
+        ("lost jobs", jobs["lost"]),
+        ("failed jobs no injected fault explains", jobs["failed_unexplained"]),
         ("leaked containers", results["leaked_containers"]),
         ("history violations", len(results["violations"])),
-        ("faults that never converged", len(results["convergence_s"]["never"])),
     ):
         if value:
             problems.append(f"{key}: {value}")
+    if jobs["not_hit_completed_share"] < MIN_COMPLETED_SHARE:
+        problems.append(
+            f"of the {jobs['not_hit']} jobs no fault hit, {jobs['not_hit_completed_share']:.2%} completed (at least {MIN_COMPLETED_SHARE:.0%})"
+        )
+    for fault in results["convergence_s"]["over_limit"]:
+        problems.append(f"not whole within {CONVERGE_LIMIT_S:g} s after {fault}")
     return problems
 
 
@@ -481,9 +569,13 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         f"  jobs submitted {jobs['submitted']}, completed {jobs['completed']}, failed {jobs['failed']}, lost {jobs['lost']} "
         f"({jobs['retried']} completed or failed after a retry)\n"
         f"  failed by reason: {jobs['failed_by_reason']}\n"
-        f"  double grants {results['double_grants']}, history violations {len(results['violations'])}, "
-        f"leaked containers {results['leaked_containers']}\n"
-        f"  convergence after a fault: max {converge['max']:.1f} s, p50 {converge['p50']:.1f} s, never {converge['never']}\n"
+        f"  failed by fault: {jobs['failed_by_fault']}; failed with no fault to explain it: {jobs['failed_unexplained']}\n"
+        f"  jobs hit by a fault {jobs['hit_by_a_fault']}; of the {jobs['not_hit']} others {jobs['not_hit_completed_share']:.2%} completed "
+        f"(at least {MIN_COMPLETED_SHARE:.0%})\n"
+        f"  double grants {results['double_grants']}, history violations {len(results['violations'])} "
+        f"(uses served by the containers: {results['history']['served_by_containers']}), leaked containers {results['leaked_containers']}\n"
+        f"  convergence after a fault: max {converge['max']:.1f} s, p50 {converge['p50']:.1f} s, "
+        f"over {CONVERGE_LIMIT_S:g} s: {converge['over_limit'] or 'none'}\n"
         f"  written to {args.out}; logs and history in {workdir}"
     )
     problems = verdict(results)

@@ -300,7 +300,9 @@ def check(directory: Path, max_lease_ms: int) -> Report:
 def _redis_minus_monotonic(clients: list[list[dict[str, Any]]]) -> float:
     """How far Redis time (ms) runs ahead of the host's monotonic clock: the median over client
     lines that read both (one host; 0 for histories with Redis time only)."""
-    differences = sorted(line["t"] - line["mono"] for records in clients for line in records if line.get("t") is not None and "mono" in line)
+    differences = sorted(
+        line["t"] - line["mono"] for records in clients for line in records if line.get("t") is not None and "mono" in line
+    )
     return differences[len(differences) // 2] if differences else 0.0
 
 
@@ -436,7 +438,9 @@ def _check_client(
             report.violations.append(f"pid {record['pid']}: used {record['container']} under {record['token']}, never granted to it")
             continue
         if used < lease.granted_ms:
-            report.violations.append(f"{record['container']}: {record['token']} used at {used:.0f}, before its grant at {lease.granted_ms:.0f}")
+            report.violations.append(
+                f"{record['container']}: {record['token']} used at {used:.0f}, before its grant at {lease.granted_ms:.0f}"
+            )
         if lease.ended_ms is not None and used > lease.ended_ms:
             report.violations.append(
                 f"{record['container']}: {record['token']} used at {used:.0f}, after its lease ended at {lease.ended_ms:.0f}"

@@ -63,7 +63,10 @@ def test_the_containers_record_passes_a_clean_history_and_ignores_the_pools_own_
 def test_an_overlap_across_an_epoch_change_is_caught_from_the_containers_record(tmp_path: Path) -> None:
     """Redis restarted empty between the grants: the stream shows two epochs and no overlap, the
     container shows the old holder still at work after the new one began."""
-    write(tmp_path / "events.jsonl", [granted("c1", "old:1:a", 100), {"kind": "stream_restarted", "at_ms": 250}, granted("c1", "new:1:b", 300)])
+    write(
+        tmp_path / "events.jsonl",
+        [granted("c1", "old:1:a", 100), {"kind": "stream_restarted", "at_ms": 250}, granted("c1", "new:1:b", 300)],
+    )
     write(tmp_path / "client-1.jsonl", [*acquired(1, "c1", "old:1:a", 99)])
     write(tmp_path / "client-2.jsonl", [*acquired(2, "c1", "new:1:b", 299)])
     write_served(tmp_path, [served("abc", "old:1:a", 110, 120), served("abc", "new:1:b", 310, 320), served("abc", "old:1:a", 330, 340)])

@@ -236,7 +236,7 @@ def test_concurrent_clients_keep_the_protocol(real_redis: redis.Redis, redis_ser
     snapshot = store.snapshot()
     assert snapshot.waiting == 0, "a waiter's ticket was left behind"
     assert_one_lease_at_a_time(real_redis, PoolKeys(POOL))
-    for name, container in snapshot.containers.items():  # every container comes back and can be granted
+    for container in snapshot.containers.values():  # every container comes back and can be granted
         if container.state is ContainerState.RESTARTING:
             store.register(record(container.slot))
     grants = [store.acquire(Holder("final"), timeout_s=2) for _ in range(CONTAINERS)]

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from cinnamon_pool.browser import Browser
 from cinnamon_pool.keys import PoolKeys
@@ -121,34 +120,6 @@ def test_a_restarted_gateway_adopts_the_prepared_session_it_held(supervised_pool
     with pool.lease("after-restart") as lease:
         _client, session, _answer = raw_session(lease.endpoint, lease.token)
     assert session == before["session"]
-
-
-@pytest.mark.parametrize(
-    "supervised_pool",
-    [{"size": 1, "rules": "canary_share = 1.0\n",
-      "command": ["--headless", "--browser", "chromium", "--no-sandbox", "--shared-browser-context", "--port", "8931", "--host", "0.0.0.0"]}],
-    indirect=True,
-)  # fmt: skip
-def test_the_canary_in_the_prepared_session_restarts_a_server_that_shares_its_browser_context(
-    supervised_pool: Supervised, real_redis: redis.Redis
-) -> None:
-    pool = ContainerPool(supervised_pool.config)
-    prepared_on(pool, "container-001")
-    with pool.lease("leaves-a-cookie") as lease, Browser(lease) as browser:
-        browser.navigate("data:text/html,<h1>cookie</h1>")
-        browser.call(
-            "browser_run_code_unsafe",
-            {"code": "async (page) => { await page.context().addCookies([{name: 'left', value: '1', url: 'http://127.0.0.1'}]); }"},
-        )
-    deadline = time.monotonic() + 30
-    reasons: list[str] = []
-    while time.monotonic() < deadline:
-        events = real_redis.xrange(PoolKeys(pool.name).events)
-        reasons = [f[b"reason"].decode() for _id, f in events if f[b"kind"] == b"state" and f.get(b"to") == b"restarting"]
-        if reasons:
-            break
-        time.sleep(0.2)
-    assert any(reason.startswith("residue: ") for reason in reasons), f"the canary did not flag the shared context: {reasons}"
 
 
 @pytest.mark.parametrize("supervised_pool", [{"size": 1, "gateway": False}], indirect=True)

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.redis
 POOL = "concurrent"
 CONTAINERS, CLIENTS = 3, 6
 TTL_S, CAP_S, WAITER_TTL_S = 0.3, 3.0, 0.3
-SURELY_HELD_S = TTL_S / 3 # renewed or granted this recently (client clock): the lease is surely alive
+SURELY_HELD_S = TTL_S / 3  # renewed or granted this recently (client clock): the lease is surely alive
 SURELY_STALE_S = TTL_S * 2  # abandoned this long ago: surely expired (Redis and client clocks tick alike)
 ACQUIRE_TIMEOUT_S = 0.25
 STEPS = int(os.environ.get("CINNAMON_CONCURRENT_STEPS", "6000"))
@@ -88,7 +88,9 @@ class Client(threading.Thread):
         if self.held is None:
             action = self.random.choices(["acquire", "try_acquire", "replay"], [6, 2, 2 if self.stale else 0])[0]
         else:
-            action = self.random.choices(["renew", "release", "abandon", "oversleep", "replay"], [5, 4, 0.2, 0.2, 2 if self.stale else 0])[0]
+            action = self.random.choices(["renew", "release", "abandon", "oversleep", "replay"], [5, 4, 0.2, 0.2, 2 if self.stale else 0])[
+                0
+            ]
         getattr(self, action)()
         self.tally.count(action)
 

@@ -1,0 +1,135 @@
+"""The real playwright-mcp under faults: residue the canary must see (or must not), a browser
+crash in the middle of a job, and a container that runs out of memory in the middle of a job.
+
+Pages are served by Chromium itself (``page.route`` fulfils ``http://residue.test/``), so an
+http origin with cookies and localStorage exists without any network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from cinnamon_pool.browser import Browser
+from cinnamon_pool.canary import CANARY_CODE, residue_in
+from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.model import Outcome
+from cinnamon_pool.pool import ContainerPool, classify
+from tests.e2e.conftest import Supervised
+
+SHARED = ["--headless", "--browser", "chromium", "--no-sandbox", "--shared-browser-context", "--port", "8931", "--host", "0.0.0.0"]
+LEAVE_RESIDUE = """async (page) => {
+  await page.route('http://residue.test/**', route => route.fulfill({contentType: 'text/html', body: '<h1>residue</h1>'}));
+  await page.goto('http://residue.test/');
+  await page.context().addCookies([{name: 'left', value: '1', url: 'http://residue.test/'}]);
+  await page.evaluate(() => localStorage.setItem('cart', '3 items'));
+  await page.context().newPage();
+  const state = await page.context().storageState();
+  return JSON.stringify({cookies: state.cookies.length, origins: state.origins.length, pages: page.context().pages().length});
+}"""
+
+
+def events(client: redis.Redis, pool: ContainerPool, kind: str) -> list[dict[str, str]]:
+    return [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _id, fields in client.xrange(PoolKeys(pool.name).events)
+        if fields[b"kind"] == kind.encode()
+    ]
+
+
+def leave_residue(pool: ContainerPool) -> str:
+    """A job that leaves a cookie, localStorage and a second tab; returns what it saw."""
+    with pool.lease("leaves-residue") as lease, Browser(lease, timeout_s=60) as browser:
+        return browser.call("browser_run_code_unsafe", {"code": LEAVE_RESIDUE})
+
+
+def oom_kills(container_id: str) -> int | None:
+    """How many processes the kernel killed in the container's memory cgroup (v1 or v2), or
+    None when this host's cgroup layout is not one of Docker's usual ones."""
+    for path, field in (
+        (f"/sys/fs/cgroup/memory/docker/{container_id}/memory.oom_control", "oom_kill"),
+        (f"/sys/fs/cgroup/docker/{container_id}/memory.events", "oom_kill"),
+        (f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.events", "oom_kill"),
+    ):
+        with contextlib.suppress(OSError):
+            for line in Path(path).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == field:
+                    return int(value)
+    return None
+
+
+def wait_for(condition: object, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("supervised_pool", [{"size": 1, "rules": "canary_share = 1.0\n", "command": SHARED}], indirect=True)
+def test_the_canary_flags_cookies_storage_and_tabs_kept_by_a_shared_context_and_the_container_restarts(
+    supervised_pool: Supervised, real_redis: redis.Redis
+) -> None:
+    pool = ContainerPool(supervised_pool.config)
+    seen = leave_residue(pool)
+    assert '\\"pages\\":2' in seen, f"the job did not leave its state: {seen}"
+    wait_for(lambda: any(e.get("to") == "restarting" for e in events(real_redis, pool, "state")), 60, "no restart after residue")
+    reasons = [e["reason"] for e in events(real_redis, pool, "state") if e.get("to") == "restarting"]
+    residue = next((reason for reason in reasons if reason.startswith("residue: ")), f"none among {reasons}")
+    for found in ("cookies=1", "origins=1", "pages=2"):
+        assert found in residue, f"the canary missed {found}: {residue}"
+    wait_for(lambda: pool.status()["available"] == 1, 90, "the container did not come back")
+    with pool.lease("after-the-restart") as lease, Browser(lease, timeout_s=60) as browser:
+        left = residue_in(browser.call("browser_run_code_unsafe", {"code": CANARY_CODE}))
+    assert left is None, f"the restart did not clear the shared context: {left}"
+
+
+@pytest.mark.parametrize("supervised_pool", [{"size": 1, "rules": "canary_share = 1.0\n"}], indirect=True)
+def test_the_canary_passes_an_isolated_server_and_the_container_keeps_serving(supervised_pool: Supervised, real_redis: redis.Redis) -> None:
+    pool = ContainerPool(supervised_pool.config)
+    before = pool.status()["containers"][0]["container_id"]
+    for _ in range(2):
+        leave_residue(pool)
+        wait_for(lambda: pool.status()["available"] == 1, 60, "the container was not offered again")
+    prepared = events(real_redis, pool, "prepared")
+    assert [e["result"] for e in prepared] == ["ok", "ok"], f"the canary ran after each release and found nothing: {prepared}"
+    assert not [e for e in events(real_redis, pool, "state") if e.get("to") == "restarting"], "no restart for an isolated server"
+    assert pool.status()["containers"][0]["container_id"] == before
+
+
+@pytest.mark.parametrize("supervised_pool", [1], indirect=True)
+def test_a_browser_crash_during_a_job_is_an_infra_error_and_the_next_job_gets_a_working_browser(
+    supervised_pool: Supervised,
+) -> None:
+    pool = ContainerPool(supervised_pool.config)
+    with pytest.raises(Exception) as crashed, pool.lease("crashes") as lease, Browser(lease, timeout_s=60) as browser:
+        browser.navigate("data:text/html,<h1>before</h1>")
+        browser.navigate("chrome://crash")
+        browser.snapshot()
+    assert classify(crashed.value) is Outcome.INFRA_ERROR, f"{type(crashed.value).__name__}: {crashed.value}"
+    wait_for(lambda: pool.status()["available"] == 1, 90, "the container was not offered again")
+    assert pool.status()["containers"][0]["error_count"] == 1, "the release counted an infra error against the container"
+    with pool.lease("after-the-crash") as lease, Browser(lease, timeout_s=60) as browser:
+        assert "after" in browser.navigate("data:text/html,<h1>after</h1>")
+
+
+@pytest.mark.parametrize("supervised_pool", [1], indirect=True)
+def test_a_container_out_of_memory_in_the_middle_of_a_job_is_a_clean_infra_error(supervised_pool: Supervised) -> None:
+    pool = ContainerPool(supervised_pool.config)
+    grow = "() => { const kept = []; for (;;) kept.push(new Float64Array(8 * 1024 * 1024).fill(Math.random())); }"
+    started = time.monotonic()
+    with pytest.raises(Exception) as out_of_memory, pool.lease("runs-out-of-memory") as lease, Browser(lease, timeout_s=90) as browser:
+        browser.navigate("data:text/html,<h1>hungry</h1>")
+        browser.evaluate(grow)
+    assert classify(out_of_memory.value) is Outcome.INFRA_ERROR, f"{type(out_of_memory.value).__name__}: {out_of_memory.value}"
+    assert "Target crashed" in str(out_of_memory.value), f"the page died of it: {out_of_memory.value}"
+    assert time.monotonic() - started < 90, "the job got its error, it did not hang to its timeout"
+    kills = oom_kills(pool.status()["containers"][0]["container_id"])
+    assert kills is None or kills >= 1, "the kernel killed a process of the container for its memory limit"
+    wait_for(lambda: pool.status()["available"] == 1, 120, "the pool did not offer a working container again")
+    with pool.lease("after-the-oom") as lease, Browser(lease, timeout_s=60) as browser:
+        assert "after" in browser.navigate("data:text/html,<h1>after</h1>")

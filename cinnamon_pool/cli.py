@@ -28,6 +28,7 @@ def _config(args: argparse.Namespace) -> PoolConfig:
 def cmd_supervise(args: argparse.Namespace) -> int:
     import redis
 
+    from cinnamon_pool.connect import redis_client
     from cinnamon_pool.doctor import eviction_policy
     from cinnamon_pool.lease.store import LeaseStore
     from cinnamon_pool.logs.writer import DailyLogWriter
@@ -38,7 +39,7 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 
     config = _config(args)
     rules = config.rules
-    client = redis.Redis.from_url(config.redis.url, socket_timeout=10)
+    client = redis_client(config.redis, socket_timeout=10)
     try:
         policy = eviction_policy(client)
     except redis.ResponseError:
@@ -96,9 +97,9 @@ def _keep_browsers_up(config: PoolConfig, host: str, election: Any, writer: Any)
     import asyncio
 
     import httpx
-    import redis.asyncio as aioredis
 
     from cinnamon_pool.clock import SYSTEM_CLOCK
+    from cinnamon_pool.connect import async_redis_client
     from cinnamon_pool.gateway.prepare import Preparer
     from cinnamon_pool.logs.events import action_record
     from cinnamon_pool.logs.format import LogKind
@@ -112,7 +113,7 @@ def _keep_browsers_up(config: PoolConfig, host: str, election: Any, writer: Any)
     async def keep() -> None:
         timeout = httpx.Timeout(config.gateway.prepare_timeout_s, connect=config.gateway.connect_timeout_s)
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-            client = aioredis.Redis.from_url(config.redis.url, socket_timeout=10)
+            client = async_redis_client(config.redis, socket_timeout=10)
             preparer = Preparer(config, client, host, http, nothing_to_end, report, keep_only=True, active=lambda: election.leading)
             await preparer.run()
 
@@ -122,9 +123,9 @@ def _keep_browsers_up(config: PoolConfig, host: str, election: Any, writer: Any)
 def cmd_gateway(args: argparse.Namespace) -> int:
     import faulthandler
 
-    import redis.asyncio as aioredis
     import uvicorn
 
+    from cinnamon_pool.connect import async_redis_client
     from cinnamon_pool.gateway.app import Gateway
     from cinnamon_pool.logs.writer import DailyLogWriter
     from cinnamon_pool.runtime.docker import DockerRuntime
@@ -138,7 +139,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         if path and not Path(path).is_file():
             raise ConfigError(f"gateway.{key}", path, "file not found")
     host = config.pool.host or DockerRuntime().host  # the name the supervisor gives this host's records
-    gateway = Gateway(config, aioredis.Redis.from_url(config.redis.url, socket_timeout=5), host, DailyLogWriter(config.logs.dir))
+    gateway = Gateway(config, async_redis_client(config.redis, socket_timeout=5), host, DailyLogWriter(config.logs.dir))
     bind, port = settings.host_port
     print(
         f"cinnamon-pool gateway: pool {config.pool.name!r}, host {host!r}, listening on {bind}:{port}; jobs get {settings.endpoint(config.pool.name, 'container-001')} ...",

@@ -34,7 +34,26 @@ DEFAULT_COMMAND = (
 
 @dataclass(frozen=True)
 class RedisSettings:
+    """Where the lease store lives. With ``sentinels``, the primary of ``service`` as Redis
+    Sentinel reports it (followed across failovers); ``url`` then gives only the database number
+    and the credentials. ``wait_replicas``: how many replicas must acknowledge a grant before it
+    is returned (Redis WAIT); -1 means 1 with sentinels and 0 without."""
+
     url: str = "redis://127.0.0.1:6379/0"
+    sentinels: tuple[str, ...] = ()  # "host:port" of each Sentinel
+    service: str = ""  # the primary's name in Sentinel (its `sentinel monitor <name> ...` line)
+    wait_replicas: int = -1
+    wait_timeout_ms: int = 500
+
+    @property
+    def replicas_to_wait(self) -> int:
+        if self.wait_replicas >= 0:
+            return self.wait_replicas
+        return 1 if self.sentinels else 0
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [(host, int(port)) for host, _, port in (entry.rpartition(":") for entry in self.sentinels)]
 
 
 @dataclass(frozen=True)
@@ -224,6 +243,15 @@ class PoolConfig:
             )
         if not re.fullmatch(r"(redis|rediss|unix)://.+", self.redis.url):
             raise ConfigError("redis.url", self.redis.url, "must start with redis://, rediss:// or unix://")
+        for entry in self.redis.sentinels:
+            if not re.fullmatch(r"[^\s:]+:\d{1,5}", entry) or not 0 < int(entry.rpartition(":")[2]) <= 65535:
+                raise ConfigError("redis.sentinels", entry, 'each must be "host:port" of a Sentinel')
+        if self.redis.sentinels and not self.redis.service:
+            raise ConfigError("redis.service", self.redis.service, "must name the primary Sentinel monitors when redis.sentinels is set")
+        if self.redis.wait_replicas < -1:
+            raise ConfigError("redis.wait_replicas", self.redis.wait_replicas, "must be >= 0 (or -1: 1 with sentinels, 0 without)")
+        if self.redis.wait_timeout_ms <= 0:
+            raise ConfigError("redis.wait_timeout_ms", self.redis.wait_timeout_ms, "must be > 0")
         parse_memory(template.memory, "container.memory")
         if template.image_id and not re.fullmatch(r"sha256:[0-9a-f]{64}", template.image_id):
             raise ConfigError(

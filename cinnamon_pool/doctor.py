@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.connect import redis_client
 from cinnamon_pool.errors import CinnamonError
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def eviction_policy(client: redis.Redis) -> str:
 
 
 def _redis_checks(config: PoolConfig) -> Iterator[Check]:
-    client = redis.Redis.from_url(config.redis.url, socket_timeout=5)
+    client = redis_client(config.redis, socket_timeout=5)
     shown = config.redis.url.rpartition("@")[2]  # never print a password
     try:
         client.ping()

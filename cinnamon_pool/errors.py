@@ -61,6 +61,17 @@ class LeaseNotOwned(LeaseError):
         super().__init__(f"lease on {container} not owned: {reason}")
 
 
+class ReplicasMissing(LeaseError):
+    """A grant was not acknowledged by ``redis.wait_replicas`` replicas in time; it was given back."""
+
+    def __init__(self, pool: str, wanted: int, acknowledged: int, timeout_ms: int) -> None:
+        self.pool, self.wanted, self.acknowledged = pool, wanted, acknowledged
+        super().__init__(
+            f"pool {pool!r}: a grant was acknowledged by {acknowledged} of the {wanted} replicas redis.wait_replicas asks for "
+            f"within {timeout_ms} ms; is the replica up? (`redis-cli info replication`)"
+        )
+
+
 class NotLeader(LeaseError):
     """This supervisor is not (or no longer) the active one for its Docker host; nothing changed."""
 

@@ -49,7 +49,7 @@ def _parsed_config(variables: tuple[tuple[str, str], ...], stamp: int) -> PoolCo
 
 def _pool_for(config: PoolConfig) -> ContainerPool:
     rules = config.rules
-    key = (config.redis.url, config.pool.name, rules.lease_ttl_s, rules.max_lease_s, rules.error_threshold)
+    key = (config.redis, config.pool.name, rules.lease_ttl_s, rules.max_lease_s, rules.error_threshold)
     pool = _POOLS.get(key)
     if pool is None:
         # One pool (and Redis connection pool) per configuration per process; redis-py opens

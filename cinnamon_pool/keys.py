@@ -153,6 +153,11 @@ class PoolKeys:
         return self._key("growth")
 
     @property
+    def durable(self) -> str:
+        """Written after each grant, on the granting connection, so WAIT covers the grant."""
+        return self._key("durable")
+
+    @property
     def sessions(self) -> str:
         return self._key("sessions")
 

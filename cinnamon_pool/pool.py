@@ -29,6 +29,7 @@ from cinnamon_pool import decode
 from cinnamon_pool.browser import ToolError, find_residue
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.connect import redis_client
 from cinnamon_pool.errors import LeaseError, LeaseLost
 from cinnamon_pool.events import EventKind
 from cinnamon_pool.lease.handle import ContainerLease
@@ -79,14 +80,16 @@ class ContainerPool:
         rules = config.rules
         # Before each use a job asks Redis whether its lease still holds, on connections with a
         # short timeout: an unreachable Redis must not stall the job (its local deadline decides).
-        self._confirm_client = client or redis.Redis.from_url(config.redis.url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._confirm_client = client or redis_client(config.redis, socket_timeout=1.0, socket_connect_timeout=1.0)
         self.store = LeaseStore(
-            client or redis.Redis.from_url(config.redis.url, socket_timeout=30, health_check_interval=30),
+            client or redis_client(config.redis, socket_timeout=30, health_check_interval=30),
             config.pool.name,
             lease_ttl_s=rules.lease_ttl_s,
             max_lease_s=rules.max_lease_s,
             error_threshold=rules.error_threshold,
             clock=clock,
+            wait_replicas=config.redis.replicas_to_wait,
+            wait_timeout_ms=config.redis.wait_timeout_ms,
         )
 
     @classmethod

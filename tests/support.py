@@ -59,6 +59,133 @@ def start_redis_server(
             client.close()
 
 
+class RedisHA:
+    """A primary, one replica and one Sentinel (quorum 1), all private redis-server processes on
+    loopback: the smallest set in which Sentinel promotes the replica when the primary dies.
+
+    The Sentinel is ``redis-server --sentinel``: the very program Debian's redis-sentinel package
+    starts (its binary is the same redis-server), without installing a system service."""
+
+    SERVICE = "cinnamon"
+
+    def __init__(self, workdir: Path, preexec_fn: Callable[[], None] | None = None) -> None:
+        self.workdir, self.preexec_fn = workdir, preexec_fn
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.servers: dict[int, subprocess.Popen[bytes]] = {}
+        primary, replica = free_port(), free_port()
+        self.sentinel_port = free_port()
+        self._start_server(primary)
+        self._start_server(replica, f"127.0.0.1 {primary}")
+        config = workdir / "sentinel.conf"  # Sentinel rewrites it: a file of its own
+        config.write_text(
+            f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {workdir}\n"
+            f"sentinel monitor {self.SERVICE} 127.0.0.1 {primary} 1\n"
+            f"sentinel down-after-milliseconds {self.SERVICE} 1000\nsentinel failover-timeout {self.SERVICE} 5000\n"
+        )
+        self.sentinel = subprocess.Popen(
+            [_redis_server(), str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=preexec_fn
+        )
+        self.client = redis.Redis(port=self.sentinel_port, socket_timeout=2)
+        wait_until(lambda: self.replicas_in_sync(primary) >= 1, 15, "the replica did not sync with the primary")
+        wait_until(lambda: self.primary_port() == primary, 10, "Sentinel did not report the primary")
+
+    def _start_server(self, port: int, replica_of: str = "") -> None:
+        command = [
+            _redis_server(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
+        command += ["--dbfilename", f"dump-{port}.rdb", "--repl-diskless-sync-delay", "0"]  # a replica syncs at once
+        if replica_of:
+            command += ["--replicaof", *replica_of.split()]
+        self.servers[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn)
+        wait_until(lambda: _answers(port), 5, f"redis-server on {port} did not answer")
+
+    @property
+    def sentinels(self) -> list[str]:
+        return [f"127.0.0.1:{self.sentinel_port}"]
+
+    def primary_port(self) -> int | None:
+        try:
+            address = self.client.sentinel_get_master_addr_by_name(self.SERVICE)
+        except redis.RedisError:
+            return None
+        return int(address[1]) if address else None
+
+    def primary_healthy(self) -> bool:
+        """Sentinel sees the primary it names as up and a primary (what its clients ask)."""
+        try:
+            state = self.client.sentinel_master(self.SERVICE)
+        except redis.RedisError:
+            return False
+        return bool(state.get("is_master")) and not state.get("is_sdown") and not state.get("is_odown")
+
+    def replicas_in_sync(self, port: int) -> int:
+        """Replicas of the server on ``port`` past their first full sync (state online)."""
+        try:
+            info = redis.Redis(port=port, socket_timeout=1).info("replication")
+        except redis.RedisError:
+            return 0
+        return sum(
+            1 for key, value in info.items() if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+        )
+
+    def kill_primary(self) -> tuple[int, int]:
+        """SIGKILL the primary; returns once Sentinel names the promoted replica: (old, new) port."""
+        old = self.primary_port()
+        assert old is not None
+        self.servers[old].kill()
+        self.servers[old].wait()
+        wait_until(
+            lambda: self.primary_port() not in {None, old} and self.primary_healthy(),
+            30,
+            "Sentinel did not promote the replica within 30 s",
+        )
+        new = self.primary_port()
+        assert new is not None
+        return old, new
+
+    def restart(self, port: int) -> None:
+        """Start a killed server again, empty; Sentinel makes it a replica of the current primary."""
+        self._start_server(port)
+
+    def stop(self) -> None:
+        for process in [self.sentinel, *self.servers.values()]:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                stop(process)
+
+
+def _redis_server() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: run `make services` (installs Debian's redis-server)")
+    return binary
+
+
+def _answers(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(what)
+        time.sleep(0.05)
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:

@@ -18,7 +18,7 @@ import redis
 
 from cinnamon_pool import decode
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
-from cinnamon_pool.errors import LeaseLost, LeaseNotOwned, NotLeader, PoolExhausted, PoolNotReady
+from cinnamon_pool.errors import LeaseError, LeaseLost, LeaseNotOwned, NotLeader, PoolExhausted, PoolNotReady, ReplicasMissing
 from cinnamon_pool.events import LeaseEvent
 from cinnamon_pool.keys import EVENTS_CONSUMER_GROUP, PoolKeys
 from cinnamon_pool.lease.scripts import Op, Status, source
@@ -51,8 +51,11 @@ class LeaseStore:
         waiter_ttl_s: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
         host: str = "-",
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         self.redis = client
+        self.wait_replicas, self.wait_timeout_ms = wait_replicas, wait_timeout_ms
         self.pool = pool
         self.keys = PoolKeys(pool)
         self.lease_ttl_s = lease_ttl_s
@@ -107,7 +110,11 @@ class LeaseStore:
             unreachable = 0
             status = Status(reply[0])
             if status is Status.GRANTED:
-                return decode.grant(reply[1])
+                durable = self._durable(decode.grant(reply[1]), deadline)
+                if durable is not None:
+                    return durable
+                ticket = secrets.token_hex(16)  # given back: ask anew (the old ticket's grant is gone)
+                continue
             if status is Status.WAIT:
                 counts = _counts(reply[2])
             elif status is Status.EXHAUSTED:
@@ -122,8 +129,35 @@ class LeaseStore:
                 woken = self.redis.blpop([self.keys.wake(ticket)], timeout=max(0.01, min(remaining, self.waiter_ttl_s / 3)))
             except (redis.ConnectionError, redis.TimeoutError):
                 continue  # the next acquire call tells (and a handoff made meanwhile is kept under the ticket)
-            if woken is not None:
-                return decode.grant(woken[1])  # a release handed us the container
+            if woken is not None:  # a release handed us the container
+                durable = self._durable(decode.grant(woken[1]), deadline)
+                if durable is not None:
+                    return durable
+                ticket = secrets.token_hex(16)
+
+    def _durable(self, grant: Grant, deadline: float) -> Grant | None:
+        """``grant`` once ``wait_replicas`` replicas have it (Redis WAIT), so a failover cannot
+        undo it; replication keeps the primary's order, so a write made after the grant on this
+        connection and acknowledged covers the grant too, whoever wrote it (a handoff is written
+        by the releasing job). Not acknowledged in time: the grant is given back, and None (try
+        again) while ``deadline`` allows, else :class:`ReplicasMissing`."""
+        if not self.wait_replicas:
+            return grant
+        pipe = self.redis.pipeline(transaction=False)  # one connection: WAIT counts its writes
+        pipe.set(self.keys.durable, grant.token, px=60_000)
+        pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+        try:
+            _, acknowledged = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError):
+            acknowledged = -1  # the primary went away: whether the replicas have it is unknown
+        if acknowledged >= self.wait_replicas:
+            return grant
+        with suppress(LeaseError, redis.RedisError):
+            self.release(grant.name, grant.token)
+        if self.clock.monotonic() + 0.1 >= deadline:
+            raise ReplicasMissing(self.pool, self.wait_replicas, max(0, acknowledged), self.wait_timeout_ms)
+        self.clock.sleep(0.1)
+        return None
 
     def _pause_while_unreachable(self, error: redis.RedisError, attempt: int, deadline: float) -> None:
         """Back off (0.1 s doubling to 2 s) while Redis does not answer; past ``deadline`` the
@@ -282,6 +316,12 @@ class LeaseStore:
     def leadership(self, op: str, identity: str, lease_s: float) -> bool:
         """Claim, renew or resign this host's supervisor leadership; True when it holds."""
         return bool(self._run(Op.LEADER, op, identity, int(lease_s * 1000))[0] == Status.OK)
+
+    def forget_state(self) -> None:
+        """Drop the pool's state as a Redis that lost it would (the event stream stays). For a
+        failover that lost writes: the supervisors then recycle every container and a new epoch
+        makes every earlier token dead."""
+        self.redis.delete(*self.keys.all_state_keys())
 
     def reap(self) -> list[str]:
         """End expired leases; returns the containers that must be recycled."""

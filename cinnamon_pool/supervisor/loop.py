@@ -23,6 +23,7 @@ from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, RuntimeUnavailable
 from cinnamon_pool.health import liveness, readiness
+from cinnamon_pool.lease.replication import Lineage, lost_writes
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
@@ -167,6 +168,8 @@ class Supervisor:
 
     def _tick(self, report: TickReport) -> None:
         self.journal.archive()
+        if self._lost_writes():
+            return  # the state is dropped: the next tick recycles every container (epoch gone)
         self.store.ensure_consumer_group()
         self.store.reap()
         self.journal.lease_events(self.state.memory_mb)
@@ -319,6 +322,24 @@ class Supervisor:
                     level="WARN",
                 )
             since.pop(name, None)
+
+    def _lost_writes(self) -> bool:
+        """A failover lost writes (lease/replication.py): drop the pool's state, as if Redis had
+        lost it, so every token dies and every container is recycled."""
+        now = Lineage.read(self.store.redis)
+        before, self.state.lineage = self.state.lineage, now
+        why = lost_writes(before, now) if before is not None and now is not None else None
+        if why is None or self.state.epoch is None or not self.store.redis.hexists(self.store.keys.meta, "epoch"):
+            return False  # nothing lost, nothing of ours in Redis yet, or all of it lost (amnesia: the epoch check's)
+        self.journal.record(
+            LogKind.ERRORS,
+            "pool",
+            "ERROR_OCCURRED",
+            [("Error", f"redis lost writes in a failover: {why}"), ("Action", "dropping the pool state and recycling every container")],
+            level="ERROR",
+        )
+        self.store.forget_state()
+        return True
 
     def _check_epoch(self, world: World) -> None:
         """Redis lost the pool's state: every container may hold a job's leftovers, so recycle all."""

@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from cinnamon_pool.lease.replication import Lineage
+
 REPORTED_MAX = 1000
 
 
 @dataclass
 class SupervisorState:
     epoch: str | None = None  # the pool's epoch last seen: a change means Redis lost its data
+    lineage: Lineage | None = None  # Redis's replication lineage last seen: a failover that lost writes shows in it
     slot_base: int | None = None  # this host's index * SLOTS_PER_HOST, claimed in Redis once (then fixed)
     memory_mb: dict[str, float] = field(default_factory=dict)  # latest readings, by container name
     processes: dict[str, int] = field(default_factory=dict)  # process counts of free containers

@@ -71,3 +71,27 @@ def test_the_shipped_local_config_is_valid() -> None:
     config = PoolConfig.load(root / "compose" / "pool.local.toml", {})
     assert config.container.image == "cinnamon-pool/playwright-mcp:local"
     assert "/usr:/usr:ro" in config.container.volumes
+
+
+@pytest.mark.parametrize(
+    ("tables", "key", "value"),
+    [
+        ({"sentinels": ["127.0.0.1"], "service": "s"}, "redis.sentinels", "127.0.0.1"),
+        ({"sentinels": ["127.0.0.1:99999"], "service": "s"}, "redis.sentinels", "127.0.0.1:99999"),
+        ({"sentinels": ["127.0.0.1:26379"]}, "redis.service", ""),
+        ({"wait_replicas": -2}, "redis.wait_replicas", -2),
+        ({"wait_timeout_ms": 0}, "redis.wait_timeout_ms", 0),
+    ],
+)
+def test_bad_sentinel_settings_name_the_key_and_the_value(tables: dict[str, object], key: str, value: object) -> None:
+    with pytest.raises(ConfigError) as error:
+        PoolConfig.from_tables({"redis": tables})
+    assert (error.value.key, error.value.value) == (key, value)
+
+
+def test_grants_wait_for_one_replica_with_sentinels_and_for_none_without_unless_told() -> None:
+    assert PoolConfig.from_tables({}).redis.replicas_to_wait == 0
+    ha = {"sentinels": ["10.0.0.1:26379", "10.0.0.2:26379"], "service": "cinnamon"}
+    assert PoolConfig.from_tables({"redis": ha}).redis.replicas_to_wait == 1
+    assert PoolConfig.from_tables({"redis": {**ha, "wait_replicas": 0}}).redis.replicas_to_wait == 0
+    assert PoolConfig.from_tables({"redis": ha}).redis.sentinel_addresses == [("10.0.0.1", 26379), ("10.0.0.2", 26379)]

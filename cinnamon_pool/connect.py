@@ -1,0 +1,52 @@
+"""Clients of the pool's Redis: the one server of ``redis.url``, or the primary that Redis
+Sentinel names for ``redis.service``, followed across failovers (redis-py's Sentinel pools ask
+the Sentinels again when the primary stops answering or turns into a replica).
+
+Every part of the pool gets its clients here, so a pool configured with sentinels follows the
+primary everywhere: jobs, the supervisor, the gateway, the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.connection import parse_url
+from redis.sentinel import Sentinel
+
+from cinnamon_pool.config import RedisSettings
+
+SENTINEL_TIMEOUT_S = 1.0  # a Sentinel that does not answer this soon is skipped for the next
+
+
+def _credentials(settings: RedisSettings) -> dict[str, Any]:
+    """The database and credentials of ``redis.url`` (its host and port are the Sentinels' to say)."""
+    parsed = parse_url(settings.url)  # type: ignore[no-untyped-call]
+    return {key: parsed[key] for key in ("db", "username", "password") if parsed.get(key) is not None}
+
+
+def redis_client(settings: RedisSettings, **options: Any) -> redis.Redis:
+    """A client of the pool's Redis; ``options`` as for ``redis.Redis`` (socket_timeout, ...)."""
+    if not settings.sentinels:
+        return redis.Redis.from_url(settings.url, **options)
+    sentinel = Sentinel(settings.sentinel_addresses, socket_timeout=SENTINEL_TIMEOUT_S)  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(settings.service, redis_class=redis.Redis, **_credentials(settings), **options)  # type: ignore[no-untyped-call]
+    return client
+
+
+def async_redis_client(settings: RedisSettings, **options: Any) -> aioredis.Redis:
+    """The asyncio twin of :func:`redis_client` (the gateway's)."""
+    if not settings.sentinels:
+        return aioredis.Redis.from_url(settings.url, **options)
+    sentinel = AsyncSentinel(settings.sentinel_addresses, socket_timeout=SENTINEL_TIMEOUT_S)  # type: ignore[no-untyped-call]
+    client: aioredis.Redis = sentinel.master_for(settings.service, redis_class=aioredis.Redis, **_credentials(settings), **options)
+    return client
+
+
+def describe(settings: RedisSettings) -> str:
+    """How the pool finds its Redis, for messages."""
+    if settings.sentinels:
+        return f"the primary of {settings.service!r} per Sentinel {', '.join(settings.sentinels)}"
+    return settings.url

@@ -17,9 +17,8 @@ lease that expires, a container recycled).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-import redis
 
 
 @dataclass(frozen=True)
@@ -30,18 +29,17 @@ class Lineage:
     second_offset: int  # one past the last byte of that earlier history it had (-1 if none)
 
     @classmethod
-    def read(cls, client: redis.Redis) -> Lineage | None:
-        """The lineage of the server ``client`` talks to; None if it does not tell (a managed
-        Redis that hides INFO, say: the check is then off)."""
-        try:
-            info = client.info("replication")
-        except redis.ResponseError:
-            return None
+    def from_info(cls, info: Mapping[str, object]) -> Lineage | None:
+        """From ``INFO replication``; None if it does not tell (a managed Redis that hides it,
+        say: the check is then off)."""
         try:
             return cls(
-                str(info["master_replid"]), int(info["master_repl_offset"]), str(info["master_replid2"]), int(info["second_repl_offset"])
+                str(info["master_replid"]),
+                int(str(info["master_repl_offset"])),
+                str(info["master_replid2"]),
+                int(str(info["second_repl_offset"])),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, ValueError):
             return None
 
 

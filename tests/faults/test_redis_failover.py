@@ -89,20 +89,20 @@ def test_a_failover_that_lost_writes_is_noticed_and_one_that_lost_none_is_not(ha
     primary = ha.primary_port()
     assert primary is not None
     replica = next(port for port in ha.servers if port != primary)
-    seen = Lineage.read(redis.Redis(port=primary))
+    seen = Lineage.from_info(redis.Redis(port=primary).info("replication"))
     assert seen is not None
 
     ha.servers[replica].send_signal(signal.SIGSTOP)
     redis.Redis(port=primary).client_kill_filter(_type="replica")  # cut off: it misses what comes now
     redis.Redis(port=primary).hset(PoolKeys(POOL).meta, "written", "while the replica was away")
-    seen_after_write = Lineage.read(redis.Redis(port=primary))
+    seen_after_write = Lineage.from_info(redis.Redis(port=primary).info("replication"))
     assert seen_after_write is not None and seen_after_write.offset > seen.offset
     ha.servers[primary].kill()
     ha.servers[primary].wait()
     ha.servers[replica].send_signal(signal.SIGCONT)
     wait_until(lambda: ha.primary_port() not in {None, primary}, 30, "Sentinel did not promote the replica")
     assert ha.primary_port() == replica
-    now = Lineage.read(redis.Redis(port=replica))
+    now = Lineage.from_info(redis.Redis(port=replica).info("replication"))
     assert now is not None
     assert lost_writes(seen, now) is None, "everything seen before the replica stopped is on the new primary"
     why = lost_writes(seen_after_write, now)

@@ -7,7 +7,21 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cinnamon_pool"
 LAYERS = {
-    1: ["errors", "clock", "model", "events", "decode", "config", "keys", "logs.format", "lease.scripts", "runtime.base", "canary"],
+    1: [
+        "errors",
+        "clock",
+        "model",
+        "events",
+        "decode",
+        "config",
+        "keys",
+        "logs.format",
+        "lease.scripts",
+        "runtime.base",
+        "canary",
+        "lease.replication",
+        "gateway.tasks",
+    ],
     2: ["supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],
     3: [
         "lease.store",
@@ -22,6 +36,7 @@ LAYERS = {
         "gateway.proxy",
         "gateway.prepare",
         "gateway.sessions",
+        "connect",
     ],
     4: [
         "pool",
@@ -53,6 +68,7 @@ PURE = {
     "config",
     "runtime.base",
     "canary",
+    "lease.replication",
 }
 
 

@@ -58,9 +58,10 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.connect import redis_client
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.history import StreamTail, check, monotonic_ms, record_fault
-from tests.support import die_with_parent, free_port, rq_worker_command, start_redis_server, stop
+from tests.support import RedisHA, die_with_parent, free_port, rq_worker_command, start_redis_server, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_IMAGE = "cinnamon-pool/fake-mcp:test"
@@ -72,6 +73,7 @@ CONVERGE_LIMIT_S = 10.0  # the pool is whole again this soon after each fault, o
 CONVERGE_WAIT_S = 60.0  # how long a slower convergence is still measured
 MIN_COMPLETED_SHARE = 0.99  # of the jobs no fault hit
 FAULTS = ("kill-worker", "kill-horse", "stop-horse", "kill-container", "pause-container", "kill-supervisor", "restart-redis")
+HA_FAULTS = (*FAULTS[:-1], "failover-redis")  # with --redis-ha: the pool's Redis is a primary, a replica and a Sentinel
 
 
 def say(message: str, started: float) -> None:
@@ -91,8 +93,20 @@ def children(pid: int) -> list[int]:
 
 
 class Soak:
-    def __init__(self, workdir: Path, duration_s: float, interval_s: float, workers: int, seed: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        duration_s: float,
+        interval_s: float,
+        workers: int,
+        seed: int,
+        redis_ha: bool = False,
+        faults: tuple[str, ...] = (),
+    ) -> None:
         self.workdir, self.duration_s, self.interval_s, self.worker_count = workdir, duration_s, interval_s, workers
+        self.redis_ha: RedisHA | None = None
+        self.ha = redis_ha
+        self.faults = faults or (HA_FAULTS if redis_ha else FAULTS)
         self.random = random.Random(seed)
         self.seed = seed
         self.started = time.monotonic()
@@ -129,12 +143,19 @@ class Soak:
     def start_parts(self) -> None:
         self.sweep_stale()
         self.queue_redis_process, self.queue_url = start_redis_server(self.workdir, preexec_fn=die_with_parent)
-        self.pool_port = free_port()
-        self.pool_redis_process, self.pool_url = start_redis_server(self.workdir, self.pool_port, die_with_parent)
+        if self.ha:
+            self.redis_ha = RedisHA(self.workdir / "redis-ha", die_with_parent)
+            self.pool_port = self.redis_ha.primary_port() or 0
+            self.pool_url = f"redis://127.0.0.1:{self.pool_port}/0"
+            sentinel = f'sentinels = {json.dumps(self.redis_ha.sentinels)}\nservice = "{RedisHA.SERVICE}"\n'
+        else:
+            self.pool_port = free_port()
+            self.pool_redis_process, self.pool_url = start_redis_server(self.workdir, self.pool_port, die_with_parent)
+            sentinel = ""
         self.docker.networks.create(self.network, driver="bridge", labels={"cinnamon.test": "soak"})
         self.config_path = self.workdir / "pool.toml"
         self.config_path.write_text(
-            f'[redis]\nurl = "{self.pool_url}"\n'
+            f'[redis]\nurl = "{self.pool_url}"\n{sentinel}'
             f'[pool]\nname = "{self.pool_name}"\nmin_size = 2\nmax_size = 4\ninitial_size = 3\n'
             f'[container]\nimage = "{FAKE_IMAGE}"\nvolumes = ["/usr:/usr:ro", "{self.served}:/served"]\nnetwork = "{self.network}"\n'
             'env = { FAKE_MCP_RECORD_DIR = "/served" }\n'
@@ -145,7 +166,7 @@ class Soak:
             f'[logs]\ndir = "{self.workdir / "logs"}"\n[metrics]\nport = 0\n[gateway]\nlisten = "127.0.0.1:{free_port()}"\n'
         )
         self.config = PoolConfig.load(self.config_path)
-        self.pool = ContainerPool(self.config, client=redis.Redis.from_url(self.pool_url, socket_timeout=2))
+        self.pool = ContainerPool(self.config, client=redis_client(self.config.redis, socket_timeout=2))
         self.queue_client = redis.Redis.from_url(self.queue_url)
         self.queue = Queue("soak", connection=self.queue_client, serializer=JSONSerializer)
         self.env = {
@@ -355,6 +376,14 @@ class Soak:
             self.pool_redis_process, _ = start_redis_server(self.workdir, self.pool_port, die_with_parent)
             hit += [job for job in self.jobs_in_flight() if job not in hit]
             record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began)
+        elif fault == "failover-redis":
+            assert self.redis_ha is not None
+            hit = self.jobs_in_flight()
+            old, new = self.redis_ha.kill_primary()  # returns once Sentinel has promoted the replica
+            say(f"failover-redis: primary {old} killed, Sentinel promoted {new}", self.started)
+            hit += [job for job in self.jobs_in_flight() if job not in hit]
+            record_fault(self.history, client, fault, target=f"{old} -> {new}", jobs=hit, began_mono=began)
+            self.redis_ha.restart(old)  # as an operator would: it comes back as the new primary's replica
         return time.monotonic(), over
 
     # -- the run -----------------------------------------------------------------------------
@@ -368,7 +397,7 @@ class Soak:
         stop_submitting = threading.Event()
         submitter = threading.Thread(target=self.submit, args=(stop_submitting,), daemon=True)
         injected: collections.Counter[str] = collections.Counter()
-        with StreamTail(self.pool_url, self.pool_name, self.history):
+        with StreamTail(lambda: redis_client(self.config.redis, socket_timeout=5, decode_responses=True), self.pool_name, self.history):
             submitter.start()
             end = time.monotonic() + self.duration_s
             while True:
@@ -376,7 +405,7 @@ class Soak:
                 if time.monotonic() + pause + PAUSE_S > end:
                     break
                 time.sleep(pause)
-                fault = self.random.choice(FAULTS)
+                fault = self.random.choice(self.faults)
                 injected[fault] += 1
                 say(f"fault: {fault} ({len(self.submitted)} jobs submitted so far)", self.started)
                 self.wait_whole(fault, *self.inject(fault))
@@ -501,6 +530,8 @@ class Soak:
                 self.docker.api.remove_container(container["Id"], force=True)
         with contextlib.suppress(docker.errors.APIError, docker.errors.NotFound):
             self.docker.networks.get(self.network).remove()
+        if self.redis_ha is not None:
+            self.redis_ha.stop()
         for name in ("pool_redis_process", "queue_redis_process"):
             server: subprocess.Popen[bytes] | None = getattr(self, name, None)
             if server is not None:
@@ -538,8 +569,10 @@ def verdict(results: dict[str, Any]) -> list[str]:
 
 
 @contextlib.contextmanager
-def soak(workdir: Path, duration_s: float, interval_s: float, workers: int, seed: int) -> Iterator[Soak]:
-    run = Soak(workdir, duration_s, interval_s, workers, seed)
+def soak(
+    workdir: Path, duration_s: float, interval_s: float, workers: int, seed: int, redis_ha: bool = False, faults: tuple[str, ...] = ()
+) -> Iterator[Soak]:
+    run = Soak(workdir, duration_s, interval_s, workers, seed, redis_ha, faults)
     try:
         yield run
     finally:
@@ -551,6 +584,12 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of faults and jobs (default 300)")
     parser.add_argument("--interval", type=float, default=12.0, help="mean seconds between faults, at most (default 12)")
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--redis-ha",
+        action="store_true",
+        help="the pool's Redis is a primary, a replica and a Sentinel; failover-redis replaces restart-redis",
+    )
+    parser.add_argument("--faults", default="", help="comma-separated faults to pick from (default: all of the mode's)")
     parser.add_argument("--seed", type=int, default=None, help="the fault sequence's seed (default: random, printed)")
     parser.add_argument("--out", type=Path, default=ROOT / "soak-results.json")
     parser.add_argument("--workdir", type=Path, default=None, help="where logs and the history go (default: .run/soak-<pid>)")
@@ -559,7 +598,12 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         parser.error(f"--duration {args.duration:g} must be at least twice --interval {args.interval:g}")
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     workdir = args.workdir or ROOT / ".run" / f"soak-{os.getpid()}"
-    with soak(workdir, args.duration, args.interval, args.workers, seed) as run:
+    faults = tuple(name.strip() for name in args.faults.split(",") if name.strip()) if args.faults else ()
+    known = HA_FAULTS if args.redis_ha else FAULTS
+    for name in faults:
+        if name not in known:
+            parser.error(f"--faults: unknown fault {name!r} (known{' with --redis-ha' if args.redis_ha else ''}: {', '.join(known)})")
+    with soak(workdir, args.duration, args.interval, args.workers, seed, args.redis_ha, faults) as run:
         results = run.run()
     results["workdir"] = str(workdir)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

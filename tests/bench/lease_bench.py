@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import functools
 import multiprocessing as mp
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 import redis
 
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.connect import redis_client
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import Holder
 from tests.bench.report import Row, percentile
-from tests.lease_helpers import store_with
+from tests.lease_helpers import record, store_with
+from tests.support import RedisHA
 
 FLOOR_ACQUIRE = """
 local name = redis.call('ZPOPMIN', KEYS[1])[1]
@@ -208,7 +213,41 @@ def run(url: str) -> list[Row]:
     )
     rows.append(Row("lease", "double grants across the run", float(total_doubles), None, "count", "value == 0"))
     rows.append(_check_before_use(client))
+    rows += _durable_grants()
     return rows
+
+
+def _durable_grants(count: int = 400) -> list[Row]:
+    """What ``redis.wait_replicas = 1`` costs: pairs on a primary with a replica and a Sentinel,
+    each grant WAITed for, against the same pairs on the same primary without the WAIT."""
+    with tempfile.TemporaryDirectory(prefix="cinnamon-bench-ha-") as workdir:
+        ha = RedisHA(Path(workdir))
+        try:
+            settings = PoolConfig.from_tables({"redis": {"sentinels": ha.sentinels, "service": ha.SERVICE}}).redis
+            timed = {}
+            for replicas in (1, 0):
+                store = LeaseStore(redis_client(settings), f"durable{replicas}", wait_replicas=replicas)
+                store.register(record(1))
+                samples = []
+                for round_ in range(WARM_UP + count):
+                    started = time.perf_counter()
+                    grant = store.acquire(Holder("durable"), timeout_s=10)
+                    store.release(grant.name, grant.token)
+                    if round_ >= WARM_UP:
+                        samples.append(time.perf_counter() - started)
+                timed[replicas] = samples
+        finally:
+            ha.stop()
+    durable, plain = timed[1], timed[0]
+    print(
+        f"  durable grants (WAIT 1 replica): pair p50 {percentile(durable, 50) * 1e3:.3f} ms, without {percentile(plain, 50) * 1e3:.3f} ms",
+        flush=True,
+    )
+    return [
+        Row("lease", f"acquire+release pair, grant WAITed for 1 replica, p{q} (vs no WAIT, same primary)",
+            percentile(durable, q) * 1e3, percentile(plain, q) * 1e3, "ms", target)
+        for q, target in ((50, "ratio <= 2"), (99, "ratio <= 3"))
+    ]  # fmt: skip
 
 
 def _check_before_use(client: redis.Redis, count: int = 3000) -> Row:

@@ -166,11 +166,14 @@ def instrument(store_class: type, history: ClientHistory) -> None:
 
 
 class StreamTail:
-    """Copies the pool's event stream to ``events.jsonl`` as it grows, in a thread. After Redis
-    comes back empty it starts over from the new stream's beginning."""
+    """Copies the pool's event stream to ``events.jsonl`` as it grows, in a thread. When another
+    server answers (Redis restarted, or Sentinel promoted a replica), it goes on where it was if
+    that server's stream has the last entry copied (a replica's copy), else it starts over from
+    the new stream's beginning after a ``stream_restarted`` line (Redis came back empty).
+    ``source``: the Redis URL, or a function that makes the client (one that follows Sentinel)."""
 
-    def __init__(self, url: str, pool: str, directory: Path) -> None:
-        self.url, self.key, self.path = url, PoolKeys(pool).events, directory / "events.jsonl"
+    def __init__(self, source: str | Callable[[], redis.Redis], pool: str, directory: Path) -> None:
+        self.source, self.key, self.path = source, PoolKeys(pool).events, directory / "events.jsonl"
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="stream-tail", daemon=True)
 
@@ -184,14 +187,17 @@ class StreamTail:
         self.thread.join(timeout=10)
 
     def _run(self) -> None:
-        client = redis.Redis.from_url(self.url, socket_timeout=5, decode_responses=True)
+        if isinstance(self.source, str):
+            client = redis.Redis.from_url(self.source, socket_timeout=5, decode_responses=True)
+        else:
+            client = self.source()
         last, server = "0-0", ""
         with self.path.open("a") as out:
             while not self.stop.is_set():
                 try:
                     run_id = client.info("server")["run_id"]
-                    if server and run_id != server:  # Redis restarted (empty, in the soak): a new stream
-                        last = "0-0"
+                    if server and run_id != server and not (last != "0-0" and client.xrange(self.key, last, last)):
+                        last = "0-0"  # a new stream (Redis restarted empty): from its beginning
                         out.write(json.dumps({"kind": "stream_restarted", "at_ms": redis_ms(client) or 0}) + "\n")
                     server = run_id
                     for _, entries in client.xread({self.key: last}, count=1000, block=200) or []:

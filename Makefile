@@ -26,10 +26,11 @@ images: services
 demo: venv images
 	$(BIN)/python -m workers.demo
 
-# Every test, then a short soak (jobs under random faults, checked; at most 3 minutes).
+# Every test, then two short soaks (jobs under random faults, checked): one with Redis failovers.
 test: venv images
 	$(BIN)/python -m pytest
 	$(BIN)/python -m tests.soak --duration $(SHORT_SOAK) --interval 10
+	$(BIN)/python -m tests.soak --duration 60 --interval 10 --redis-ha --faults failover-redis,kill-horse,kill-container --out soak-ha-results.json
 
 SHORT_SOAK ?= 90
 DURATION ?= 300

@@ -78,9 +78,10 @@ class RedisHA:
         self._start_server(replica, f"127.0.0.1 {primary}")
         config = workdir / "sentinel.conf"  # Sentinel rewrites it: a file of its own
         config.write_text(
-            f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {workdir}\n"
+            f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {workdir}\nlogfile {workdir / 'sentinel.log'}\n"
             f"sentinel monitor {self.SERVICE} 127.0.0.1 {primary} 1\n"
-            f"sentinel down-after-milliseconds {self.SERVICE} 1000\nsentinel failover-timeout {self.SERVICE} 5000\n"
+            # 3 s, not 1: with 1 s a freshly promoted primary on a loaded 2-core machine was failed back
+            f"sentinel down-after-milliseconds {self.SERVICE} 3000\nsentinel failover-timeout {self.SERVICE} 5000\n"
         )
         self.sentinel = subprocess.Popen(
             [_redis_server(), str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=preexec_fn
@@ -154,8 +155,11 @@ class RedisHA:
         return old, new
 
     def restart(self, port: int) -> None:
-        """Start a killed server again, empty; Sentinel makes it a replica of the current primary."""
-        self._start_server(port)
+        """Start a killed server again, empty, as a replica of the primary Sentinel names now (as
+        an operator would; left to itself, Sentinel converts a returning old primary only after
+        its next look at it, some 10 s, and meanwhile no replica acknowledges grants)."""
+        primary = self.primary_port()
+        self._start_server(port, f"127.0.0.1 {primary}" if primary is not None else "")
 
     def stop(self) -> None:
         for process in [self.sentinel, *self.servers.values()]:

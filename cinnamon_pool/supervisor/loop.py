@@ -154,6 +154,7 @@ class Supervisor:
         try:
             if not self._lead():
                 report.standby = True
+                self.state.lineage = None  # what Redis did meanwhile is the leader's to judge, not ours later
                 return report
             self._tick(report)
         except (CinnamonError, redis.RedisError) as error:

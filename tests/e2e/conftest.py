@@ -11,12 +11,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 import redis
 
 from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.pool import ContainerPool
 from tests.conftest import test_config
 from tests.support import free_port
@@ -101,3 +102,20 @@ def supervised_pool(
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=30)
         log.close()
+
+
+def prepared_on(pool: ContainerPool, name: str, timeout_s: float = 60) -> dict[str, Any]:
+    """Wait until ``name`` is free with a keeper and a prepared session; the prepared one's entry."""
+    deadline = time.monotonic() + timeout_s
+    keys = PoolKeys(pool.name)
+    while time.monotonic() < deadline:
+        status = {c["name"]: c for c in pool.status()["containers"]}
+        container = status.get(name)
+        if container and container["state"] == "available":
+            held = pool.store.held_sessions({name: container["container_id"]})[name]
+            if held == {"keeper", "prepared"}:
+                raw = pool.store.redis.hget(keys.sessions, f"prepared|{name}")
+                if raw is not None:
+                    return dict(json.loads(raw))
+        time.sleep(0.1)
+    raise AssertionError(f"{name} had no prepared session within {timeout_s} s: {pool.status()}")

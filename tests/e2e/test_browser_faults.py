@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.model import Outcome
 from cinnamon_pool.pool import ContainerPool, classify
-from tests.e2e.conftest import Supervised
+from tests.e2e.conftest import Supervised, prepared_on
 
 SHARED = ["--headless", "--browser", "chromium", "--no-sandbox", "--shared-browser-context", "--port", "8931", "--host", "0.0.0.0"]
 LEAVE_RESIDUE = """async (page) => {
@@ -63,10 +64,11 @@ def oom_kills(container_id: str) -> int | None:
     return None
 
 
-def wait_for(condition: object, seconds: float, what: str) -> None:
+def wait_for(condition: Callable[[], bool], seconds: float, what: str | Callable[[], str]) -> None:
+    """Until ``condition``; else fail with ``what`` (a function: read when it fails)."""
     deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
+    while not condition():
+        assert time.monotonic() < deadline, what() if callable(what) else what
         time.sleep(0.2)
 
 
@@ -75,9 +77,14 @@ def test_the_canary_flags_cookies_storage_and_tabs_kept_by_a_shared_context_and_
     supervised_pool: Supervised, real_redis: redis.Redis
 ) -> None:
     pool = ContainerPool(supervised_pool.config)
+    prepared_on(pool, "container-001")  # the gateway prepares: the canary runs in the next job's session
     seen = leave_residue(pool)
     assert '\\"pages\\":2' in seen, f"the job did not leave its state: {seen}"
-    wait_for(lambda: any(e.get("to") == "restarting" for e in events(real_redis, pool, "state")), 60, "no restart after residue")
+    wait_for(
+        lambda: any(e.get("to") == "restarting" for e in events(real_redis, pool, "state")),
+        60,
+        lambda: f"no restart after residue: {[e for kind in ('released', 'prepared', 'state') for e in events(real_redis, pool, kind)]}",
+    )
     reasons = [e["reason"] for e in events(real_redis, pool, "state") if e.get("to") == "restarting"]
     residue = next((reason for reason in reasons if reason.startswith("residue: ")), f"none among {reasons}")
     for found in ("cookies=1", "origins=1", "pages=2"):
@@ -91,7 +98,7 @@ def test_the_canary_flags_cookies_storage_and_tabs_kept_by_a_shared_context_and_
 @pytest.mark.parametrize("supervised_pool", [{"size": 1, "rules": "canary_share = 1.0\n"}], indirect=True)
 def test_the_canary_passes_an_isolated_server_and_the_container_keeps_serving(supervised_pool: Supervised, real_redis: redis.Redis) -> None:
     pool = ContainerPool(supervised_pool.config)
-    before = pool.status()["containers"][0]["container_id"]
+    before = prepared_on(pool, "container-001")["container_id"]
     for _ in range(2):
         leave_residue(pool)
         wait_for(lambda: pool.status()["available"] == 1, 60, "the container was not offered again")

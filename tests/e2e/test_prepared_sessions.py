@@ -17,7 +17,7 @@ import pytest
 from cinnamon_pool.browser import Browser
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.pool import ContainerPool
-from tests.e2e.conftest import Supervised
+from tests.e2e.conftest import Supervised, prepared_on
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.redis]
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -25,23 +25,6 @@ INITIALIZE = {
     "jsonrpc": "2.0", "id": 41, "method": "initialize",
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
 }  # fmt: skip
-
-
-def prepared_on(pool: ContainerPool, name: str, timeout_s: float = 60) -> dict[str, Any]:
-    """Wait until ``name`` is free with a keeper and a prepared session; the prepared one's entry."""
-    deadline = time.monotonic() + timeout_s
-    keys = PoolKeys(pool.name)
-    while time.monotonic() < deadline:
-        status = {c["name"]: c for c in pool.status()["containers"]}
-        container = status.get(name)
-        if container and container["state"] == "available":
-            held = pool.store.held_sessions({name: container["container_id"]})[name]
-            if held == {"keeper", "prepared"}:
-                raw = pool.store.redis.hget(keys.sessions, f"prepared|{name}")
-                if raw is not None:
-                    return dict(json.loads(raw))
-        time.sleep(0.1)
-    raise AssertionError(f"{name} had no prepared session within {timeout_s} s: {pool.status()}")
 
 
 def handovers(config_url: str) -> dict[str, float]:

@@ -625,6 +625,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     problems = verdict(results)
     for problem in problems:
         out(f"SOAK FAILED: {problem}")
+    for violation in results["violations"][:20] if problems else ():  # CI keeps only this output: say what was seen
+        out(f"  violation: {violation}")
     return 1 if problems else 0
 
 

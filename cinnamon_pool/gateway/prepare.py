@@ -170,6 +170,7 @@ class Preparer:
     keepers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     checked_at: dict[str, float] = field(default_factory=dict)  # held session field -> monotonic check
     retry: dict[str, tuple[int, float]] = field(default_factory=dict)  # container -> (failures, monotonic next try)
+    unanswered: dict[str, list[str]] = field(default_factory=dict)  # container -> the offer Redis has not answered yet
     keep_only: bool = False  # no gateway: keepers only (the supervisor holds them, while it leads)
     active: Callable[[], bool] = lambda: True
 
@@ -230,6 +231,8 @@ class Preparer:
                 token = _string(released.get(name) or b"")
                 if self.purpose.get(name) != token:
                     self._start(record, token)
+                elif name not in self.tasks and name in self.unanswered:
+                    await self._send_offer(name)  # made during a failover or an outage: it stays 'preparing' until offered
             elif self._due(name) and not await self._usable(prepared, record, now_ms):
                 self._start(record, "free")
 
@@ -330,9 +333,18 @@ class Preparer:
             self.retry[name] = (failures, self.clock.monotonic() + min(30.0, 2.0 ** (failures - 1)))
             self.report(name, "ERROR_OCCURRED", [("Error", f"preparing the next session failed: {detail}"), ("Context", "prepare")])
         if released:
-            seconds = self.clock.monotonic() - started
-            with contextlib.suppress(redis.RedisError):  # the supervisor offers it after its time-out
-                await self._offer(keys=self._script_keys, args=[name, purpose, result, detail, f"{seconds * 1000:.1f}"])
+            self.unanswered[name] = [name, purpose, result, detail, f"{(self.clock.monotonic() - started) * 1000:.1f}"]
+            with contextlib.suppress(redis.RedisError):  # sent again by the loop (the supervisor's time-out is the last resort)
+                await self._send_offer(name)
+
+    async def _send_offer(self, name: str) -> None:
+        """Offer the container (``prepared.lua``: a no-op once it is no longer waiting for this
+        preparation, so sending it again is safe). Kept until Redis answers: an offer lost to a
+        failover would otherwise leave the container 'preparing' until the supervisor's time-out."""
+        args = self.unanswered[name]
+        await self._offer(keys=self._script_keys, args=args)
+        if self.unanswered.get(name) is args:
+            del self.unanswered[name]
 
     async def _open(self, upstream: Upstream) -> tuple[str, dict[str, Any]]:
         session, answer = await upstream.initialize()

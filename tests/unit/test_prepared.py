@@ -277,3 +277,71 @@ def test_a_session_opened_while_the_watcher_reads_the_leases_is_not_ended_as_sta
             return gateway.sessions.open.get(("container-001", new), set())
 
     assert asyncio.run(scenario()) == {"new-session"}
+
+
+def test_an_offer_that_redis_did_not_answer_is_sent_again_and_the_container_does_not_wait_for_the_time_out(tmp_path: Path) -> None:
+    """Found by the --redis-ha soak: the gateway finished preparing while Sentinel was promoting the
+    replica, its offer failed, and the container stayed 'preparing' until the supervisor's 20 s
+    time-out."""
+    import asyncio
+
+    import fakeredis.aioredis
+    import httpx
+    import redis
+
+    from cinnamon_pool.config import PoolConfig
+    from cinnamon_pool.gateway.prepare import Preparer
+
+    server = fakeredis.FakeServer()
+    client, runtime, clock = fakeredis.FakeRedis(server=server), FakeRuntime(), ManualClock()
+    boss = supervisor(tmp_path, client, runtime, clock, canary_share=0.0)
+    boss.tick(), boss.tick()
+    store = LeaseStore(client, "qa")
+    client.set(store.keys.preparer(runtime.host), "gateway-test", px=600_000)
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    record = store.snapshot().containers[grant.name]
+
+    class Container:
+        """The upstream of the container: a session opens, the blank page loads."""
+
+        async def initialize(self) -> tuple[str, dict[str, object]]:
+            return "next-session", {"protocolVersion": "2025-11-25"}
+
+        async def call_tool(self, _session: str, _tool: object) -> str:
+            return ""
+
+        async def end(self, _session: str) -> None:
+            return None
+
+    async def scenario() -> list[ContainerState]:
+        config = PoolConfig.from_tables({"pool": {"name": "qa", "max_size": 2}, "rules": {"canary_share": 0.0}})
+
+        async def nothing(_name: str, _token: str) -> None:
+            return None
+
+        async with httpx.AsyncClient() as http:
+            preparer = Preparer(config, fakeredis.aioredis.FakeRedis(server=server), runtime.host, http, nothing, lambda *_: None)
+            preparer.upstream = lambda _name: Container()  # type: ignore[assignment,method-assign,return-value]
+            keeper = HeldSession("keeper", grant.name, record.container_id, "keeper-session", {}, 1)
+            await preparer.client.hset(preparer.keys.sessions, keeper.field, keeper.to_json())
+            preparer.checked_at[keeper.field] = preparer.clock.monotonic()
+            offer, failures = preparer._offer, [redis.ConnectionError("the primary is gone")]
+
+            async def failing_once(**arguments: object) -> object:
+                if failures:
+                    raise failures.pop()
+                return await offer(**arguments)
+
+            preparer._offer = failing_once  # type: ignore[assignment]
+            assert store.release(grant.name, grant.token) == "preparing"
+            states = []
+            for _ in range(3):
+                await preparer.step()
+                await asyncio.gather(*preparer.tasks.values())
+                states.append(store.snapshot().containers[grant.name].state)
+            return states
+
+    states = asyncio.run(scenario())
+    assert states[0] is ContainerState.PREPARING, "the offer failed: still preparing"
+    assert states[1:] == [ContainerState.AVAILABLE, ContainerState.AVAILABLE], "offered again by the next round"
+    assert json.loads(client.hget(store.keys.sessions, f"prepared|{grant.name}"))["session"] == "next-session"

@@ -28,7 +28,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.errors import CinnamonError, LeaseLost
-from cinnamon_pool.lease.handle import ContainerLease, SessionFigures
+from cinnamon_pool.lease.handle import JOB_PHASE, ContainerLease, SessionFigures
 
 TOKEN_HEADER = "X-Cinnamon-Token"
 
@@ -64,9 +64,11 @@ class FencedClient:
     async def call_tool_raw(self, name: str, arguments: dict[str, Any] | None = None) -> list[Any]:
         """The result's content parts (text, image...); raises ToolError when the tool failed."""
         self.lease.check()
+        self.lease.enter(name)
         result = await self.client.call_tool(name, arguments or {})
         if result.is_error:
             raise ToolError(name, _text(name, list(result.content)).strip())
+        self.lease.enter(JOB_PHASE)
         return list(result.content)
 
     async def list_tools(self) -> list[str]:
@@ -78,6 +80,7 @@ class FencedClient:
 async def mcp_session(lease: ContainerLease, *, timeout_s: float = 60.0) -> AsyncIterator[FencedClient]:
     """An MCP session on the leased container; leaving it ends the session (HTTP DELETE)."""
     lease.check()
+    lease.enter("initialize")
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {lease.token}", TOKEN_HEADER: lease.token})
 
     async def fence(request: Any) -> None:
@@ -91,6 +94,7 @@ async def mcp_session(lease: ContainerLease, *, timeout_s: float = 60.0) -> Asyn
     async with http:
         transport = streamable_http_client(lease.endpoint, http_client=http, terminate_on_close=True)
         async with Client(transport, mode="legacy", read_timeout_seconds=timeout_s) as client:
+            lease.enter(JOB_PHASE)
             yield FencedClient(client, lease)
 
 
@@ -118,7 +122,11 @@ class Browser:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        self.lease.add_session(self.close(failed=exc is not None))
+        failed_in = self.lease.phase  # saving the artifacts calls tools: the failure's context stays this
+        try:
+            self.lease.add_session(self.close(failed=exc is not None))
+        finally:
+            self.lease.enter(failed_in)
 
     def close(self, *, failed: bool = False) -> SessionFigures:
         """End the session (saving artifacts first when ``failed``); returns its figures."""

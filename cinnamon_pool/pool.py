@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import secrets
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -26,13 +27,13 @@ import redis
 from mcp.shared.exceptions import MCPError
 
 from cinnamon_pool import decode
-from cinnamon_pool.browser import ToolError, find_residue
+from cinnamon_pool.browser import ToolError, artifact_folder, find_residue
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import redis_client
 from cinnamon_pool.errors import LeaseError, LeaseLost
 from cinnamon_pool.events import EventKind
-from cinnamon_pool.lease.handle import ContainerLease
+from cinnamon_pool.lease.handle import ContainerLease, error_context
 from cinnamon_pool.lease.heartbeat import Heartbeat
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerState, Holder, Outcome
@@ -64,6 +65,35 @@ def classify(error: BaseException) -> Outcome:
         return Outcome.INFRA_ERROR
     cause = error.__cause__
     return classify(cause) if cause is not None and cause is not error else Outcome.TEST_FAILED
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a job failed, as the errors log says it: the exception (type and message) and the
+    tool or phase under way (``Context:``); its traceback goes to the job's artifacts folder."""
+
+    error: str = ""
+    context: str = ""
+    traceback: str = ""
+
+    @classmethod
+    def of(cls, error: BaseException, lease: ContainerLease) -> Failure:
+        message = " ".join(str(error).split())  # one line; the log escapes what is left
+        context = "lease" if isinstance(error, LeaseLost) else error_context(lease.phase)
+        trace = "".join(traceback.format_exception(error))
+        return cls(f"{type(error).__name__}: {message}" if message else type(error).__name__, context, trace)
+
+    def save_traceback(self, lease: ContainerLease) -> str | None:
+        """Write ``traceback.txt`` into the job's artifacts folder; the folder, or None."""
+        if not self.traceback or not lease.artifacts_root:
+            return None
+        folder = Path(lease.artifacts_path or artifact_folder(lease))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "traceback.txt").write_text(self.traceback, encoding="utf-8")
+        except OSError:
+            return None  # a full disk must not hide the job's own error
+        return str(folder)
 
 
 @dataclass(frozen=True)
@@ -115,13 +145,13 @@ class ContainerPool:
             artifacts_root=str(Path(self.config.logs.dir) / "artifacts"),
             confirm=functools.partial(self.store.holds, grant.name, grant.token, self._confirm_client),
         )
-        outcome = Outcome.OK
+        outcome, failure = Outcome.OK, Failure()
         try:
             with Heartbeat(self.store, lease):
                 try:
                     yield lease
                 except BaseException as error:
-                    outcome = classify(error)
+                    outcome, failure = classify(error), Failure.of(error, lease)
                     raise
                 finally:
                     cleanup = self._cleanup(lease, outcome)
@@ -135,7 +165,9 @@ class ContainerPool:
                     recycle=cleanup.recycle,
                     cleanup_ms=cleanup.seconds * 1000,
                     cleanup_note=cleanup.note,
-                    artifacts=lease.artifacts_path or "",
+                    artifacts=failure.save_traceback(lease) or lease.artifacts_path or "",
+                    error=failure.error,
+                    context=failure.context,
                 )
 
     def _cleanup(self, lease: ContainerLease, outcome: Outcome) -> Cleanup:

@@ -20,6 +20,15 @@ from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.errors import LeaseLost
 from cinnamon_pool.model import Grant, Outcome
 
+JOB_PHASE = "job"  # the job's own code runs (no tool call under way)
+_CONTEXTS = {"browser_navigate": "page_navigation", "initialize": "session_start"}
+
+
+def error_context(phase: str) -> str:
+    """What the log's ``Context:`` calls a phase: the seed's names (page_navigation,
+    session_start) where it has them, else the tool's own name (browser_click), or job."""
+    return _CONTEXTS.get(phase, phase)
+
 
 @dataclass(frozen=True)
 class SessionFigures:
@@ -39,6 +48,7 @@ class _Liveness:
         self.lost_reason: str | None = None
         self.declared: Outcome | None = None
         self.sessions: list[SessionFigures] = []
+        self.phase = JOB_PHASE
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,16 @@ class ContainerLease:
         """Set the outcome the release reports, overriding the one inferred from exceptions."""
         with self._live.lock:
             self._live.declared = Outcome(outcome)
+
+    def enter(self, phase: str) -> None:
+        """What the job is doing now: a tool's name while the call is under way, else ``job``.
+        A failure names it in the errors log (``Context:``)."""
+        with self._live.lock:
+            self._live.phase = phase
+
+    @property
+    def phase(self) -> str:
+        return self._live.phase
 
     def add_session(self, figures: SessionFigures) -> None:
         with self._live.lock:

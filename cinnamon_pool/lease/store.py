@@ -38,6 +38,8 @@ from cinnamon_pool.model import (
 
 __all__ = ["Grant", "Holder", "LeaseStore", "PoolSnapshot"]
 
+ERROR_CHARS = 500  # a failed job's error, as the errors log carries it
+
 
 class LeaseStore:
     def __init__(
@@ -198,12 +200,16 @@ class LeaseStore:
         cleanup_ms: float | None = None,
         cleanup_note: str = "",
         artifacts: str = "",
+        error: str = "",
+        context: str = "",
     ) -> str:
         """End the lease; returns where the container went (available, handed, restarting,
         preparing) or noop.
 
         ``recycle`` sends the container to a restart (cleanup failed or left residue); the cleanup
-        figures and the artifacts folder travel in the release event to the log files. When the
+        figures, the artifacts folder and a failed job's ``error`` (its exception, at most 500
+        characters) and ``context`` (the tool or phase that failed) travel in the release event
+        to the log files. When the
         gateway of the container's host prepares sessions, the container waits in 'preparing'
         until the next job's session is ready (:meth:`prepared`)."""
         reply = self._run(
@@ -216,6 +222,8 @@ class LeaseStore:
             "" if cleanup_ms is None else f"{cleanup_ms:.1f}",
             cleanup_note[:500],
             artifacts[:500],
+            error[:ERROR_CHARS],
+            context[:100],
         )
         if reply[0] == Status.NOOP:
             return "noop"

@@ -20,19 +20,75 @@ def redact(value: str) -> str:
     return _TOKEN.sub(lambda m: "token#" + hashlib.sha256(m.group(0).encode()).hexdigest()[:8], value)
 
 
+def seconds(value: float) -> str:
+    """A duration as the seed writes it: ``1.2s`` (``0.04s`` under a tenth of a second)."""
+    return f"{value:.1f}s" if value >= 0.1 else f"{value:.2f}s"
+
+
+def uptime(value_s: float) -> str:
+    """An uptime as the seed writes it: ``45min`` (``30s`` under a minute, ``26h5min`` from a day)."""
+    if value_s < 60:
+        return f"{max(0, int(value_s))}s"
+    minutes = int(value_s // 60)
+    return f"{minutes}min" if minutes < 24 * 60 else f"{minutes // 60}h{minutes % 60}min"
+
+
+RESTART_REASONS = (  # (the seed's reason code, what the reason text starts with)
+    ("error_threshold_exceeded", ("error_threshold",)),
+    ("memory_limit_exceeded", ("memory ",)),
+    ("health_check_failed", ("probe took", "failed probes")),
+    ("unresponsive", ("unresponsive",)),
+    ("leftover_processes", ("browser left running",)),
+    ("residue", ("residue",)),
+    ("cleanup_failed", ("cleanup", "canary failed", "ending the sessions")),
+    ("operator", ("operator",)),
+    ("lease_expired", ("lease ",)),
+    ("pool_draining", ("pool draining", "drained")),
+    ("state_lost", ("the pool's metadata", "redis lost")),
+    ("inconsistent_state", ("available, but", "preparing, but", "allocated, but", "draining, but")),
+    ("host_supervisor_gone", ("its host",)),
+)
+
+
+def restart_reason(text: str) -> str:
+    """The seed's reason code for why a container restarts (``error_threshold_exceeded``,
+    ``memory_limit_exceeded``, ...); ``other`` for a reason this list does not know. The full
+    text follows in the record's ``Detail``."""
+    text = text.removeprefix("restart: ")
+    for code, starts in RESTART_REASONS:
+        if text.startswith(starts):
+            return code
+    return "other"
+
+
+def restart_details(reason: str, memory_mb: float | None, error_count: int, uptime_s: float | None) -> list[tuple[str, str]]:
+    """CONTAINER_RESTART's fields: the seed's (Reason, Memory Usage, Error Count, Uptime), then the
+    reason's full text."""
+    details = [("Reason", restart_reason(reason))]
+    details += [("Memory Usage", f"{memory_mb:.0f}MB")] if memory_mb is not None else []
+    details += [("Error Count", str(error_count))]
+    details += [("Uptime", uptime(uptime_s))] if uptime_s is not None else []
+    return [*details, ("Detail", reason)]
+
+
 def action_record(at: _dt.datetime, subject: str, action: str, details: list[tuple[str, str]], level: str = "INFO") -> LogRecord:
     return LogRecord(at.replace(microsecond=0), level, subject, action, tuple((key, redact(value)) for key, value in details))
 
 
-def event_record(event: LeaseEvent, memory_mb: Mapping[str, float], error_threshold: int) -> list[tuple[LogKind, LogRecord]]:
-    """The records one lease event produces (none for events operators need not read), redacted."""
+def event_record(
+    event: LeaseEvent, memory_mb: Mapping[str, float], error_threshold: int, memory_after: float | None = None
+) -> list[tuple[LogKind, LogRecord]]:
+    """The records one lease event produces (none for events operators need not read), redacted.
+    ``memory_after``: a released container's memory read after its cleanup (else the last reading)."""
     return [
         (kind, record._replace(details=tuple((k, redact(v)) for k, v in record.details)))
-        for kind, record in _event_record(event, memory_mb, error_threshold)
+        for kind, record in _event_record(event, memory_mb, error_threshold, memory_after)
     ]
 
 
-def _event_record(event: LeaseEvent, memory_mb: Mapping[str, float], error_threshold: int) -> list[tuple[LogKind, LogRecord]]:
+def _event_record(
+    event: LeaseEvent, memory_mb: Mapping[str, float], error_threshold: int, memory_after: float | None
+) -> list[tuple[LogKind, LogRecord]]:
     name = event.name
     at = _dt.datetime.fromtimestamp(event.at_ms / 1000).replace(microsecond=0)
     memory = memory_mb.get(name)
@@ -51,7 +107,7 @@ def _event_record(event: LeaseEvent, memory_mb: Mapping[str, float], error_thres
         return [(LogKind.USAGE, LogRecord(at, "INFO", name, "ALLOCATED", tuple(details)))]
 
     if event.kind is EventKind.RELEASED:
-        return _released(at, event, memory_detail, error_threshold)
+        return _released(at, event, memory_detail, error_threshold, memory if memory_after is None else memory_after)
 
     if event.kind is EventKind.REVOKED and event.text("reason") in {"expired", "hard cap"}:
         held_s = event.number("duration_ms") / 1000
@@ -71,7 +127,9 @@ def _event_record(event: LeaseEvent, memory_mb: Mapping[str, float], error_thres
     return []
 
 
-def _released(at: _dt.datetime, event: LeaseEvent, memory: list[tuple[str, str]], error_threshold: int) -> list[tuple[LogKind, LogRecord]]:
+def _released(
+    at: _dt.datetime, event: LeaseEvent, memory: list[tuple[str, str]], error_threshold: int, memory_after: float | None
+) -> list[tuple[LogKind, LogRecord]]:
     name, outcome, run = event.name, event.text("outcome"), event.text("test_run_id")
     duration_s = event.number("duration_ms") / 1000
     threshold = event.number("threshold") or error_threshold
@@ -80,12 +138,13 @@ def _released(at: _dt.datetime, event: LeaseEvent, memory: list[tuple[str, str]]
     out = [(LogKind.USAGE, LogRecord(at, "INFO", name, "RELEASED", tuple(details)))]
     cleanup_ms = event.decimal("cleanup_ms")
     if cleanup_ms is not None:
-        cleanup = [("Test Run", run), ("Cleanup Duration", f"{cleanup_ms:.0f}ms")]
-        cleanup += [("Memory After", value) for _key, value in memory] + [("Result", event.text("cleanup_note"))]
+        cleanup = [("Test Run", run), ("Cleanup Duration", seconds(cleanup_ms / 1000))]
+        cleanup += [("Memory After Cleanup", f"{memory_after:.0f}MB")] if memory_after is not None else []
+        cleanup += [("Result", event.text("cleanup_note"))]
         out.append((LogKind.USAGE, LogRecord(at, "INFO", name, "CLEANUP_COMPLETED", tuple(cleanup))))
     if outcome in {"infra_error", "test_failed"}:
-        error = [("Test Run", run), ("Error Type", outcome)]
-        error += [("Consecutive Errors", errors)] if outcome == "infra_error" else []
+        error = [("Test Run", run), ("Error", event.text("error") or outcome), ("Context", event.text("context") or "job")]
+        error += [("Consecutive Errors", errors), ("Error Type", outcome)]
         error += [("Artifacts", event.text("artifacts"))] if event.has("artifacts") else []
         out.append((LogKind.ERRORS, LogRecord(at, "ERROR" if outcome == "infra_error" else "WARN", name, "ERROR_OCCURRED", tuple(error))))
     return out

@@ -5,7 +5,7 @@
       └─ Memory Usage: 180MB
       └─ Available Containers: 1
 
-A record spans several lines, but no value can break one: backslashes, control characters,
+Records are separated by a blank line. A record spans several lines, but no value can break one: backslashes, control characters,
 Unicode line/paragraph separators and bidi controls in values are written as escapes
 (``\\n``, ``\\x1b``, ``\\u2028``) and read back by :func:`parse`.
 """
@@ -80,6 +80,7 @@ def render(record: LogRecord) -> str:
     for key, value in record.details:
         key_text = escape(key).replace(":", "\\x3a")  # the first ": " of a detail line ends the key
         lines.append(f"{DETAIL_PREFIX}{key_text}: {escape(value)}\n")
+    lines.append("\n")  # records are separated by a blank line, as in the seed
     return "".join(lines)
 
 

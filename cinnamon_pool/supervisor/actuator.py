@@ -14,6 +14,7 @@ from cinnamon_pool.clock import Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import RuntimeUnavailable
 from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.logs.events import restart_details, restart_reason
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.model import ContainerRecord, ContainerState, container_name, local_slot
 from cinnamon_pool.runtime.base import ContainerRuntime, ContainerSpec, ObservedContainer, pool_labels
@@ -139,10 +140,12 @@ class Actuator:
     def _recycle(self, action: Recycle) -> None:
         self.runtime.restart(action.container_id)
         if self.metrics is not None:
-            self.metrics.restarts.labels(self.pool, reason_label(action.reason)).inc()
+            self.metrics.restarts.labels(self.pool, restart_reason(action.reason)).inc()
         self.store.set_state(action.name, ContainerState.STARTING, f"restart: {action.reason}")
         self.state.created_at[action.slot] = self.clock.monotonic()
-        self.journal.record(LogKind.POOL, action.name, "CONTAINER_RESTART", [("Reason", action.reason)], level="WARN")
+        up_s = self.clock.now().timestamp() - action.started_at if action.started_at else None
+        details = restart_details(action.reason, self.state.memory_mb.get(action.name), action.error_count, up_s)
+        self.journal.record(LogKind.POOL, action.name, "CONTAINER_RESTART", details, level="WARN")
 
     def _deregister(self, action: Deregister) -> None:
         self.store.deregister(action.name, action.reason)

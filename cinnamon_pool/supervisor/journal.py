@@ -12,7 +12,7 @@ import redis
 
 from cinnamon_pool.clock import Clock
 from cinnamon_pool.errors import ImageMissing, ImageRejected, RuntimeUnavailable
-from cinnamon_pool.events import LeaseEvent
+from cinnamon_pool.events import EventKind, LeaseEvent
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.events import action_record, event_record
 from cinnamon_pool.logs.files import archive_earlier_months
@@ -32,8 +32,10 @@ class Journal:
         consumer: str,
         error_threshold: int,
         on_event: Callable[[LeaseEvent], None] | None = None,
+        read_memory: Callable[[str], float | None] | None = None,
     ) -> None:
         self.writer, self.store, self.clock, self.on_event = writer, store, clock, on_event
+        self.read_memory = read_memory  # a container's memory now (None: not one of this host's)
         self.consumer, self.error_threshold = consumer, error_threshold
         self._last_error: tuple[str, float] | None = None
         self._archived_month: tuple[int, int] | None = None
@@ -53,11 +55,17 @@ class Journal:
                 continue
             if self.on_event is not None:
                 self.on_event(event)
-            for kind, record in event_record(event, memory_mb, self.error_threshold):
+            for kind, record in event_record(event, memory_mb, self.error_threshold, self._memory_after(event)):
                 self.writer.write(kind, record)
                 written += 1
         self.store.ack_events(ids)
         return written
+
+    def _memory_after(self, event: LeaseEvent) -> float | None:
+        """After a cleanup, the container's memory read then, not the last tick's reading."""
+        if self.read_memory is None or event.kind is not EventKind.RELEASED or event.decimal("cleanup_ms") is None:
+            return None
+        return self.read_memory(event.name)
 
     def rejected(self, value: Rejected) -> None:
         """A value read from Redis that the decoder refused: one ERROR_OCCURRED record."""

@@ -86,6 +86,7 @@ class Supervisor:
             f"supervisor-{runtime.host}",
             config.rules.error_threshold,
             on_event=metrics.lease_event if metrics else None,
+            read_memory=self._memory_now,
         )
         rules = config.rules
         self.health_policy = HealthPolicy(rules.max_memory_mb, rules.health_failures, rules.health_timeout_s, rules.residue_processes)
@@ -217,9 +218,17 @@ class Supervisor:
         )
         self.journal.lease_events(self.state.memory_mb)  # and last: what this tick's actions produced, written now
 
+    def _memory_now(self, name: str) -> float | None:
+        """A container of this host's memory, read now (the log's Memory After Cleanup)."""
+        container_id = self.state.container_ids.get(name)
+        return None if container_id is None else self.runtime.memory_mb(container_id)
+
     def _take_readings(self, world: World) -> None:
         now = self.clock.monotonic()
         self.state.memory_mb, self.state.processes = world.memory_mb, world.processes
+        self.state.container_ids = {
+            name: record.container_id for name, record in world.snapshot.containers.items() if record.host == self.runtime.host
+        }
         for name in world.probes:
             self.state.probed_at[name] = now
             if self.metrics is not None:

@@ -44,6 +44,8 @@ class Recycle:
     slot: int
     container_id: str
     reason: str
+    error_count: int = 0  # the record's, for the log
+    started_at: float = 0.0  # unix time the container started (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,8 @@ def _plan_slot(observation: Observation, slot: int, containers: list[ObservedCon
             actions.append(Register(slot, current))
         return actions
     if record.state is ContainerState.RESTARTING:
-        actions.append(Recycle(name, slot, current.container_id, record.reason or "recycle before serving again"))
+        reason = record.reason or "recycle before serving again"
+        actions.append(Recycle(name, slot, current.container_id, reason, record.error_count, record.started_at or current.started_at))
     elif record.state is ContainerState.UNHEALTHY:
         actions.append(Deregister(name, "unhealthy"))
         actions.append(Replace(slot, current.container_id, "unhealthy"))

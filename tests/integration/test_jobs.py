@@ -71,6 +71,8 @@ def test_a_test_failure_does_not_count_against_the_container_and_leaves_artifact
     released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
     assert [f[b"outcome"] for f in released] == [b"ok", b"test_failed"]
     assert released[1][b"artifacts"].decode() == str(artifacts[0])
+    assert (released[1][b"error"], released[1][b"context"]) == (b"AssertionError: expected the heading 'Thank you'", b"job")
+    assert "raise AssertionError" in (artifacts[0] / "traceback.txt").read_text(), "the traceback goes to the artifacts"
     assert all(f[b"cleanup_note"].startswith(b"canary clean in ") and float(f[b"cleanup_ms"]) > 0 for f in released), released
 
 
@@ -81,6 +83,8 @@ def test_three_jobs_failing_on_a_broken_endpoint_send_the_container_to_restart(
     httpx.post(f"{fake_endpoint}/_fake/mode", json={"mode": "fail"}, timeout=5).raise_for_status()
     jobs = run_jobs(env, redis_server, worker_kind, [("tests.jobs.open_page", ("",), {}) for _ in range(3)])
     assert [j.get_status() for j in jobs] == [JobStatus.FAILED] * 3
+    released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
+    assert {(f[b"outcome"], f[b"context"]) for f in released} == {(b"infra_error", b"page_navigation")}, released
     record = store.snapshot().containers["container-001"]
     assert record.error_count == 3 and record.state is ContainerState.RESTARTING
 
@@ -96,6 +100,7 @@ def test_an_endpoint_that_accepts_and_never_answers_fails_the_job_as_an_infra_er
     assert time.monotonic() - started < 30, "the job gave up on the silent endpoint instead of hanging"
     released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
     assert [f[b"outcome"] for f in released] == [b"infra_error"], "the silence counts against the container"
+    assert released[0][b"context"] == b"session_start" and released[0][b"error"], released[0]
     assert store.snapshot().containers["container-001"].error_count == 1
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -187,7 +188,7 @@ def test_memory_growth_drains_then_restarts_the_container(start: Starter) -> Non
     eventually(lambda: len(running.free()) == 2, what="pool ready")
     victim = running.store.snapshot().containers["container-001"]
     fake(victim.endpoint, {"grow_mb": 100})
-    eventually(lambda: any("memory" in reason for reason in pool_log(running, "CONTAINER_RESTART")), what="a restart for memory")
+    eventually(lambda: "memory_limit_exceeded" in pool_log(running, "CONTAINER_RESTART"), what="a restart for memory")
     eventually(lambda: running.store.snapshot().containers["container-001"].state.value == "available", what="back in the pool")
     recycled = running.store.snapshot().containers["container-001"]
     assert recycled.container_id == victim.container_id and recycled.restarts == 1, "restarted in place, counted"
@@ -200,7 +201,12 @@ def test_three_infra_errors_in_a_row_restart_the_container(start: Starter) -> No
     for _ in range(3):
         grant = running.store.acquire(Holder("failing-job"), timeout_s=10)
         running.store.release(grant.name, grant.token, Outcome.INFRA_ERROR)
-    eventually(lambda: "error_threshold" in pool_log(running, "CONTAINER_RESTART"), what="a restart for error_threshold")
+    eventually(lambda: "error_threshold_exceeded" in pool_log(running, "CONTAINER_RESTART"), what="a restart for error_threshold")
+    files = sorted((running.logs / "containers").glob("container-pool-*.log"))
+    [restart] = [r for f in files for r in parse(f.open()) if r.action == "CONTAINER_RESTART"]
+    assert [key for key, _ in restart.details][:4] == ["Reason", "Memory Usage", "Error Count", "Uptime"], restart
+    assert restart.detail("Error Count") == "3" and re.fullmatch(r"\d+MB", restart.detail("Memory Usage")), restart
+    assert re.fullmatch(r"\d+s|\d+min", restart.detail("Uptime")), restart
     eventually(lambda: running.free() == ["container-001"], what="back in the pool")
     assert running.store.snapshot().containers["container-001"].error_count == 0
 
@@ -316,9 +322,7 @@ def test_a_browser_left_open_by_a_job_sends_the_container_to_restart(start: Star
     opened = httpx.post(grant.endpoint, json=initialize, headers={"Accept": "application/json, text/event-stream"}, timeout=10)
     assert opened.headers.get("mcp-session-id"), "the job opened a session of its own and never ends it"
     running.store.release(grant.name, grant.token)
-    eventually(
-        lambda: any(r.startswith("browser left running") for r in pool_log(running, "CONTAINER_RESTART")), what="a restart for the leftover"
-    )
+    eventually(lambda: "leftover_processes" in pool_log(running, "CONTAINER_RESTART"), what="a restart for the leftover")
     eventually(lambda: grant.name in running.free(), what="back in the pool, clean")
     assert running.store.snapshot().containers[grant.name].restarts == 1
 

@@ -68,5 +68,5 @@ def test_a_release_with_cleanup_and_artifacts_becomes_three_records() -> None:
     actions = [(kind.value, record.action) for kind, record in records]
     assert actions == [("usage", "RELEASED"), ("usage", "CLEANUP_COMPLETED"), ("errors", "ERROR_OCCURRED")]
     cleanup, error = records[1][1], records[2][1]
-    assert cleanup.detail("Cleanup Duration") == "32ms" and cleanup.detail("Memory After") == "182MB"
+    assert cleanup.detail("Cleanup Duration") == "0.03s" and cleanup.detail("Memory After Cleanup") == "182MB", "no reading after: the last"
     assert error.detail("Artifacts") == "logs/artifacts/2025-01-08/run-7" and error.detail("Error Type") == "test_failed"

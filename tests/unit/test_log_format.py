@@ -22,6 +22,7 @@ def test_the_design_example_renders_exactly() -> None:
         "  └─ Test Run: test-run-123\n"
         "  └─ Memory Usage: 180MB\n"
         "  └─ Available Containers: 1\n"
+        "\n"  # the blank line between records
     )
 
 

@@ -59,7 +59,8 @@ def test_residue_found_while_preparing_restarts_the_container(tmp_path: Path) ->
     record = store.snapshot().containers[grant.name]
     assert record.state is ContainerState.RESTARTING and record.reason == "residue: cookies=1"
     boss.tick()
-    assert any("residue: cookies=1" in (r.detail("Reason") or "") for r in pool_records(tmp_path)), "restarted, and said why"
+    restarts = [r for r in pool_records(tmp_path) if r.action == "CONTAINER_RESTART"]
+    assert [(r.detail("Reason"), r.detail("Detail")) for r in restarts] == [("residue", "residue: cookies=1")], "restarted, and said why"
 
 
 def released_while_preparing(tmp_path: Path):  # type: ignore[no-untyped-def]

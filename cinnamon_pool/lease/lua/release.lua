@@ -3,6 +3,7 @@
 -- ARGV[1] container name   ARGV[2] token   ARGV[3] outcome ok|test_failed|infra_error
 -- ARGV[4] error threshold  ARGV[5] "recycle" when the job side saw residue or a failed cleanup
 -- ARGV[6] cleanup duration ms ("" when none ran)   ARGV[7] cleanup note   ARGV[8] artifacts folder or ""
+-- ARGV[9] a failed job's error ("" when none)   ARGV[10] the tool or phase that failed
 -- Returns {"OK", "available"|"handed"|"restarting"|"preparing", error_count} | {"NOOP"} (released twice)
 --       | {"LOST", reason} | {"NOT_OWNER", reason}. Rejections write nothing, except that a
 -- lease found expired is ended as the reaper would end it.
@@ -38,9 +39,9 @@ local threshold = tonumber(ARGV[4])
 emit('released', name, {'token', token, 'test_run_id', lease.test_run_id, 'outcome', outcome,
                         'duration_ms', NOW - lease.granted_ms, 'error_count', rec.error_count,
                         'threshold', threshold, 'cleanup_ms', ARGV[6] or '', 'cleanup_note', ARGV[7] or '',
-                        'artifacts', ARGV[8] or ''})
+                        'artifacts', ARGV[8] or '', 'error', ARGV[9] or '', 'context', ARGV[10] or ''})
 if rec.state == 'draining' or rec.error_count >= threshold or ARGV[5] == 'recycle' then
-  local reason = 'drained'
+  local reason = 'drained'  -- set_state keeps the reason it was drained for (memory, operator)
   if rec.error_count >= threshold then reason = 'error_threshold' elseif ARGV[5] == 'recycle' then reason = 'cleanup' end
   set_state(rec, 'restarting', reason)
   return {'OK', 'restarting', rec.error_count}

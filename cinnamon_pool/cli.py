@@ -277,10 +277,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         Path(args.html).write_text(render_html(report), encoding="utf-8")
         print(f"wrote {args.html}", file=sys.stderr)
     if args.json:
-        print(json.dumps({k: v for k, v in report.items() if k != "memory_series"}, indent=2))
+        print(json.dumps(report, indent=2))
         return 0
     pool = report["pool"]
     print(f"{report['records']} records from {report['from']} to {report['until']} in {config.logs.dir}")
+    for advice in report["recommendations"]:
+        print(f"{advice['severity'].upper():<5} {advice['kind']}: {advice['message']}")
     print(
         f"pool: utilization {pool['utilization']:.1%}, wait p50 {pool['wait_p50_s']} s, p95 {pool['wait_p95_s']} s, {pool['throughput_per_hour']} jobs/hour"
     )
@@ -291,7 +293,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(row.format(name, c["tests"], average, c["memory_trend"], f"{c['error_rate']:.1%}", c["restarts"], c["risk"]))
     errors = report["errors"]
     for entry in errors["common"]:
-        print(f"  {entry['count']:>6} x {entry['error']}")
+        print(f"  {entry['count']:>6} x {entry['error']}" + (f" (in {entry['context']})" if entry["context"] else ""))
     print(
         f"leaking: {', '.join(errors['leaking_containers']) or 'none'}; restarted often: {', '.join(errors['frequently_restarted']) or 'none'}"
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import gzip
+import heapq
+import itertools
 import re
 import shutil
 from collections.abc import Iterator
@@ -23,16 +25,29 @@ def daily_files(root: Path) -> list[Path]:
 
 
 def iter_records(root: str | Path, since: _dt.date | None = None, until: _dt.date | None = None) -> Iterator[LogRecord]:
-    """Stream the records of every daily file in the date range, one line at a time."""
-    for path in daily_files(Path(root)):
-        year, month, day = (int(x) for x in _DAILY.fullmatch(path.name).groups()[1:4])  # type: ignore[union-attr]
-        date = _dt.date(year, month, day)
+    """Stream the records of every daily file in the date range, day by day, each day's three
+    files merged in time order (a restart in the pool file falls between the readings around it
+    in the usage file). Memory is bounded by a day, not the range."""
+    for date, paths in itertools.groupby(daily_files(Path(root)), key=_date_of):
         if (since and date < since) or (until and date > until):
             continue
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
-            text = handle.read()  # one day's file at a time: memory is bounded by a day, not the range
-        yield from parse_text(text)
+        day = [parse_text(_read(path)) for path in paths]
+        yield from day[0] if len(day) == 1 else heapq.merge(*day, key=_time_of)
+
+
+def _date_of(path: Path) -> _dt.date:
+    year, month, day = (int(x) for x in _DAILY.fullmatch(path.name).groups()[1:4])  # type: ignore[union-attr]
+    return _dt.date(year, month, day)
+
+
+def _time_of(record: LogRecord) -> _dt.datetime:
+    return record.at
+
+
+def _read(path: Path) -> str:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+        return handle.read()
 
 
 def archive_earlier_months(root: str | Path, today: _dt.date) -> list[Path]:

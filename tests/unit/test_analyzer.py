@@ -76,7 +76,13 @@ def write_month(root: Path) -> None:
                         "ERROR",
                         "container-002",
                         "ERROR_OCCURRED",
-                        (("Error Type", "infra_error"), ("Error", f"timeout after {day + 3}.5s on container {day:012x}")),
+                        (
+                            ("Test Run", f"b{day}-{n}"),
+                            ("Error", f"TimeoutError: timeout after {day + 3}.5s on container {day:012x}"),
+                            ("Context", "page_navigation"),
+                            ("Consecutive Errors", "1/3"),
+                            ("Error Type", "infra_error"),
+                        ),
                     ),
                 )
         for n in range(1 if day < 8 else 2):
@@ -87,7 +93,12 @@ def write_month(root: Path) -> None:
                     "WARN",
                     "container-002",
                     "CONTAINER_RESTART",
-                    (("Reason", "memory"),),
+                    (
+                        ("Reason", "memory_limit_exceeded"),
+                        ("Memory Usage", f"{101 + 600 * day}MB"),
+                        ("Error Count", "0"),
+                        ("Uptime", "45min"),
+                    ),
                 ),
             )
 
@@ -121,8 +132,10 @@ def report_span_days(report: dict) -> float:
 
 
 def test_error_patterns_fold_numbers_and_ids(report: dict) -> None:
-    assert report["errors"]["common"] == [{"error": "timeout after Ns on container N", "count": 5}]
-    assert report["errors"]["by_type"] == {"infra_error": 5}
+    assert report["errors"]["common"] == [
+        {"error": "TimeoutError: timeout after Ns on container N", "count": 5, "context": "page_navigation"}
+    ]
+    assert report["errors"]["by_type"] == {"infra_error": 5} and report["errors"]["by_context"] == {"page_navigation": 5}
     assert report["errors"]["leaking_containers"] == ["container-002"]
     assert report["errors"]["frequently_restarted"] == []
     assert normalize_error("took 5.3s on 3f2a9c1d7e8b") == "took Ns on N"
@@ -152,6 +165,8 @@ def test_report_command_json_and_html(tmp_path: Path, capsys: pytest.CaptureFixt
     printed = json.loads(capsys.readouterr().out)
     assert printed["containers"]["container-002"]["risk"] == "high"
     page = html.read_text()
-    assert page.count("<svg") == 2 and "<script" not in page and "http" not in page.split("<body>")[1], "one self-contained file"
+    labels = ["lease timeline", "jobs and errors per day", "job durations", "waits for a container", "memory per container"]
+    assert [f'aria-label="{label}"' in page for label in labels] == [True] * 5 and page.count("<svg") == 5
+    assert "<script" not in page and "http" not in page.split("<body>")[1], "one self-contained file"
     assert main(["report", "--since", "January"]) == 1
     assert "--since='January'" in capsys.readouterr().err

@@ -178,46 +178,134 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
     from cinnamon_pool.pool import ContainerPool
 
     pool = ContainerPool(_config(args))
     if args.json:
         print(json.dumps(pool.status(), indent=2))
         return 0
+    console = Console()
     if not args.watch:
-        _print_status(pool.status(), pool.stats())
+        console.print(status_view(pool.status(), pool.stats()))
         return 0
-    try:
-        while True:
-            sys.stdout.write("\x1b[H\x1b[2J")  # home and clear: the table refreshes in place
-            _print_status(pool.status(), pool.stats())
-            sys.stdout.flush()
-            pool.clock.sleep(args.interval)
-    except KeyboardInterrupt:
-        return 0
+    with Live(status_view(pool.status(), pool.stats()), console=console, screen=console.is_terminal, auto_refresh=False) as live:
+        try:
+            while True:
+                pool.clock.sleep(args.interval)
+                live.update(status_view(pool.status(), pool.stats()), refresh=True)
+        except KeyboardInterrupt:
+            return 0
 
 
-def _print_status(status: dict[str, Any], stats: dict[str, Any]) -> None:
+STATE_STYLES = {"available": "green", "allocated": "cyan", "preparing": "blue", "draining": "yellow", "restarting": "yellow"}
+
+
+def status_view(status: dict[str, Any], stats: dict[str, Any]) -> Any:
+    """The pool, its containers (with each lease's age) and the wait queue, as rich renders it."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     utilization = status["allocated"] / status["total"] if status["total"] else 0.0
-    print(
+    head = Text(
         f"pool {status['pool']}: {status['total']} container(s), {status['available']} available, {status['allocated']} allocated, "
         f"{status['restarting']} restarting, {status['unhealthy']} unhealthy, {status['waiting']} waiting; utilization {utilization:.0%}"
         + ("; DRAINED" if status.get("draining") else "")
     )
     wait = "-" if stats["wait_p50_s"] is None else f"{stats['wait_p50_s']:.3f}s / {stats['wait_p95_s']:.3f}s"
-    print(f"last hour: {stats['jobs_per_hour']} jobs, wait p50/p95 {wait}, infra errors {stats['infra_error_share']:.1%}")
-    row = "{:<15} {:<11} {:<28} {:<38} {:>7} {:>6} {:>8} {:>8}"
-    print(row.format("CONTAINER", "STATE", "ENDPOINT", "TEST RUN", "MEMORY", "ERRORS", "RESTARTS", "UPTIME"))
+    hour = Text(f"last hour: {stats['jobs_per_hour']} jobs, wait p50/p95 {wait}, infra errors {stats['infra_error_share']:.1%}")
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("CONTAINER", "STATE", "TEST RUN", "LEASE AGE", "MEMORY", "ERRORS", "RESTARTS", "UPTIME", "ENDPOINT"):
+        table.add_column(column, justify="right" if column in {"LEASE AGE", "MEMORY", "ERRORS", "RESTARTS", "UPTIME"} else "left")
     for c in status["containers"]:
-        memory = "-" if c["memory_mb"] is None else f"{c['memory_mb']:.0f}MB"
-        uptime = "-" if c.get("uptime_s") is None else _duration(c["uptime_s"])
-        print(row.format(c["name"], c["state"], c["endpoint"], c["test_run_id"] or "-", memory, c["error_count"], c["restarts"], uptime))
+        table.add_row(
+            c["name"],
+            Text(c["state"], style=STATE_STYLES.get(c["state"], "red")),
+            c["test_run_id"] or "-",
+            "-" if c.get("lease_age_s") is None else _duration(c["lease_age_s"]),
+            "-" if c["memory_mb"] is None else f"{c['memory_mb']:.0f}MB",
+            str(c["error_count"]),
+            str(c["restarts"]),
+            "-" if c.get("uptime_s") is None else _duration(c["uptime_s"]),
+            c["endpoint"],
+        )
+    parts: list[Any] = [head, hour, table]
+    if status.get("queue"):
+        queue = Table(title="waiting, first in line first", title_justify="left", box=None, pad_edge=False, header_style="bold")
+        for column in ("#", "TEST RUN", "WAITING", "WORKER"):
+            queue.add_column(column)
+        for position, waiter in enumerate(status["queue"], 1):
+            queue.add_row(str(position), waiter["test_run_id"], _duration(waiter["waiting_s"]), waiter["worker"] or "-")
+        parts.append(queue)
+    return Group(*parts)
 
 
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    from cinnamon_pool.pool import ContainerPool
+
+    pool = ContainerPool(_config(args))
+    leases = [lease for lease in pool.store.snapshot().leases.values() if lease.test_run_id == args.test_run_id]
+    if not leases:
+        print(f"cinnamon-pool kill: no lease of test run {args.test_run_id!r} in pool {pool.name!r}", file=sys.stderr)
+        return 1
+    ended = 0
+    for lease in leases:
+        if pool.store.end_lease(lease.container, lease.token, f"operator kill: test run {args.test_run_id}"):
+            ended += 1
+            print(f"{lease.container}: lease of test run {args.test_run_id!r} ended; the job gets LeaseLost, the container restarts")
+        else:
+            print(f"{lease.container}: the lease of test run {args.test_run_id!r} had already ended")
+    return 0 if ended else 1
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    from cinnamon_pool.pool import ContainerPool
+
+    config = _config(args)
+    low, high = config.pool.min_size, config.pool.max_size
+    if not low <= args.size <= high:
+        print(f"cinnamon-pool scale: size {args.size} is outside pool.min_size..max_size ({low}..{high})", file=sys.stderr)
+        return 1
+    pool = ContainerPool(config)
+    snapshot = pool.store.snapshot()
+    hosts = sorted(snapshot.hosts)
+    host = args.host
+    if host is None:
+        if len(hosts) != 1:
+            known = ", ".join(hosts) or "none yet: is `cinnamon-pool supervise` running?"
+            print(f"cinnamon-pool scale: pool {pool.name!r} has {len(hosts)} Docker hosts; name one with --host ({known})", file=sys.stderr)
+            return 1
+        host = hosts[0]
+    elif host not in hosts:
+        print(f"cinnamon-pool scale: --host {host!r} is not a host of pool {pool.name!r} ({', '.join(hosts) or 'none'})", file=sys.stderr)
+        return 1
+    before = snapshot.desired.get(host)
+    pool.store.request_size(host, args.size)
+    deadline = pool.clock.monotonic() + args.timeout
+    while pool.store.size_request(host) is not None:
+        if pool.clock.monotonic() >= deadline:
+            print(
+                f"cinnamon-pool scale: the supervisor of host {host!r} did not take the request within {args.timeout:g} s; "
+                "it stays in Redis and is applied when that supervisor runs",
+                file=sys.stderr,
+            )
+            return 1
+        pool.clock.sleep(0.2)
+    now = pool.store.snapshot().desired.get(host)
+    if now != args.size:
+        print(f"cinnamon-pool scale: the supervisor of host {host!r} refused {args.size} (see the errors log); size {now}", file=sys.stderr)
+        return 1
+    print(f"host {host}: desired size {now} (was {before}); the supervisor starts or removes containers now (never a leased one)")
+    return 0
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
@@ -327,6 +415,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     status.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="--watch refresh interval (default 1)")
     status.set_defaults(run=cmd_status)
+    scale = commands.add_parser("scale", help="set a Docker host's desired size, through its supervisor (kept in Redis)")
+    scale.add_argument("size", type=int, help="within pool.min_size..max_size")
+    scale.add_argument("--host", help="the Docker host (default: the pool's only one)")
+    scale.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="wait this long for the supervisor (default 30)")
+    scale.set_defaults(run=cmd_scale)
+    kill = commands.add_parser("kill", help="end the lease of a test run now: its job gets LeaseLost, the container restarts")
+    kill.add_argument("test_run_id", metavar="TEST_RUN_ID")
+    kill.set_defaults(run=cmd_kill)
     restart = commands.add_parser("restart", help="restart one container (after its current job, if it has one)")
     restart.add_argument("name", help="e.g. container-001")
     restart.set_defaults(run=cmd_restart)

@@ -25,6 +25,7 @@ from cinnamon_pool.model import (
     LeaseInfo,
     PoolSnapshot,
     Rejected,
+    Waiter,
     validate_container_name,
     validate_docker_id,
     validate_endpoint,
@@ -146,6 +147,17 @@ def lease(field: object, raw: object) -> LeaseInfo:
         granted_ms=integer(data.get("granted_ms"), "granted_ms"),
         expires_ms=integer(data.get("expires_ms"), "expires_ms"),
         cap_ms=integer(data.get("cap_ms"), "cap_ms"),
+    )
+
+
+def waiter(raw: object) -> Waiter:
+    """A waiting acquirer's ticket (written by acquire.lua from the client's request)."""
+    data = json_object(raw, "ticket")
+    return Waiter(
+        test_run_id=text(data.get("test_run_id", ""), "test_run_id", 128),
+        job_id=text(data.get("job_id", ""), "job_id", 200),
+        worker=text(data.get("worker", ""), "worker", 200),
+        queued_ms=integer(data.get("queued_ms", 0), "queued_ms", minimum=0),
     )
 
 

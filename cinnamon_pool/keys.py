@@ -21,6 +21,7 @@ scripts receive them in KEYS. The schema, in one place:
   cinnamon:{P}:desired       hash    host -> the number of slots that host serves (set by its leader)
   cinnamon:{P}:hosts         hash    host -> its index k in the pool, in joining order: its slots are k*1000+1 ..
   cinnamon:{P}:growth        string  the host that grew the pool for waiting jobs, for the cool-down (one host grows)
+  cinnamon:{P}:size_request:<host> string  `cinnamon-pool scale N`: the size an operator asked for, until that host's leader applies it
   cinnamon:{P}:preparer:<host> string the gateway of that host prepares sessions (expires unless renewed)
   cinnamon:{P}:lease_sessions hash   name -> {"token", "sessions"}: the MCP sessions that lease opened or was handed
   cinnamon:{P}:sessions      hash    "prepared|<name>" / "keeper|<name>" -> MCP session JSON held by the host's
@@ -168,6 +169,9 @@ class PoolKeys:
     @property
     def preparer_prefix(self) -> str:
         return self._key("preparer:")
+
+    def size_request(self, host: str) -> str:
+        return self._key(f"size_request:{validate_host(host)}")
 
     def preparer(self, host: str) -> str:
         return self.preparer_prefix + validate_host(host)

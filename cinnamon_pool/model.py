@@ -147,6 +147,16 @@ class LeaseInfo:
 
 
 @dataclass(frozen=True)
+class Waiter:
+    """An acquirer waiting in the pool's queue (``status`` shows the queue)."""
+
+    test_run_id: str
+    job_id: str
+    worker: str
+    queued_ms: int  # Redis time it joined the queue
+
+
+@dataclass(frozen=True)
 class Holder:
     """Who asks for a lease: recorded with it and shown in logs and ``status``."""
 

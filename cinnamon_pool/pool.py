@@ -11,6 +11,7 @@ the outcome. It never talks to Docker.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import re
 import secrets
@@ -65,6 +66,11 @@ def classify(error: BaseException) -> Outcome:
         return Outcome.INFRA_ERROR
     cause = error.__cause__
     return classify(cause) if cause is not None and cause is not error else Outcome.TEST_FAILED
+
+
+def _iso(ms: int) -> str:
+    """Redis milliseconds as local ISO time, to the second."""
+    return datetime.datetime.fromtimestamp(ms / 1000).isoformat(sep=" ", timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -208,6 +214,8 @@ class ContainerPool:
                     "state": record.state.value,
                     "endpoint": record.endpoint,
                     "test_run_id": lease.test_run_id if lease else None,
+                    "allocated_at": _iso(lease.granted_ms) if lease else None,
+                    "lease_age_s": round((snapshot.now_ms - lease.granted_ms) / 1000, 1) if lease else None,
                     "memory_mb": snapshot.memory_mb.get(name),
                     "error_count": record.error_count,
                     "restarts": record.restarts,
@@ -223,6 +231,15 @@ class ContainerPool:
             "preparing": snapshot.count(ContainerState.PREPARING),
             "unhealthy": snapshot.count(ContainerState.UNHEALTHY),
             "waiting": snapshot.waiting,
+            "queue": [
+                {
+                    "test_run_id": waiter.test_run_id,
+                    "job_id": waiter.job_id,
+                    "worker": waiter.worker,
+                    "waiting_s": round(max(0, snapshot.now_ms - waiter.queued_ms) / 1000, 1),
+                }
+                for waiter in (self.store.wait_queue() if snapshot.waiting else [])
+            ],
             "draining": snapshot.draining,
             "containers": containers,
         }

@@ -51,7 +51,7 @@ from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.gateway.sessions import COMPARE_AND_DELETE
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.keys import PoolKeys
-from cinnamon_pool.lease.scripts import Op, source
+from cinnamon_pool.lease.scripts import COMPARE_AND_DELETE_KEY, Op, source
 from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession
 
 # Asked for when preparing; a server that does not know it answers with its own newest version.
@@ -64,9 +64,6 @@ END_TIMEOUT_S = 5.0  # a DELETE that gets no answer in this long is given up (th
 ANNOUNCE_MS = 5000  # the preparer key lives this long unless renewed (every second)
 STOP_WITHIN_S = 2.0  # a stopping preparer waits this long for the preparations under way
 KEEPALIVE_S = 240.0  # a keeper's tool call, well inside playwright-mcp's default idle timeout (1 h)
-
-
-COMPARE_AND_DELETE_KEY = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class SessionFailed(Exception):

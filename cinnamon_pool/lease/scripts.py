@@ -13,6 +13,9 @@ from importlib import resources
 
 from cinnamon_pool.keys import SCRIPT_KEYS
 
+# Delete a string key only while it holds ARGV[1] (an owner's own value; another's is kept).
+COMPARE_AND_DELETE_KEY = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
 
 class Op(enum.StrEnum):
     ACQUIRE = "acquire"

@@ -21,7 +21,7 @@ from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.errors import LeaseError, LeaseLost, LeaseNotOwned, NotLeader, PoolExhausted, PoolNotReady, ReplicasMissing
 from cinnamon_pool.events import LeaseEvent
 from cinnamon_pool.keys import EVENTS_CONSUMER_GROUP, PoolKeys
-from cinnamon_pool.lease.scripts import Op, Status, source
+from cinnamon_pool.lease.scripts import COMPARE_AND_DELETE_KEY, Op, Status, source
 from cinnamon_pool.model import (
     ContainerRecord,
     ContainerState,
@@ -30,6 +30,7 @@ from cinnamon_pool.model import (
     Outcome,
     PoolSnapshot,
     Rejected,
+    Waiter,
     validate_container_name,
     validate_host,
     validate_ticket,
@@ -268,12 +269,47 @@ class LeaseStore:
         reply = self._run_as_leader(Op.REGISTER, json.dumps(fields), secrets.token_hex(8))
         return str(reply[1])
 
-    def set_state(self, name: str, state: ContainerState, reason: str, *, only_if_free: bool = False) -> str | None:
-        """Move a container (see set_state.lua); None when unknown, or leased and ``only_if_free``."""
-        reply = self._run_as_leader(
-            Op.SET_STATE, validate_container_name(name), ContainerState(state).value, reason, "if_free" if only_if_free else ""
-        )
+    def set_state(
+        self, name: str, state: ContainerState, reason: str, *, only_if_free: bool = False, only_if_token: str = ""
+    ) -> str | None:
+        """Move a container (see set_state.lua); None when unknown, leased and ``only_if_free``,
+        or no longer held by ``only_if_token`` (the lease an operator meant to end)."""
+        guard = "if_free" if only_if_free else f"if_token:{validate_token(only_if_token)}" if only_if_token else ""
+        reply = self._run_as_leader(Op.SET_STATE, validate_container_name(name), ContainerState(state).value, reason, guard)
         return None if reply[0] in {Status.UNKNOWN, Status.BUSY} else str(reply[1])
+
+    def end_lease(self, name: str, token: str, reason: str) -> bool:
+        """End the lease of ``token`` on ``name`` now (its holder gets LeaseLost) and restart the
+        container before it serves again; False when that token no longer holds it."""
+        return self.set_state(name, ContainerState.RESTARTING, reason, only_if_token=token) is not None
+
+    def wait_queue(self, limit: int = 100) -> list[Waiter]:
+        """The oldest ``limit`` waiting acquirers, first in line first (unreadable tickets skipped:
+        acquire drops them)."""
+        tickets = [_text(t) for t in self.redis.zrange(self.keys.waiters, 0, limit - 1)]
+        raws = self.redis.hmget(self.keys.tickets, tickets) if tickets else []
+        queue = []
+        for raw in raws:
+            if raw is not None:
+                with suppress(decode.BadValue):
+                    queue.append(decode.waiter(raw))
+        return queue
+
+    def request_size(self, host: str, size: int) -> None:
+        """Ask the leader of ``host`` to set its desired size (``cinnamon-pool scale``); kept in
+        Redis until that supervisor applies it, so a supervisor that starts later applies it too."""
+        if size < 0:
+            raise ValueError(f"size {size}: must be 0 or more")
+        self.redis.set(self.keys.size_request(host), str(size))
+
+    def size_request(self, host: str) -> bytes | str | None:
+        """The raw size request for ``host`` (decoded by the supervisor: it may not be ours)."""
+        raw: bytes | str | None = self.redis.get(self.keys.size_request(host))
+        return raw
+
+    def drop_size_request(self, host: str, raw: bytes | str) -> None:
+        """Delete the request once applied (or refused), unless another arrived meanwhile."""
+        self.redis.eval(COMPARE_AND_DELETE_KEY, 1, self.keys.size_request(host), raw)
 
     def deregister(self, name: str, reason: str, *, only_if_unleased: bool = False) -> bool:
         """Remove a container's record (revoking its lease unless ``only_if_unleased``).

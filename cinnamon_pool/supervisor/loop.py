@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from cinnamon_pool import decode
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, RuntimeUnavailable
@@ -27,7 +28,7 @@ from cinnamon_pool.lease.replication import Lineage, lost_writes
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
-from cinnamon_pool.model import SLOTS_PER_HOST, ContainerState, PoolSnapshot
+from cinnamon_pool.model import SLOTS_PER_HOST, ContainerState, PoolSnapshot, Rejected
 from cinnamon_pool.runtime.base import ContainerRuntime
 from cinnamon_pool.supervisor.actuator import MAX_BACKOFF_S, Actuator
 from cinnamon_pool.supervisor.election import LeaderElection
@@ -243,6 +244,8 @@ class Supervisor:
             self.store.forget(value)
 
     def _rescale(self, world: World) -> None:
+        if self._operator_scale():
+            return
         snapshot, size = world.snapshot, world.observation.size
         since_scaled = self.clock.monotonic() - self.state.scaled_at
         wanted, reason = scale(
@@ -255,6 +258,31 @@ class Supervisor:
         mode = "grow" if wanted > size else "set"
         self.store.set_size(self.runtime.host, wanted, reason, mode=mode, cooldown_s=self.scale_policy.cooldown_s)
         self.state.scaled_at = self.clock.monotonic()
+
+    def _operator_scale(self) -> bool:
+        """Apply ``cinnamon-pool scale N`` (a request kept in Redis until this host's leader takes
+        it): the desired size, persisted like any other. From there the autoscaler follows the
+        load as usual. A request outside pool.min_size..max_size, or not a number, is refused
+        with an ERROR_OCCURRED record (the CLI refuses it first; this is Redis' data)."""
+        host, policy = self.runtime.host, self.scale_policy
+        raw = self.store.size_request(host)
+        if raw is None:
+            return False
+        try:
+            wanted = decode.integer(raw, "size request", minimum=0)
+        except decode.BadValue as error:
+            self.journal.rejected(Rejected("size_request", host, decode.shorten(raw, 40), str(error)))
+            self.store.drop_size_request(host, raw)
+            return False
+        if not policy.min_size <= wanted <= policy.max_size:
+            details = [("Error", f"scale {wanted} refused: outside pool.min_size..max_size ({policy.min_size}..{policy.max_size})")]
+            self.journal.record(LogKind.ERRORS, "pool", "ERROR_OCCURRED", [*details, ("Context", "scale")], level="ERROR")
+            self.store.drop_size_request(host, raw)
+            return False
+        self.store.set_size(host, wanted, "operator: cinnamon-pool scale")
+        self.state.scaled_at = self.clock.monotonic()
+        self.store.drop_size_request(host, raw)
+        return True
 
     def _lead(self) -> bool:
         if self.election is None:

@@ -13,7 +13,7 @@ def test_help_lists_every_command_of_the_design(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("supervise", "status", "report", "doctor", "drain", "restart"):
+    for command in ("supervise", "gateway", "status", "report", "doctor", "drain", "scale", "kill", "restart"):
         assert command in out, f"{command} missing from --help"
 
 

@@ -157,3 +157,32 @@ def test_a_forged_record_never_reaches_docker(tmp_path: Path) -> None:
         assert all(call[1] != foreign for call in runtime.calls)
         assert LeaseStore(client, "qa").snapshot().containers.get(name, None) is None or name == "container-002"
     assert sum("Docker does not report for this pool" in e for e in errors(tmp_path)) == 3
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [(b"lots", "bad value in Redis"), (b"-1", "bad value in Redis"), (b"9", "scale 9 refused: outside pool.min_size..max_size (1..4)")],
+)
+def test_a_size_request_that_is_not_ours_or_out_of_bounds_is_refused_and_dropped(tmp_path: Path, raw: bytes, error: str) -> None:
+    client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
+    boss = supervisor(tmp_path, client, runtime, clock)
+    boss.tick(), boss.tick()
+    store = LeaseStore(client, "qa")
+    client.set(store.keys.size_request(runtime.host), raw)
+    boss.tick()
+    assert store.size_request(runtime.host) is None, "dropped once reported"
+    assert store.snapshot().desired[runtime.host] == 2, "the size is unchanged"
+    assert any(error in text for text in errors(tmp_path)), errors(tmp_path)
+
+
+def test_a_size_request_is_applied_by_the_leader_and_persisted(tmp_path: Path) -> None:
+    client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
+    boss = supervisor(tmp_path, client, runtime, clock)
+    boss.tick(), boss.tick()
+    store = LeaseStore(client, "qa")
+    store.request_size(runtime.host, 3)
+    boss.tick(), boss.tick()
+    assert store.size_request(runtime.host) is None and store.snapshot().desired[runtime.host] == 3
+    successor = supervisor(tmp_path, client, runtime, clock)
+    successor.tick(), successor.tick()
+    assert store.snapshot().desired[runtime.host] == 3 and len(store.snapshot().containers) == 3, "a new supervisor adopts it"

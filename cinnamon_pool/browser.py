@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import re
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -31,6 +32,10 @@ from cinnamon_pool.errors import CinnamonError, LeaseLost
 from cinnamon_pool.lease.handle import JOB_PHASE, ContainerLease, SessionFigures
 
 TOKEN_HEADER = "X-Cinnamon-Token"
+# playwright-mcp's answers describe the page: "- Page URL: <url>" and "- Console: 2 errors, 0
+# warnings", the page's running count since it loaded.
+PAGE_URL = re.compile(r"^- Page URL: (.*)$", re.MULTILINE)
+PAGE_CONSOLE = re.compile(r"^- Console: (\d+) errors?", re.MULTILINE)
 
 
 def artifact_folder(lease: ContainerLease) -> Path:
@@ -51,6 +56,12 @@ def _text(tool: str, parts: list[Any]) -> str:
     return "\n".join(getattr(part, "text", "") for part in parts if getattr(part, "type", "text") == "text")
 
 
+def _page_console(text: str) -> tuple[str, int] | None:
+    """(page URL, console errors since it loaded) from a tool's answer; None when it says none."""
+    url, errors = PAGE_URL.search(text), PAGE_CONSOLE.search(text)
+    return (url.group(1) if url else "", int(errors.group(1))) if errors else None
+
+
 class FencedClient:
     """An MCP client session that re-checks the lease before every call."""
 
@@ -61,13 +72,18 @@ class FencedClient:
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> str:
         return _text(name, await self.call_tool_raw(name, arguments))
 
-    async def call_tool_raw(self, name: str, arguments: dict[str, Any] | None = None) -> list[Any]:
-        """The result's content parts (text, image...); raises ToolError when the tool failed."""
+    async def call_tool_raw(self, name: str, arguments: dict[str, Any] | None = None, *, counted: bool = True) -> list[Any]:
+        """The result's content parts (text, image...); raises ToolError when the tool failed.
+        ``counted=False``: not one of the job's calls (the helpers' own, saving artifacts)."""
         self.lease.check()
         self.lease.enter(name)
+        started = time.perf_counter()
         result = await self.client.call_tool(name, arguments or {})
+        text = _text(name, list(result.content))
+        if counted:
+            self.lease.record_call(time.perf_counter() - started, _page_console(text), new_page=name == "browser_navigate")
         if result.is_error:
-            raise ToolError(name, _text(name, list(result.content)).strip())
+            raise ToolError(name, text.strip())
         self.lease.enter(JOB_PHASE)
         return list(result.content)
 
@@ -106,7 +122,8 @@ class Browser:
         self.timeout_s = timeout_s
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cinnamon-browser", daemon=True)
-        self._requests: asyncio.Queue[tuple[str, dict[str, Any], concurrent.futures.Future[list[Any]]] | None] | None = None
+        self._requests: asyncio.Queue[tuple[str, dict[str, Any], bool, concurrent.futures.Future[list[Any]]] | None] | None = None
+        self._counted = True  # False while the helper saves artifacts: those calls are not the job's
         self.last_snapshot: str | None = None
         self._session_done: concurrent.futures.Future[None] | None = None
 
@@ -129,19 +146,23 @@ class Browser:
             self.lease.enter(failed_in)
 
     def close(self, *, failed: bool = False) -> SessionFigures:
-        """End the session (saving artifacts first when ``failed``); returns its figures."""
+        """End the session (saving its artifacts first, when the lease's ``artifacts`` policy
+        asks: on failure, always or never); returns its figures."""
         artifacts = None
+        policy = self.lease.artifacts
         try:
-            if failed and self.lease.artifacts_root and self._requests is not None:
+            wanted = policy == "always" or (failed and policy == "failure")
+            if wanted and self.lease.artifacts_root and self._requests is not None:
                 artifacts = self._save_artifacts()
         finally:
             seconds = self._shutdown()
         return SessionFigures(seconds, artifacts)
 
     def _save_artifacts(self) -> str | None:
-        """On a failed job: the last accessibility snapshot and a screenshot, for the person
+        """The last accessibility snapshot, a screenshot and the console log, for the person
         who reads the error log. Best effort: a broken browser must not hide the job's error."""
         folder = artifact_folder(self.lease)
+        self._counted = False
         try:
             folder.mkdir(parents=True, exist_ok=True)
             try:
@@ -151,6 +172,8 @@ class Browser:
                     (folder / "snapshot.md").write_text(self.last_snapshot, encoding="utf-8")
             with contextlib.suppress(Exception):
                 (folder / "screenshot.png").write_bytes(self.screenshot())
+            with contextlib.suppress(Exception):
+                (folder / "console.log").write_text(self.call("browser_console_messages"), encoding="utf-8")
         except OSError:
             return None
         return str(folder)
@@ -179,9 +202,9 @@ class Browser:
             async with mcp_session(self.lease, timeout_s=self.timeout_s) as session:
                 ready.set_result(None)
                 while (request := await self._requests.get()) is not None:
-                    name, arguments, result = request
+                    name, arguments, counted, result = request
                     try:
-                        result.set_result(await session.call_tool_raw(name, arguments))
+                        result.set_result(await session.call_tool_raw(name, arguments, counted=counted))
                     except Exception as error:
                         result.set_exception(error)
         except BaseException as error:
@@ -204,7 +227,7 @@ class Browser:
         # the MCP client does not hand it back: the call would wait out its timeout. So the wait
         # looks at the lease every second and reports the lost lease as such.
         result: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
-        self._loop.call_soon_threadsafe(self._requests.put_nowait, (tool, arguments or {}, result))
+        self._loop.call_soon_threadsafe(self._requests.put_nowait, (tool, arguments or {}, self._counted, result))
         deadline = self.lease.clock.monotonic() + self.timeout_s + 5
         while True:
             try:

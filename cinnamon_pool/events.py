@@ -47,6 +47,7 @@ SCHEMA: Mapping[EventKind, Mapping[str, tuple[FieldType, bool]]] = {
         "token": (T, True), "test_run_id": (T, True), "outcome": (T, True), "duration_ms": (N, True),
         "error_count": (N, False), "threshold": (N, False), "cleanup_ms": (D, False), "cleanup_note": (T, False),
         "artifacts": (T, False), "error": (T, False), "context": (T, False),
+        "tool_calls": (N, False), "tool_p50_ms": (D, False), "tool_max_ms": (D, False), "console_errors": (N, False),
     },
     EventKind.REVOKED: {"token": (T, False), "test_run_id": (T, False), "reason": (T, True), "duration_ms": (N, False)},
     EventKind.STATE: {"from": (T, False), "to": (T, True), "reason": (T, False)},

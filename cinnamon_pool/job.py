@@ -22,6 +22,7 @@ from rq import Queue, get_current_job
 
 from cinnamon_pool.config import ENV_VARIABLES, PoolConfig
 from cinnamon_pool.errors import PoolExhausted
+from cinnamon_pool.lease.handle import ARTIFACTS
 from cinnamon_pool.pool import ContainerPool
 
 P = ParamSpec("P")
@@ -93,6 +94,7 @@ def with_container(
     acquire_timeout_s: float = 300.0,
     on_exhausted: str = "fail",
     requeue_delay_s: float = 30.0,
+    artifacts: str = "failure",
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Inject ``container=`` (a :class:`ContainerLease`) into an rq job function.
 
@@ -106,9 +108,15 @@ def with_container(
     - ``on_exhausted="requeue"``: the job puts a copy of itself back on its queue to run in
       ``requeue_delay_s`` and ends, so the worker is not held idle (the worker needs rq's
       scheduler: ``rq worker --with-scheduler``). It returns ``{"requeued_as": <job id>}``.
+
+    ``artifacts``: when the job's last snapshot, a screenshot and the console log are saved to
+    ``<logs.dir>/artifacts/<date>/<test run id>/`` (by the project's ``Browser``): ``"failure"``
+    (default), ``"always"`` or ``"never"``. A failed job's traceback is saved unless ``"never"``.
     """
     if on_exhausted not in {"fail", "requeue"}:
         raise ValueError(f"on_exhausted={on_exhausted!r}: use 'fail' or 'requeue'")
+    if artifacts not in ARTIFACTS:
+        raise ValueError(f"artifacts={artifacts!r}: use one of {', '.join(ARTIFACTS)}")
     if acquire_timeout_s < 0 or requeue_delay_s < 0:
         raise ValueError(f"acquire_timeout_s={acquire_timeout_s!r}, requeue_delay_s={requeue_delay_s!r}: must be >= 0")
 
@@ -125,7 +133,9 @@ def with_container(
             _warn_about_timeout(job, pool.config)
             with contextlib.ExitStack() as stack:
                 try:
-                    lease = stack.enter_context(pool.lease(test_run_id, job_id=job_id, worker=worker, timeout_s=acquire_timeout_s))
+                    lease = stack.enter_context(
+                        pool.lease(test_run_id, job_id=job_id, worker=worker, timeout_s=acquire_timeout_s, artifacts=artifacts)
+                    )
                 except PoolExhausted:
                     if on_exhausted == "requeue" and job is not None:
                         return _requeue(job, requeue_delay_s)  # type: ignore[return-value]

@@ -34,7 +34,7 @@ from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import redis_client
 from cinnamon_pool.errors import LeaseError, LeaseLost
 from cinnamon_pool.events import EventKind
-from cinnamon_pool.lease.handle import ContainerLease, error_context
+from cinnamon_pool.lease.handle import ARTIFACTS, ContainerLease, error_context
 from cinnamon_pool.lease.heartbeat import Heartbeat
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerState, Holder, Outcome
@@ -91,7 +91,7 @@ class Failure:
 
     def save_traceback(self, lease: ContainerLease) -> str | None:
         """Write ``traceback.txt`` into the job's artifacts folder; the folder, or None."""
-        if not self.traceback or not lease.artifacts_root:
+        if not self.traceback or not lease.artifacts_root or lease.artifacts == "never":
             return None
         folder = Path(lease.artifacts_path or artifact_folder(lease))
         try:
@@ -138,9 +138,13 @@ class ContainerPool:
 
     @contextmanager
     def lease(
-        self, test_run_id: str | None = None, *, job_id: str = "", worker: str = "", timeout_s: float = 300.0
+        self, test_run_id: str | None = None, *, job_id: str = "", worker: str = "", timeout_s: float = 300.0, artifacts: str = "failure"
     ) -> Iterator[ContainerLease]:
-        """Hold a container for the block; cleaned and released with the block's outcome, even on error."""
+        """Hold a container for the block; cleaned and released with the block's outcome, even on
+        error. ``artifacts``: when the job's snapshot, screenshot and console log are saved
+        (failure, always or never)."""
+        if artifacts not in ARTIFACTS:
+            raise ValueError(f"artifacts={artifacts!r}: use one of {', '.join(ARTIFACTS)}")
         holder = Holder(test_run_id or job_id or f"local-{secrets.token_hex(6)}", job_id, worker)
         grant = self.store.acquire(holder, timeout_s=timeout_s)
         lease = ContainerLease.from_grant(
@@ -149,6 +153,7 @@ class ContainerPool:
             fence_after_s=self.store.lease_ttl_s * 2 / 3,
             clock=self.clock,
             artifacts_root=str(Path(self.config.logs.dir) / "artifacts"),
+            artifacts=artifacts,
             confirm=functools.partial(self.store.holds, grant.name, grant.token, self._confirm_client),
         )
         outcome, failure = Outcome.OK, Failure()
@@ -160,6 +165,7 @@ class ContainerPool:
                     outcome, failure = classify(error), Failure.of(error, lease)
                     raise
                 finally:
+                    figures = lease.figures  # the job's calls, not the canary's
                     cleanup = self._cleanup(lease, outcome)
         finally:
             # A lease lost meanwhile has nothing to give back: the supervisor recycles the container.
@@ -174,6 +180,7 @@ class ContainerPool:
                     artifacts=failure.save_traceback(lease) or lease.artifacts_path or "",
                     error=failure.error,
                     context=failure.context,
+                    figures=figures,
                 )
 
     def _cleanup(self, lease: ContainerLease, outcome: Outcome) -> Cleanup:

@@ -34,6 +34,20 @@ def hold_and_sleep(seconds: float, pid_file: str, *, container: ContainerLease) 
 @with_container(acquire_timeout_s=30)
 def open_page(fail_with: str, *, container: ContainerLease, test_run_id: str | None = None) -> str:
     """Open a page; then fail as asked ("" = pass, "assert" = the test fails, anything else is ignored)."""
+    return _open_page(container, fail_with)
+
+
+@with_container(acquire_timeout_s=30, artifacts="always")
+def open_page_keeping_artifacts(fail_with: str, *, container: ContainerLease, test_run_id: str | None = None) -> str:
+    return _open_page(container, fail_with)
+
+
+@with_container(acquire_timeout_s=30, artifacts="never")
+def open_page_keeping_nothing(fail_with: str, *, container: ContainerLease, test_run_id: str | None = None) -> str:
+    return _open_page(container, fail_with)
+
+
+def _open_page(container: ContainerLease, fail_with: str) -> str:
     with Browser(container, timeout_s=10) as browser:
         browser.navigate("data:text/html,<h1>Checkout</h1>")
         snapshot = browser.snapshot()

@@ -20,6 +20,7 @@ from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.errors import LeaseLost
 from cinnamon_pool.model import Grant, Outcome
 
+ARTIFACTS = ("failure", "always", "never")  # when a job's snapshot, screenshot and console log are saved
 JOB_PHASE = "job"  # the job's own code runs (no tool call under way)
 _CONTEXTS = {"browser_navigate": "page_navigation", "initialize": "session_start"}
 
@@ -28,6 +29,16 @@ def error_context(phase: str) -> str:
     """What the log's ``Context:`` calls a phase: the seed's names (page_navigation,
     session_start) where it has them, else the tool's own name (browser_click), or job."""
     return _CONTEXTS.get(phase, phase)
+
+
+@dataclass(frozen=True)
+class JobFigures:
+    """What the release reports about the job's use of the browser (the RELEASED record)."""
+
+    tool_calls: int = 0
+    tool_p50_s: float | None = None
+    tool_max_s: float | None = None
+    console_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,9 @@ class _Liveness:
         self.declared: Outcome | None = None
         self.sessions: list[SessionFigures] = []
         self.phase = JOB_PHASE
+        self.call_seconds: list[float] = []  # every tool call's latency, in order
+        self.console_errors = 0  # of the pages left behind
+        self.page: tuple[str, int] | None = None  # the current page: (URL, its console errors so far)
 
 
 @dataclass(frozen=True)
@@ -68,12 +82,15 @@ class ContainerLease:
     fence_after_s: float = 20.0
     clock: Clock = field(default=SYSTEM_CLOCK, repr=False, compare=False)
     artifacts_root: str = field(default="", repr=False, compare=False)  # where a failed job's artifacts go
+    artifacts: str = field(default="failure", repr=False, compare=False)  # when: failure, always or never
     # Asks Redis whether this token still holds the container: True, False, or None when Redis
     # does not answer (then the local deadline alone decides).
     confirm: Callable[[], bool | None] | None = field(default=None, repr=False, compare=False)
     _live: _Liveness = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.artifacts not in ARTIFACTS:
+            raise ValueError(f"artifacts={self.artifacts!r}: use one of {', '.join(ARTIFACTS)}")
         object.__setattr__(self, "_live", _Liveness(self.clock.monotonic()))
 
     @classmethod
@@ -117,6 +134,27 @@ class ContainerLease:
     @property
     def phase(self) -> str:
         return self._live.phase
+
+    def record_call(self, seconds: float, page: tuple[str, int] | None = None, *, new_page: bool = False) -> None:
+        """A tool call ended: its latency, and the page its answer described: (URL, console
+        errors since that page loaded, a running count). A new URL, or a navigation, starts a
+        new page; the errors of the page left behind are kept."""
+        with self._live.lock:
+            live = self._live
+            live.call_seconds.append(seconds)
+            if page is not None:
+                if live.page is not None and (new_page or live.page[0] != page[0]):
+                    live.console_errors += live.page[1]
+                live.page = page
+
+    @property
+    def figures(self) -> JobFigures:
+        with self._live.lock:
+            calls = sorted(self._live.call_seconds)
+            errors = self._live.console_errors + (self._live.page[1] if self._live.page else 0)
+        if not calls:
+            return JobFigures(console_errors=errors)
+        return JobFigures(len(calls), calls[(len(calls) - 1) // 2], calls[-1], errors)
 
     def add_session(self, figures: SessionFigures) -> None:
         with self._live.lock:

@@ -21,6 +21,7 @@ from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.errors import LeaseError, LeaseLost, LeaseNotOwned, NotLeader, PoolExhausted, PoolNotReady, ReplicasMissing
 from cinnamon_pool.events import LeaseEvent
 from cinnamon_pool.keys import EVENTS_CONSUMER_GROUP, PoolKeys
+from cinnamon_pool.lease.handle import JobFigures
 from cinnamon_pool.lease.scripts import COMPARE_AND_DELETE_KEY, Op, Status, source
 from cinnamon_pool.model import (
     ContainerRecord,
@@ -203,6 +204,7 @@ class LeaseStore:
         artifacts: str = "",
         error: str = "",
         context: str = "",
+        figures: JobFigures | None = None,
     ) -> str:
         """End the lease; returns where the container went (available, handed, restarting,
         preparing) or noop.
@@ -210,7 +212,7 @@ class LeaseStore:
         ``recycle`` sends the container to a restart (cleanup failed or left residue); the cleanup
         figures, the artifacts folder and a failed job's ``error`` (its exception, at most 500
         characters) and ``context`` (the tool or phase that failed) travel in the release event
-        to the log files. When the
+        to the log files, with the job's ``figures`` (tool calls, their latency, console errors). When the
         gateway of the container's host prepares sessions, the container waits in 'preparing'
         until the next job's session is ready (:meth:`prepared`)."""
         reply = self._run(
@@ -225,6 +227,7 @@ class LeaseStore:
             artifacts[:500],
             error[:ERROR_CHARS],
             context[:100],
+            *_figures(figures or JobFigures()),
         )
         if reply[0] == Status.NOOP:
             return "noop"
@@ -435,6 +438,15 @@ class LeaseStore:
     def ack_events(self, entry_ids: Sequence[str]) -> None:
         if entry_ids:
             self.redis.xack(self.keys.events, EVENTS_CONSUMER_GROUP, *entry_ids)
+
+
+def _figures(figures: JobFigures) -> list[str | int]:
+    """The job's figures as release.lua's ARGV[11..14] ('' for a latency without calls)."""
+
+    def ms(seconds: float | None) -> str:
+        return "" if seconds is None else f"{seconds * 1000:.1f}"
+
+    return [figures.tool_calls, ms(figures.tool_p50_s), ms(figures.tool_max_s), figures.console_errors]
 
 
 def _text(value: Any) -> Any:

@@ -96,7 +96,10 @@ class _Container:
     peak_mb: float = 0.0
     memory_points: list[tuple[float, float]] = field(default_factory=list)  # thinned, for charts
     marks: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=MARKS))  # (unix time, reason)
-    leases: deque[tuple[float, float, str, str]] = field(default_factory=lambda: deque(maxlen=TIMELINE_LEASES))
+    leases: deque[tuple[float, float, str, str, tuple[str, ...]]] = field(default_factory=lambda: deque(maxlen=TIMELINE_LEASES))
+    tool_calls: int = 0
+    tool_max_s: float = 0.0
+    console_errors: int = 0
 
     def end_life(self) -> None:
         slope = self.life.slope()
@@ -163,8 +166,19 @@ def _unix(local_s: float) -> float:
     return round(moment.timestamp() + seconds, 3)
 
 
-def _lease(start: float, end: float, outcome: str, run: str) -> dict[str, Any]:
-    return {"start": _unix(start), "end": _unix(end), "outcome": outcome, "test_run": run}
+def _lease(start: float, end: float, outcome: str, run: str, job: tuple[str, ...]) -> dict[str, Any]:
+    calls, p50, slowest, peak, console = job
+    return {
+        "start": _unix(start),
+        "end": _unix(end),
+        "outcome": outcome,
+        "test_run": run,
+        "tool_calls": int(calls) if calls.isdigit() else None,
+        "tool_p50_s": _seconds(p50),
+        "tool_max_s": _seconds(slowest),
+        "peak_memory_mb": _mb(peak),
+        "console_errors": int(console) if console.isdigit() else None,
+    }
 
 
 def _histogram(buckets: Counter[float], bounds: tuple[float, ...]) -> list[list[float | int | None]]:
@@ -257,7 +271,19 @@ class Analyzer:
                 self.busy_s += duration
                 self.duration_buckets[_bucket(duration, DURATION_BUCKETS_S)] += 1
                 end = minute * 60 + at.second  # local seconds; made unix time for the report
-                box.leases.append((end - duration, end, outcome, get("Test Run", "")))
+                job = (
+                    get("Tool Calls", ""),
+                    get("Tool Latency p50", ""),
+                    get("Tool Latency Max", ""),
+                    get("Peak Memory", ""),
+                    get("Console Errors", ""),
+                )
+                box.leases.append((end - duration, end, outcome, get("Test Run", ""), job))
+                if job[0].isdigit():
+                    box.tool_calls += int(job[0])
+                    box.tool_max_s = max(box.tool_max_s, _seconds(job[2]) or 0.0)
+                if job[4].isdigit():
+                    box.console_errors += int(job[4])
             box.infra_errors += outcome == "infra_error"
             box.test_failures += outcome == "test_failed"
         elif action == "ALLOCATED":
@@ -344,6 +370,9 @@ class Analyzer:
                 "restarts_by_reason": dict(box.restarts.most_common()),
                 "replacements_by_reason": dict(box.replaced.most_common()),
                 "restarts_per_day": round(restarts_per_day, 2),
+                "tool_calls": box.tool_calls,
+                "tool_latency_max_s": round(box.tool_max_s, 3) if box.tool_calls else None,
+                "console_errors": box.console_errors,
                 "risk": risk,
             }
         containers = len(per_container) or 1

@@ -20,6 +20,23 @@ def redact(value: str) -> str:
     return _TOKEN.sub(lambda m: "token#" + hashlib.sha256(m.group(0).encode()).hexdigest()[:8], value)
 
 
+def _job_figures(event: LeaseEvent, peak_mb: float | None) -> list[tuple[str, str]]:
+    """The job's own figures on its RELEASED record: tool calls and their latency, the container's
+    peak memory during the lease, console errors."""
+    figures = []
+    if event.has("tool_calls"):
+        figures.append(("Tool Calls", str(event.number("tool_calls"))))
+    for key, field_name in (("Tool Latency p50", "tool_p50_ms"), ("Tool Latency Max", "tool_max_ms")):
+        value = event.decimal(field_name)
+        if value is not None:
+            figures.append((key, f"{value / 1000:.3f}s"))
+    if peak_mb is not None:
+        figures.append(("Peak Memory", f"{peak_mb:.0f}MB"))
+    if event.has("console_errors"):
+        figures.append(("Console Errors", str(event.number("console_errors"))))
+    return figures
+
+
 def seconds(value: float) -> str:
     """A duration as the seed writes it: ``1.2s`` (``0.04s`` under a tenth of a second)."""
     return f"{value:.1f}s" if value >= 0.1 else f"{value:.2f}s"
@@ -76,18 +93,23 @@ def action_record(at: _dt.datetime, subject: str, action: str, details: list[tup
 
 
 def event_record(
-    event: LeaseEvent, memory_mb: Mapping[str, float], error_threshold: int, memory_after: float | None = None
+    event: LeaseEvent,
+    memory_mb: Mapping[str, float],
+    error_threshold: int,
+    memory_after: float | None = None,
+    peak_mb: float | None = None,
 ) -> list[tuple[LogKind, LogRecord]]:
     """The records one lease event produces (none for events operators need not read), redacted.
-    ``memory_after``: a released container's memory read after its cleanup (else the last reading)."""
+    ``memory_after``: a released container's memory read after its cleanup (else the last
+    reading); ``peak_mb``: the highest reading during the lease."""
     return [
         (kind, record._replace(details=tuple((k, redact(v)) for k, v in record.details)))
-        for kind, record in _event_record(event, memory_mb, error_threshold, memory_after)
+        for kind, record in _event_record(event, memory_mb, error_threshold, memory_after, peak_mb)
     ]
 
 
 def _event_record(
-    event: LeaseEvent, memory_mb: Mapping[str, float], error_threshold: int, memory_after: float | None
+    event: LeaseEvent, memory_mb: Mapping[str, float], error_threshold: int, memory_after: float | None, peak_mb: float | None
 ) -> list[tuple[LogKind, LogRecord]]:
     name = event.name
     at = _dt.datetime.fromtimestamp(event.at_ms / 1000).replace(microsecond=0)
@@ -107,7 +129,7 @@ def _event_record(
         return [(LogKind.USAGE, LogRecord(at, "INFO", name, "ALLOCATED", tuple(details)))]
 
     if event.kind is EventKind.RELEASED:
-        return _released(at, event, memory_detail, error_threshold, memory if memory_after is None else memory_after)
+        return _released(at, event, memory_detail, error_threshold, memory if memory_after is None else memory_after, peak_mb)
 
     if event.kind is EventKind.REVOKED and event.text("reason") in {"expired", "hard cap"}:
         held_s = event.number("duration_ms") / 1000
@@ -128,13 +150,19 @@ def _event_record(
 
 
 def _released(
-    at: _dt.datetime, event: LeaseEvent, memory: list[tuple[str, str]], error_threshold: int, memory_after: float | None
+    at: _dt.datetime,
+    event: LeaseEvent,
+    memory: list[tuple[str, str]],
+    error_threshold: int,
+    memory_after: float | None,
+    peak_mb: float | None,
 ) -> list[tuple[LogKind, LogRecord]]:
     name, outcome, run = event.name, event.text("outcome"), event.text("test_run_id")
     duration_s = event.number("duration_ms") / 1000
     threshold = event.number("threshold") or error_threshold
     errors = f"{event.number('error_count')}/{threshold}"
     details = [("Test Run", run), ("Outcome", outcome), ("Duration", f"{duration_s:.2f}s"), *memory, ("Consecutive Errors", errors)]
+    details += _job_figures(event, peak_mb)
     out = [(LogKind.USAGE, LogRecord(at, "INFO", name, "RELEASED", tuple(details)))]
     cleanup_ms = event.decimal("cleanup_ms")
     if cleanup_ms is not None:

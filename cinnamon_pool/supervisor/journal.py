@@ -33,9 +33,11 @@ class Journal:
         error_threshold: int,
         on_event: Callable[[LeaseEvent], None] | None = None,
         read_memory: Callable[[str], float | None] | None = None,
+        peak_memory: Callable[[str, str], float | None] | None = None,
     ) -> None:
         self.writer, self.store, self.clock, self.on_event = writer, store, clock, on_event
         self.read_memory = read_memory  # a container's memory now (None: not one of this host's)
+        self.peak_memory = peak_memory  # (container, token) -> its highest reading during that lease
         self.consumer, self.error_threshold = consumer, error_threshold
         self._last_error: tuple[str, float] | None = None
         self._archived_month: tuple[int, int] | None = None
@@ -55,7 +57,8 @@ class Journal:
                 continue
             if self.on_event is not None:
                 self.on_event(event)
-            for kind, record in event_record(event, memory_mb, self.error_threshold, self._memory_after(event)):
+            peak = self.peak_memory(event.name, event.text("token")) if self.peak_memory and event.kind is EventKind.RELEASED else None
+            for kind, record in event_record(event, memory_mb, self.error_threshold, self._memory_after(event), peak):
                 self.writer.write(kind, record)
                 written += 1
         self.store.ack_events(ids)

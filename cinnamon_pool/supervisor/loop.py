@@ -88,6 +88,7 @@ class Supervisor:
             config.rules.error_threshold,
             on_event=metrics.lease_event if metrics else None,
             read_memory=self._memory_now,
+            peak_memory=self._lease_peak,
         )
         rules = config.rules
         self.health_policy = HealthPolicy(rules.max_memory_mb, rules.health_failures, rules.health_timeout_s, rules.residue_processes)
@@ -224,12 +225,25 @@ class Supervisor:
         container_id = self.state.container_ids.get(name)
         return None if container_id is None else self.runtime.memory_mb(container_id)
 
+    def _lease_peak(self, name: str, token: str) -> float | None:
+        """The highest reading of ``name`` during the lease of ``token`` (taken once: released)."""
+        kept = self.state.lease_peak_mb.get(name)
+        if kept is None or kept[0] != token:
+            return None
+        del self.state.lease_peak_mb[name]
+        return kept[1]
+
     def _take_readings(self, world: World) -> None:
         now = self.clock.monotonic()
         self.state.memory_mb, self.state.processes = world.memory_mb, world.processes
         self.state.container_ids = {
             name: record.container_id for name, record in world.snapshot.containers.items() if record.host == self.runtime.host
         }
+        for name, lease in world.snapshot.leases.items():
+            reading = world.memory_mb.get(name)
+            if reading is not None:
+                token, peak = self.state.lease_peak_mb.get(name, (lease.token, reading))
+                self.state.lease_peak_mb[name] = (lease.token, max(peak, reading) if token == lease.token else reading)
         for name in world.probes:
             self.state.probed_at[name] = now
             if self.metrics is not None:

@@ -95,3 +95,17 @@ def test_the_report_renders_in_chromium_without_console_errors(
     target = os.environ.get("CINNAMON_REPORT_SCREENSHOT")
     if target:
         Path(target).write_bytes(png)
+
+
+def test_the_console_errors_a_page_logs_are_counted_from_playwright_mcps_answers(chromium: ContainerLease) -> None:
+    """The RELEASED record's Console Errors comes from the tool answers' console section."""
+    page = "<h1>Checkout</h1><script>console.error('first'); console.error('second'); console.log('fine')</script>"
+    with Browser(chromium, timeout_s=60) as browser:
+        answer = browser.navigate("data:text/html," + page)
+        browser.snapshot()
+        browser.navigate("data:text/html,<h1>Thanks</h1><script>console.error('third')</script>")
+        browser.snapshot()
+    figures = chromium.figures
+    assert figures.console_errors == 3, f"2 on the first page, 1 on the second: {answer}"
+    assert figures.tool_calls == 4 and figures.tool_p50_s is not None and figures.tool_max_s is not None
+    assert 0 < figures.tool_p50_s <= figures.tool_max_s

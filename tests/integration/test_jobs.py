@@ -76,6 +76,30 @@ def test_a_test_failure_does_not_count_against_the_container_and_leaves_artifact
     assert all(f[b"cleanup_note"].startswith(b"canary clean in ") and float(f[b"cleanup_ms"]) > 0 for f in released), released
 
 
+def test_artifacts_always_or_never_and_every_release_carries_the_jobs_figures(
+    pool: tuple[LeaseStore, dict[str, str], Path], redis_server: str
+) -> None:
+    store, env, logs = pool
+    jobs = run_jobs(
+        env,
+        redis_server,
+        "forking",
+        [
+            ("tests.jobs.open_page_keeping_artifacts", ("",), {"test_run_id": "run-kept"}),
+            ("tests.jobs.open_page_keeping_nothing", ("assert",), {"test_run_id": "run-bare"}),
+        ],
+    )
+    assert [j.get_status() for j in jobs] == [JobStatus.FINISHED, JobStatus.FAILED]
+    kept = [a.name for a in (logs / "artifacts").glob("*/*")]
+    assert kept == ["run-kept"], "always: a passing job's artifacts too; never: not even a failed job's"
+    folder = next((logs / "artifacts").glob("*/run-kept"))
+    assert {p.name for p in folder.iterdir()} >= {"snapshot.md", "screenshot.png"}
+    released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
+    assert [f[b"tool_calls"] for f in released] == [b"2", b"2"], "navigate and snapshot; saving artifacts is not the job's"
+    assert all(0 < float(f[b"tool_p50_ms"]) <= float(f[b"tool_max_ms"]) for f in released), released
+    assert released[1][b"artifacts"] == b"", "never: no traceback either"
+
+
 def test_three_jobs_failing_on_a_broken_endpoint_send_the_container_to_restart(
     pool: tuple[LeaseStore, dict[str, str], Path], redis_server: str, fake_endpoint: str, worker_kind: str
 ) -> None:

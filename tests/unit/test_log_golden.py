@@ -91,3 +91,25 @@ def test_a_failed_jobs_error_keeps_one_line_and_its_extra_fields_follow() -> Non
     assert [key for key, _ in record.details] == ["Test Run", "Error", "Context", "Consecutive Errors", "Error Type"]
     assert record.level == "WARN" and record.detail("Error Type") == "test_failed"
     assert "AssertionError: a\\nb" in render(record), "a newline in a message cannot break the record"
+
+
+def test_a_released_record_carries_the_jobs_figures_after_the_usual_fields() -> None:
+    event = released(
+        "container-001",
+        "2025-01-08 15:00:00",
+        test_run_id="run-4",
+        outcome="ok",
+        error_count=0,
+        tool_calls=7,
+        tool_p50_ms=120.4,
+        tool_max_ms=1400.0,
+        console_errors=2,
+    )
+    [(_kind, record)] = [item for item in event_record(event, {"container-001": 190.0}, 3, peak_mb=242.4) if item[1].action == "RELEASED"]
+    assert record.details[5:] == (
+        ("Tool Calls", "7"),
+        ("Tool Latency p50", "0.120s"),
+        ("Tool Latency Max", "1.400s"),
+        ("Peak Memory", "242MB"),
+        ("Console Errors", "2"),
+    )

@@ -186,3 +186,23 @@ def test_a_size_request_is_applied_by_the_leader_and_persisted(tmp_path: Path) -
     successor = supervisor(tmp_path, client, runtime, clock)
     successor.tick(), successor.tick()
     assert store.snapshot().desired[runtime.host] == 3 and len(store.snapshot().containers) == 3, "a new supervisor adopts it"
+
+
+def test_the_released_record_has_the_leases_peak_memory_and_memory_read_after_the_cleanup(tmp_path: Path) -> None:
+    client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
+    boss = supervisor(tmp_path, client, runtime, clock)
+    boss.tick(), boss.tick()
+    store = LeaseStore(client, "qa")
+    grant = store.acquire(Holder("run-peak"), timeout_s=0, wait=False)
+    for reading in (180.0, 260.0, 230.0):
+        runtime.memory[grant.container_id] = reading
+        boss.tick()
+    runtime.memory[grant.container_id] = 150.0  # the cleanup let go of the page
+    store.release(grant.name, grant.token, cleanup_ms=40.0, cleanup_note="sessions ended")
+    boss.tick()
+    files = sorted((tmp_path / "containers").glob("container-usage-*.log"))
+    records = [r for f in files for r in parse(f.read_text().splitlines(keepends=True))]
+    [released] = [r for r in records if r.action == "RELEASED"]
+    [cleanup] = [r for r in records if r.action == "CLEANUP_COMPLETED"]
+    assert released.detail("Peak Memory") == "260MB"
+    assert cleanup.detail("Memory After Cleanup") == "150MB" and cleanup.detail("Cleanup Duration") == "0.04s"

@@ -23,15 +23,16 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.errors import CinnamonError, LeaseLost
 from cinnamon_pool.lease.handle import JOB_PHASE, ContainerLease, SessionFigures
 
 TOKEN_HEADER = "X-Cinnamon-Token"
+MCP_TIMEOUT_S, MCP_READ_TIMEOUT_S = 30.0, 300.0  # as the mcp client's transports default them
 # playwright-mcp's answers describe the page: "- Page URL: <url>" and "- Console: 2 errors, 0
 # warnings", the page's running count since it loaded.
 PAGE_URL = re.compile(r"^- Page URL: (.*)$", re.MULTILINE)
@@ -97,7 +98,12 @@ async def mcp_session(lease: ContainerLease, *, timeout_s: float = 60.0) -> Asyn
     """An MCP session on the leased container; leaving it ends the session (HTTP DELETE)."""
     lease.check()
     lease.enter("initialize")
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer {lease.token}", TOKEN_HEADER: lease.token})
+    # The mcp client's own HTTP stack (httpx2), with its transports' time-outs: 30 s, and 300 s
+    # to read (a server may hold a response stream open).
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {lease.token}", TOKEN_HEADER: lease.token},
+        timeout=httpx2.Timeout(MCP_TIMEOUT_S, read=MCP_READ_TIMEOUT_S),
+    )
 
     async def fence(request: Any) -> None:
         # The last check before the bytes leave: a holder paused after an earlier check (SIGSTOP,

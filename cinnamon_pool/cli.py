@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cinnamon_pool import __version__
+from loguru import logger
+
+from cinnamon_pool import __version__, console
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import CinnamonError, ConfigError
 
@@ -27,8 +29,10 @@ def _config(args: argparse.Namespace) -> PoolConfig:
 
 def cmd_supervise(args: argparse.Namespace) -> int:
     import redis
+    from tenacity import Retrying, retry_if_exception_type
 
-    from cinnamon_pool.connect import redis_client
+    from cinnamon_pool import backoff
+    from cinnamon_pool.connect import describe, redis_client
     from cinnamon_pool.doctor import eviction_policy
     from cinnamon_pool.lease.store import LeaseStore
     from cinnamon_pool.logs.writer import DailyLogWriter
@@ -40,15 +44,26 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     config = _config(args)
     rules = config.rules
     client = redis_client(config.redis, socket_timeout=10)
+    # Redis down at start: wait for it (one error per back-off), as the running loop would.
+    answered = Retrying(
+        retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+        wait=backoff.TICK_FAILED,
+        before_sleep=lambda state: logger.error(
+            "Redis at {} does not answer: {}; trying again in {:g} s",
+            describe(config.redis),
+            state.outcome.exception() if state.outcome else "?",
+            state.upcoming_sleep,
+        ),
+    )
     try:
-        policy = eviction_policy(client)
+        policy = answered(eviction_policy, client)
     except redis.ResponseError:
         policy = "noeviction"  # CONFIG not allowed (a managed Redis): `doctor` says to check by hand
     if policy != "noeviction":
-        print(
-            f"cinnamon-pool supervise: refusing to start: Redis maxmemory-policy is {policy!r}, so it may evict lease keys "
-            "and hand a container in use to a second job. Fix: CONFIG SET maxmemory-policy noeviction (and in redis.conf).",
-            file=sys.stderr,
+        logger.critical(
+            "refusing to start: Redis maxmemory-policy is {!r}, so it may evict lease keys and hand a container in use to a "
+            "second job. Fix: CONFIG SET maxmemory-policy noeviction (and in redis.conf).",
+            policy,
         )
         return 2
     runtime = DockerRuntime(host=config.pool.host)
@@ -67,14 +82,14 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     if config.metrics.port:
         try:
             metrics.serve(config.metrics.host, config.metrics.port)
-            print(f"cinnamon-pool supervise: metrics on http://{config.metrics.host}:{config.metrics.port}/metrics", file=sys.stderr)
+            logger.info("metrics on http://{}:{}/metrics", config.metrics.host, config.metrics.port)
         except OSError as error:  # another supervisor on this host serves them (a standby, as a rule)
-            print(f"cinnamon-pool supervise: no metrics endpoint on {config.metrics.host}:{config.metrics.port}: {error}", file=sys.stderr)
+            logger.warning("no metrics endpoint on {}:{}: {}", config.metrics.host, config.metrics.port, error)
     supervisor = Supervisor(config, store, runtime, DailyLogWriter(config.logs.dir), election=election, metrics=metrics)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        print(f"cinnamon-pool supervise: {signal.Signals(signum).name}: finishing the tick; containers keep running", file=sys.stderr)
+        logger.info("{}: finishing the tick; containers keep running", signal.Signals(signum).name)
         stop.set()
         supervisor.wake.set()
 
@@ -82,10 +97,12 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     if not config.gateway.enabled and config.gateway.prepare:
         _keep_browsers_up(config, runtime.host, election, DailyLogWriter(config.logs.dir))
-    print(
-        f"cinnamon-pool supervise: pool {config.pool.name!r}, {config.pool.initial_size} container(s) of {config.container.image}, "
-        f"logs in {config.logs.dir}/containers",
-        file=sys.stderr,
+    logger.info(
+        "pool {!r}, {} container(s) of {}, logs in {}/containers",
+        config.pool.name,
+        config.pool.initial_size,
+        config.container.image,
+        config.logs.dir,
     )
     supervisor.run(stop)
     return 0
@@ -403,6 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cinnamon-pool", description="A pool of playwright-mcp containers for rq jobs.")
     parser.add_argument("--version", action="version", version=f"cinnamon-pool {__version__}")
     parser.add_argument("--config", metavar="PATH", help="TOML configuration (default: $CINNAMON_CONFIG); CINNAMON_* variables win")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("CINNAMON_LOG_LEVEL", "INFO").upper(),
+        choices=console.LEVELS,
+        type=str.upper,
+        help="the daemons' diagnostics on stderr from this level up (default INFO, or $CINNAMON_LOG_LEVEL)",
+    )
+    parser.add_argument("--log-json", action="store_true", help="the daemons' diagnostics as one JSON object per line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("supervise", help="run the supervisor daemon (keeps the pool right, writes the logs)").set_defaults(
         run=cmd_supervise
@@ -440,12 +465,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DAEMONS = {"supervise", "gateway"}  # their diagnostics go through loguru (console.py)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in DAEMONS:
+        console.configure(args.command, args.log_level, json=args.log_json)
     try:
         return int(args.run(args))
     except CinnamonError as error:
-        print(f"cinnamon-pool {args.command}: {error}", file=sys.stderr)
+        if args.command in DAEMONS:
+            logger.error("{}", error)
+        else:
+            print(f"cinnamon-pool {args.command}: {error}", file=sys.stderr)
         return 1
 
 

@@ -137,7 +137,7 @@ class Gateway:
             try:
                 yield
             finally:
-                await stop(tasks, STOP_WITHIN_S, "gateway")
+                await stop(tasks, STOP_WITHIN_S)
                 if self.preparer is not None:
                     await self.preparer.close()
                     await self.preparer.http.aclose()

@@ -35,7 +35,6 @@ import functools
 import json
 import re
 import secrets
-import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,8 +42,9 @@ from typing import Any
 import httpx
 import redis
 import redis.asyncio as aioredis
+from loguru import logger
 
-from cinnamon_pool import decode
+from cinnamon_pool import backoff, decode
 from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
@@ -197,7 +197,7 @@ class Preparer:
             except redis.RedisError:
                 pass  # Redis away: try again next round
             except Exception as error:  # a defect here must not end preparing for good: say it, go on
-                print(f"cinnamon-pool gateway: preparing sessions: {type(error).__name__}: {error}", file=sys.stderr)
+                logger.opt(exception=error).error("preparing sessions: {}: {}", type(error).__name__, error)
                 await asyncio.sleep(1.0)
             await asyncio.sleep(POLL_S)
 
@@ -327,7 +327,7 @@ class Preparer:
         except (SessionFailed, httpx.HTTPError, TimeoutError, redis.RedisError) as error:
             result, detail = "failed", f"{type(error).__name__}: {error}"[:300]
             failures = self.retry.get(name, (0, 0.0))[0] + 1
-            self.retry[name] = (failures, self.clock.monotonic() + min(30.0, 2.0 ** (failures - 1)))
+            self.retry[name] = (failures, self.clock.monotonic() + backoff.after(backoff.PREPARE_FAILED, failures))
             self.report(name, "ERROR_OCCURRED", [("Error", f"preparing the next session failed: {detail}"), ("Context", "prepare")])
         if released:
             self.unanswered[name] = [name, purpose, result, detail, f"{(self.clock.monotonic() - started) * 1000:.1f}"]
@@ -418,7 +418,7 @@ class Preparer:
         """Stop announcing (releases go straight back to the pool) and stop what is under way."""
         with contextlib.suppress(redis.RedisError, TimeoutError):  # unannounced, it lapses in ANNOUNCE_MS anyway
             await asyncio.wait_for(self._compare_and_delete_key(keys=[self.keys.preparer(self.host)], args=[self.identity]), STOP_WITHIN_S)
-        await stop([*self.tasks.values(), *self.keepers.values()], STOP_WITHIN_S, "gateway")
+        await stop([*self.tasks.values(), *self.keepers.values()], STOP_WITHIN_S)
 
 
 def _string(raw: object) -> str:

@@ -9,14 +9,16 @@ where they are, and lets them go.
 from __future__ import annotations
 
 import asyncio
-import sys
+import io
 from collections.abc import Collection
 from typing import Any
+
+from loguru import logger
 
 RECANCEL_EVERY_S = 0.2
 
 
-async def stop(tasks: Collection[asyncio.Task[Any]], within: float, what: str) -> None:
+async def stop(tasks: Collection[asyncio.Task[Any]], within: float) -> None:
     """Cancel ``tasks`` and wait for them, at most ``within`` seconds; report those still running."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
@@ -26,9 +28,10 @@ async def stop(tasks: Collection[asyncio.Task[Any]], within: float, what: str) -
             task.cancel()
         _done, pending = await asyncio.wait(pending, timeout=min(RECANCEL_EVERY_S, max(0.0, deadline - loop.time())))
     for task in pending:
-        print(f"cinnamon-pool {what}: task {task.get_name()} did not stop within {within:g} s; left running:", file=sys.stderr)
-        task.print_stack(file=sys.stderr)
+        stack = io.StringIO()
+        task.print_stack(file=stack)
+        logger.warning("task {} did not stop within {:g} s; left running:\n{}", task.get_name(), within, stack.getvalue())
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             error = task.exception()
-            print(f"cinnamon-pool {what}: task {task.get_name()} ended with {type(error).__name__}: {error}", file=sys.stderr)
+            logger.error("task {} ended with {}: {}", task.get_name(), type(error).__name__, error)

@@ -15,8 +15,9 @@ from contextlib import suppress
 from typing import Any
 
 import redis
+from tenacity import Retrying, retry_if_exception_type
 
-from cinnamon_pool import decode
+from cinnamon_pool import backoff, decode
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.errors import LeaseError, LeaseLost, LeaseNotOwned, NotLeader, PoolExhausted, PoolNotReady, ReplicasMissing
 from cinnamon_pool.events import LeaseEvent
@@ -101,17 +102,17 @@ class LeaseStore:
         deadline = started + timeout_s
         waiter_ttl_ms = int(self.waiter_ttl_s * 1000)
         counts: dict[str, int] = {}
-        unreachable = 0
+        # Redis restarting or cut off: keep trying with the same ticket (a grant made meanwhile
+        # comes back: acquire is idempotent per ticket) while the deadline allows the next pause.
+        unreachable = Retrying(
+            retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+            wait=backoff.REDIS_UNREACHABLE,
+            stop=lambda state: self.clock.monotonic() + state.upcoming_sleep > deadline,
+            sleep=self.clock.sleep,
+            reraise=True,
+        )
         while True:
-            try:
-                reply = self._run(Op.ACQUIRE, ticket, request, waiter_ttl_ms, "wait" if wait else "try")
-            except (redis.ConnectionError, redis.TimeoutError) as error:
-                # Redis restarting or cut off: keep trying with the same ticket (a grant made
-                # meanwhile comes back: acquire is idempotent per ticket) until the deadline.
-                unreachable += 1
-                self._pause_while_unreachable(error, unreachable, deadline)
-                continue
-            unreachable = 0
+            reply = unreachable(self._run, Op.ACQUIRE, ticket, request, waiter_ttl_ms, "wait" if wait else "try")
             status = Status(reply[0])
             if status is Status.GRANTED:
                 durable = self._durable(decode.grant(reply[1]), deadline)
@@ -162,14 +163,6 @@ class LeaseStore:
             raise ReplicasMissing(self.pool, self.wait_replicas, max(0, acknowledged), self.wait_timeout_ms)
         self.clock.sleep(0.1)
         return None
-
-    def _pause_while_unreachable(self, error: redis.RedisError, attempt: int, deadline: float) -> None:
-        """Back off (0.1 s doubling to 2 s) while Redis does not answer; past ``deadline`` the
-        connection error propagates."""
-        pause = min(2.0, 0.1 * 2 ** (attempt - 1))
-        if self.clock.monotonic() + pause > deadline:
-            raise error
-        self.clock.sleep(pause)
 
     def holds(self, name: str, token: str, client: redis.Redis | None = None) -> bool | None:
         """Whether ``token`` is the current lease on ``name`` (one HGET, no script); None when

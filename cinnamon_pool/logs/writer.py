@@ -5,28 +5,25 @@
     <dir>/containers/container-errors-YYYY-MM-DD.log   errors
 
 File names come from the record's date and a fixed kind, never from raw input. A write that
-fails (full disk, directory removed or unwritable) is dropped with one message on stderr per
+fails (full disk, directory removed or unwritable) is dropped with one warning (loguru: the daemon's diagnostics on stderr) per
 ``report_every_s``; writing resumes by itself when the disk recovers (the directory is made
 again on every write that finds it missing).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import TextIO
+
+from loguru import logger
 
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.logs.format import LogKind, LogRecord, render
 
 
 class DailyLogWriter:
-    def __init__(
-        self, root: str | Path, *, clock: Clock = SYSTEM_CLOCK, stderr: TextIO | None = None, report_every_s: float = 60.0
-    ) -> None:
+    def __init__(self, root: str | Path, *, clock: Clock = SYSTEM_CLOCK, report_every_s: float = 60.0) -> None:
         self.root = Path(root)
         self.clock = clock
-        self.stderr = stderr or sys.stderr
         self.report_every_s = report_every_s
         self._last_report: float | None = None
         self.dropped = 0
@@ -46,6 +43,6 @@ class DailyLogWriter:
             now = self.clock.monotonic()
             if self._last_report is None or now - self._last_report >= self.report_every_s:
                 self._last_report = now
-                print(f"cinnamon-pool: cannot write {path}: {error} (dropped {self.dropped} record(s) so far)", file=self.stderr)
+                logger.warning("cannot write {}: {} (dropped {} record(s) so far)", path, error, self.dropped)
             return False
         return True

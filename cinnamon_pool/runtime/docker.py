@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import RetryError, Retrying, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from cinnamon_pool import backoff
 from cinnamon_pool.errors import ImageMissing, ImageRejected, RuntimeUnavailable
 from cinnamon_pool.runtime.base import LABEL_POOL, ContainerSpec, ObservedContainer
 
@@ -269,21 +270,30 @@ class DockerRuntime:
         return _observed_from_attrs(_translate("inspect", lambda: self.api.inspect_container(container_id)))
 
     def watch_events(self, pool: str, wake: threading.Event, stop: threading.Event) -> None:
-        """Wake the loop on container events; reconnect with backoff when the stream breaks."""
-        backoff = 0.5
+        """Wake the loop on container events; when the stream breaks, connect again at once, then
+        with back-off (``backoff.DOCKER_EVENTS``) while Docker does not answer."""
+
+        def pause(seconds: float) -> None:
+            stop.wait(seconds)  # a stop cuts the pause short
+
+        connect = Retrying(
+            retry=retry_if_exception_type((docker.errors.DockerException, *_TRANSIENT, OSError)),
+            wait=backoff.DOCKER_EVENTS,
+            stop=lambda _state: stop.is_set(),
+            sleep=pause,
+        )
+        filters = {"type": "container", "label": f"{LABEL_POOL}={pool}"}
         while not stop.is_set():
             try:
-                stream = self.api.events(decode=True, filters={"type": "container", "label": f"{LABEL_POOL}={pool}"})
-                backoff = 0.5
+                stream = connect(self.api.events, decode=True, filters=filters)
                 for _event in stream:
                     wake.set()
                     if stop.is_set():
                         stream.close()
                         return
-            except (docker.errors.DockerException, *_TRANSIENT, OSError):
-                pass
-            stop.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+            except (RetryError, docker.errors.DockerException, *_TRANSIENT, OSError):
+                pass  # stopped while connecting, or the stream broke
+            stop.wait(backoff.after(backoff.DOCKER_EVENTS, 1))  # a stream that keeps ending is not a busy loop
 
 
 def _observed(row: dict[str, Any]) -> ObservedContainer:

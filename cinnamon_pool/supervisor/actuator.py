@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from cinnamon_pool import backoff
 from cinnamon_pool.clock import Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import RuntimeUnavailable
@@ -23,8 +24,6 @@ from cinnamon_pool.supervisor.metrics import PoolMetrics, reason_label
 from cinnamon_pool.supervisor.reconcile import Action, Create, Deregister, Recycle, Register, RemoveOrphan, Replace, Retire
 from cinnamon_pool.supervisor.rules import StateChange
 from cinnamon_pool.supervisor.state import SupervisorState
-
-MAX_BACKOFF_S = 30.0
 
 
 class Actuator:
@@ -74,7 +73,7 @@ class Actuator:
     def slot_failed(self, slot: int, error: RuntimeUnavailable) -> None:
         """One slot that cannot start (its host port taken, say) backs off on its own."""
         failures = self.state.slot_backoff.get(slot, (0, 0.0))[0] + 1
-        self.state.slot_backoff[slot] = (failures, self.clock.monotonic() + min(MAX_BACKOFF_S, 2.0 ** (failures - 1)))
+        self.state.slot_backoff[slot] = (failures, self.clock.monotonic() + backoff.after(backoff.SLOT_FAILED, failures))
         self.journal.error(RuntimeUnavailable(f"{container_name(slot)} cannot start: {error}"))
 
     # -- one handler per action ----------------------------------------------------------

@@ -5,10 +5,10 @@ monthly archive of earlier files."""
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable, Mapping
 
 import redis
+from loguru import logger
 
 from cinnamon_pool.clock import Clock
 from cinnamon_pool.errors import ImageMissing, ImageRejected, RuntimeUnavailable
@@ -96,7 +96,7 @@ class Journal:
         else:
             kind = "pool"
         self.record(LogKind.ERRORS, "pool", "ERROR_OCCURRED", [("Error Type", kind), ("Error", message)], level="ERROR")
-        print(f"cinnamon-pool supervise: {kind}: {message}", file=sys.stderr)
+        logger.error("{}: {}", kind, message)
 
     def archive(self) -> None:
         """At start and at each change of month: earlier months' daily files to logs/archive/."""
@@ -107,4 +107,4 @@ class Journal:
             archive_earlier_months(self.writer.root, today)
             self._archived_month = (today.year, today.month)
         except OSError as error:
-            print(f"cinnamon-pool supervise: cannot archive logs in {self.writer.root}: {error}", file=sys.stderr)
+            logger.warning("cannot archive logs in {}: {}", self.writer.root, error)

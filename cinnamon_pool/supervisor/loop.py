@@ -12,14 +12,14 @@ state and the reason for it) is in Redis; :class:`SupervisorState` keeps only re
 
 from __future__ import annotations
 
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import redis
+from loguru import logger
 
-from cinnamon_pool import decode
+from cinnamon_pool import backoff, decode
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, RuntimeUnavailable
@@ -30,7 +30,7 @@ from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.model import SLOTS_PER_HOST, ContainerState, PoolSnapshot, Rejected
 from cinnamon_pool.runtime.base import ContainerRuntime
-from cinnamon_pool.supervisor.actuator import MAX_BACKOFF_S, Actuator
+from cinnamon_pool.supervisor.actuator import Actuator
 from cinnamon_pool.supervisor.election import LeaderElection
 from cinnamon_pool.supervisor.journal import Journal
 from cinnamon_pool.supervisor.metrics import PoolMetrics
@@ -147,7 +147,7 @@ class Supervisor:
     def next_wait(self, report: TickReport, failures: int) -> float:
         """Fast while containers start; exponential backoff (1 s .. 30 s) while ticks fail."""
         if failures:
-            return min(MAX_BACKOFF_S, 2.0 ** (failures - 1))
+            return backoff.after(backoff.TICK_FAILED, failures)
         if report.standby:
             return self.config.rules.leader_retry_s
         return FAST_TICK_S if report.pending else self.config.rules.tick_s
@@ -312,7 +312,7 @@ class Supervisor:
                 [("Supervisor", self.election.identity), ("Host", self.runtime.host)],
                 level="INFO" if leading else "WARN",
             )
-            print(f"cinnamon-pool supervise: {'leading' if leading else 'standing by'} for host {self.runtime.host}", file=sys.stderr)
+            logger.log("INFO" if leading else "WARNING", "{} for host {}", "leading" if leading else "standing by", self.runtime.host)
         return leading
 
     def _judge(self, world: World) -> list[StateChange]:

@@ -51,3 +51,35 @@ def test_restart_names_an_unknown_container_and_drains_a_known_one(
     assert "restarts it now" in capsys.readouterr().out
     states = {n: r.state.value for n, r in store.snapshot().containers.items()}
     assert states == {held.name: "draining", other: "restarting"}
+
+
+def test_the_daemons_diagnostics_follow_log_level_and_log_json(tmp_path: Path) -> None:
+    """A supervisor whose Redis does not answer says so, as loguru JSON at ERROR; at CRITICAL it
+    says nothing of the kind; the exit is by SIGTERM, as an operator stops it."""
+    import json
+    import os
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once closed
+    config = tmp_path / "pool.toml"
+    config.write_text(f'[redis]\nurl = "redis://127.0.0.1:{port}/0"\n[logs]\ndir = "{tmp_path / "logs"}"\n[metrics]\nport = 0\n')
+
+    def supervise(*options: str) -> str:
+        env = {**os.environ, "CINNAMON_CONFIG": str(config)}
+        command = [sys.executable, "-m", "cinnamon_pool.cli", *options, "supervise"]
+        process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        time.sleep(3)
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=30)
+        return err
+
+    lines = [json.loads(line) for line in supervise("--log-json").splitlines() if line.startswith("{")]
+    assert lines, "one JSON object per line"
+    errors = [line["record"] for line in lines if line["record"]["level"]["name"] == "ERROR"]
+    assert errors and any("Connection" in e["message"] or "connect" in e["message"].lower() for e in errors), lines
+    assert all(line["record"]["extra"]["command"] == "supervise" for line in lines)
+    assert "ERROR" not in supervise("--log-level", "critical"), "below CRITICAL: nothing"

@@ -10,6 +10,8 @@ LAYERS = {
     1: [
         "errors",
         "clock",
+        "backoff",
+        "console",
         "model",
         "events",
         "decode",

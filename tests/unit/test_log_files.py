@@ -6,7 +6,11 @@ import datetime as dt
 import io
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+from loguru import logger
 
 from cinnamon_pool import decode
 from cinnamon_pool.clock import ManualClock
@@ -36,10 +40,19 @@ def test_earlier_months_move_to_the_archive_and_still_read_back(tmp_path: Path) 
     assert archive_earlier_months(tmp_path, dt.date(2025, 2, 1)) == [], "a second run moves nothing"
 
 
-def test_a_full_disk_drops_records_reports_once_and_recovers(tmp_path: Path) -> None:
-    err = io.StringIO()
+@pytest.fixture
+def warnings_said() -> Iterator[io.StringIO]:
+    """What the daemon's diagnostics (loguru) said at WARNING and above, during the test."""
+    said = io.StringIO()
+    handler = logger.add(said, level="WARNING", format="{level} {message}")
+    yield said
+    logger.remove(handler)
+
+
+def test_a_full_disk_drops_records_reports_once_and_recovers(tmp_path: Path, warnings_said: io.StringIO) -> None:
+    err = warnings_said
     clock = ManualClock(start=dt.datetime(2025, 1, 8, 14, 30, 15))
-    writer = DailyLogWriter(tmp_path, clock=clock, stderr=err, report_every_s=60)
+    writer = DailyLogWriter(tmp_path, clock=clock, report_every_s=60)
     path = writer.path_for(LogKind.USAGE, record(clock.now(), "x"))
     path.parent.mkdir(parents=True)
     os.symlink("/dev/full", path)  # every write: ENOSPC
@@ -54,7 +67,7 @@ def test_a_full_disk_drops_records_reports_once_and_recovers(tmp_path: Path) -> 
 
 
 def test_a_deleted_log_directory_is_made_again(tmp_path: Path) -> None:
-    writer = DailyLogWriter(tmp_path / "logs", stderr=io.StringIO())
+    writer = DailyLogWriter(tmp_path / "logs")
     assert writer.write(LogKind.POOL, record(dt.datetime(2025, 1, 8), "a"))
     shutil.rmtree(tmp_path / "logs")
     assert writer.write(LogKind.POOL, record(dt.datetime(2025, 1, 8), "b"))

@@ -235,8 +235,22 @@ def status_view(status: dict[str, Any], stats: dict[str, Any]) -> Any:
     wait = "-" if stats["wait_p50_s"] is None else f"{stats['wait_p50_s']:.3f}s / {stats['wait_p95_s']:.3f}s"
     hour = Text(f"last hour: {stats['jobs_per_hour']} jobs, wait p50/p95 {wait}, infra errors {stats['infra_error_share']:.1%}")
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("CONTAINER", "STATE", "TEST RUN", "LEASE AGE", "MEMORY", "ERRORS", "RESTARTS", "UPTIME", "ENDPOINT"):
-        table.add_column(column, justify="right" if column in {"LEASE AGE", "MEMORY", "ERRORS", "RESTARTS", "UPTIME"} else "left")
+    columns = (
+        "CONTAINER",
+        "STATE",
+        "TEST RUN",
+        "LEASE AGE",
+        "MEMORY",
+        "CPU",
+        "MCP P50",
+        "ERR 1H",
+        "ERRORS",
+        "RESTARTS",
+        "UPTIME",
+        "ENDPOINT",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in {"CONTAINER", "STATE", "TEST RUN", "ENDPOINT"} else "right")
     for c in status["containers"]:
         table.add_row(
             c["name"],
@@ -244,6 +258,9 @@ def status_view(status: dict[str, Any], stats: dict[str, Any]) -> Any:
             c["test_run_id"] or "-",
             "-" if c.get("lease_age_s") is None else _duration(c["lease_age_s"]),
             "-" if c["memory_mb"] is None else f"{c['memory_mb']:.0f}MB",
+            "-" if c.get("cpu_percent") is None else f"{c['cpu_percent']:.0f}%",
+            "-" if c.get("mcp_p50_ms") is None else f"{c['mcp_p50_ms']:.0f}ms",
+            "-" if c.get("error_rate") is None else f"{c['error_rate']:.0%}",
             str(c["error_count"]),
             str(c["restarts"]),
             "-" if c.get("uptime_s") is None else _duration(c["uptime_s"]),

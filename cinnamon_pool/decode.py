@@ -132,6 +132,7 @@ def record(field: object, raw: object) -> ContainerRecord:
         memory_mb=None if memory is None else number(memory, "memory_mb"),
         started_at=number(data.get("started_at", 0.0), "started_at"),
         reason=text(data.get("reason", ""), "reason", MAX_TEXT),
+        last_cleanup_ms=integer(data.get("last_cleanup_ms", 0), "last_cleanup_ms", minimum=0),
     )
 
 
@@ -290,6 +291,7 @@ def snapshot(replies: Mapping[str, Any]) -> PoolSnapshot:
     free_pairs = [(name, score) for name, score in free_pairs if _bytes(name) not in unreadable]
     free_since = _each("free", dict(free_pairs), lambda f, s: _free_member(f, s, containers), rejected)
     memory = _each("memory", _whole("memory", replies["memory"], rejected, dict) or {}, lambda f, v: number(v, "memory"), rejected)
+    cpu = _each("cpu", _whole("cpu", replies.get("cpu"), rejected, dict) or {}, lambda f, v: number(v, "cpu"), rejected)
     desired = _each(
         "desired",
         _whole("desired", replies["desired"], rejected, dict) or {},
@@ -313,6 +315,7 @@ def snapshot(replies: Mapping[str, Any]) -> PoolSnapshot:
         waiting=waiting or 0,
         draining=bool(draining),
         memory_mb=memory,
+        cpu_percent=cpu,
         now_ms=int(seconds) * 1000 + int(micros) // 1000,
         desired=desired,
         hosts=hosts,

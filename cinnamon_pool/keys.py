@@ -15,6 +15,8 @@ scripts receive them in KEYS. The schema, in one place:
   cinnamon:{P}:handoffs      hash    ticket -> grant JSON handed over by a release
   cinnamon:{P}:wake:<ticket> list    pushed once when that ticket is granted (BLPOP target)
   cinnamon:{P}:memory        hash    name -> latest memory reading in MB (supervisor, plain data)
+  cinnamon:{P}:cpu           hash    name -> CPU use in % of one core over the last tick (supervisor, plain data)
+  cinnamon:{P}:tool_calls    hash    name -> recent tool-call figures JSON (its host's gateway, plain data)
   cinnamon:{P}:events        stream  every grant, release, expiry and state change (capped)
   cinnamon:{P}:draining      string  "1" while the pool is drained: no new grants
   cinnamon:{P}:leader:<host> string  the active supervisor of that Docker host (leader election)
@@ -129,6 +131,14 @@ class PoolKeys:
     @property
     def memory(self) -> str:
         return self._key("memory")
+
+    @property
+    def cpu(self) -> str:
+        return self._key("cpu")
+
+    @property
+    def tool_calls(self) -> str:
+        return self._key("tool_calls")
 
     @property
     def events(self) -> str:

@@ -127,6 +127,7 @@ class ContainerRecord:
     memory_mb: float | None = None
     started_at: float = 0.0
     reason: str = ""  # why it was last sent draining, restarting or unhealthy
+    last_cleanup_ms: int = 0  # Redis time the last job's cleanup ended (its release); 0 = none yet
 
     def to_json_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "state": self.state.value}
@@ -245,6 +246,7 @@ class PoolSnapshot:
     memory_mb: dict[str, float]
     now_ms: int
     desired: dict[str, int] = dataclasses.field(default_factory=dict)  # host -> slots it serves
+    cpu_percent: dict[str, float] = dataclasses.field(default_factory=dict)  # by container: % of one core, last tick
     hosts: dict[str, int] = dataclasses.field(default_factory=dict)  # host -> its index (slots k*1000+1 ..)
     rejected: tuple[Rejected, ...] = ()
 

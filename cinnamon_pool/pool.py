@@ -33,7 +33,8 @@ from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import redis_client
 from cinnamon_pool.errors import LeaseError, LeaseLost
-from cinnamon_pool.events import EventKind
+from cinnamon_pool.events import EventKind, LeaseEvent
+from cinnamon_pool.gateway import toolcalls
 from cinnamon_pool.lease.handle import ARTIFACTS, ContainerLease, error_context
 from cinnamon_pool.lease.heartbeat import Heartbeat
 from cinnamon_pool.lease.store import LeaseStore
@@ -66,6 +67,9 @@ def classify(error: BaseException) -> Outcome:
         return Outcome.INFRA_ERROR
     cause = error.__cause__
     return classify(cause) if cause is not None and cause is not error else Outcome.TEST_FAILED
+
+
+STATUS_WINDOW_MS = 3_600_000  # a container's error rate in `status`: the last hour's jobs
 
 
 def _iso(ms: int) -> str:
@@ -211,9 +215,13 @@ class ContainerPool:
     def status(self) -> dict[str, Any]:
         """The pool as ``cinnamon-pool status --json`` prints it (the documented contract)."""
         snapshot = self.store.snapshot()
+        jobs = self._recent_jobs(snapshot.now_ms - STATUS_WINDOW_MS)
+        tool_calls = toolcalls.summary(self.store.redis.hgetall(self.store.keys.tool_calls), snapshot.containers)
         containers = []
         for name, record in sorted(snapshot.containers.items()):
             lease = snapshot.leases.get(name)
+            released, infra = jobs.get(name, (0, 0))
+            calls = tool_calls.get(name)
             containers.append(
                 {
                     "name": name,
@@ -227,6 +235,12 @@ class ContainerPool:
                     "error_count": record.error_count,
                     "restarts": record.restarts,
                     "uptime_s": round(snapshot.now_ms / 1000 - record.started_at) if record.started_at else None,
+                    "cpu_percent": snapshot.cpu_percent.get(name),
+                    "error_rate": round(infra / released, 4) if released else None,
+                    "last_cleanup_at": _iso(record.last_cleanup_ms) if record.last_cleanup_ms else None,
+                    "mcp_p50_ms": calls["p50_ms"] if calls else None,
+                    "mcp_p95_ms": calls["p95_ms"] if calls else None,
+                    "mcp_error_rate": round(calls["errors"] / calls["calls"], 4) if calls else None,
                 }
             )
         return {
@@ -251,13 +265,17 @@ class ContainerPool:
             "containers": containers,
         }
 
-    def stats(self, window_s: float = 3600.0, sample: int = 2000) -> dict[str, Any]:
-        """Pool statistics from the event stream's newest ``sample`` events within ``window_s``:
-        jobs per hour, wait time p50/p95 of the grants, the share of infra errors."""
-        snapshot = self.store.snapshot()
-        since_ms = snapshot.now_ms - int(window_s * 1000)
-        waits: list[int] = []
-        released = infra = 0
+    def _recent_jobs(self, since_ms: int, sample: int = 2000) -> dict[str, tuple[int, int]]:
+        """Per container, (jobs released, of them infra errors) since ``since_ms``, from the event
+        stream's newest ``sample`` events."""
+        jobs: dict[str, tuple[int, int]] = {}
+        for event in self._recent_events(since_ms, sample):
+            if event.kind is EventKind.RELEASED:
+                released, infra = jobs.get(event.name, (0, 0))
+                jobs[event.name] = (released + 1, infra + (event.text("outcome") == Outcome.INFRA_ERROR))
+        return jobs
+
+    def _recent_events(self, since_ms: int, sample: int) -> Iterator[LeaseEvent]:
         entries: Any = self.store.redis.xrevrange(self.store.keys.events, count=sample)
         for entry_id, fields in entries:
             try:
@@ -265,7 +283,17 @@ class ContainerPool:
             except decode.BadValue:
                 continue  # not written by the scripts: the supervisor reports it
             if event.at_ms < since_ms:
-                break
+                return
+            yield event
+
+    def stats(self, window_s: float = 3600.0, sample: int = 2000) -> dict[str, Any]:
+        """Pool statistics from the event stream's newest ``sample`` events within ``window_s``:
+        jobs per hour, wait time p50/p95 of the grants, the share of infra errors."""
+        snapshot = self.store.snapshot()
+        since_ms = snapshot.now_ms - int(window_s * 1000)
+        waits: list[int] = []
+        released = infra = 0
+        for event in self._recent_events(since_ms, sample):
             if event.kind is EventKind.GRANTED:
                 waits.append(event.number("wait_ms"))
             elif event.kind is EventKind.RELEASED:

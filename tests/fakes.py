@@ -18,6 +18,7 @@ class FakeRuntime:
         self.calls: list[tuple[str, str]] = []
         self.images = {"cinnamon-pool/fake-mcp:test"}
         self.memory: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}  # CPU seconds used, by container id
         self.processes: dict[str, int] = {}
         self.oom_killed: set[str] = set()
         self.down = False  # the engine does not answer
@@ -50,6 +51,9 @@ class FakeRuntime:
 
     def memory_mb(self, container_id: str) -> float | None:
         return self.memory.get(container_id)
+
+    def cpu_seconds(self, container_id: str) -> float | None:
+        return self.cpu.get(container_id)
 
     def process_count(self, container_id: str) -> int | None:
         return self.processes.get(container_id, 2)

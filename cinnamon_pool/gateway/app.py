@@ -32,6 +32,7 @@ from cinnamon_pool.gateway.prepare import Preparer, Upstream
 from cinnamon_pool.gateway.proxy import forwarded_headers, open_upstream, read_body, relay
 from cinnamon_pool.gateway.sessions import LeaseSessions
 from cinnamon_pool.gateway.tasks import stop
+from cinnamon_pool.gateway.toolcalls import ToolCalls, is_tool_call, reports_error
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
@@ -39,6 +40,7 @@ from cinnamon_pool.logs.writer import DailyLogWriter
 MAX_HEADER_BYTES = 16 * 1024  # larger header blocks get 431 (past ~80 KiB the HTTP parser answers 400 itself)
 WATCH_EVERY_S = 0.25  # how often open streams are checked against their leases (closed within 1 s)
 STOP_WITHIN_S = 2.0  # a stopping gateway waits this long for its own background tasks
+PUBLISH_EVERY_S = 2.0  # the tool-call figures go to Redis this often
 REPORT_EVERY_S = 60.0  # one ACCESS_DENIED record per container, reason and client per minute
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -90,6 +92,20 @@ class Gateway:
         self.closed = Counter(
             "cinnamon_pool_gateway_streams_closed_total", "Streams closed because their lease ended", ["pool"], registry=self.registry
         )
+        self.tool_seconds = Histogram(
+            "cinnamon_pool_gateway_tool_call_seconds",
+            "MCP tools/call latency per container, from forwarding to the end of the answer",
+            ["pool", "container"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tool_results = Counter(
+            "cinnamon_pool_gateway_tool_calls_total",
+            "MCP tools/call per container, by result (error: HTTP >= 400, a broken answer, or isError)",
+            ["pool", "container", "result"],
+            registry=self.registry,
+        )
+        self.tool_calls = ToolCalls()
         self.handovers = Counter(
             "cinnamon_pool_gateway_initialize_total",
             "Jobs' initialize requests: answered with a prepared session, or forwarded (cold)",
@@ -120,7 +136,10 @@ class Gateway:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as http:
             self._http = http
-            tasks = [asyncio.create_task(self._watch_leases(), name="cinnamon-gateway-leases")]
+            tasks = [
+                asyncio.create_task(self._watch_leases(), name="cinnamon-gateway-leases"),
+                asyncio.create_task(self._publish_tool_calls(), name="cinnamon-gateway-tool-calls"),
+            ]
             if gateway.prepare:
                 own = httpx.Timeout(gateway.prepare_timeout_s, connect=gateway.connect_timeout_s)
                 sessions_http = httpx.AsyncClient(timeout=own, limits=limits, trust_env=False)
@@ -166,6 +185,8 @@ class Gateway:
                     await self._opened(target, handed.session)
                     answer = {"jsonrpc": "2.0", "id": initialize[0], "result": dict(handed.result)}
                     return JSONResponse(answer, headers={"mcp-session-id": handed.session})
+            timed = request.method == "POST" and is_tool_call(body)
+            started = self.clock.monotonic()
             upstream = await self._send(target, request.method, forwarded_headers(request.headers), body)
             if "mcp-session-id" in upstream.headers and initialize is not None:
                 await self._opened(target, upstream.headers["mcp-session-id"])
@@ -177,11 +198,16 @@ class Gateway:
         self.streams.add(target.name, target.token, upstream, upstream.aclose)
 
         async def body_then_forget() -> AsyncIterator[bytes]:
+            failed, ended = upstream.status_code >= 400, False
             try:
                 async for chunk in relay(upstream):
+                    failed = failed or (timed and reports_error(chunk))
                     yield chunk
+                ended = True
             finally:
                 self.streams.discard(target.name, target.token, upstream)
+                if timed:
+                    self._tool_call(target.name, self.clock.monotonic() - started, failed or not ended)
 
         return StreamingResponse(body_then_forget(), status_code=upstream.status_code, headers=forwarded_headers(upstream.headers))
 
@@ -205,6 +231,23 @@ class Gateway:
             self.streams.discard(target.name, target.token, sending)
         self.latency.labels(self.pool, target.name).observe(self.clock.monotonic() - started)
         return upstream
+
+    def _tool_call(self, container: str, seconds: float, failed: bool) -> None:
+        self.tool_seconds.labels(self.pool, container).observe(seconds)
+        self.tool_results.labels(self.pool, container, "error" if failed else "ok").inc()
+        self.tool_calls.add(container, seconds, failed)
+
+    async def _publish_tool_calls(self) -> None:
+        """The newest calls' figures per container, to Redis for `status` (plain data)."""
+        while True:
+            await asyncio.sleep(PUBLISH_EVERY_S)
+            figures = self.tool_calls.figures(int(self.clock.now().timestamp() * 1000))
+            if figures:
+                pipe = self.authorizer.client.pipeline(transaction=False)
+                for container, value in figures.items():
+                    pipe.hset(self.authorizer.keys.tool_calls, container, value)
+                with contextlib.suppress(redis.RedisError):
+                    await pipe.execute()
 
     # -- the sessions of a lease -------------------------------------------------------------
     async def _opened(self, target: Target, session: str) -> None:

@@ -373,12 +373,13 @@ class LeaseStore:
         else:
             self.redis.delete(self.keys.draining)
 
-    def record_memory(self, memory_mb: dict[str, float]) -> None:
-        """Publish the supervisor's latest memory readings (plain data, no lease decision)."""
+    def record_readings(self, memory_mb: Mapping[str, float], cpu_percent: Mapping[str, float]) -> None:
+        """Publish the supervisor's latest memory and CPU readings (plain data, no lease decision)."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(self.keys.memory)
-        if memory_mb:
-            pipe.hset(self.keys.memory, mapping={name: f"{mb:.1f}" for name, mb in memory_mb.items()})
+        for key, readings in ((self.keys.memory, memory_mb), (self.keys.cpu, cpu_percent)):
+            pipe.delete(key)
+            if readings:
+                pipe.hset(key, mapping={name: f"{value:.1f}" for name, value in readings.items()})
         pipe.execute()
 
     def snapshot(self) -> PoolSnapshot:
@@ -394,8 +395,9 @@ class LeaseStore:
         pipe.hgetall(self.keys.memory)
         pipe.hgetall(self.keys.desired)
         pipe.hgetall(self.keys.hosts)
+        pipe.hgetall(self.keys.cpu)
         pipe.time()
-        names = ("epoch", "containers", "leases", "free", "waiting", "draining", "memory", "desired", "hosts", "time")
+        names = ("epoch", "containers", "leases", "free", "waiting", "draining", "memory", "desired", "hosts", "cpu", "time")
         replies = pipe.execute(raise_on_error=False)
         if isinstance(replies[-1], Exception):
             raise replies[-1]

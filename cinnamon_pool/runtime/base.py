@@ -86,6 +86,9 @@ class ContainerRuntime(Protocol):
     def memory_mb(self, container_id: str) -> float | None:
         """Usage minus inactive file cache (what ``docker stats`` shows); None when unknown."""
 
+    def cpu_seconds(self, container_id: str) -> float | None:
+        """CPU time the container has used (its cgroup's counter); None when unknown."""
+
     def process_count(self, container_id: str) -> int | None:
         """Processes running in the container (a browser left behind shows here); None when unknown."""
 

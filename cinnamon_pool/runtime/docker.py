@@ -106,6 +106,21 @@ class DockerRuntime:
             return usage
         return None
 
+    def cpu_seconds(self, container_id: str) -> float | None:
+        """The cgroup's CPU counter: v2 ``cpu.stat`` usage_usec, v1 ``cpuacct.usage`` (ns). No
+        ``docker stats`` fallback: a reading must stay as cheap as a file read."""
+        for directory in (*self._cgroup_dirs("cpuacct", container_id), *self._cgroup_dirs("cpu,cpuacct", container_id)):
+            try:
+                if (directory / "cpuacct.usage").exists():
+                    return int((directory / "cpuacct.usage").read_text()) / 1e9
+                for line in (directory / "cpu.stat").read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+            except (OSError, ValueError):
+                continue
+        return None
+
     def _frozen(self, container_id: str) -> bool:
         """Whether the container's cgroup is frozen (docker pause): v1 freezer.state, v2 cgroup.freeze."""
         for directory in self._cgroup_dirs("freezer", container_id):

@@ -196,7 +196,7 @@ class Supervisor:
                 f"kept within pool.min_size..max_size ({self.scale_policy.min_size}..{self.scale_policy.max_size})",
             )
         if self.metrics is not None:
-            self.metrics.observe_pool(world.snapshot, self.state.memory_mb)
+            self.metrics.observe_pool(world.snapshot, self.state.memory_mb, self.state.cpu_percent)
         self._offer_overdue(world)
         changes = self._judge(world)
         for change in changes:
@@ -233,6 +233,17 @@ class Supervisor:
         del self.state.lease_peak_mb[name]
         return kept[1]
 
+    def _cpu(self, counters: dict[str, float], now: float) -> None:
+        """CPU use since the previous reading, in % of one core (a restarted container's counter
+        starts over: that reading is skipped)."""
+        percent = {}
+        for name, used in counters.items():
+            before = self.state.cpu_counter.get(name)
+            if before is not None and used >= before[0] and now > before[1]:
+                percent[name] = (used - before[0]) / (now - before[1]) * 100
+        self.state.cpu_counter = {name: (used, now) for name, used in counters.items()}
+        self.state.cpu_percent = percent
+
     def _take_readings(self, world: World) -> None:
         now = self.clock.monotonic()
         self.state.memory_mb, self.state.processes = world.memory_mb, world.processes
@@ -248,7 +259,8 @@ class Supervisor:
             self.state.probed_at[name] = now
             if self.metrics is not None:
                 self.metrics.probe.labels(self.pool).observe(world.probes[name].seconds)
-        self.store.record_memory(world.memory_mb)
+        self._cpu(world.cpu_seconds, now)
+        self.store.record_readings(world.memory_mb, self.state.cpu_percent)
 
     def _drop_rejected(self, snapshot: PoolSnapshot) -> None:
         """Values the decoder refused: each reported once, then dropped if still the same bytes."""

@@ -29,6 +29,18 @@ class PoolMetrics:
             ["pool", "container"],
             registry=r,
         )
+        self.cpu = Gauge(
+            "cinnamon_pool_container_cpu_percent",
+            "CPU use per container, % of one core over the last tick",
+            ["pool", "container"],
+            registry=r,
+        )
+        self.jobs = Counter(
+            "cinnamon_pool_container_jobs_total",
+            "Jobs released per container, by outcome (error rate: infra_error over all)",
+            ["pool", "container", "outcome"],
+            registry=r,
+        )
         self.waiting = Gauge("cinnamon_pool_waiting_acquirers", "Jobs waiting for a container", ["pool"], registry=r)
         self.grants = Counter("cinnamon_pool_leases_granted_total", "Leases granted", ["pool"], registry=r)
         self.releases = Counter("cinnamon_pool_leases_released_total", "Leases released, by outcome", ["pool", "outcome"], registry=r)
@@ -43,13 +55,16 @@ class PoolMetrics:
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)
 
-    def observe_pool(self, snapshot: PoolSnapshot, memory_mb: Mapping[str, float]) -> None:
+    def observe_pool(self, snapshot: PoolSnapshot, memory_mb: Mapping[str, float], cpu_percent: Mapping[str, float] | None = None) -> None:
         for state in ContainerState:
             self.containers.labels(self.pool, state.value).set(snapshot.count(state))
         self.waiting.labels(self.pool).set(snapshot.waiting)
         self.memory.clear()
         for name, megabytes in memory_mb.items():
             self.memory.labels(self.pool, name).set(megabytes * 1024 * 1024)
+        self.cpu.clear()
+        for name, percent in (cpu_percent or {}).items():
+            self.cpu.labels(self.pool, name).set(percent)
 
     def lease_event(self, event: LeaseEvent) -> None:
         if event.kind is EventKind.GRANTED:
@@ -57,7 +72,9 @@ class PoolMetrics:
             self.wait.labels(self.pool).observe(event.number("wait_ms") / 1000)
         elif event.kind is EventKind.RELEASED:
             outcome = event.text("outcome")
-            self.releases.labels(self.pool, outcome if outcome in set(Outcome) else "other").inc()
+            label = outcome if outcome in set(Outcome) else "other"
+            self.releases.labels(self.pool, label).inc()
+            self.jobs.labels(self.pool, event.name, label).inc()
             if outcome == Outcome.INFRA_ERROR:
                 self.errors.labels(self.pool, "infra_error").inc()
 

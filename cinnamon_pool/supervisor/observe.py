@@ -32,6 +32,7 @@ class World:
     observation: Observation
     snapshot: PoolSnapshot
     memory_mb: dict[str, float]  # by container name, running registered containers only
+    cpu_seconds: dict[str, float]  # the cgroup CPU counter, by container name (as memory)
     processes: dict[str, int]  # free containers only (the leftover-browser rule reads these)
     probes: dict[str, Probe]  # health probes that were due this tick
     live_hosts: frozenset[str] = frozenset()  # the pool's other hosts whose supervisor is alive (all, unwatched)
@@ -79,11 +80,15 @@ class Observer:
         running = {c.container_id: c for c in containers if c.running and c.belongs_to(self.pool, host)}
         serving = {name: running[rec.container_id] for name, rec in records.items() if rec.container_id in running}
         memory: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         processes: dict[str, int] = {}
         for name, container in serving.items():
             reading = self.runtime.memory_mb(container.container_id)
             if reading is not None:
                 memory[name] = reading
+            used = self.runtime.cpu_seconds(container.container_id)
+            if used is not None:
+                cpu[name] = used
             if records[name].state is ContainerState.AVAILABLE:
                 count = self.runtime.process_count(container.container_id)  # (docker top when cgroups are hidden)
                 if count is not None:
@@ -92,7 +97,7 @@ class Observer:
         others = sorted({record.host for record in snapshot.containers.values()} - {host})
         live = frozenset(self.store.live_hosts(others)) if others and self._watch_hosts else frozenset(others)
         held = self.store.held_sessions({name: records[name].container_id for name in processes}) if processes else {}
-        return World(observation, snapshot, memory, processes, self._health(state, serving), live, held)
+        return World(observation, snapshot, memory, cpu, processes, self._health(state, serving), live, held)
 
     def _health(self, state: SupervisorState, serving: dict[str, ObservedContainer]) -> dict[str, Probe]:
         """Probe the serving containers whose interval is due, in parallel, with twice the

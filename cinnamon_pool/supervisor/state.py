@@ -23,6 +23,8 @@ class SupervisorState:
     slot_base: int | None = None  # this host's index * SLOTS_PER_HOST, claimed in Redis once (then fixed)
     memory_mb: dict[str, float] = field(default_factory=dict)  # latest readings, by container name
     container_ids: dict[str, str] = field(default_factory=dict)  # this host's registered containers, by name
+    cpu_counter: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (CPU seconds, monotonic) last read
+    cpu_percent: dict[str, float] = field(default_factory=dict)  # name -> % of one core since the previous reading
     lease_peak_mb: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (lease token, highest reading)
     processes: dict[str, int] = field(default_factory=dict)  # process counts of free containers
     idle_processes: dict[str, int] = field(default_factory=dict)  # count right after registration

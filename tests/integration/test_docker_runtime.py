@@ -81,6 +81,11 @@ def test_probes_and_memory_reading_follow_the_container(
     httpx.post(f"http://127.0.0.1:{spec.host_port}/_fake/mode", json={"grow_mb": 60}, timeout=10).raise_for_status()
     after = runtime.memory_mb(observed.container_id)
     assert after is not None and after - before >= 55, f"memory went from {before} to {after} MB after growing 60 MB"
+    cpu_before = runtime.cpu_seconds(observed.container_id)
+    for _ in range(200):  # work for the container: it parses, answers, records
+        httpx.get(f"http://127.0.0.1:{spec.host_port}/mcp", timeout=5)
+    cpu_after = runtime.cpu_seconds(observed.container_id)
+    assert cpu_before is not None and cpu_after is not None and cpu_after > cpu_before, (cpu_before, cpu_after)
     runtime.remove(observed.container_id)
     assert runtime.list(pool_cleanup) == []
     assert not readiness(endpoint, 1).ok

@@ -146,6 +146,28 @@ def test_a_job_drives_its_container_through_the_gateway_with_its_lease_token(sta
     assert lease.cleanup_seconds > 0, "the session was ended (DELETE) through the gateway"
 
 
+def test_tool_calls_are_timed_and_counted_per_container_and_status_shows_them(stand: Stand) -> None:
+    from cinnamon_pool.pool import ContainerPool
+
+    grant = stand.grant()
+    lease = ContainerLease.from_grant("gw", grant, fence_after_s=60)
+    with Browser(lease, timeout_s=10) as browser:
+        browser.navigate("data:text/html,<h1>one</h1>")
+        browser.snapshot()
+        httpx.post(f"{stand.fake}/_fake/mode", json={"mode": "fail"}, timeout=5).raise_for_status()
+        with pytest.raises(Exception, match="injected failure"):
+            browser.snapshot()
+    metrics = httpx.get(f"{stand.base}/metrics", timeout=5).text
+    assert 'cinnamon_pool_gateway_tool_calls_total{container="container-001",pool="gw",result="ok"} 2.0' in metrics, metrics
+    assert 'cinnamon_pool_gateway_tool_calls_total{container="container-001",pool="gw",result="error"} 1.0' in metrics
+    assert 'cinnamon_pool_gateway_tool_call_seconds_count{container="container-001",pool="gw"} 3.0' in metrics
+    pool = ContainerPool(stand.config, client=stand.store.redis)
+    deadline = time.monotonic() + 10
+    while (shown := pool.status()["containers"][0])["mcp_p50_ms"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert shown["mcp_p50_ms"] > 0 and shown["mcp_p95_ms"] >= shown["mcp_p50_ms"] and shown["mcp_error_rate"] == round(1 / 3, 4), shown
+
+
 def test_every_refusal_has_its_status_a_json_body_and_forwards_nothing(stand: Stand) -> None:
     grant = stand.grant()
     stale = grant.token

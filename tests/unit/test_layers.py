@@ -23,6 +23,7 @@ LAYERS = {
         "canary",
         "lease.replication",
         "gateway.tasks",
+        "gateway.toolcalls",
     ],
     2: ["supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],
     3: [

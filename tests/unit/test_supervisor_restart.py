@@ -206,3 +206,26 @@ def test_the_released_record_has_the_leases_peak_memory_and_memory_read_after_th
     [cleanup] = [r for r in records if r.action == "CLEANUP_COMPLETED"]
     assert released.detail("Peak Memory") == "260MB"
     assert cleanup.detail("Memory After Cleanup") == "150MB" and cleanup.detail("Cleanup Duration") == "0.04s"
+
+
+def test_cpu_use_is_read_from_the_counter_and_published_with_status(tmp_path: Path) -> None:
+    from cinnamon_pool.config import PoolConfig
+    from cinnamon_pool.pool import ContainerPool
+
+    client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
+    boss = supervisor(tmp_path, client, runtime, clock)
+    boss.tick(), boss.tick()
+    store = LeaseStore(client, "qa")
+    ids = {name: record.container_id for name, record in store.snapshot().containers.items()}
+    runtime.cpu = {ids["container-001"]: 10.0, ids["container-002"]: 4.0}
+    boss.tick()
+    clock.advance(2.0)
+    runtime.cpu = {ids["container-001"]: 11.0, ids["container-002"]: 3.0}  # 002 restarted: its counter began again
+    boss.tick()
+    assert store.snapshot().cpu_percent == {"container-001": 50.0}, "1 s of CPU in 2 s; a counter that went back is skipped"
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    store.release(grant.name, grant.token, cleanup_ms=12.0)
+    status = ContainerPool(PoolConfig.from_tables({"pool": {"name": "qa"}}), client=client).status()
+    by_name = {c["name"]: c for c in status["containers"]}
+    assert by_name["container-001"]["cpu_percent"] == 50.0 and by_name["container-002"]["cpu_percent"] is None
+    assert by_name[grant.name]["last_cleanup_at"] and by_name[grant.name]["error_rate"] == 0.0

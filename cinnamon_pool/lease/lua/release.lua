@@ -32,6 +32,7 @@ redis.call('HDEL', K_LEASES, name)
 redis.call('ZREM', K_EXPIRIES, name)
 redis.call('HSET', K_LAST, name, token)
 if lease.ticket ~= '' then redis.call('HDEL', K_HANDOFFS, lease.ticket) end
+if (ARGV[6] or '') ~= '' then rec.last_cleanup_ms = NOW end  -- kept by the state change below
 if outcome == 'infra_error' then
   rec.error_count = (tonumber(rec.error_count) or 0) + 1
 elseif outcome == 'ok' then

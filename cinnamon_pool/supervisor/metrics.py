@@ -35,6 +35,18 @@ class PoolMetrics:
             ["pool", "container"],
             registry=r,
         )
+        self.allocated_at = Gauge(
+            "cinnamon_pool_container_allocated_timestamp_seconds",
+            "When the container's current lease began (unix time; absent while free)",
+            ["pool", "container"],
+            registry=r,
+        )
+        self.last_cleanup = Gauge(
+            "cinnamon_pool_container_last_cleanup_timestamp_seconds",
+            "When the container's last job's cleanup ended (unix time)",
+            ["pool", "container"],
+            registry=r,
+        )
         self.jobs = Counter(
             "cinnamon_pool_container_jobs_total",
             "Jobs released per container, by outcome (error rate: infra_error over all)",
@@ -65,6 +77,13 @@ class PoolMetrics:
         self.cpu.clear()
         for name, percent in (cpu_percent or {}).items():
             self.cpu.labels(self.pool, name).set(percent)
+        self.allocated_at.clear()
+        for name, lease in snapshot.leases.items():
+            self.allocated_at.labels(self.pool, name).set(lease.granted_ms / 1000)
+        self.last_cleanup.clear()
+        for name, record in snapshot.containers.items():
+            if record.last_cleanup_ms:
+                self.last_cleanup.labels(self.pool, name).set(record.last_cleanup_ms / 1000)
 
     def lease_event(self, event: LeaseEvent) -> None:
         if event.kind is EventKind.GRANTED:

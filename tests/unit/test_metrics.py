@@ -18,7 +18,8 @@ def test_pool_gauges_and_lease_counters() -> None:
         store.register(record(slot))
     grant = store.acquire(Holder("run"), timeout_s=0, wait=False)
     metrics = PoolMetrics("unit")
-    metrics.observe_pool(store.snapshot(), {"container-001": 180.0})
+    snapshot = store.snapshot()
+    metrics.observe_pool(snapshot, {"container-001": 180.0}, {"container-001": 37.5})
     token = grant.token
     events = [
         {"kind": "granted", "name": grant.name, "at_ms": "1", "token": token, "test_run_id": "run", "wait_ms": "1500"},
@@ -35,7 +36,12 @@ def test_pool_gauges_and_lease_counters() -> None:
     assert 'cinnamon_pool_lease_wait_seconds_bucket{le="2.0",pool="unit"} 1.0' in text
     assert 'cinnamon_pool_lease_wait_seconds_bucket{le="1.0",pool="unit"} 0.0' in text
     assert 'cinnamon_pool_errors_total{kind="infra_error",pool="unit"} 1.0' in text
-    assert grant.name
+    assert 'cinnamon_pool_container_cpu_percent{container="container-001",pool="unit"} 37.5' in text
+    assert f'cinnamon_pool_container_jobs_total{{container="{grant.name}",outcome="infra_error",pool="unit"}} 1.0' in text
+    granted_s = snapshot.leases[grant.name].granted_ms / 1000
+    [allocated] = [line for line in text.splitlines() if line.startswith("cinnamon_pool_container_allocated_timestamp_seconds{")]
+    assert allocated.startswith(f'cinnamon_pool_container_allocated_timestamp_seconds{{container="{grant.name}",pool="unit"}} ')
+    assert float(allocated.rsplit(" ", 1)[1]) == granted_s
 
 
 def test_reason_labels_stay_bounded() -> None:

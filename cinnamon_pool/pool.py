@@ -216,7 +216,7 @@ class ContainerPool:
         """The pool as ``cinnamon-pool status --json`` prints it (the documented contract)."""
         snapshot = self.store.snapshot()
         jobs = self._recent_jobs(snapshot.now_ms - STATUS_WINDOW_MS)
-        tool_calls = toolcalls.summary(self.store.redis.hgetall(self.store.keys.tool_calls), snapshot.containers)
+        tool_calls = toolcalls.summary(self._tool_calls_raw(), snapshot.containers)
         containers = []
         for name, record in sorted(snapshot.containers.items()):
             lease = snapshot.leases.get(name)
@@ -264,6 +264,14 @@ class ContainerPool:
             "draining": snapshot.draining,
             "containers": containers,
         }
+
+    def _tool_calls_raw(self) -> Mapping[Any, Any]:
+        """The gateways' tool-call figures as Redis has them ({} when the key is not a hash)."""
+        try:
+            raw: Mapping[Any, Any] = self.store.redis.hgetall(self.store.keys.tool_calls)
+        except redis.ResponseError:
+            return {}
+        return raw
 
     def _recent_jobs(self, since_ms: int, sample: int = 2000) -> dict[str, tuple[int, int]]:
         """Per container, (jobs released, of them infra errors) since ``since_ms``, from the event

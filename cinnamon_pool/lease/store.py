@@ -282,8 +282,11 @@ class LeaseStore:
     def wait_queue(self, limit: int = 100) -> list[Waiter]:
         """The oldest ``limit`` waiting acquirers, first in line first (unreadable tickets skipped:
         acquire drops them)."""
-        tickets = [_text(t) for t in self.redis.zrange(self.keys.waiters, 0, limit - 1)]
-        raws = self.redis.hmget(self.keys.tickets, tickets) if tickets else []
+        try:  # the members as Redis has them (bytes): no decoding of what may not be ours
+            tickets: list[Any] = list(self.redis.zrange(self.keys.waiters, 0, limit - 1))
+            raws = self.redis.hmget(self.keys.tickets, tickets) if tickets else []
+        except redis.ResponseError:
+            return []  # a key of the wrong type: the supervisor reports and drops it
         queue = []
         for raw in raws:
             if raw is not None:
@@ -299,8 +302,13 @@ class LeaseStore:
         self.redis.set(self.keys.size_request(host), str(size))
 
     def size_request(self, host: str) -> bytes | str | None:
-        """The raw size request for ``host`` (decoded by the supervisor: it may not be ours)."""
-        raw: bytes | str | None = self.redis.get(self.keys.size_request(host))
+        """The raw size request for ``host`` (decoded by the supervisor: it may not be ours). A
+        key of another type is not ours either: it is deleted, and reported as a bad value."""
+        try:
+            raw: bytes | str | None = self.redis.get(self.keys.size_request(host))
+        except redis.ResponseError:
+            self.redis.delete(self.keys.size_request(host))
+            return b"(a key of another type)"
         return raw
 
     def drop_size_request(self, host: str, raw: bytes | str) -> None:
@@ -445,7 +453,9 @@ def _figures(figures: JobFigures) -> list[str | int]:
 
 
 def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
+    """A script's reply item as text. Replies can carry a member name read from Redis (reap's
+    expired names), which need not be UTF-8: it comes back escaped, never as an exception."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
 
 
 def _counts(raw: Any) -> dict[str, int]:

@@ -168,6 +168,12 @@ class Supervisor:
             self.journal.error(error)
             if self.metrics is not None:
                 self.metrics.errors.labels(self.pool, type(error).__name__).inc()
+        except Exception as error:  # a defect, or data nobody foresaw: say where, back off, go on (never a crash loop)
+            logger.opt(exception=error).error("tick failed: {}: {}", type(error).__name__, error)
+            report.error = f"{type(error).__name__}: {error}"
+            self.journal.error(error)
+            if self.metrics is not None:
+                self.metrics.errors.labels(self.pool, "unexpected").inc()
         return report
 
     def _tick(self, report: TickReport) -> None:

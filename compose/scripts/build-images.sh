@@ -29,10 +29,20 @@ base_rootfs() {
 }
 
 build_image() {
-  local tag=$1 context=$2
-  say "docker build $tag"
-  DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$context" >/dev/null
+  # Every image is `FROM scratch` + `COPY rootfs/ /`; the rest of its Dockerfile is metadata
+  # (USER, ENV, WORKDIR, EXPOSE, ENTRYPOINT, CMD, LABEL), which `docker import --change` applies.
+  # No builder runs: the legacy one is deprecated, and BuildKit needs the buildx plugin.
+  local tag=$1 context=$2 changes=() instruction
+  while IFS= read -r instruction; do changes+=(--change "$instruction"); done < <(dockerfile_metadata "$context/Dockerfile")
+  say "docker import $tag"
+  tar -C "$context/rootfs" --owner=0 --group=0 --numeric-owner -c . | docker import "${changes[@]}" - "$tag" >/dev/null
   say "built $tag ($(docker image inspect -f '{{.Size}}' "$tag") bytes without the host /usr)"
+}
+
+dockerfile_metadata() {
+  # The Dockerfile's instructions but FROM and COPY, one per line: comments and blank lines
+  # dropped, continuation lines joined.
+  grep -v '^[[:space:]]*#' "$1" | sed -e ':a' -e '/\\$/{N;s/\\\n[[:space:]]*/ /;ba' -e '}' | grep -Ev '^[[:space:]]*(FROM|COPY)[[:space:]]|^[[:space:]]*$'
 }
 
 build_fake() {
@@ -71,7 +81,7 @@ build_app() {
   # Install from a fresh copy of the sources: setuptools' build/ folder in a source tree can
   # hold stale copies of modules.
   rm -rf "$ctx/src" && mkdir -p "$ctx/src"
-  cp -r "$top/pyproject.toml" "$top/README.md" "$top/cinnamon_pool" "$ctx/src/"
+  cp -r "$top/pyproject.toml" "$top/README.md" "$top/LICENSE" "$top/cinnamon_pool" "$ctx/src/"
   find "$ctx/src" -name __pycache__ -prune -exec rm -rf {} +
   say "pip install --target (cinnamon-pool and its dependencies)"
   # async-timeout: redis-py needs it below Python 3.11.3, which Debian's 3.11.2 is and the venv's is not.

@@ -83,12 +83,19 @@ def test_without_a_replica_to_acknowledge_it_a_grant_is_given_back_and_the_acqui
     assert store.acquire(Holder("replica-back"), timeout_s=5).name == "container-001"
 
 
+def caught_up(primary: int, replica: int) -> bool:
+    """The replica is past its first sync and has every write the primary made so far."""
+    ours, theirs = redis.Redis(port=primary).info("replication"), redis.Redis(port=replica).info("replication")
+    return theirs.get("master_link_status") == "up" and theirs.get("master_repl_offset") == ours.get("master_repl_offset")
+
+
 def test_a_failover_that_lost_writes_is_noticed_and_one_that_lost_none_is_not(ha: RedisHA) -> None:
     store = store_on(config_for(ha))
     store.register(record(1))
     primary = ha.primary_port()
     assert primary is not None
     replica = next(port for port in ha.servers if port != primary)
+    wait_until(lambda: caught_up(primary, replica), 10, "the replica did not catch up with the primary")
     seen = Lineage.from_info(redis.Redis(port=primary).info("replication"))
     assert seen is not None
 

@@ -195,7 +195,8 @@ def test_garbage_in_every_key_never_stops_supervise_or_status(
     supervise = host.start()
     eventually(lambda: host.pool.status()["available"] == 2, what="two containers up")
     keys = PoolKeys(pool_cleanup)
-    hashes = [keys.containers, keys.leases, keys.memory, keys.desired, keys.tickets, keys.handoffs, keys.last_tokens, keys.meta]
+    hashes = [keys.containers, keys.leases, keys.memory, keys.cpu, keys.tool_calls, keys.desired, keys.tickets, keys.handoffs]
+    hashes += [keys.last_tokens, keys.meta]
     zsets = [keys.free, keys.expiries, keys.waiters, keys.waiter_deadlines]
     fields = st.sampled_from([b"container-001", b"container-002", b"container-009", b"epoch", b"generation", b"\n\x1b[2J", b"h" * 300])
 
@@ -208,7 +209,12 @@ def test_garbage_in_every_key_never_stops_supervise_or_status(
                 st.tuples(
                     st.just("stream"), st.just(keys.events), st.sampled_from([b"granted", b"released", b"scaled"]) | GARBAGE, GARBAGE
                 ),
-                st.tuples(st.just("type"), st.sampled_from([keys.containers, keys.free, keys.desired, keys.draining]), GARBAGE, GARBAGE),
+                st.tuples(
+                    st.just("type"),
+                    st.sampled_from([keys.containers, keys.free, keys.desired, keys.draining, keys.waiters, keys.tool_calls, keys.cpu]),
+                    GARBAGE,
+                    GARBAGE,
+                ),
             ),
             min_size=1,
             max_size=6,
@@ -254,5 +260,6 @@ def test_garbage_in_every_key_never_stops_supervise_or_status(
         )
         time.sleep(0.1)
     assert supervise.poll() is None
+    assert "tick failed" not in host.output(0), "garbage is reported as bad values, not met as an unexpected error"
     assert "bad value in Redis" in host.errors_log()
     LeaseStore(real_redis, pool_cleanup).acquire(Holder("after-garbage"), timeout_s=5)

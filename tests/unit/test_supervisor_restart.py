@@ -229,3 +229,14 @@ def test_cpu_use_is_read_from_the_counter_and_published_with_status(tmp_path: Pa
     by_name = {c["name"]: c for c in status["containers"]}
     assert by_name["container-001"]["cpu_percent"] == 50.0 and by_name["container-002"]["cpu_percent"] is None
     assert by_name[grant.name]["last_cleanup_at"] and by_name[grant.name]["error_rate"] == 0.0
+
+
+def test_a_size_request_key_of_another_type_is_reported_and_removed(tmp_path: Path) -> None:
+    client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
+    boss = supervisor(tmp_path, client, runtime, clock)
+    boss.tick(), boss.tick()
+    store = LeaseStore(client, "qa")
+    client.rpush(store.keys.size_request(runtime.host), b"7")
+    boss.tick()
+    assert client.exists(store.keys.size_request(runtime.host)) == 0 and store.snapshot().desired[runtime.host] == 2
+    assert any("bad value in Redis" in text for text in errors(tmp_path)), errors(tmp_path)

@@ -188,6 +188,7 @@ def held_session(field: object, raw: object) -> HeldSession:
         session=session,
         result=result,
         prepared_ms=integer(data.get("prepared_ms"), "prepared_ms", minimum=0),
+        restarts=integer(data.get("restarts", 0), "restarts", minimum=0),
     )
 
 

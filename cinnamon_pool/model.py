@@ -184,14 +184,25 @@ class HeldSession:
     session: str  # the server's mcp-session-id
     result: Mapping[str, Any]  # the server's answer to the session's initialize
     prepared_ms: int  # wall clock, ms
+    restarts: int = 0  # the container's restarts when it was made (a restart in place keeps the id, not the sessions)
 
     @property
     def field(self) -> str:
         return f"{self.kind}|{self.name}"
 
+    def lives_in(self, container_id: str, restarts: int) -> bool:
+        """Whether the session was made in this very run of the container: same id, no restart since."""
+        return self.container_id == container_id and self.restarts == restarts
+
     def to_json(self) -> str:
         return json.dumps(
-            {"session": self.session, "container_id": self.container_id, "result": dict(self.result), "prepared_ms": self.prepared_ms}
+            {
+                "session": self.session,
+                "container_id": self.container_id,
+                "restarts": self.restarts,
+                "result": dict(self.result),
+                "prepared_ms": self.prepared_ms,
+            }
         )
 
 

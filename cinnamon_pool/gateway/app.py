@@ -179,7 +179,7 @@ class Gateway:
                 raise Refusal(403, "not_your_session", "this MCP session was not opened under this lease", target.name)
             initialize = _initialize_request(body) if request.method == "POST" and session is None else None
             if initialize is not None and self.preparer is not None:
-                handed = await self.preparer.take(target.name, target.container_id, initialize[1])
+                handed = await self.preparer.take(target.name, target.container_id, target.restarts, initialize[1])
                 self.handovers.labels(self.pool, "prepared" if handed else "cold").inc()
                 if handed is not None:
                     await self._opened(target, handed.session)

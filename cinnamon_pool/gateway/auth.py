@@ -39,6 +39,7 @@ class Target:
     token: str
     upstream: str  # http://127.0.0.1:<published port>/mcp
     container_id: str = ""  # the container the record names now
+    restarts: int = 0  # and its restarts so far (a restart in place keeps the id)
 
 
 def bearer_token(header: str | None) -> str:
@@ -99,7 +100,7 @@ class Authorizer:
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         if lease is None or not hmac.compare_digest(lease.token, token) or now_ms >= lease.expires_ms:
             raise Refusal(403, "not_current", "the token is not this container's current lease", name)
-        return Target(name, token, self.upstream(name), record.container_id)
+        return Target(name, token, self.upstream(name), record.container_id, record.restarts)
 
     def upstream(self, name: str) -> str:
         return self.config.container.local_url(name)

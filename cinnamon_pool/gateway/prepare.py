@@ -221,7 +221,7 @@ class Preparer:
                 continue
             keeper = held.get(f"keeper|{name}")
             self._keep(record, keeper)
-            if keeper is None or keeper.container_id != record.container_id or self.keep_only:
+            if keeper is None or not keeper.lives_in(record.container_id, record.restarts) or self.keep_only:
                 continue  # the keeper first: two sessions starting at once would start two browsers
             prepared = held.get(f"prepared|{name}")
             if record.state is ContainerState.PREPARING:
@@ -269,7 +269,7 @@ class Preparer:
 
     async def _usable(self, prepared: HeldSession | None, record: ContainerRecord, now_ms: int) -> bool:
         """A prepared session for this very container, fresh, and alive."""
-        if prepared is None or prepared.container_id != record.container_id:
+        if prepared is None or not prepared.lives_in(record.container_id, record.restarts):
             return False
         return now_ms - prepared.prepared_ms <= self.refresh_s * 1000 and await self._trusted(prepared)
 
@@ -318,7 +318,8 @@ class Preparer:
                     await upstream.end(session)
                     result, detail = "residue", residue
             if result == "ok":
-                held = HeldSession("prepared", name, record.container_id, session, answer, int(self.clock.now().timestamp() * 1000))
+                now_ms = int(self.clock.now().timestamp() * 1000)
+                held = HeldSession("prepared", name, record.container_id, session, answer, now_ms, record.restarts)
                 await self.client.hset(self.keys.sessions, held.field, held.to_json())
                 self.checked_at[held.field] = self.clock.monotonic()
                 self.retry.pop(name, None)
@@ -356,7 +357,7 @@ class Preparer:
         name = record.name
         if name in self.keepers:
             return
-        if keeper is not None and keeper.container_id == record.container_id:
+        if keeper is not None and keeper.lives_in(record.container_id, record.restarts):
             checked = self.checked_at.get(keeper.field)
             if checked is not None and self.clock.monotonic() - checked < self.keepalive_s:
                 return
@@ -369,7 +370,7 @@ class Preparer:
         is gone (the container restarted, the gateway is new and the old one is dead)."""
         upstream = self.upstream(record.name)
         with contextlib.suppress(SessionFailed, httpx.HTTPError, TimeoutError, redis.RedisError):
-            if keeper is not None and keeper.container_id == record.container_id:
+            if keeper is not None and keeper.lives_in(record.container_id, record.restarts):
                 try:
                     await asyncio.wait_for(upstream.call_tool(keeper.session, BLANK), self.config.gateway.prepare_timeout_s)
                     self.checked_at[keeper.field] = self.clock.monotonic()
@@ -377,12 +378,13 @@ class Preparer:
                 except (SessionFailed, httpx.HTTPError, TimeoutError):
                     await upstream.end(keeper.session)
             session, answer = await asyncio.wait_for(self._open(upstream), self.config.gateway.prepare_timeout_s)
-            held = HeldSession("keeper", record.name, record.container_id, session, answer, int(self.clock.now().timestamp() * 1000))
+            now_ms = int(self.clock.now().timestamp() * 1000)
+            held = HeldSession("keeper", record.name, record.container_id, session, answer, now_ms, record.restarts)
             await self.client.hset(self.keys.sessions, held.field, held.to_json())
             self.checked_at[held.field] = self.clock.monotonic()
 
     # -- handing over ----------------------------------------------------------------------------
-    async def take(self, name: str, container_id: str, requested_version: str) -> HeldSession | None:
+    async def take(self, name: str, container_id: str, restarts: int, requested_version: str) -> HeldSession | None:
         """The container's prepared session for the job whose ``initialize`` this answers, or None
         (the job then opens its own: the cold path). Waits for a preparation under way. A session
         prepared in an earlier container of the slot (restarted, replaced) is not handed out."""
@@ -393,8 +395,8 @@ class Preparer:
         if session is None:
             return None
         version = str(session.result.get("protocolVersion", ""))
-        if session.container_id != container_id:
-            return None  # it died with its container
+        if not session.lives_in(container_id, restarts):
+            return None  # it died with its container (replaced, or restarted in place: same id, no sessions)
         if not version or version > requested_version:  # the client may not speak the newer version
             await self.upstream(name).end(session.session)
             return None

@@ -243,9 +243,10 @@ class LeaseStore:
         )
         return "noop" if reply[0] == Status.NOOP else str(reply[1])
 
-    def held_sessions(self, containers: Mapping[str, str]) -> dict[str, frozenset[str]]:
-        """For each container (name -> its container id): the kinds of session its gateway holds
-        on that very container ("keeper", "prepared"). Values that do not decode are ignored here
+    def held_sessions(self, containers: Mapping[str, tuple[str, int]]) -> dict[str, frozenset[str]]:
+        """For each container (name -> its container id and restarts): the kinds of session its
+        gateway holds in that very run of it ("keeper", "prepared"); a session made before a
+        restart in place is not held. Values that do not decode are ignored here
         (the gateway overwrites them)."""
         fields = [f"{kind}|{name}" for name in containers for kind in ("keeper", "prepared")]
         held: dict[str, set[str]] = {name: set() for name in containers}
@@ -254,7 +255,7 @@ class LeaseStore:
                 continue
             with suppress(decode.BadValue):
                 session = decode.held_session(field_name, raw)
-                if containers.get(session.name) == session.container_id:
+                if session.lives_in(*containers[session.name]):
                     held[session.name].add(session.kind)
         return {name: frozenset(kinds) for name, kinds in held.items()}
 

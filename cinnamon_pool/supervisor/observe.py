@@ -96,7 +96,11 @@ class Observer:
         observation = Observation(self.pool, host, containers, records, ready, size, snapshot.draining, slot_base)
         others = sorted({record.host for record in snapshot.containers.values()} - {host})
         live = frozenset(self.store.live_hosts(others)) if others and self._watch_hosts else frozenset(others)
-        held = self.store.held_sessions({name: records[name].container_id for name in processes}) if processes else {}
+        held = (
+            self.store.held_sessions({name: (records[name].container_id, records[name].restarts) for name in processes})
+            if processes
+            else {}
+        )
         return World(observation, snapshot, memory, cpu, processes, self._health(state, serving), live, held)
 
     def _health(self, state: SupervisorState, serving: dict[str, ObservedContainer]) -> dict[str, Probe]:

@@ -83,7 +83,7 @@ def at_rest(pool: ContainerPool, count: int) -> bool:
         return False
     if not pool.config.gateway.prepares:
         return True
-    containers = {c["name"]: c["container_id"] for c in status["containers"]}
+    containers = {c["name"]: (c["container_id"], c["restarts"]) for c in status["containers"]}
     return all(kinds == {"keeper", "prepared"} for kinds in pool.store.held_sessions(containers).values())
 
 

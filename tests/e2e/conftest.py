@@ -112,7 +112,7 @@ def prepared_on(pool: ContainerPool, name: str, timeout_s: float = 60) -> dict[s
         status = {c["name"]: c for c in pool.status()["containers"]}
         container = status.get(name)
         if container and container["state"] == "available":
-            held = pool.store.held_sessions({name: container["container_id"]})[name]
+            held = pool.store.held_sessions({name: (container["container_id"], container["restarts"])})[name]
             if held == {"keeper", "prepared"}:
                 raw = pool.store.redis.hget(keys.sessions, f"prepared|{name}")
                 if raw is not None:

@@ -105,6 +105,33 @@ def test_a_restarted_gateway_adopts_the_prepared_session_it_held(supervised_pool
     assert session == before["session"]
 
 
+@pytest.mark.parametrize("supervised_pool", [1], indirect=True)
+def test_after_a_restart_in_place_the_next_job_gets_a_session_of_the_new_run(supervised_pool: Supervised) -> None:
+    """Found by `make bench`: a container restarted for memory keeps its id, and its server
+    lost every session; the prepared session held from before was handed out dead ("Session
+    terminated")."""
+    import subprocess
+
+    from tests.e2e.conftest import BIN
+
+    pool = ContainerPool(supervised_pool.config)
+    before = prepared_on(pool, "container-001")
+    started = pool.store.snapshot().containers["container-001"]
+    restart = subprocess.run(
+        [str(BIN / "cinnamon-pool"), "restart", "container-001"], env=supervised_pool.env, capture_output=True, text=True, timeout=60
+    )
+    assert restart.returncode == 0, restart.stderr
+    deadline = time.monotonic() + 60
+    while (now := pool.store.snapshot().containers["container-001"]).restarts == started.restarts:
+        assert time.monotonic() < deadline, "the container was not restarted within 60 s"
+        time.sleep(0.2)
+    assert now.container_id == started.container_id, "restarted in place: the same container"
+    after = prepared_on(pool, "container-001")
+    assert after["session"] != before["session"] and after["restarts"] == now.restarts == 1, "prepared anew in the new run"
+    with pool.lease("after-restart-in-place") as lease, Browser(lease) as browser:
+        assert "Sign" in browser.navigate("data:text/html,<title>Sign in</title><h1>Sign in</h1>")
+
+
 @pytest.mark.parametrize("supervised_pool", [{"size": 1, "gateway": False}], indirect=True)
 def test_without_a_gateway_supervise_keeps_the_browser_up_between_jobs(supervised_pool: Supervised) -> None:
     pool = ContainerPool(supervised_pool.config)
@@ -112,7 +139,7 @@ def test_without_a_gateway_supervise_keeps_the_browser_up_between_jobs(supervise
     held: frozenset[str] = frozenset()
     while time.monotonic() < deadline and held != {"keeper"}:
         container = pool.status()["containers"][0]
-        held = pool.store.held_sessions({container["name"]: container["container_id"]})[container["name"]]
+        held = pool.store.held_sessions({container["name"]: (container["container_id"], container["restarts"])})[container["name"]]
         time.sleep(0.2)
     assert held == {"keeper"}, "supervise holds a keeper session on the free container"
     for run in range(2):

@@ -156,7 +156,7 @@ def run(redis_url: str, workdir: Path) -> list[Row]:
         passes = []
         for _ in range(30):
             started = time.perf_counter()
-            supervisor.observe()
+            supervisor.observer.observe(supervisor.state)
             passes.append(time.perf_counter() - started)
         ids = [r.container_id for r in store.snapshot().containers.values()]
         started = time.perf_counter()

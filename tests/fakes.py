@@ -52,6 +52,9 @@ class FakeRuntime:
     def memory_mb(self, container_id: str) -> float | None:
         return self.memory.get(container_id)
 
+    def memory_mb_cheap(self, container_id: str) -> float | None:
+        return self.memory.get(container_id)
+
     def cpu_seconds(self, container_id: str) -> float | None:
         return self.cpu.get(container_id)
 

@@ -86,6 +86,9 @@ class ContainerRuntime(Protocol):
     def memory_mb(self, container_id: str) -> float | None:
         """Usage minus inactive file cache (what ``docker stats`` shows); None when unknown."""
 
+    def memory_mb_cheap(self, container_id: str) -> float | None:
+        """As ``memory_mb``, but only when it costs a file read (a cgroup): None otherwise."""
+
     def cpu_seconds(self, container_id: str) -> float | None:
         """CPU time the container has used (its cgroup's counter); None when unknown."""
 

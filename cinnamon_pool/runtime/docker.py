@@ -68,17 +68,18 @@ class DockerRuntime:
         return [_observed(row) for row in rows]
 
     def memory_mb(self, container_id: str) -> float | None:
-        usage = self._cgroup_memory(container_id)
-        if usage is None:
-            try:
-                stats = self.api.stats(container_id, stream=False, one_shot=True)
-            except (docker.errors.DockerException, *_TRANSIENT):
-                return None
-            memory = stats.get("memory_stats") or {}
-            if "usage" not in memory:
-                return None
-            inner = memory.get("stats") or {}
-            usage = int(memory["usage"]) - int(inner.get("total_inactive_file", inner.get("inactive_file", 0)))
+        cheap = self.memory_mb_cheap(container_id)
+        if cheap is not None:
+            return cheap
+        try:  # the cgroup files are not visible (a supervisor in a container): ask Docker
+            stats = self.api.stats(container_id, stream=False, one_shot=True)
+        except (docker.errors.DockerException, *_TRANSIENT):
+            return None
+        memory = stats.get("memory_stats") or {}
+        if "usage" not in memory:
+            return None
+        inner = memory.get("stats") or {}
+        usage = int(memory["usage"]) - int(inner.get("total_inactive_file", inner.get("inactive_file", 0)))
         return round(usage / (1024 * 1024), 1)
 
     def _cgroup_dirs(self, controller: str, container_id: str) -> tuple[Path, ...]:
@@ -105,6 +106,10 @@ class DockerRuntime:
                     return max(0, usage - int(value))
             return usage
         return None
+
+    def memory_mb_cheap(self, container_id: str) -> float | None:
+        usage = self._cgroup_memory(container_id)
+        return None if usage is None else round(usage / (1024 * 1024), 1)
 
     def cpu_seconds(self, container_id: str) -> float | None:
         """The cgroup's CPU counter: v2 ``cpu.stat`` usage_usec, v1 ``cpuacct.usage`` (ns). No

@@ -227,9 +227,10 @@ class Supervisor:
         self.journal.lease_events(self.state.memory_mb)  # and last: what this tick's actions produced, written now
 
     def _memory_now(self, name: str) -> float | None:
-        """A container of this host's memory, read now (the log's Memory After Cleanup)."""
+        """A container of this host's memory, read now (the log's Memory After Cleanup); only from
+        its cgroup: a `docker stats` per release would slow the tick (then the last reading is used)."""
         container_id = self.state.container_ids.get(name)
-        return None if container_id is None else self.runtime.memory_mb(container_id)
+        return None if container_id is None else self.runtime.memory_mb_cheap(container_id)
 
     def _lease_peak(self, name: str, token: str) -> float | None:
         """The highest reading of ``name`` during the lease of ``token`` (taken once: released)."""

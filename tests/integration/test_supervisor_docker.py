@@ -239,9 +239,12 @@ def test_a_foreign_container_id_in_redis_gets_no_docker_call(
         forged = dataclasses.replace(record, container_id=foreign.id)
         running.store.redis.hset(running.store.keys.containers, "container-001", json.dumps(forged.to_json_dict()))
         running.store.set_state("container-001", ContainerState.RESTARTING, "forged record")
-        eventually(
-            lambda: running.store.snapshot().containers["container-001"].container_id == record.container_id, what="the record healed"
-        )
+
+        def healed() -> bool:  # (between the forged record's drop and the re-registration, there is none)
+            now = running.store.snapshot().containers.get("container-001")
+            return now is not None and now.container_id == record.container_id
+
+        eventually(healed, what="the record healed")
         foreign.reload()
         assert foreign.status == "running" and foreign.attrs["RestartCount"] == 0, "the foreign container must not be touched"
         assert foreign.attrs["State"]["StartedAt"] == docker_client.api.inspect_container(foreign.id)["State"]["StartedAt"]

@@ -321,9 +321,10 @@ class Soak:
         if fault == "kill-worker":
             victim = self.random.choice([w for w in self.workers if w.poll() is None])
             hit = self.jobs_of_workers({victim.pid})
+            struck = monotonic_ms()
             victim.kill()
             victim.wait()
-            record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began)
+            record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began, killed_mono=struck)
         elif fault in {"kill-horse", "stop-horse"}:
             horses = self.horses()
             if not horses:
@@ -331,6 +332,7 @@ class Soak:
             victim_pid = self.random.choice(horses)
             hit = self.jobs_of_workers({victim_pid})
             over = self.lease_gone(self.victim_lease(victim_pid))
+            struck = monotonic_ms()
             if fault == "kill-horse":
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(victim_pid, signal.SIGKILL)
@@ -340,7 +342,7 @@ class Soak:
                 time.sleep(TTL_S + 2)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(victim_pid, signal.SIGCONT)
-            record_fault(self.history, client, fault, [victim_pid], jobs=hit, began_mono=began)
+            record_fault(self.history, client, fault, [victim_pid], jobs=hit, began_mono=began, killed_mono=struck)
         elif fault in {"kill-container", "pause-container"}:
             running = [c for c in self.pool_containers() if c["State"] == "running"]
             if not running:
@@ -363,19 +365,21 @@ class Soak:
             leading = self.leading_count()
             over = lambda: self.leading_count() > leading  # noqa: E731
             victim = self.supervisor
+            struck = monotonic_ms()
             victim.kill()
             victim.wait()
             self.start_supervisor()
-            record_fault(self.history, client, fault, [victim.pid], began_mono=began)  # no job may fail for it
+            record_fault(self.history, client, fault, [victim.pid], began_mono=began, killed_mono=struck)  # no job may fail for it
         elif fault == "restart-redis":
             hit = self.jobs_in_flight()
             victim = self.pool_redis_process
+            struck = monotonic_ms()
             victim.kill()
             victim.wait()
             time.sleep(0.5)
             self.pool_redis_process, _ = start_redis_server(self.workdir, self.pool_port, die_with_parent)
             hit += [job for job in self.jobs_in_flight() if job not in hit]
-            record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began)
+            record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began, killed_mono=struck)
         elif fault == "failover-redis":
             assert self.redis_ha is not None
             hit = self.jobs_in_flight()

@@ -42,6 +42,7 @@ from cinnamon_pool.model import (
 __all__ = ["Grant", "Holder", "LeaseStore", "PoolSnapshot"]
 
 ERROR_CHARS = 500  # a failed job's error, as the errors log carries it
+NOT_READY_GRACE_S = 15.0  # how long an acquire waits for a supervisor to register the pool at all
 
 
 class LeaseStore:
@@ -125,10 +126,18 @@ class LeaseStore:
             elif status is Status.EXHAUSTED:
                 raise PoolExhausted(self.pool, self.clock.monotonic() - started, _counts(reply[1]))
             remaining = deadline - self.clock.monotonic()
+            if status is Status.NOT_READY:  # nothing queued: look again soon, up to a short grace
+                waited = self.clock.monotonic() - started
+                if waited >= min(timeout_s, NOT_READY_GRACE_S):
+                    raise PoolNotReady(
+                        f"pool {self.pool!r}: no supervisor has registered it in this Redis within {waited:.1f} s "
+                        f"(its key {self.keys.meta} is missing): is `cinnamon-pool supervise` running with the "
+                        f"same redis.url and pool.name?"
+                    )
+                self.clock.sleep(min(0.5, NOT_READY_GRACE_S - waited))
+                continue
             if remaining <= 0:
                 self.cancel(ticket)
-                if status is Status.NOT_READY:
-                    raise PoolNotReady(f"pool {self.pool!r} has no containers registered yet (is `cinnamon-pool supervise` running?)")
                 raise PoolExhausted(self.pool, self.clock.monotonic() - started, counts)
             try:
                 woken = self.redis.blpop([self.keys.wake(ticket)], timeout=max(0.01, min(remaining, self.waiter_ttl_s / 3)))

@@ -14,8 +14,8 @@ Three files in one directory make a history:
 - ``events.jsonl``: the pool's event stream, copied by :class:`StreamTail` as it grows, so a
   Redis that restarts empty loses at most the events of its last moments; a
   ``stream_restarted`` line marks where a new stream began.
-- ``faults.jsonl``: what the fault injector did, ``{"t", "mono", "end_mono", "fault", "target",
-  "pids", "jobs"}``: when it began and ended (host monotonic ms), the processes it killed or
+- ``faults.jsonl``: what the fault injector did, ``{"t", "mono", "killed_mono", "end_mono", "fault",
+  "target", "pids", "jobs"}``: when it began, struck and ended (host monotonic ms), the processes it killed or
   stopped, and the rq jobs it hit.
 - ``served/served-<container>-<pid>.jsonl`` (optional): what each container itself served,
   written by fake-mcp before it answers (``FAKE_MCP_RECORD_DIR``): ``{"container", "token",
@@ -218,13 +218,17 @@ def record_fault(
     target: str = "",
     jobs: list[str] | None = None,
     began_mono: float | None = None,
+    killed_mono: float | None = None,
 ) -> None:
     """One line for one injected fault, written once it is done: when it began (``began_mono``,
-    default now) and ended, what it hit."""
+    default now), when its signal struck (``killed_mono``, for kills: the moment that decides
+    what the killed process could still have started) and when it ended, what it hit."""
+    end = monotonic_ms()
     line = {
         "t": redis_ms(client) or int(time.time() * 1000),
-        "mono": began_mono if began_mono is not None else monotonic_ms(),
-        "end_mono": monotonic_ms(),
+        "mono": began_mono if began_mono is not None else end,
+        "killed_mono": killed_mono if killed_mono is not None else end,
+        "end_mono": end,
         "fault": fault,
         "target": target,
         "pids": pids or [],
@@ -456,12 +460,19 @@ def _check_client(
     if "acquire" in pending:
         invoke = pending["acquire"]
         invoked = _mono(invoke, "t", offset)
-        kill = next((f for f in faults if invoke["pid"] in f.get("pids", []) and (invoked is None or f["mono"] >= invoked)), None)
+        kill = next((f for f in faults if invoke["pid"] in f.get("pids", []) and (invoked is None or _struck(f) >= invoked)), None)
         if records[-1] is invoke and kill is not None:
             report.unresolved_killed += 1  # the process died waiting: its ticket expires
         else:
             why = "no recorded fault killed its process" if kill is None else "its process went on after it"
             report.violations.append(f"pid {invoke['pid']}: an acquire at {invoked} never got an outcome ({why})")
+
+
+def _struck(fault: dict[str, Any]) -> float:
+    """When a fault's kill struck: what a process could have started before it was killed is
+    explained by it, whenever the injector began choosing its victim (older lines carry only
+    ``end_mono``, which is at or after the kill)."""
+    return float(fault.get("killed_mono", fault.get("end_mono", fault["mono"])))
 
 
 def _check_exclusive_use(clients: list[list[dict[str, Any]]], offset: float, report: Report) -> None:

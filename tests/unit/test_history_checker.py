@@ -159,6 +159,21 @@ def test_a_release_past_the_cap_and_an_unanswered_acquire_are_caught(tmp_path: P
     assert report.unresolved_killed == 1 and not any("outcome" in v for v in report.violations)
 
 
+def test_a_kill_that_struck_during_the_acquire_explains_it_though_the_fault_began_before(tmp_path: Path) -> None:
+    """The three records of the CI run that failed: the injector began choosing its victim 50 ms
+    before that horse invoked its acquire, and killed it 63 ms after."""
+    invoke = {"op": "acquire", "phase": "invoke", "t": 1_700_000_914_780, "mono": 914780.927, "pid": 12112, "container": "", "token": ""}
+    write(tmp_path / "client-12112.jsonl", [invoke])
+    kill = {**fault("kill-horse", 914731.217, until=914844.132, pids=[12112]), "t": 1_700_000_914_731}
+    write(tmp_path / "faults.jsonl", [kill])  # as written before kills carried the moment they struck
+    report = check(tmp_path, CAP_MS)
+    assert report.unresolved_killed == 1 and report.violations == [], report.violations
+    write(tmp_path / "faults.jsonl", [{**kill, "killed_mono": 914843.9}])
+    assert check(tmp_path, CAP_MS).violations == []
+    write(tmp_path / "faults.jsonl", [{**kill, "killed_mono": 914760.0}])  # struck before the invoke: the process went on
+    assert any("never got an outcome" in v for v in check(tmp_path, CAP_MS).violations)
+
+
 def test_an_epoch_change_ends_every_lease_of_the_old_epoch(tmp_path: Path) -> None:
     write(tmp_path / "events.jsonl", [granted("c1", "old:1:a", 100), granted("c1", "new:1:b", 500)])
     report = check(tmp_path, CAP_MS)

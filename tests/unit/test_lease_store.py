@@ -7,9 +7,11 @@ import json
 import pytest
 import redis
 
+from cinnamon_pool.clock import ManualClock
 from cinnamon_pool.errors import LeaseLost, LeaseNotOwned, PoolExhausted, PoolNotReady
+from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import Op
-from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.lease.store import NOT_READY_GRACE_S, LeaseStore
 from cinnamon_pool.model import ContainerState, Holder, Outcome
 from tests.lease_helpers import dump_state, record, store_with
 
@@ -71,6 +73,28 @@ def test_acquire_before_any_container_is_registered_says_so(client: redis.Redis)
     store = LeaseStore(client, "empty")
     with pytest.raises(PoolNotReady, match="supervise"):
         store.acquire(Holder("run-1"), timeout_s=0)
+
+
+def test_an_unregistered_pool_fails_after_a_short_grace_not_the_whole_timeout(client: redis.Redis) -> None:
+    clock = ManualClock()
+    store = LeaseStore(client, "empty", clock=clock)
+    started = clock.monotonic()
+    with pytest.raises(PoolNotReady, match=r"no supervisor has registered it .* cinnamon:\{empty\}:meta"):
+        store.acquire(Holder("run-1"), timeout_s=300)
+    assert clock.monotonic() - started == pytest.approx(NOT_READY_GRACE_S), "waited past the grace for an unregistered pool"
+
+
+def test_an_acquire_that_began_before_the_supervisor_registered_is_granted(client: redis.Redis) -> None:
+    class SupervisorArrives(ManualClock):
+        """The supervisor registers its first container while the acquire waits out the grace."""
+
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            if self.monotonic() - 1000.0 >= 2.0 and not client.exists(PoolKeys("late").meta):
+                store_with(client, 1, pool="late")
+
+    store = LeaseStore(client, "late", clock=SupervisorArrives())
+    assert store.acquire(Holder("run-1"), timeout_s=300).name == "container-001"
 
 
 def test_infra_errors_count_and_the_threshold_sends_the_container_to_restart(client: redis.Redis) -> None:
@@ -162,8 +186,8 @@ def test_status_json_keeps_the_documented_contract(fake_redis: redis.Redis) -> N
 def test_every_script_gets_its_keys_in_the_one_generated_order() -> None:
     import re
 
-    from cinnamon_pool.keys import SCRIPT_KEYS, PoolKeys
-    from cinnamon_pool.lease.scripts import Op, source
+    from cinnamon_pool.keys import SCRIPT_KEYS
+    from cinnamon_pool.lease.scripts import source
 
     keys = PoolKeys("unit").script_keys("host-a")
     assert len(keys) == len(SCRIPT_KEYS) and all("{unit}" in key for key in keys), "every key in the pool's hash slot"

@@ -87,6 +87,18 @@ def look_for_state(*, container: ContainerLease) -> dict[str, str]:
     return {"container": container.name, "found": found, "tabs": tabs}
 
 
+@with_container
+def open_page_bare(fail_with: str, *, container: ContainerLease, test_run_id: str | None = None) -> str:
+    """The decorator written bare, as the design card writes it."""
+    return _open_page(container, fail_with)
+
+
+@with_container(acquire_timeout_s=300)
+def wait_long_for_a_container(*, container: ContainerLease) -> str:
+    """Asks for a longer wait than its rq timeout allows: the decorator caps it."""
+    return container.name
+
+
 @with_container(acquire_timeout_s=0.5, on_exhausted="requeue", requeue_delay_s=60)
 def requeue_when_busy(*, container: ContainerLease) -> str:
     return container.name

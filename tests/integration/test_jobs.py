@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
@@ -41,12 +42,24 @@ def pool(real_redis: redis.Redis, redis_server: str, fake_endpoint: str, tmp_pat
     return store, {**os.environ, "CINNAMON_CONFIG": str(config)}, logs
 
 
-def run_jobs(env: dict[str, str], url: str, kind: str, calls: list[tuple[str, tuple[object, ...], dict[str, object]]]) -> list[Job]:
+def run_jobs(
+    env: dict[str, str],
+    url: str,
+    kind: str,
+    calls: list[tuple[str, tuple[object, ...], dict[str, object]]],
+    output: list[str] | None = None,
+    **options: Any,
+) -> list[Job]:
+    """Enqueue ``calls`` (``options`` go to rq's enqueue; job_timeout 60 s unless given), run a
+    burst worker of ``kind`` over them; the worker's output lands in ``output``."""
     client = redis.Redis.from_url(url)
     queue = Queue("jobs", connection=client, serializer=JSONSerializer)
-    jobs = [queue.enqueue(name, *args, job_timeout=60, **kwargs) for name, args, kwargs in calls]
+    options.setdefault("job_timeout", 60)
+    jobs = [queue.enqueue(name, *args, **options, **kwargs) for name, args, kwargs in calls]
     command = [str(BIN / "rq"), "worker", "--burst", "-S", "json", *WORKERS[kind], "--path", str(ROOT), "--url", url, "jobs"]
-    subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120, check=False)
+    ran = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    if output is not None:
+        output.append(ran.stdout + ran.stderr)
     return [Job.fetch(job.id, connection=client, serializer=JSONSerializer) for job in jobs]
 
 
@@ -166,10 +179,55 @@ def test_an_exhausted_pool_can_requeue_the_job_instead_of_holding_the_worker(
     pool: tuple[LeaseStore, dict[str, str], Path], redis_server: str
 ) -> None:
     store, env, _logs = pool
+    client = redis.Redis.from_url(redis_server)
+    first = Queue("jobs", connection=client, serializer=JSONSerializer).enqueue("tests.jobs.open_page", "")
+    run_jobs(env, redis_server, "forking", [])
     held = store.acquire(Holder("someone-else"), timeout_s=1)
-    (job,) = run_jobs(env, redis_server, "forking", [("tests.jobs.requeue_when_busy", (), {})])
-    assert job.get_status() == JobStatus.FINISHED
+    output: list[str] = []
+    (job,) = run_jobs(
+        env,
+        redis_server,
+        "forking",
+        [("tests.jobs.requeue_when_busy", (), {})],
+        output,
+        meta={"team": "checkout"},
+        retry=Retry(max=2, interval=[5, 10]),
+        result_ttl=600,
+        ttl=900,
+        failure_ttl=1200,
+        depends_on=first.id,
+        description="sign in as alice",
+    )
+    assert job.get_status() == JobStatus.FINISHED, output
     again = job.return_value()["requeued_as"]
-    registry = ScheduledJobRegistry("jobs", connection=redis.Redis.from_url(redis_server), serializer=JSONSerializer)
+    registry = ScheduledJobRegistry("jobs", connection=client, serializer=JSONSerializer)
     assert again in registry.get_job_ids(), "the copy waits in the scheduled registry"
+    copy = Job.fetch(again, connection=client, serializer=JSONSerializer)
+    assert copy.meta == {"team": "checkout", "cinnamon_requeued_from": job.id}, copy.meta
+    assert (copy.retries_left, copy.retry_intervals) == (2, [5, 10]), "the copy keeps the retries left"
+    assert (copy.result_ttl, copy.ttl, copy.failure_ttl, copy.timeout) == (600, 900, 1200, 60), "and its TTLs and timeout"
+    assert copy._dependency_ids == [first.id] and copy.description == "sign in as alice", "and its dependencies (as stored: rq empties the set once met)"
+    assert f"requeued as {again}" in output[0], "the message goes through logging, to rq's log: " + output[0][-2000:]
     store.release(held.name, held.token)
+
+
+def test_the_bare_decorator_runs_the_job_as_the_called_one_does(pool: tuple[LeaseStore, dict[str, str], Path], redis_server: str) -> None:
+    store, env, _logs = pool
+    bare, called = run_jobs(env, redis_server, "forking", [("tests.jobs.open_page_bare", ("",), {}), ("tests.jobs.open_page", ("",), {})])
+    assert bare.get_status() == called.get_status() == JobStatus.FINISHED, (bare.exc_info, called.exc_info)
+    assert bare.return_value() == called.return_value(), "bare and called decorators inject the same container"
+    assert store.snapshot().free == ["container-001"], "both released"
+
+
+def test_the_acquire_wait_never_outlives_the_jobs_rq_timeout(pool: tuple[LeaseStore, dict[str, str], Path], redis_server: str) -> None:
+    """acquire_timeout_s=300 on a job with an 8 s rq timeout: the job ends with PoolExhausted after
+    half of it, not killed by rq, and the worker says once why it waited less."""
+    store, env, _logs = pool
+    held = store.acquire(Holder("someone-else"), timeout_s=1)
+    output: list[str] = []
+    (job,) = run_jobs(env, redis_server, "forking", [("tests.jobs.wait_long_for_a_container", (), {})], output, job_timeout=8)
+    store.release(held.name, held.token)
+    assert job.get_status() == JobStatus.FAILED
+    assert "PoolExhausted" in (job.exc_info or "") and "after 4." in (job.exc_info or ""), job.exc_info
+    assert "JobTimeoutException" not in (job.exc_info or ""), "rq killed the job while it waited"
+    assert output[0].count("waits at most 4 s for a container, not acquire_timeout_s=300 s") == 1, output[0][-2000:]

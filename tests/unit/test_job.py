@@ -10,6 +10,7 @@ from mcp.shared.exceptions import MCPError
 
 from cinnamon_pool import ContainerLease, LeaseLost, Outcome, decode, with_container
 from cinnamon_pool.browser import ToolError
+from cinnamon_pool.job import acquire_wait_s
 from cinnamon_pool.logs.events import event_record
 from cinnamon_pool.pool import classify
 
@@ -70,3 +71,26 @@ def test_a_release_with_cleanup_and_artifacts_becomes_three_records() -> None:
     cleanup, error = records[1][1], records[2][1]
     assert cleanup.detail("Cleanup Duration") == "0.03s" and cleanup.detail("Memory After Cleanup") == "182MB", "no reading after: the last"
     assert error.detail("Artifacts") == "logs/artifacts/2025-01-08/run-7" and error.detail("Error Type") == "test_failed"
+
+
+@with_container
+def bare_job(url: str, *, container: ContainerLease) -> str:
+    """Open url, bare."""
+    return url
+
+
+def test_the_bare_decorator_wraps_the_function_as_the_called_one_does() -> None:
+    assert bare_job.__name__ == "bare_job" and bare_job.__doc__ == "Open url, bare."
+    assert list(inspect.signature(bare_job).parameters) == ["url", "container"]
+    with pytest.raises(TypeError, match="'container', which @with_container injects"):
+        bare_job("x", container=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="pass a PoolConfig"):
+        with_container("default")  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("asked", "job_timeout", "waits"),
+    [(300.0, 180, 90.0), (300.0, 900, 300.0), (30.0, 180, 30.0), (300.0, None, 300.0), (300.0, -1, 300.0)],
+)
+def test_the_acquire_wait_takes_at_most_half_the_jobs_rq_timeout(asked: float, job_timeout: int | None, waits: float) -> None:
+    assert acquire_wait_s(asked, job_timeout) == waits

@@ -223,7 +223,9 @@ def with_container(
                 _say_capped_once(function.__qualname__, acquire_timeout_s, wait_s, job_timeout)
             with contextlib.ExitStack() as stack:
                 try:
-                    lease = stack.enter_context(pool.lease(test_run_id, job_id=job_id, worker=worker, timeout_s=wait_s, artifacts=artifacts))
+                    lease = stack.enter_context(
+                        pool.lease(test_run_id, job_id=job_id, worker=worker, timeout_s=wait_s, artifacts=artifacts)
+                    )
                 except PoolExhausted:
                     if on_exhausted == "requeue" and job is not None:
                         return _requeue(job, requeue_delay_s)  # type: ignore[return-value]

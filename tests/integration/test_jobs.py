@@ -206,7 +206,9 @@ def test_an_exhausted_pool_can_requeue_the_job_instead_of_holding_the_worker(
     assert copy.meta == {"team": "checkout", "cinnamon_requeued_from": job.id}, copy.meta
     assert (copy.retries_left, copy.retry_intervals) == (2, [5, 10]), "the copy keeps the retries left"
     assert (copy.result_ttl, copy.ttl, copy.failure_ttl, copy.timeout) == (600, 900, 1200, 60), "and its TTLs and timeout"
-    assert copy._dependency_ids == [first.id] and copy.description == "sign in as alice", "and its dependencies (as stored: rq empties the set once met)"
+    assert copy._dependency_ids == [first.id] and copy.description == "sign in as alice", (
+        "and its dependencies (as stored: rq empties the set once met)"
+    )
     assert f"requeued as {again}" in output[0], "the message goes through logging, to rq's log: " + output[0][-2000:]
     store.release(held.name, held.token)
 

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +18,23 @@ from loguru import logger
 
 from cinnamon_pool import __version__, console
 from cinnamon_pool.config import PoolConfig
-from cinnamon_pool.errors import CinnamonError, ConfigError
+from cinnamon_pool.connect import unavailable
+from cinnamon_pool.errors import CinnamonError, ConfigError, RuntimeUnavailable, StoreUnavailable
 
 GRACEFUL_SHUTDOWN_S = 10  # a stopping gateway waits this long for open requests and streams, then cuts them
 
 
 def _config(args: argparse.Namespace) -> PoolConfig:
-    return PoolConfig.load(args.config, os.environ)
+    """The configuration of this invocation, read once (``--config`` before or after the command)."""
+    loaded: PoolConfig | None = getattr(args, "loaded_config", None)
+    if loaded is None:
+        loaded = args.loaded_config = PoolConfig.load(getattr(args, "config", None), os.environ)
+    return loaded
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
     import redis
-    from tenacity import Retrying, retry_if_exception_type
 
-    from cinnamon_pool import backoff
     from cinnamon_pool.connect import describe, redis_client
     from cinnamon_pool.doctor import eviction_policy
     from cinnamon_pool.lease.store import LeaseStore
@@ -44,19 +47,12 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     config = _config(args)
     rules = config.rules
     client = redis_client(config.redis, socket_timeout=10)
-    # Redis down at start: wait for it (one error per back-off), as the running loop would.
-    answered = Retrying(
-        retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
-        wait=backoff.TICK_FAILED,
-        before_sleep=lambda state: logger.error(
-            "Redis at {} does not answer: {}; trying again in {:g} s",
-            describe(config.redis),
-            state.outcome.exception() if state.outcome else "?",
-            state.upcoming_sleep,
-        ),
-    )
+    # Redis or Docker down at start: wait for each (one error per back-off), as the running
+    # loop would, so a supervisor under `restart: unless-stopped` never crash-loops.
     try:
-        policy = answered(eviction_policy, client)
+        policy = _waiting_for(f"Redis at {describe(config.redis)}", lambda e: unavailable(e, config.redis) is not None)(
+            eviction_policy, client
+        )
     except redis.ResponseError:
         policy = "noeviction"  # CONFIG not allowed (a managed Redis): `doctor` says to check by hand
     if policy != "noeviction":
@@ -66,7 +62,7 @@ def cmd_supervise(args: argparse.Namespace) -> int:
             policy,
         )
         return 2
-    runtime = DockerRuntime(host=config.pool.host)
+    runtime = _waiting_for("the Docker daemon", _docker_down)(DockerRuntime, host=config.pool.host)
     store = LeaseStore(
         client,
         config.pool.name,
@@ -106,6 +102,32 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     )
     supervisor.run(stop)
     return 0
+
+
+def _docker_down(error: BaseException) -> bool:
+    """Docker does not answer (and is worth waiting for: a missing image is not)."""
+    from cinnamon_pool.errors import ImageMissing
+
+    return isinstance(error, RuntimeUnavailable) and not isinstance(error, ImageMissing)
+
+
+def _waiting_for(what: str, down: Callable[[BaseException], bool]) -> Any:
+    """A tenacity policy that retries a start-up call while ``what`` does not answer (``down``
+    says which errors mean that), saying so once per back-off period (backoff.TICK_FAILED)."""
+    from tenacity import Retrying, retry_if_exception
+
+    from cinnamon_pool import backoff
+
+    return Retrying(
+        retry=retry_if_exception(down),
+        wait=backoff.TICK_FAILED,
+        before_sleep=lambda state: logger.error(
+            "{} does not answer: {}; trying again in {:g} s",
+            what,
+            state.outcome.exception() if state.outcome else "?",
+            state.upcoming_sleep,
+        ),
+    )
 
 
 def _keep_browsers_up(config: PoolConfig, host: str, election: Any, writer: Any) -> None:
@@ -155,7 +177,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         path = getattr(settings, key)
         if path and not Path(path).is_file():
             raise ConfigError(f"gateway.{key}", path, "file not found")
-    host = config.pool.host or DockerRuntime().host  # the name the supervisor gives this host's records
+    # the name the supervisor gives this host's records (Docker down at start: wait, as supervise does)
+    host = config.pool.host or _waiting_for("the Docker daemon", _docker_down)(DockerRuntime).host
     gateway = Gateway(config, async_redis_client(config.redis, socket_timeout=5), host, DailyLogWriter(config.logs.dir))
     bind, port = settings.host_port
     print(
@@ -433,46 +456,64 @@ def _parse_day(option: str, text: str | None) -> Any:
         raise ConfigError(option, text, "must be a date like 2025-01-31") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cinnamon-pool", description="A pool of playwright-mcp containers for rq jobs.")
-    parser.add_argument("--version", action="version", version=f"cinnamon-pool {__version__}")
-    parser.add_argument("--config", metavar="PATH", help="TOML configuration (default: $CINNAMON_CONFIG); CINNAMON_* variables win")
-    parser.add_argument(
+def _common_options(defaults: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name (``cinnamon-pool status
+    --config x.toml`` and ``cinnamon-pool --config x.toml status`` are one). After the name they
+    leave what was given before it alone unless given again."""
+    common = argparse.ArgumentParser(add_help=False)
+    keep: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
+    common.add_argument("--config", metavar="PATH", help="TOML configuration (default: $CINNAMON_CONFIG); CINNAMON_* variables win", **keep)
+    common.add_argument(
         "--log-level",
-        default=os.environ.get("CINNAMON_LOG_LEVEL", "INFO").upper(),
-        choices=console.LEVELS,
+        metavar="LEVEL",
         type=str.upper,
-        help="the daemons' diagnostics on stderr from this level up (default INFO, or $CINNAMON_LOG_LEVEL)",
+        help=f"the daemons' diagnostics on stderr from this level up: {', '.join(console.LEVELS)} (default INFO, or $CINNAMON_LOG_LEVEL)",
+        **keep,
     )
-    parser.add_argument("--log-json", action="store_true", help="the daemons' diagnostics as one JSON object per line")
+    common.add_argument("--log-json", action="store_true", help="the daemons' diagnostics as one JSON object per line", **keep)
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cinnamon-pool", description="A pool of playwright-mcp containers for rq jobs.", parents=[_common_options(True)]
+    )
+    parser.add_argument("--version", action="version", version=f"cinnamon-pool {__version__}")
+    after = [_common_options(False)]
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("supervise", help="run the supervisor daemon (keeps the pool right, writes the logs)").set_defaults(
-        run=cmd_supervise
-    )
-    commands.add_parser("gateway", help="run this host's gateway: the authenticated way in to the pool's containers").set_defaults(
-        run=cmd_gateway
-    )
-    status = commands.add_parser("status", help="show the pool's containers and leases")
+    commands.add_parser(
+        parents=after, name="supervise", help="run the supervisor daemon (keeps the pool right, writes the logs)"
+    ).set_defaults(run=cmd_supervise)
+    commands.add_parser(
+        parents=after, name="gateway", help="run this host's gateway: the authenticated way in to the pool's containers"
+    ).set_defaults(run=cmd_gateway)
+    status = commands.add_parser(parents=after, name="status", help="show the pool's containers and leases")
     status.add_argument("--json", action="store_true", help="print the documented JSON document")
     status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     status.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="--watch refresh interval (default 1)")
     status.set_defaults(run=cmd_status)
-    scale = commands.add_parser("scale", help="set a Docker host's desired size, through its supervisor (kept in Redis)")
+    scale = commands.add_parser(
+        parents=after, name="scale", help="set a Docker host's desired size, through its supervisor (kept in Redis)"
+    )
     scale.add_argument("size", type=int, help="within pool.min_size..max_size")
     scale.add_argument("--host", help="the Docker host (default: the pool's only one)")
     scale.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="wait this long for the supervisor (default 30)")
     scale.set_defaults(run=cmd_scale)
-    kill = commands.add_parser("kill", help="end the lease of a test run now: its job gets LeaseLost, the container restarts")
+    kill = commands.add_parser(
+        parents=after, name="kill", help="end the lease of a test run now: its job gets LeaseLost, the container restarts"
+    )
     kill.add_argument("test_run_id", metavar="TEST_RUN_ID")
     kill.set_defaults(run=cmd_kill)
-    restart = commands.add_parser("restart", help="restart one container (after its current job, if it has one)")
+    restart = commands.add_parser(parents=after, name="restart", help="restart one container (after its current job, if it has one)")
     restart.add_argument("name", help="e.g. container-001")
     restart.set_defaults(run=cmd_restart)
-    commands.add_parser("doctor", help="check Docker, the image, the network and Redis; one line per check").set_defaults(run=cmd_doctor)
-    drain = commands.add_parser("drain", help="stop granting; remove containers as they are released")
+    commands.add_parser(
+        parents=after, name="doctor", help="check Docker, the image, the network and Redis; one line per check"
+    ).set_defaults(run=cmd_doctor)
+    drain = commands.add_parser(parents=after, name="drain", help="stop granting; remove containers as they are released")
     drain.add_argument("--undo", action="store_true", help="grant again and let the supervisor refill the pool")
     drain.set_defaults(run=cmd_drain)
-    report = commands.add_parser("report", help="analyze the log files: per container, errors, pool figures")
+    report = commands.add_parser(parents=after, name="report", help="analyze the log files: per container, errors, pool figures")
     report.add_argument("--since", metavar="YYYY-MM-DD")
     report.add_argument("--until", metavar="YYYY-MM-DD", help="inclusive")
     report.add_argument("--container", metavar="NAME", help="only this container")
@@ -485,18 +526,34 @@ def build_parser() -> argparse.ArgumentParser:
 DAEMONS = {"supervise", "gateway"}  # their diagnostics go through loguru (console.py)
 
 
+# Errors of the surroundings (configuration, Redis, Docker): exit 2, as argparse does for usage.
+SURROUNDINGS = (ConfigError, StoreUnavailable, RuntimeUnavailable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    level = (args.log_level or os.environ.get("CINNAMON_LOG_LEVEL") or "INFO").upper()
+    if level not in console.LEVELS:
+        given = "--log-level" if args.log_level else "CINNAMON_LOG_LEVEL"
+        print(f"cinnamon-pool {args.command}: {given}={level!r}: use one of {', '.join(console.LEVELS)}", file=sys.stderr)
+        return 2
     if args.command in DAEMONS:
-        console.configure(args.command, args.log_level, json=args.log_json)
+        console.configure(args.command, level, json=args.log_json)
     try:
-        return int(args.run(args))
+        try:
+            return int(args.run(args))
+        except Exception as error:
+            loaded = getattr(args, "loaded_config", None)
+            translated = unavailable(error, loaded.redis) if loaded is not None else None
+            if translated is None:
+                raise
+            raise translated from error
     except CinnamonError as error:
         if args.command in DAEMONS:
             logger.error("{}", error)
         else:
             print(f"cinnamon-pool {args.command}: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, SURROUNDINGS) else 1
 
 
 if __name__ == "__main__":

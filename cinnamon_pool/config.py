@@ -195,10 +195,11 @@ class PoolConfig:
     def load(cls, path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> PoolConfig:
         """Read ``path`` (or ``CINNAMON_CONFIG``), then apply ``CINNAMON_*`` variables, then validate."""
         environ = environ or {}
+        source = "--config" if path else "CINNAMON_CONFIG"
         path = path or environ.get("CINNAMON_CONFIG") or None
         tables: dict[str, dict[str, Any]] = {}
         if path is not None:
-            tables = _read_toml(Path(path))
+            tables = _read_toml(Path(path), source)
         for variable, dotted in ENV_VARIABLES.items():
             if variable in environ:
                 section, key = dotted.split(".")
@@ -242,7 +243,7 @@ class PoolConfig:
                 "pool.initial_size", pool.initial_size, f"must be within pool.min_size..pool.max_size ({pool.min_size}..{pool.max_size})"
             )
         if not re.fullmatch(r"(redis|rediss|unix)://.+", self.redis.url):
-            raise ConfigError("redis.url", self.redis.url, "must start with redis://, rediss:// or unix://")
+            raise ConfigError("redis.url", redact(self.redis.url), "must start with redis://, rediss:// or unix://")
         for entry in self.redis.sentinels:
             if not re.fullmatch(r"[^\s:]+:\d{1,5}", entry) or not 0 < int(entry.rpartition(":")[2]) <= 65535:
                 raise ConfigError("redis.sentinels", entry, 'each must be "host:port" of a Sentinel')
@@ -364,14 +365,27 @@ def _check_port_range(text: str) -> None:
         raise ConfigError("container.host_port_range", text, 'must be "LOW-HIGH" with 1 <= LOW <= HIGH <= 65535')
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, source: str) -> dict[str, Any]:
+    """The file named by ``source`` (``--config`` or ``CINNAMON_CONFIG``), as the error says."""
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError as error:
-        raise ConfigError("CINNAMON_CONFIG", str(path), "file not found") from error
+        raise ConfigError(source, str(path), "file not found") from error
+    except IsADirectoryError as error:
+        raise ConfigError(source, str(path), "is a directory, not a TOML file") from error
+    except PermissionError as error:
+        raise ConfigError(source, str(path), "cannot be read (permission denied)") from error
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError("CINNAMON_CONFIG", str(path), f"not valid TOML: {error}") from error
+        raise ConfigError(source, str(path), f"not valid TOML: {error}") from error
+
+
+def redact(url: str) -> str:
+    """``url`` with the password of its user:password@ part replaced by ``***``, for messages."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/]*):[^@/]*@", r"\1:***@", url)
+
+
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number"}
 
 
 def _from_env(variable: str, text: str, section: str, key: str) -> Any:
@@ -383,7 +397,7 @@ def _from_env(variable: str, text: str, section: str, key: str) -> Any:
         if isinstance(default, (int, float)):
             return type(default)(text)
     except (KeyError, ValueError) as error:
-        raise ConfigError(variable, text, f"must be a {type(default).__name__}") from error
+        raise ConfigError(variable, text, f"must be {_KIND_NAMES[type(default)]}") from error
     return text
 
 

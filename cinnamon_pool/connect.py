@@ -16,7 +16,8 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.connection import parse_url
 from redis.sentinel import Sentinel
 
-from cinnamon_pool.config import RedisSettings
+from cinnamon_pool.config import RedisSettings, redact
+from cinnamon_pool.errors import StoreUnavailable
 
 SENTINEL_TIMEOUT_S = 1.0  # a Sentinel that does not answer this soon is skipped for the next
 
@@ -46,7 +47,16 @@ def async_redis_client(settings: RedisSettings, **options: Any) -> aioredis.Redi
 
 
 def describe(settings: RedisSettings) -> str:
-    """How the pool finds its Redis, for messages."""
+    """How the pool finds its Redis, for messages: never with its password."""
     if settings.sentinels:
         return f"the primary of {settings.service!r} per Sentinel {', '.join(settings.sentinels)}"
-    return settings.url
+    return redact(settings.url)
+
+
+def unavailable(error: BaseException, settings: RedisSettings) -> StoreUnavailable | None:
+    """``error`` as the project's own when it says Redis cannot be reached (down, cut off,
+    refusing the credentials), naming where without the password; else None."""
+    if isinstance(error, (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError)):
+        detail = " ".join(str(error).split()) or type(error).__name__
+        return StoreUnavailable(describe(settings), detail.replace(settings.url, describe(settings)))
+    return None

@@ -28,6 +28,14 @@ class InvalidIdentifier(CinnamonError, ValueError):
         super().__init__(f"invalid {kind} {shown!r}: {reason}")
 
 
+class StoreUnavailable(CinnamonError):
+    """The pool's Redis does not answer (down, cut off, refusing the credentials)."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        self.where, self.detail = where, detail
+        super().__init__(f"Redis at {where} does not answer: {detail}")
+
+
 class LeaseError(CinnamonError):
     """A lease operation was refused; the pool's keys were left as they were."""
 

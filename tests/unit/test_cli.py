@@ -23,7 +23,7 @@ def test_bad_configuration_fails_at_start_naming_key_and_value(tmp_path: Path) -
     result = subprocess.run(
         [sys.executable, "-m", "cinnamon_pool.cli", "--config", str(config), "status"], capture_output=True, text=True, timeout=60
     )
-    assert result.returncode == 1
+    assert result.returncode == 2, "a configuration error is an error of the surroundings: exit 2"
     assert "container.memory='lots'" in result.stderr, result.stderr
 
 

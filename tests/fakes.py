@@ -21,6 +21,8 @@ class FakeRuntime:
         self.cpu: dict[str, float] = {}  # CPU seconds used, by container id
         self.processes: dict[str, int] = {}
         self.oom_killed: set[str] = set()
+        self.started: dict[str, float] = {}  # when a container last started, as an inspect says (epoch s)
+        self.restarted_at: float | None = None  # what a restart sets there
         self.down = False  # the engine does not answer
         self._ids = itertools.count(1)
 
@@ -47,6 +49,8 @@ class FakeRuntime:
 
     def restart(self, container_id: str) -> ObservedContainer:
         self.calls.append(("restart", container_id))
+        if self.restarted_at is not None:
+            self.started[container_id] = self.restarted_at
         return self.containers[container_id]
 
     def memory_mb(self, container_id: str) -> float | None:
@@ -60,6 +64,9 @@ class FakeRuntime:
 
     def process_count(self, container_id: str) -> int | None:
         return self.processes.get(container_id, 2)
+
+    def started_at(self, container_id: str) -> float | None:
+        return self.started.get(container_id)
 
     def exit_detail(self, container_id: str) -> str:
         return "exit code 137, OOM-killed" if container_id in self.oom_killed else ""

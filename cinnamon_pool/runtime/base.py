@@ -45,7 +45,7 @@ class ObservedContainer:
     labels: dict[str, str]
     status: str  # created, running, paused, restarting, removing, exited, dead
     host_port: int | None = None
-    started_at: float = 0.0
+    started_at: float = 0.0  # from a listing: its creation; from an inspect: its last start
 
     @property
     def running(self) -> bool:
@@ -97,6 +97,10 @@ class ContainerRuntime(Protocol):
 
     def exit_detail(self, container_id: str) -> str:
         """How a stopped container ended ("exit code 137, OOM-killed"); "" when unknown."""
+
+    def started_at(self, container_id: str) -> float | None:
+        """When the container last started (epoch seconds; a restart in place moves it), None
+        when unknown. An inspect: asked once per registration, never per tick."""
 
     def ensure_network(self, name: str) -> None: ...
 

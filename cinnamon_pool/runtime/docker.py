@@ -170,6 +170,13 @@ class DockerRuntime:
             detail += f", {state['Error']}"
         return detail
 
+    def started_at(self, container_id: str) -> float | None:
+        try:
+            state = self.api.inspect_container(container_id).get("State") or {}
+        except (docker.errors.DockerException, *_TRANSIENT):
+            return None
+        return _parse_docker_time(str(state.get("StartedAt", ""))) or None
+
     def image_present(self, image: str) -> bool:
         try:
             self.api.inspect_image(image)

@@ -118,7 +118,7 @@ class Actuator:
             endpoint=self._job_endpoint(name, container),
             state=ContainerState.STARTING,
             restarts=action.restarts,
-            started_at=container.started_at,
+            started_at=self.runtime.started_at(container.container_id) or container.started_at,  # uptime from the last start
         )
         self.state.epoch = self.store.register(record)
         self.state.forget_container(name)

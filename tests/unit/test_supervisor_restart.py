@@ -240,3 +240,26 @@ def test_a_size_request_key_of_another_type_is_reported_and_removed(tmp_path: Pa
     boss.tick()
     assert client.exists(store.keys.size_request(runtime.host)) == 0 and store.snapshot().desired[runtime.host] == 2
     assert any("bad value in Redis" in text for text in errors(tmp_path)), errors(tmp_path)
+
+
+def test_uptime_counts_from_the_last_start_not_from_the_containers_creation(tmp_path: Path) -> None:
+    from cinnamon_pool.model import ContainerState
+
+    client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
+    sup = supervisor(tmp_path, client, runtime, clock)
+    sup.tick(), sup.tick()
+    store = LeaseStore(client, "qa")
+
+    def restart_now() -> None:
+        store.set_state("container-001", ContainerState.DRAINING, "operator restart")
+        sup.tick(), sup.tick(), sup.tick()
+
+    clock.advance(1800)
+    runtime.restarted_at = clock.now().timestamp()
+    restart_now()
+    assert store.snapshot().containers["container-001"].started_at == runtime.restarted_at, "registered with Docker's StartedAt"
+    clock.advance(600)
+    restart_now()
+    files = sorted((tmp_path / "containers").glob("container-pool-*.log"))
+    restarts = [r for f in files for r in parse(f.read_text().splitlines(keepends=True)) if r.action == "CONTAINER_RESTART"]
+    assert [r.detail("Uptime") for r in restarts][-1] == "10min", "the second restart counts from the first one's start"

@@ -117,15 +117,14 @@ def _event_record(
     memory_detail = [("Memory Usage", f"{memory:.0f}MB")] if memory is not None else []
 
     if event.kind is EventKind.GRANTED:
-        details = [("Test Run", event.text("test_run_id"))]
+        available = event.text("available") if event.has("available") else "?"
+        details = [("Test Run", event.text("test_run_id")), *memory_detail, ("Available Containers", available)]  # the seed's
         if event.has("job_id"):
             details.append(("Job", event.text("job_id")))
         if event.has("worker"):
             details.append(("Worker", event.text("worker")))
         if event.number("wait_ms"):
             details.append(("Wait Time", f"{event.number('wait_ms') / 1000:.3f}s"))
-        available = event.text("available") if event.has("available") else "?"
-        details += [*memory_detail, ("Available Containers", available)]
         return [(LogKind.USAGE, LogRecord(at, "INFO", name, "ALLOCATED", tuple(details)))]
 
     if event.kind is EventKind.RELEASED:

@@ -168,5 +168,5 @@ def test_report_command_json_and_html(tmp_path: Path, capsys: pytest.CaptureFixt
     labels = ["lease timeline", "jobs and errors per day", "job durations", "waits for a container", "memory per container"]
     assert [f'aria-label="{label}"' in page for label in labels] == [True] * 5 and page.count("<svg") == 5
     assert "<script" not in page and "http" not in page.split("<body>")[1], "one self-contained file"
-    assert main(["report", "--since", "January"]) == 1
+    assert main(["report", "--since", "January"]) == 2, "bad input: exit 2, as argparse does"
     assert "--since='January'" in capsys.readouterr().err

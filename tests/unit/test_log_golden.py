@@ -27,7 +27,11 @@ def produced() -> list[LogRecord]:
     """The four records as the pool writes them: lease events through ``event_record``, the
     restart through the actuator's ``restart_details``."""
     granted = LeaseEvent(
-        "1-0", EventKind.GRANTED, "container-001", at_ms("2025-01-08 14:30:15"), {"test_run_id": "test-run-123", "available": 1}
+        "1-0",
+        EventKind.GRANTED,
+        "container-001",
+        at_ms("2025-01-08 14:30:15"),
+        {"test_run_id": "test-run-123", "available": 1, "job_id": "4f2c", "worker": "worker-7", "wait_ms": 1250},
     )
     allocated = event_record(granted, {"container-001": 180.0}, 3)
     cleanup = event_record(
@@ -62,14 +66,25 @@ def produced() -> list[LogRecord]:
 
 
 def test_the_seeds_example_records_are_written_byte_for_byte_with_our_fields_after_the_seeds() -> None:
+    """Whole records: the seed's fields first, byte for byte, then only the project's own."""
     golden = GOLDEN.read_text(encoding="utf-8")
     seeds = list(parse(golden.splitlines(keepends=True)))
     ours = produced()
     assert [record.action for record in seeds] == [record.action for record in ours]
+    seed_fields = {key for seed in seeds for key, _ in seed.details}
+    for record, seed in zip(ours, seeds, strict=True):
+        extra = record.details[len(seed.details) :]
+        assert not [key for key, _ in extra if key in seed_fields], f"{record.action}: a seed field after the project's: {extra}"
     rendered = "".join(
         render(record._replace(details=record.details[: len(seed.details)])) for record, seed in zip(ours, seeds, strict=True)
     )
     assert rendered == golden
+    allocated = ours[0]
+    assert render(allocated) == (
+        "[2025-01-08 14:30:15] INFO  container-001 | ALLOCATED\n"
+        "  └─ Test Run: test-run-123\n  └─ Memory Usage: 180MB\n  └─ Available Containers: 1\n"
+        "  └─ Job: 4f2c\n  └─ Worker: worker-7\n  └─ Wait Time: 1.250s\n\n"
+    ), "the whole ALLOCATED record of an rq job"
 
 
 def test_records_are_separated_by_a_blank_line_and_still_parse_back() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,20 @@ DEFAULT_COMMAND = (
     "--host",
     "0.0.0.0",
 )  # fmt: skip  (the pool adds --allowed-hosts: see ContainerTemplate.command_for)
+
+
+PLAYWRIGHT_IDLE_TIMEOUT_S = 3600.0  # playwright-mcp's own --idle-timeout default (since 0.0.81)
+
+
+def idle_timeout_s(command: Sequence[str]) -> float | None:
+    """The server's ``--idle-timeout`` (ms on the command line) in seconds; None when not set or 0."""
+    for index, argument in enumerate(command):
+        value = argument.partition("=")[2] if argument.startswith("--idle-timeout=") else None
+        if argument == "--idle-timeout" and index + 1 < len(command):
+            value = command[index + 1]
+        if value is not None and re.fullmatch(r"\d+", value) and int(value) > 0:
+            return int(value) / 1000
+    return None
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,8 @@ class ContainerTemplate:
     pids_limit: int = 512
     network: str = "cinnamon-qa-network"
     host_port_range: str = "3000-3999"
+    webmcp: bool = False  # let pages under test add tools of their own (playwright-mcp's WebMCP); off: --no-webmcp
+    idle_timeout_s: float = PLAYWRIGHT_IDLE_TIMEOUT_S  # playwright-mcp's --idle-timeout: an idle browser closes after this; 0 = never
 
     @property
     def memory_bytes(self) -> int:
@@ -98,12 +114,28 @@ class ContainerTemplate:
         return f"http://127.0.0.1:{self.host_ports[local_slot(int(name.rsplit('-', 1)[1])) - 1]}/mcp"
 
     def command_for(self, host_port: int | None) -> tuple[str, ...]:
-        """The command one container runs: the configured one, plus ``--allowed-hosts`` limited to
-        the Host value that the gateway, the probes and direct clients send (``127.0.0.1:<its
-        published port>``), unless the command sets it itself or is empty (the image's own)."""
-        if not self.command or "--allowed-hosts" in self.command or host_port is None:
+        """The command one container runs: the configured one, plus what the pool sets unless the
+        command sets it itself or is empty (the image's own): ``--allowed-hosts`` limited to the
+        Host value that the gateway, the probes and direct clients send (``127.0.0.1:<its
+        published port>``), ``--no-webmcp`` unless ``webmcp``, and ``--idle-timeout`` (ms)."""
+        if not self.command:
             return self.command
-        return (*self.command, "--allowed-hosts", f"127.0.0.1:{host_port}")
+        command = list(self.command)
+        if "--allowed-hosts" not in command and host_port is not None:
+            command += ["--allowed-hosts", f"127.0.0.1:{host_port}"]
+        if not self.webmcp and "--no-webmcp" not in command:
+            command.append("--no-webmcp")
+        if not any(arg == "--idle-timeout" or arg.startswith("--idle-timeout=") for arg in command):
+            command += ["--idle-timeout", str(round(self.idle_timeout_s * 1000))]
+        return tuple(command)
+
+    @property
+    def browser_idle_s(self) -> float | None:
+        """After how long without a call the server closes its browser (None: never), as the
+        command it runs says; the image's own command keeps playwright-mcp's default (1 h). The
+        pool keeps prepared sessions warm inside it."""
+        command = self.command_for(None)
+        return idle_timeout_s(command) if command else PLAYWRIGHT_IDLE_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -267,6 +299,10 @@ class PoolConfig:
             raise ConfigError("container.port", template.port, "must be a TCP port (1-65535)")
         if template.cpus <= 0:
             raise ConfigError("container.cpus", template.cpus, "must be > 0")
+        if template.idle_timeout_s < 0:
+            raise ConfigError(
+                "container.idle_timeout_s", template.idle_timeout_s, "must be >= 0 (0 = the browser never closes for idleness)"
+            )
         for volume in template.volumes:
             if not re.fullmatch(r"[^:]+:/[^:]*(:(ro|rw))?", volume):
                 raise ConfigError("container.volumes", volume, 'must be "host:container[:ro|rw]"')

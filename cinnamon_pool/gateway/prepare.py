@@ -33,9 +33,8 @@ import asyncio
 import contextlib
 import functools
 import json
-import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,17 +137,6 @@ def _answer(response: httpx.Response, request_id: int) -> dict[str, Any]:
     return {}
 
 
-def idle_timeout_s(command: Sequence[str]) -> float | None:
-    """The server's ``--idle-timeout`` (ms on the command line) in seconds; None when not set or 0."""
-    for index, argument in enumerate(command):
-        value = argument.partition("=")[2] if argument.startswith("--idle-timeout=") else None
-        if argument == "--idle-timeout" and index + 1 < len(command):
-            value = command[index + 1]
-        if value is not None and re.fullmatch(r"\d+", value) and int(value) > 0:
-            return int(value) / 1000
-    return None
-
-
 Reporter = Callable[[str, str, list[tuple[str, str]]], None]  # (container, action, details)
 EndSessions = Callable[[str, str], Awaitable[None]]  # (container, token): end what that lease opened
 
@@ -177,7 +165,7 @@ class Preparer:
         self._compare_and_delete = self.client.register_script(COMPARE_AND_DELETE)
         self._compare_and_delete_key = self.client.register_script(COMPARE_AND_DELETE_KEY)
         self._script_keys = self.keys.script_keys(self.host)
-        idle = idle_timeout_s(self.config.container.command)
+        idle = self.config.container.browser_idle_s
         self.keepalive_s = KEEPALIVE_S if idle is None else min(KEEPALIVE_S, idle / 3)
         self.refresh_s = self.config.gateway.prepare_refresh_s if idle is None else min(self.config.gateway.prepare_refresh_s, idle / 2)
         self.identity = f"gateway-{secrets.token_hex(6)}"

@@ -44,10 +44,17 @@ def gateway_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def write_config(
-    config: PoolConfig, path: Path, logs: Path, *, rules: str = "", command: list[str] | None = None, gateway: bool = True
+    config: PoolConfig,
+    path: Path,
+    logs: Path,
+    *,
+    rules: str = "",
+    command: list[str] | None = None,
+    gateway: bool = True,
+    container: str = "",
 ) -> Path:
     """The pool's TOML file; ``rules``: more lines of [rules]; ``command``: the containers'
-    command; ``gateway=False``: direct mode (no gateway)."""
+    command; ``container``: more lines of [container]; ``gateway=False``: direct mode (no gateway)."""
     container_command = "" if command is None else f"command = {json.dumps(command)}\n"
     c, size = config.container, config.pool.initial_size
     path.write_text(
@@ -55,6 +62,7 @@ def write_config(
         f'[pool]\nname = "{config.pool.name}"\nmin_size = {size}\nmax_size = {size}\ninitial_size = {size}\n'
         f'[container]\nimage = "{c.image}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{c.network}"\nhost_port_range = "{c.host_port_range}"\n'
         + container_command
+        + container
         + f"[rules]\ntick_s = 0.5\n{rules}"
         f'[logs]\ndir = "{logs}"\n[metrics]\nport = 0\n[gateway]\nlisten = "{f"127.0.0.1:{free_port()}" if gateway else ""}"\n'
     )
@@ -71,7 +79,8 @@ def supervised_pool(
     playwright_image: str,
     tmp_path: Path,
 ) -> Iterator[Supervised]:
-    """``request.param``: the pool size, or ``{"size": n, "rules": TOML lines, "command": [...], "gateway": False}``."""
+    """``request.param``: the pool size, or ``{"size": n, "rules": TOML lines, "command": [...],
+    "container": TOML lines, "gateway": False}``."""
     options = request.param if isinstance(request.param, dict) else {"size": request.param}
     size, with_gateway = int(options["size"]), bool(options.get("gateway", True))
     config = test_config(pool_cleanup, redis_server, image=playwright_image, network=test_network, size=size)
@@ -80,7 +89,13 @@ def supervised_pool(
         **os.environ,
         "CINNAMON_CONFIG": str(
             write_config(
-                config, tmp_path / "pool.toml", logs, rules=options.get("rules", ""), command=options.get("command"), gateway=with_gateway
+                config,
+                tmp_path / "pool.toml",
+                logs,
+                rules=options.get("rules", ""),
+                command=options.get("command"),
+                gateway=with_gateway,
+                container=options.get("container", ""),
             )
         ),
     }

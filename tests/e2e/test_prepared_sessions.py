@@ -153,3 +153,31 @@ def test_without_a_gateway_supervise_keeps_the_browser_up_between_jobs(supervise
     alive = httpx.post(f"http://127.0.0.1:{port}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
                        headers={**ACCEPT, "mcp-session-id": keeper["session"]}, timeout=10)  # fmt: skip
     assert alive.status_code == 200, "the keeper outlives the jobs' sessions, so the browser stays up"
+
+
+@pytest.mark.parametrize("supervised_pool", [{"size": 1, "container": "idle_timeout_s = 12\n"}], indirect=True)
+def test_a_prepared_session_stays_warm_past_the_servers_idle_timeout(supervised_pool: Supervised) -> None:
+    """playwright-mcp closes an idle browser after --idle-timeout (here 12 s, from the config):
+    the gateway keeps the browser busy and prepares anew inside it, so a job after twice that
+    idle time is handed a live prepared session, its browser still up."""
+    from cinnamon_pool.runtime.docker import DockerRuntime
+
+    pool = ContainerPool(supervised_pool.config)
+    record = pool.store.snapshot().containers["container-001"]
+    assert "--idle-timeout" in DockerRuntime().api.inspect_container(record.container_id)["Config"]["Cmd"]
+    first = prepared_on(pool, "container-001")
+    docker_api = DockerRuntime().api
+
+    def browsers() -> int:
+        return sum("chrom" in " ".join(row) for row in docker_api.top(record.container_id)["Processes"])
+
+    assert browsers() > 0, "the prepared session's browser runs"
+    time.sleep(25)
+    assert browsers() > 0, "the browser closed while idle: a job would start it cold"
+    now = prepared_on(pool, "container-001")
+    assert now["session"] != first["session"], "prepared anew within the idle timeout"
+    with pool.lease("after-idle") as lease:
+        _client, session, _answer = raw_session(lease.endpoint, lease.token)
+        assert session == now["session"], "the job is handed the prepared session, not a cold one"
+    with pool.lease("after-idle-browser") as lease, Browser(lease) as browser:
+        assert "warm" in browser.navigate("data:text/html,<h1>warm</h1>")

@@ -95,3 +95,19 @@ def test_grants_wait_for_one_replica_with_sentinels_and_for_none_without_unless_
     assert PoolConfig.from_tables({"redis": ha}).redis.replicas_to_wait == 1
     assert PoolConfig.from_tables({"redis": {**ha, "wait_replicas": 0}}).redis.replicas_to_wait == 0
     assert PoolConfig.from_tables({"redis": ha}).redis.sentinel_addresses == [("10.0.0.1", 26379), ("10.0.0.2", 26379)]
+
+
+def test_the_pool_turns_webmcp_off_and_passes_the_idle_timeout_unless_told_otherwise() -> None:
+    default = PoolConfig.from_tables({}).container
+    command = default.command_for(3001)
+    assert command[-5:] == ("--allowed-hosts", "127.0.0.1:3001", "--no-webmcp", "--idle-timeout", "3600000")
+    assert default.browser_idle_s == 3600
+    chosen = PoolConfig.from_tables({"container": {"webmcp": True, "idle_timeout_s": 20}}).container
+    assert "--no-webmcp" not in chosen.command_for(3001) and chosen.command_for(3001)[-2:] == ("--idle-timeout", "20000")
+    assert chosen.browser_idle_s == 20
+    own = PoolConfig.from_tables({"container": {"command": ["--headless", "--idle-timeout=90000"]}}).container
+    assert own.command_for(3001).count("--idle-timeout=90000") == 1 and own.browser_idle_s == 90, "the command's own value wins"
+    never = PoolConfig.from_tables({"container": {"idle_timeout_s": 0}}).container
+    assert never.browser_idle_s is None, "0: the browser never closes for idleness"
+    image = PoolConfig.from_tables({"container": {"command": []}}).container
+    assert image.command_for(3001) == () and image.browser_idle_s == 3600, "the image's own command: playwright-mcp's default"

@@ -14,9 +14,9 @@ import pytest
 
 from cinnamon_pool import decode
 from cinnamon_pool.clock import ManualClock
+from cinnamon_pool.config import idle_timeout_s
 from cinnamon_pool.errors import PoolExhausted
 from cinnamon_pool.gateway.app import _initialize_request
-from cinnamon_pool.gateway.prepare import idle_timeout_s
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession, Holder

@@ -140,13 +140,14 @@ def _keep_browsers_up(config: PoolConfig, host: str, election: Any, writer: Any)
     from cinnamon_pool.clock import SYSTEM_CLOCK
     from cinnamon_pool.connect import async_redis_client
     from cinnamon_pool.gateway.prepare import Preparer
+    from cinnamon_pool.logs.actions import LogAction
     from cinnamon_pool.logs.events import action_record
     from cinnamon_pool.logs.format import LogKind
 
     async def nothing_to_end(_name: str, _token: str) -> None:
         return None
 
-    def report(container: str, action: str, details: list[tuple[str, str]]) -> None:
+    def report(container: str, action: LogAction, details: list[tuple[str, str]]) -> None:
         writer.write(LogKind.ERRORS, action_record(SYSTEM_CLOCK.now(), container, action, details, "ERROR"))
 
     async def keep() -> None:

@@ -32,12 +32,15 @@ class ProbeResult:
     ok: bool
     seconds: float
     detail: str = ""
+    timed_out: bool = False  # no answer within the timeout (the seed's "no answer for 5 s")
 
 
 def liveness(endpoint: str, timeout_s: float = 5.0, clock: Clock = SYSTEM_CLOCK) -> ProbeResult:
     started = clock.monotonic()
     try:
         response = httpx.get(endpoint, timeout=timeout_s)
+    except httpx.TimeoutException:
+        return ProbeResult(False, clock.monotonic() - started, f"no answer within {timeout_s:g}s", timed_out=True)
     except httpx.HTTPError as error:
         return ProbeResult(False, clock.monotonic() - started, f"{type(error).__name__}: {error}")
     elapsed = clock.monotonic() - started

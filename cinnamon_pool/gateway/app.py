@@ -33,6 +33,7 @@ from cinnamon_pool.gateway.proxy import forwarded_headers, open_upstream, read_b
 from cinnamon_pool.gateway.sessions import LeaseSessions
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.toolcalls import ToolCalls, is_tool_call, reports_error
+from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
@@ -267,7 +268,7 @@ class Gateway:
             upstream = self._upstream(name)
             await asyncio.gather(*(upstream.end(session) for session in opened))
 
-    def _note(self, container: str, action: str, details: list[tuple[str, str]]) -> None:
+    def _note(self, container: str, action: LogAction, details: list[tuple[str, str]]) -> None:
         self.writer.write(LogKind.ERRORS, action_record(self.clock.now(), container, action, details, "ERROR"))
 
     async def metrics(self, _request: Request) -> Response:
@@ -295,11 +296,13 @@ class Gateway:
         details = [("Reason", refusal.reason), ("Status", str(refusal.status)), ("Client", client), ("Detail", refusal.message)]
         if refusal.status in {502, 503}:
             record = action_record(
-                self.clock.now(), refusal.container or "pool", "ERROR_OCCURRED", [("Error", refusal.message), *details[1:]], "ERROR"
+                self.clock.now(), refusal.container or "pool", LogAction.ERROR_OCCURRED, [("Error", refusal.message), *details[1:]], "ERROR"
             )
             self.writer.write(LogKind.ERRORS, record)
         else:
-            self.writer.write(LogKind.POOL, action_record(self.clock.now(), refusal.container or "pool", "ACCESS_DENIED", details, "WARN"))
+            self.writer.write(
+                LogKind.POOL, action_record(self.clock.now(), refusal.container or "pool", LogAction.ACCESS_DENIED, details, "WARN")
+            )
 
     # -- ended leases ------------------------------------------------------------------------
     async def _watch_leases(self) -> None:

@@ -51,6 +51,7 @@ from cinnamon_pool.gateway.sessions import COMPARE_AND_DELETE
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import COMPARE_AND_DELETE_KEY, Op, source
+from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession
 
 # Asked for when preparing; a server that does not know it answers with its own newest version.
@@ -137,7 +138,7 @@ def _answer(response: httpx.Response, request_id: int) -> dict[str, Any]:
     return {}
 
 
-Reporter = Callable[[str, str, list[tuple[str, str]]], None]  # (container, action, details)
+Reporter = Callable[[str, LogAction, list[tuple[str, str]]], None]  # (container, action, details)
 EndSessions = Callable[[str, str], Awaitable[None]]  # (container, token): end what that lease opened
 
 
@@ -317,7 +318,7 @@ class Preparer:
             result, detail = "failed", f"{type(error).__name__}: {error}"[:300]
             failures = self.retry.get(name, (0, 0.0))[0] + 1
             self.retry[name] = (failures, self.clock.monotonic() + backoff.after(backoff.PREPARE_FAILED, failures))
-            self.report(name, "ERROR_OCCURRED", [("Error", f"preparing the next session failed: {detail}"), ("Context", "prepare")])
+            self.report(name, LogAction.ERROR_OCCURRED, [("Error", f"preparing the next session failed: {detail}"), ("Context", "prepare")])
         if released:
             self.unanswered[name] = [name, purpose, result, detail, f"{(self.clock.monotonic() - started) * 1000:.1f}"]
             with contextlib.suppress(redis.RedisError):  # sent again by the loop (the supervisor's time-out is the last resort)

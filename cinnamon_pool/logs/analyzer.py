@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.format import LogRecord
 
 SCHEMA_VERSION = 2  # of ``report --json`` (docs/report.md)
@@ -261,7 +262,7 @@ class Analyzer:
             minute_of = self._minute_of = (at.minute, at.hour, at.day, at.month, at.year, key)
         minute = minute_of[5]
         action = record.action
-        if action == "RELEASED" and box is not None:
+        if action == LogAction.RELEASED and box is not None:
             box.tests += 1
             self.jobs_by_minute[minute] += 1
             outcome = get("Outcome", "")
@@ -286,23 +287,23 @@ class Analyzer:
                     box.console_errors += int(job[4])
             box.infra_errors += outcome == "infra_error"
             box.test_failures += outcome == "test_failed"
-        elif action == "ALLOCATED":
+        elif action == LogAction.ALLOCATED:
             wait = _seconds(get("Wait Time", ""))
             if wait is not None:
                 self.wait_buckets[_bucket(wait, WAIT_BUCKETS_S)] += 1
-        elif (action == "CONTAINER_RESTART" or action == "CONTAINER_REPLACED") and box is not None:
+        elif (action == LogAction.CONTAINER_RESTART or action == LogAction.CONTAINER_REPLACED) and box is not None:
             reason = get("Reason", "")
             code = reason or "unknown"
-            if action == "CONTAINER_RESTART":
+            if action == LogAction.CONTAINER_RESTART:
                 box.restarts[code] += 1
             else:
                 code = _PARENTHESES.sub("", code)  # 'container exited (exit 137)' -> 'container exited'
                 box.replaced[code] += 1
             box.end_life()
-            box.marks.append((at.timestamp(), code if action == "CONTAINER_RESTART" else f"replaced: {code}"))
-        elif action == "CONTAINER_STARTED" and box is not None and box.life.n:
+            box.marks.append((at.timestamp(), code if action == LogAction.CONTAINER_RESTART else f"replaced: {code}"))
+        elif action == LogAction.CONTAINER_STARTED and box is not None and box.life.n:
             box.end_life()
-        if action == "ERROR_OCCURRED" or action == "MARKED_UNHEALTHY":
+        if action == LogAction.ERROR_OCCURRED or action == LogAction.MARKED_UNHEALTHY:
             error_type, context = get("Error Type", ""), get("Context", "")
             error_text, reason = get("Error", ""), get("Reason", "")
             self.errors_by_minute[minute] += 1

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 
 from cinnamon_pool.events import EventKind, LeaseEvent
+from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.format import LogKind, LogRecord
 
 _TOKEN = re.compile(r"\b[0-9a-f]{16}:\d+:[0-9a-f]{16}\b")
@@ -53,6 +54,7 @@ def uptime(value_s: float) -> str:
 RESTART_REASONS = (  # (the seed's reason code, what the reason text starts with)
     ("error_threshold_exceeded", ("error_threshold",)),
     ("memory_limit_exceeded", ("memory ",)),
+    ("response_timeout", ("no answer to a probe",)),  # the seed's 응답 지연: no answer for 5 s
     ("health_check_failed", ("probe took", "failed probes")),
     ("unresponsive", ("unresponsive",)),
     ("leftover_processes", ("browser left running",)),
@@ -88,7 +90,7 @@ def restart_details(reason: str, memory_mb: float | None, error_count: int, upti
     return [*details, ("Detail", reason)]
 
 
-def action_record(at: _dt.datetime, subject: str, action: str, details: list[tuple[str, str]], level: str = "INFO") -> LogRecord:
+def action_record(at: _dt.datetime, subject: str, action: LogAction, details: list[tuple[str, str]], level: str = "INFO") -> LogRecord:
     return LogRecord(at.replace(microsecond=0), level, subject, action, tuple((key, redact(value)) for key, value in details))
 
 
@@ -125,7 +127,7 @@ def _event_record(
             details.append(("Worker", event.text("worker")))
         if event.number("wait_ms"):
             details.append(("Wait Time", f"{event.number('wait_ms') / 1000:.3f}s"))
-        return [(LogKind.USAGE, LogRecord(at, "INFO", name, "ALLOCATED", tuple(details)))]
+        return [(LogKind.USAGE, LogRecord(at, "INFO", name, LogAction.ALLOCATED, tuple(details)))]
 
     if event.kind is EventKind.RELEASED:
         return _released(at, event, memory_detail, error_threshold, memory if memory_after is None else memory_after, peak_mb)
@@ -133,10 +135,10 @@ def _event_record(
     if event.kind is EventKind.REVOKED and event.text("reason") in {"expired", "hard cap"}:
         held_s = event.number("duration_ms") / 1000
         expired = (("Test Run", event.text("test_run_id")), ("Reason", event.text("reason")), ("Held For", f"{held_s:.2f}s"))
-        return [(LogKind.POOL, LogRecord(at, "WARN", name, "LEASE_EXPIRED", expired))]
+        return [(LogKind.POOL, LogRecord(at, "WARN", name, LogAction.LEASE_EXPIRED, expired))]
 
     if event.kind is EventKind.SCALED and event.has("from"):  # (not the first size a host stores)
-        action = "POOL_EXPANDED" if event.number("to") > event.number("from") else "POOL_SHRUNK"
+        action = LogAction.POOL_EXPANDED if event.number("to") > event.number("from") else LogAction.POOL_SHRUNK
         details = [
             ("Host", event.text("host")),
             ("From", event.text("from") or "-"),
@@ -162,16 +164,18 @@ def _released(
     errors = f"{event.number('error_count')}/{threshold}"
     details = [("Test Run", run), ("Outcome", outcome), ("Duration", f"{duration_s:.2f}s"), *memory, ("Consecutive Errors", errors)]
     details += _job_figures(event, peak_mb)
-    out = [(LogKind.USAGE, LogRecord(at, "INFO", name, "RELEASED", tuple(details)))]
+    out = [(LogKind.USAGE, LogRecord(at, "INFO", name, LogAction.RELEASED, tuple(details)))]
     cleanup_ms = event.decimal("cleanup_ms")
     if cleanup_ms is not None:
         cleanup = [("Test Run", run), ("Cleanup Duration", seconds(cleanup_ms / 1000))]
         cleanup += [("Memory After Cleanup", f"{memory_after:.0f}MB")] if memory_after is not None else []
         cleanup += [("Result", event.text("cleanup_note"))]
-        out.append((LogKind.USAGE, LogRecord(at, "INFO", name, "CLEANUP_COMPLETED", tuple(cleanup))))
+        out.append((LogKind.USAGE, LogRecord(at, "INFO", name, LogAction.CLEANUP_COMPLETED, tuple(cleanup))))
     if outcome in {"infra_error", "test_failed"}:
         error = [("Test Run", run), ("Error", event.text("error") or outcome), ("Context", event.text("context") or "job")]
         error += [("Consecutive Errors", errors), ("Error Type", outcome)]
         error += [("Artifacts", event.text("artifacts"))] if event.has("artifacts") else []
-        out.append((LogKind.ERRORS, LogRecord(at, "ERROR" if outcome == "infra_error" else "WARN", name, "ERROR_OCCURRED", tuple(error))))
+        out.append(
+            (LogKind.ERRORS, LogRecord(at, "ERROR" if outcome == "infra_error" else "WARN", name, LogAction.ERROR_OCCURRED, tuple(error)))
+        )
     return out

@@ -15,6 +15,7 @@ from cinnamon_pool.clock import Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import RuntimeUnavailable
 from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.events import restart_details, restart_reason
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.model import ContainerRecord, ContainerState, container_name, local_slot
@@ -61,7 +62,7 @@ class Actuator:
         self.journal.record(
             LogKind.ERRORS if level == "ERROR" else LogKind.POOL,
             change.name,
-            f"MARKED_{change.state.value.upper()}",
+            LogAction.marked(change.state),
             [("Reason", change.reason)],
             level=level,
         )
@@ -105,7 +106,7 @@ class Actuator:
         if self.metrics is not None:
             self.metrics.replacements.labels(self.pool, reason_label(action.reason.removeprefix("container "))).inc()
         details = [("Reason", reason), ("Old Container", action.container_id[:12])]
-        self.journal.record(LogKind.POOL, container_name(action.slot), "CONTAINER_REPLACED", details, level="WARN")
+        self.journal.record(LogKind.POOL, container_name(action.slot), LogAction.CONTAINER_REPLACED, details, level="WARN")
         self._create(Create(action.slot, "replace"))
 
     def _register(self, action: Register) -> None:
@@ -129,7 +130,7 @@ class Actuator:
         details = [("Container ID", container.container_id[:12]), ("Endpoint", record.endpoint)]
         if created is not None:
             details.append(("Startup Time", f"{self.clock.monotonic() - created:.2f}s"))
-        self.journal.record(LogKind.POOL, name, "CONTAINER_STARTED", details)
+        self.journal.record(LogKind.POOL, name, LogAction.CONTAINER_STARTED, details)
 
     def _job_endpoint(self, name: str, container: ObservedContainer) -> str:
         """What jobs get: the gateway's URL for this container, or its own without a gateway."""
@@ -144,19 +145,19 @@ class Actuator:
         self.state.created_at[action.slot] = self.clock.monotonic()
         up_s = self.clock.now().timestamp() - action.started_at if action.started_at else None
         details = restart_details(action.reason, self.state.memory_mb.get(action.name), action.error_count, up_s)
-        self.journal.record(LogKind.POOL, action.name, "CONTAINER_RESTART", details, level="WARN")
+        self.journal.record(LogKind.POOL, action.name, LogAction.CONTAINER_RESTART, details, level="WARN")
 
     def _deregister(self, action: Deregister) -> None:
         self.store.deregister(action.name, action.reason)
         self.state.forget_container(action.name)
         if action.untrusted:
             details = [("Error", action.reason), ("Action", "record dropped; Docker was not touched")]
-            self.journal.record(LogKind.ERRORS, action.name, "ERROR_OCCURRED", details, level="ERROR")
+            self.journal.record(LogKind.ERRORS, action.name, LogAction.ERROR_OCCURRED, details, level="ERROR")
 
     def _remove_orphan(self, action: RemoveOrphan) -> None:
         self.runtime.remove(action.container_id)
         details = [("Container", action.container_id[:12]), ("Reason", action.reason)]
-        self.journal.record(LogKind.POOL, "pool", "ORPHAN_REMOVED", details, level="WARN")
+        self.journal.record(LogKind.POOL, "pool", LogAction.ORPHAN_REMOVED, details, level="WARN")
 
     def _retire(self, action: Retire) -> None:
         retired = action.name is None or self.store.deregister(action.name, action.reason, only_if_unleased=True)
@@ -165,4 +166,4 @@ class Actuator:
         self.runtime.remove(action.container_id)
         if action.name is not None:
             self.state.forget_container(action.name)
-        self.journal.record(LogKind.POOL, action.name or "pool", "CONTAINER_REMOVED", [("Reason", action.reason)])
+        self.journal.record(LogKind.POOL, action.name or "pool", LogAction.CONTAINER_REMOVED, [("Reason", action.reason)])

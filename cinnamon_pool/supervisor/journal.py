@@ -14,6 +14,7 @@ from cinnamon_pool.clock import Clock
 from cinnamon_pool.errors import ImageMissing, ImageRejected, RuntimeUnavailable
 from cinnamon_pool.events import EventKind, LeaseEvent
 from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.events import action_record, event_record
 from cinnamon_pool.logs.files import archive_earlier_months
 from cinnamon_pool.logs.format import LogKind
@@ -42,7 +43,7 @@ class Journal:
         self._last_error: tuple[str, float] | None = None
         self._archived_month: tuple[int, int] | None = None
 
-    def record(self, kind: LogKind, subject: str, action: str, details: list[tuple[str, str]], level: str = "INFO") -> None:
+    def record(self, kind: LogKind, subject: str, action: LogAction, details: list[tuple[str, str]], level: str = "INFO") -> None:
         self.writer.write(kind, action_record(self.clock.now(), subject, action, details, level))
 
     def lease_events(self, memory_mb: Mapping[str, float]) -> int:
@@ -75,7 +76,7 @@ class Journal:
         details = [("Error", f"bad value in Redis: {value.reason}"), ("Key", value.key)]
         details += [("Field", value.field)] if value.field else []
         details += [("Value", value.value), ("Action", "skipped and dropped")]
-        self.record(LogKind.ERRORS, "pool", "ERROR_OCCURRED", details, level="ERROR")
+        self.record(LogKind.ERRORS, "pool", LogAction.ERROR_OCCURRED, details, level="ERROR")
 
     def error(self, error: Exception) -> None:
         """One ERROR_OCCURRED record and stderr line per kind of error per minute."""
@@ -95,7 +96,7 @@ class Journal:
             kind = "redis"
         else:
             kind = "pool"
-        self.record(LogKind.ERRORS, "pool", "ERROR_OCCURRED", [("Error Type", kind), ("Error", message)], level="ERROR")
+        self.record(LogKind.ERRORS, "pool", LogAction.ERROR_OCCURRED, [("Error Type", kind), ("Error", message)], level="ERROR")
         logger.error("{}: {}", kind, message)
 
     def archive(self) -> None:

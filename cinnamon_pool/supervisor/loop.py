@@ -26,6 +26,7 @@ from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, Runtime
 from cinnamon_pool.health import liveness, readiness
 from cinnamon_pool.lease.replication import Lineage, lost_writes
 from cinnamon_pool.lease.store import LeaseStore
+from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.model import SLOTS_PER_HOST, ContainerState, PoolSnapshot, Rejected
@@ -309,7 +310,7 @@ class Supervisor:
             return False
         if not policy.min_size <= wanted <= policy.max_size:
             details = [("Error", f"scale {wanted} refused: outside pool.min_size..max_size ({policy.min_size}..{policy.max_size})")]
-            self.journal.record(LogKind.ERRORS, "pool", "ERROR_OCCURRED", [*details, ("Context", "scale")], level="ERROR")
+            self.journal.record(LogKind.ERRORS, "pool", LogAction.ERROR_OCCURRED, [*details, ("Context", "scale")], level="ERROR")
             self.store.drop_size_request(host, raw)
             return False
         self.store.set_size(host, wanted, "operator: cinnamon-pool scale")
@@ -323,7 +324,7 @@ class Supervisor:
         leading = self.election.step()
         if leading != self._was_leading:
             self._was_leading = leading
-            state = "LEADER_ELECTED" if leading else "LEADER_STANDBY"
+            state = LogAction.LEADER_ELECTED if leading else LogAction.LEADER_STANDBY
             self.journal.record(
                 LogKind.POOL,
                 "pool",
@@ -388,7 +389,7 @@ class Supervisor:
                 self.journal.record(
                     LogKind.POOL,
                     name,
-                    "PREPARE_TIMEOUT",
+                    LogAction.PREPARE_TIMEOUT,
                     [("Reason", f"no prepared session within {timeout:g}s; offered cold")],
                     level="WARN",
                 )
@@ -408,7 +409,7 @@ class Supervisor:
         self.journal.record(
             LogKind.ERRORS,
             "pool",
-            "ERROR_OCCURRED",
+            LogAction.ERROR_OCCURRED,
             [("Error", f"redis lost writes in a failover: {why}"), ("Action", "dropping the pool state and recycling every container")],
             level="ERROR",
         )
@@ -422,7 +423,7 @@ class Supervisor:
             self.journal.record(
                 LogKind.ERRORS,
                 "pool",
-                "ERROR_OCCURRED",
+                LogAction.ERROR_OCCURRED,
                 [("Error", "redis lost the pool state (epoch changed)"), ("Action", "recycling every container")],
                 level="ERROR",
             )

@@ -104,13 +104,13 @@ class Observer:
         return World(observation, snapshot, memory, cpu, processes, self._health(state, serving), live, held)
 
     def _health(self, state: SupervisorState, serving: dict[str, ObservedContainer]) -> dict[str, Probe]:
-        """Probe the serving containers whose interval is due, in parallel, with twice the
-        timeout, so that a slow answer is told apart from no answer."""
+        """Probe the serving containers whose interval is due, in parallel, each waiting
+        ``health_timeout_s`` for its answer (the rules restart one that gives none in time)."""
         now, interval = self.clock.monotonic(), self.config.rules.health_interval_s
         due = [name for name in sorted(serving) if now - state.probed_at.get(name, float("-inf")) >= interval]
-        timeout = 2 * self.config.rules.health_timeout_s
+        timeout = self.config.rules.health_timeout_s
         results = self._probes.map(lambda name: self._liveness(self.endpoint(serving[name]), timeout), due)
-        return {name: Probe(result.ok, result.seconds, result.detail) for name, result in zip(due, results, strict=True)}
+        return {name: Probe(r.ok, r.seconds, r.detail, r.timed_out) for name, r in zip(due, results, strict=True)}
 
     def endpoint(self, container: ObservedContainer) -> str:
         """The container's MCP URL on this host, from the engine's port mapping (or the slot's

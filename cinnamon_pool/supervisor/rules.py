@@ -1,9 +1,11 @@
 """The container rules, as pure functions: readings in, state changes out.
 
 - memory over ``max_memory_mb`` -> draining (restarted when released, never mid-lease);
-- a health probe slower than ``health_timeout_s`` -> unhealthy at once, unless every probe of
-  the round (two or more) was slow: then the supervisor's own host is busy, and replacing the
-  whole pool would only add load (a slow probe then counts as a failed one instead);
+- no answer to a health probe within ``health_timeout_s`` (the seed's "no answer for 5 s:
+  restart") -> draining, as for memory: restarted at once when free, when released when leased;
+  unless every probe of the round (two or more) went unanswered in time: then the supervisor's
+  own host is busy, and restarting the whole pool would only add load (each then counts as a
+  failed probe instead);
 - ``health_failures`` failed probes in a row -> unhealthy (the plan then replaces it);
 - a free container running more than ``residue_processes`` processes above its idle count
   (a browser a job left open) -> restart, if it is still free;
@@ -36,6 +38,11 @@ class Probe:
     ok: bool
     seconds: float
     detail: str = ""
+    timed_out: bool = False
+
+    def late(self, timeout_s: float) -> bool:
+        """Not answered within ``timeout_s``: no answer in time, or an answer after it."""
+        return self.timed_out or (self.ok and self.seconds > timeout_s)
 
 
 @dataclass(frozen=True)
@@ -56,20 +63,22 @@ def judge(
     """State changes for this tick, and the consecutive probe failures carried to the next."""
     changes: list[StateChange] = []
     carried: dict[str, int] = {}
-    answered = [p for p in probes.values() if p.ok]
-    host_busy = len(answered) >= 2 and all(p.seconds > policy.health_timeout_s for p in answered)
+    timed = [p for p in probes.values() if p.ok or p.timed_out]
+    host_busy = len(timed) >= 2 and all(p.late(policy.health_timeout_s) for p in timed)
     for name, record in sorted(records.items()):
         if record.state not in SERVING:
             continue
         count = failures.get(name, 0)
         probe = probes.get(name)
         if probe is not None:
-            if probe.ok and probe.seconds > policy.health_timeout_s and not host_busy:
-                changes.append(
-                    StateChange(name, ContainerState.UNHEALTHY, f"probe took {probe.seconds:.1f}s (> {policy.health_timeout_s:g}s)")
-                )
+            late = probe.late(policy.health_timeout_s)
+            if late and not host_busy:
+                if record.state is not ContainerState.DRAINING:
+                    said = probe.detail if probe.timed_out else f"answered after {probe.seconds:.1f}s"
+                    reason = f"no answer to a probe within {policy.health_timeout_s:g}s ({said})"
+                    changes.append(StateChange(name, ContainerState.DRAINING, reason))
                 continue
-            slow = probe.ok and probe.seconds > policy.health_timeout_s  # and so was every other one
+            slow = late  # and so was every other probe of the round
             count = 0 if probe.ok and not slow else count + 1
             if count >= policy.health_failures:
                 detail = f"the last took {probe.seconds:.1f}s, like every probe of its round" if slow else probe.detail

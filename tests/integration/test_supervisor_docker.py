@@ -211,20 +211,30 @@ def test_three_infra_errors_in_a_row_restart_the_container(start: Starter) -> No
     assert running.store.snapshot().containers["container-001"].error_count == 0
 
 
-def test_a_hung_container_is_replaced_after_three_failed_probes(start: Starter) -> None:
-    running = start(health_interval_s=0.2, health_timeout_s=0.3, health_failures=3)
+def test_a_container_that_does_not_answer_in_time_is_restarted_at_once_or_drained_while_leased(start: Starter) -> None:
+    """The seed: no answer for health_timeout_s restarts the container; not after 3 probes, and
+    never mid-lease (draining, as for memory)."""
+    running = start(health_interval_s=0.2, health_timeout_s=0.5, health_failures=3)
     eventually(lambda: len(running.free()) == 2, what="pool ready")
-    hung = running.store.snapshot().containers["container-002"]
-    fake(hung.endpoint, {"mode": "hang"})
+    snapshot = running.store.snapshot()
+    hung, busy = snapshot.containers["container-002"], snapshot.containers["container-001"]
+    grant = running.store.acquire(Holder("holds-001"), timeout_s=10)
+    assert grant.name == "container-001"
+    fake(hung.endpoint, {"mode": "hang"})  # one at a time: every probe of a round late means a busy host
 
-    def replaced() -> bool:
-        record = running.store.snapshot().containers.get("container-002")
-        return record is not None and record.container_id != hung.container_id and record.state.value == "available"
+    def restarted(name: str, before: int) -> bool:
+        record = running.store.snapshot().containers.get(name)
+        return record is not None and record.restarts > before and record.state.value == "available"
 
-    eventually(replaced, what="the hung container replaced")
-    assert any(reason.startswith("3 failed probes") for reason in pool_log(running, "MARKED_UNHEALTHY")), pool_log(
-        running, "MARKED_UNHEALTHY"
-    )
+    eventually(lambda: restarted("container-002", hung.restarts), what="the hung free container restarted")
+    assert running.store.snapshot().containers["container-002"].container_id == hung.container_id, "in place, not replaced"
+    assert "response_timeout" in pool_log(running, "CONTAINER_RESTART"), pool_log(running, "CONTAINER_RESTART")
+    fake(busy.endpoint, {"mode": "hang"})
+    eventually(lambda: running.store.snapshot().containers["container-001"].state.value == "draining", what="the leased one drained")
+    time.sleep(1.0)
+    assert running.store.snapshot().containers["container-001"].restarts == busy.restarts, "not restarted mid-lease"
+    running.store.release(grant.name, grant.token)
+    eventually(lambda: restarted("container-001", busy.restarts), what="the hung leased container restarted once released")
 
 
 def test_a_foreign_container_id_in_redis_gets_no_docker_call(
@@ -382,7 +392,7 @@ def test_an_oom_killed_container_is_replaced_and_the_log_says_so(start: Starter,
     assert running.store.snapshot().containers["container-001"].container_id != victim.container_id
 
 
-def test_a_paused_container_is_replaced_as_unhealthy(start: Starter, docker_client: docker.DockerClient) -> None:
+def test_a_paused_container_is_replaced(start: Starter, docker_client: docker.DockerClient) -> None:
     running = start(health_interval_s=0.2, health_timeout_s=0.3, health_failures=3)
     eventually(lambda: len(running.free()) == 2, what="pool ready")
     victim = running.store.snapshot().containers["container-002"]

@@ -8,6 +8,7 @@ import datetime as _dt
 from pathlib import Path
 
 from cinnamon_pool.events import EventKind, LeaseEvent
+from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.events import action_record, event_record, restart_details
 from cinnamon_pool.logs.format import LogRecord, parse, render
 
@@ -56,7 +57,7 @@ def produced() -> list[LogRecord]:
     restart = action_record(
         _dt.datetime.fromisoformat("2025-01-08 14:40:10"),
         "container-002",
-        "CONTAINER_RESTART",
+        LogAction.CONTAINER_RESTART,
         restart_details("error_threshold", 420.0, 3, 45 * 60 + 12),
         level="WARN",
     )

@@ -36,9 +36,22 @@ def test_three_failed_probes_in_a_row_make_it_unhealthy_and_a_success_resets() -
     assert history == [[], [], [], [], [], [ContainerState.UNHEALTHY]]
 
 
-def test_one_probe_slower_than_the_timeout_makes_it_unhealthy() -> None:
-    changes, _ = judge({"container-001": rec(1)}, {}, {"container-001": Probe(True, 5.5)}, {}, POLICY)
-    assert changes == [StateChange("container-001", ContainerState.UNHEALTHY, "probe took 5.5s (> 5s)")]
+def test_no_answer_within_the_timeout_restarts_a_free_container_and_drains_a_leased_one() -> None:
+    """The seed: a container that does not answer for 5 s is restarted; as for the memory rule,
+    never mid-lease (draining restarts a free one at once, a leased one when released)."""
+    records = {"container-001": rec(1), "container-002": rec(2, ContainerState.ALLOCATED), "container-003": rec(3)}
+    probes = {
+        "container-001": Probe(True, 5.5),
+        "container-002": Probe(False, 5.0, "no answer within 5s", timed_out=True),
+        "container-003": Probe(True, 0.1),
+    }
+    changes, _ = judge(records, {}, probes, {}, POLICY)
+    assert changes == [
+        StateChange("container-001", ContainerState.DRAINING, "no answer to a probe within 5s (answered after 5.5s)"),
+        StateChange("container-002", ContainerState.DRAINING, "no answer to a probe within 5s (no answer within 5s)"),
+    ], "one late probe is enough, not 3 failures"
+    draining = {"container-002": rec(2, ContainerState.DRAINING)}
+    assert judge(draining, {}, {"container-002": probes["container-002"]}, {}, POLICY)[0] == [], "already draining"
 
 
 def test_when_every_probe_of_a_round_is_slow_the_host_is_busy_and_nothing_is_replaced_at_once() -> None:

@@ -19,7 +19,7 @@ from loguru import logger
 from cinnamon_pool import __version__, console
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import unavailable
-from cinnamon_pool.errors import CinnamonError, ConfigError, RuntimeUnavailable, StoreUnavailable
+from cinnamon_pool.errors import CinnamonError, ConfigError, InvalidIdentifier, RuntimeUnavailable, StoreUnavailable
 
 GRACEFUL_SHUTDOWN_S = 10  # a stopping gateway waits this long for open requests and streams, then cuts them
 
@@ -446,6 +446,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """API keys for leases on connect: create prints only the key; list; revoke."""
+    from cinnamon_pool.connect import redis_client
+    from cinnamon_pool.lease.apikeys import ApiKeys
+
+    config = _config(args)
+    client = redis_client(config.redis, socket_timeout=10)
+    keys = ApiKeys(client, config.pool.name)
+    if args.keys_command == "create":
+        print(keys.create(args.name, args.max_sessions))
+        return 0
+    if args.keys_command == "revoke":
+        if not keys.revoke(args.name):
+            print(f"cinnamon-pool keys revoke: no key named {args.name!r} in pool {config.pool.name!r}", file=sys.stderr)
+            return 1
+        print(f"key {args.name!r} revoked: its open sessions end within a second")
+        return 0
+    listed = keys.list()
+    open_now = keys.open_sessions()
+    if args.json:
+        print(json.dumps([{**key.to_json(), "open_sessions": open_now.get(key.name, 0)} for key in listed], indent=2))
+        return 0
+    row = "{:<24} {:>12} {:>9} {:<20} {:<20}"
+    print(row.format("NAME", "MAX SESSIONS", "OPEN NOW", "CREATED", "LAST USED"))
+    for key in listed:
+        print(row.format(key.name, key.max_sessions, open_now.get(key.name, 0), _ms(key.created_ms), _ms(key.last_used_ms)))
+    return 0
+
+
+def _ms(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000).isoformat(sep=" ", timespec="seconds") if ms else "-"
+
+
 def _parse_day(option: str, text: str | None) -> Any:
     import datetime as dt
 
@@ -514,6 +549,16 @@ def build_parser() -> argparse.ArgumentParser:
     drain = commands.add_parser(parents=after, name="drain", help="stop granting; remove containers as they are released")
     drain.add_argument("--undo", action="store_true", help="grant again and let the supervisor refill the pool")
     drain.set_defaults(run=cmd_drain)
+    keys = commands.add_parser(parents=after, name="keys", help="API keys for MCP clients that lease on connect")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_commands.add_parser("create", parents=after, help="create a key; prints only the key")
+    create.add_argument("name", metavar="NAME", help="1-63 of a-z 0-9 _ -")
+    create.add_argument("--max-sessions", type=int, default=4, metavar="N", help="sessions open at once with this key (default 4)")
+    listing = keys_commands.add_parser("list", parents=after, help="name, max sessions, open now, created, last used")
+    listing.add_argument("--json", action="store_true")
+    revoke = keys_commands.add_parser("revoke", parents=after, help="revoke a key; its open sessions end")
+    revoke.add_argument("name", metavar="NAME")
+    keys.set_defaults(run=cmd_keys)
     report = commands.add_parser(parents=after, name="report", help="analyze the log files: per container, errors, pool figures")
     report.add_argument("--since", metavar="YYYY-MM-DD")
     report.add_argument("--until", metavar="YYYY-MM-DD", help="inclusive")
@@ -527,8 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
 DAEMONS = {"supervise", "gateway"}  # their diagnostics go through loguru (console.py)
 
 
-# Errors of the surroundings (configuration, Redis, Docker): exit 2, as argparse does for usage.
-SURROUNDINGS = (ConfigError, StoreUnavailable, RuntimeUnavailable)
+# Bad input and errors of the surroundings (configuration, a bad name, Redis, Docker): exit 2, as
+# argparse does for usage; other refusals exit 1.
+SURROUNDINGS = (ConfigError, InvalidIdentifier, StoreUnavailable, RuntimeUnavailable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

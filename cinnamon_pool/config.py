@@ -181,6 +181,10 @@ class GatewaySettings:
     prepare: bool = True
     prepare_timeout_s: float = 20.0  # a release waits at most this for the next session, then is offered anyway
     prepare_refresh_s: float = 600.0  # a prepared session idle this long is made anew
+    # Leases on connect (gateway/connect.py): an MCP client with an API key gets a container.
+    session_acquire_timeout_s: float = 60.0  # an initialize waits this long for a container, then 503
+    session_idle_s: float = 60.0  # a session with no request in flight or within this long ends
+    max_waiting_sessions: int = 100  # initializes waiting on one gateway; past it, 503 at once
 
     @property
     def prepares(self) -> bool:

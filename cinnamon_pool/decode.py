@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 from cinnamon_pool.errors import CinnamonError, InvalidIdentifier
 from cinnamon_pool.events import MAX_TEXT, SCHEMA, EventKind, FieldType, LeaseEvent
 from cinnamon_pool.model import (
+    ApiKey,
+    ConnectSession,
     ContainerRecord,
     ContainerState,
     Grant,
@@ -30,6 +32,8 @@ from cinnamon_pool.model import (
     validate_docker_id,
     validate_endpoint,
     validate_host,
+    validate_key_name,
+    validate_test_run_id,
     validate_token,
 )
 
@@ -202,6 +206,36 @@ def lease_sessions(field: object, raw: object) -> tuple[str, list[str]]:
     if not isinstance(sessions, list) or not all(isinstance(s, str) and SESSION_ID.fullmatch(s) for s in sessions):
         raise BadValue("sessions must be a list of session ids (1-128 visible ASCII characters)")
     return _checked(validate_token, data.get("token")), sessions
+
+
+def api_key(raw: object) -> ApiKey:
+    """An API key's record (``keys create`` wrote it): name, max sessions, created."""
+    if len(_bytes(raw)) > MAX_SESSION_JSON:
+        raise BadValue(f"API key JSON is over {MAX_SESSION_JSON} bytes")
+    data = json_object(raw, "API key")
+    return ApiKey(
+        name=_checked(validate_key_name, data.get("name")),
+        max_sessions=integer(data.get("max_sessions"), "max_sessions", minimum=1),
+        created_ms=integer(data.get("created_ms"), "created_ms", minimum=0),
+    )
+
+
+def connect_session(field: object, raw: object) -> ConnectSession:
+    """An on-connect session's binding, as a gateway wrote it."""
+    session = text(field, "session id", 128)
+    if not SESSION_ID.fullmatch(session):
+        raise BadValue(f"session id {shorten(session)!r} is not 1-128 visible ASCII characters")
+    if len(_bytes(raw)) > MAX_SESSION_JSON:
+        raise BadValue(f"connect session JSON is over {MAX_SESSION_JSON} bytes")
+    data = json_object(raw, "connect session")
+    return ConnectSession(
+        session=session,
+        key=_checked(validate_key_name, data.get("key")),
+        container=_checked(validate_container_name, data.get("container")),
+        token=_checked(validate_token, data.get("token")),
+        test_run_id=_checked(validate_test_run_id, data.get("test_run_id")),
+        opened_ms=integer(data.get("opened_ms"), "opened_ms", minimum=0),
+    )
 
 
 def grant(raw: object) -> Grant:

@@ -28,6 +28,12 @@ scripts receive them in KEYS. The schema, in one place:
   cinnamon:{P}:lease_sessions hash   name -> {"token", "sessions"}: the MCP sessions that lease opened or was handed
   cinnamon:{P}:sessions      hash    "prepared|<name>" / "keeper|<name>" -> MCP session JSON held by the host's
                                      gateway (gateway/prepare.py); taken (HDEL) by exactly one job's initialize
+  cinnamon:{P}:api_keys      hash    SHA-256 of an API key -> its record JSON {name, max_sessions, created_ms}
+                                     (never the key itself: lease/apikeys.py)
+  cinnamon:{P}:api_key_names hash    key name -> the SHA-256 its key hashes to (names are unique)
+  cinnamon:{P}:api_key_used  hash    key name -> ms it last opened a session (plain data)
+  cinnamon:{P}:connect_sessions hash MCP session id -> the on-connect session JSON {key, container, token,
+                                     test_run_id, opened_ms}: which lease a client's session lives on
 
 The Lua scripts receive the keys in the order of :data:`SCRIPT_KEYS`; ``lease/scripts.py``
 generates each script's ``local K_... = KEYS[i]`` prelude from it, so the order is written once.
@@ -175,6 +181,22 @@ class PoolKeys:
     @property
     def lease_sessions(self) -> str:
         return self._key("lease_sessions")
+
+    @property
+    def api_keys(self) -> str:
+        return self._key("api_keys")
+
+    @property
+    def api_key_names(self) -> str:
+        return self._key("api_key_names")
+
+    @property
+    def api_key_used(self) -> str:
+        return self._key("api_key_used")
+
+    @property
+    def connect_sessions(self) -> str:
+        return self._key("connect_sessions")
 
     @property
     def preparer_prefix(self) -> str:

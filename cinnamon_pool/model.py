@@ -42,6 +42,7 @@ _DOCKER_ID = re.compile(r"[0-9a-f]{64}")
 _TOKEN = re.compile(r"[0-9a-f]{16}:\d{1,19}:[0-9a-f]{16}")
 _TICKET = re.compile(r"[0-9a-f]{32}")
 _HOST = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+_KEY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 def _check(kind: str, value: object, pattern: re.Pattern[str], rule: str) -> str:
@@ -78,6 +79,10 @@ def validate_token(value: object) -> str:
 
 def validate_ticket(value: object) -> str:
     return _check("waiter ticket", value, _TICKET, "must be 32 lowercase hex digits")
+
+
+def validate_key_name(value: object) -> str:
+    return _check("API key name", value, _KEY_NAME, "1-63 of a-z 0-9 _ - starting with a letter or digit")
 
 
 def validate_host(value: object) -> str:
@@ -263,3 +268,37 @@ class PoolSnapshot:
 
     def count(self, state: ContainerState) -> int:
         return sum(1 for record in self.containers.values() if record.state is state)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as the pool knows it (its hash is the Redis field; the key itself is kept nowhere)."""
+
+    name: str
+    max_sessions: int
+    created_ms: int
+    last_used_ms: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "max_sessions": self.max_sessions, "created_ms": self.created_ms, "last_used_ms": self.last_used_ms}
+
+
+@dataclass(frozen=True)
+class ConnectSession:
+    """An MCP session opened on connect: which key opened it, on which container and lease."""
+
+    session: str
+    key: str  # the key's name
+    container: str
+    token: str
+    test_run_id: str
+    opened_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "container": self.container,
+            "token": self.token,
+            "test_run_id": self.test_run_id,
+            "opened_ms": self.opened_ms,
+        }

@@ -27,9 +27,11 @@ from starlette.routing import Route
 
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.errors import StoreUnavailable
 from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
+from cinnamon_pool.gateway.connect import OnConnect
 from cinnamon_pool.gateway.prepare import Preparer, Upstream
-from cinnamon_pool.gateway.proxy import forwarded_headers, open_upstream, read_body, relay
+from cinnamon_pool.gateway.proxy import LEASE_HEADER, forwarded_headers, open_upstream, read_body, relay
 from cinnamon_pool.gateway.sessions import LeaseSessions
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.toolcalls import ToolCalls, is_tool_call, reports_error
@@ -42,6 +44,7 @@ MAX_HEADER_BYTES = 16 * 1024  # larger header blocks get 431 (past ~80 KiB the H
 WATCH_EVERY_S = 0.25  # how often open streams are checked against their leases (closed within 1 s)
 STOP_WITHIN_S = 2.0  # a stopping gateway waits this long for its own background tasks
 PUBLISH_EVERY_S = 2.0  # the tool-call figures go to Redis this often
+RETRY_AFTER_S = 5  # what 429 and 503 answers tell a client to wait
 REPORT_EVERY_S = 60.0  # one ACCESS_DENIED record per container, reason and client per minute
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -113,6 +116,14 @@ class Gateway:
             ["pool", "session"],
             registry=self.registry,
         )
+        self.session_waits = Histogram(
+            "cinnamon_pool_gateway_session_wait_seconds",
+            "Sessions on connect: from the initialize to the container's first answer (the wait for a lease included)",
+            ["pool"],
+            buckets=(*LATENCY_BUCKETS, 60, 120),
+            registry=self.registry,
+        )
+        self.on_connect: OnConnect | None = None
         self._reported: dict[tuple[str, str, str], float] = {}
         self._http: httpx.AsyncClient | None = None
         self.preparer: Preparer | None = None
@@ -123,6 +134,7 @@ class Gateway:
     def app(self) -> Starlette:
         return Starlette(
             routes=[
+                Route("/{pool}/mcp", self.connect, methods=["GET", "POST", "DELETE"]),
                 Route("/{pool}/{name}/mcp", self.forward, methods=["GET", "POST", "DELETE"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
                 Route("/{path:path}", self.not_found, methods=["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"]),
@@ -137,7 +149,9 @@ class Gateway:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as http:
             self._http = http
+            self.on_connect = OnConnect(self.config, self.authorizer.client, self.authorizer.host, http, clock=self.clock)
             tasks = [
+                asyncio.create_task(self.on_connect.keep(), name="cinnamon-gateway-on-connect"),
                 asyncio.create_task(self._watch_leases(), name="cinnamon-gateway-leases"),
                 asyncio.create_task(self._publish_tool_calls(), name="cinnamon-gateway-tool-calls"),
             ]
@@ -188,7 +202,9 @@ class Gateway:
                     return JSONResponse(answer, headers={"mcp-session-id": handed.session})
             timed = request.method == "POST" and is_tool_call(body)
             started = self.clock.monotonic()
-            upstream = await self._send(target, request.method, forwarded_headers(request.headers), body)
+            # The container hears which lease a request came under from the gateway, never from the client.
+            headers = {**forwarded_headers(request.headers), LEASE_HEADER: target.token}
+            upstream = await self._send(target, request.method, headers, body)
             if "mcp-session-id" in upstream.headers and initialize is not None:
                 await self._opened(target, upstream.headers["mcp-session-id"])
         except redis.RedisError:
@@ -211,6 +227,23 @@ class Gateway:
                     self._tool_call(target.name, self.clock.monotonic() - started, failed or not ended)
 
         return StreamingResponse(body_then_forget(), status_code=upstream.status_code, headers=forwarded_headers(upstream.headers))
+
+    async def connect(self, request: Request) -> Response:
+        """Leases on connect (gateway/connect.py): ``/{pool}/mcp`` with an API key."""
+        started = self.clock.monotonic()
+        opening = request.method == "POST" and "mcp-session-id" not in request.headers
+        try:
+            if request.path_params["pool"] != self.pool:
+                raise Refusal(404, "unknown_pool", f"this gateway serves pool {self.pool!r}")
+            assert self.on_connect is not None, "the lifespan made it"
+            response = await self.on_connect.handle(request)
+        except (redis.RedisError, StoreUnavailable):
+            return self._refuse(Refusal(503, "store_unreachable", "the lease store does not answer: try again"), request)
+        except Refusal as refusal:
+            return self._refuse(refusal, request)
+        if opening:
+            self.session_waits.labels(self.pool).observe(self.clock.monotonic() - started)
+        return response
 
     async def _send(self, target: Target, method: str, headers: dict[str, str], body: bytes) -> httpx.Response:
         """Forward and wait for the answer's head; cut short (403) if the lease ends meanwhile."""
@@ -282,8 +315,11 @@ class Gateway:
         self.refusals.labels(self.pool, refusal.reason).inc()
         client = request.client.host if request.client else "-"
         self._report(refusal, client)
-        headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
-        return JSONResponse({"error": refusal.message, "container": refusal.container or None}, refusal.status, headers=headers)
+        headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else {}
+        if refusal.status in {429, 503}:
+            headers["Retry-After"] = str(RETRY_AFTER_S)
+        body = {"error": refusal.message, "container": refusal.container or None, **refusal.extra}
+        return JSONResponse(body, refusal.status, headers=headers)
 
     def _report(self, refusal: Refusal, client: str) -> None:
         key = (refusal.container, refusal.reason, client)

@@ -26,8 +26,9 @@ class Refusal(CinnamonError):
     """A request the gateway does not forward; ``status`` is the HTTP answer, ``reason`` a
     bounded label for metrics and the log."""
 
-    def __init__(self, status: int, reason: str, message: str, container: str = "") -> None:
+    def __init__(self, status: int, reason: str, message: str, container: str = "", *, extra: dict[str, object] | None = None) -> None:
         self.status, self.reason, self.message, self.container = status, reason, message, container
+        self.extra = dict(extra or {})  # more of the answer's JSON body (a full pool's counts)
         super().__init__(f"{status} {reason}: {message}")
 
 

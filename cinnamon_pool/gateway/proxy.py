@@ -15,10 +15,12 @@ import httpx
 
 from cinnamon_pool.gateway.auth import Refusal
 
-# Never forwarded in either direction: connection-level headers, and the bearer token.
+# Never forwarded in either direction: connection-level headers, the bearer token, and the lease
+# header a client might send (the gateway sets it from the lease it checked).
+LEASE_HEADER = "X-Cinnamon-Token"
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers", "transfer-encoding",
-     "upgrade", "host", "authorization"}
+     "upgrade", "host", "authorization", LEASE_HEADER.lower()}
 )  # fmt: skip
 
 

@@ -89,16 +89,7 @@ class LeaseStore:
     def acquire(self, holder: Holder, timeout_s: float = 60.0, *, wait: bool = True) -> Grant:
         """Grant a container to ``holder``, waiting in FIFO order up to ``timeout_s``."""
         ticket = secrets.token_hex(16)
-        request = json.dumps(
-            {
-                "test_run_id": holder.test_run_id,
-                "job_id": holder.job_id,
-                "worker": holder.worker,
-                "ttl_ms": int(self.lease_ttl_s * 1000),
-                "cap_ms": int(self.max_lease_s * 1000),
-                "random": secrets.token_hex(8),
-            }
-        )
+        request = acquire_request(holder, self.lease_ttl_s, self.max_lease_s)
         started = self.clock.monotonic()
         deadline = started + timeout_s
         waiter_ttl_ms = int(self.waiter_ttl_s * 1000)
@@ -219,17 +210,9 @@ class LeaseStore:
         until the next job's session is ready (:meth:`prepared`)."""
         reply = self._run(
             Op.RELEASE,
-            validate_container_name(name),
-            validate_token(token),
-            Outcome(outcome).value,
-            self.error_threshold,
-            "recycle" if recycle else "",
-            "" if cleanup_ms is None else f"{cleanup_ms:.1f}",
-            cleanup_note[:500],
-            artifacts[:500],
-            error[:ERROR_CHARS],
-            context[:100],
-            *_figures(figures or JobFigures()),
+            *release_args(
+                name, token, outcome, self.error_threshold, recycle, cleanup_ms, cleanup_note, artifacts, error, context, figures
+            ),
         )
         if reply[0] == Status.NOOP:
             return "noop"
@@ -451,6 +434,49 @@ class LeaseStore:
     def ack_events(self, entry_ids: Sequence[str]) -> None:
         if entry_ids:
             self.redis.xack(self.keys.events, EVENTS_CONSUMER_GROUP, *entry_ids)
+
+
+def acquire_request(holder: Holder, lease_ttl_s: float, max_lease_s: float) -> str:
+    """acquire.lua's ARGV[2]: who asks, for how long (shared by the sync and asyncio clients)."""
+    return json.dumps(
+        {
+            "test_run_id": holder.test_run_id,
+            "job_id": holder.job_id,
+            "worker": holder.worker,
+            "ttl_ms": int(lease_ttl_s * 1000),
+            "cap_ms": int(max_lease_s * 1000),
+            "random": secrets.token_hex(8),
+        }
+    )
+
+
+def release_args(
+    name: str,
+    token: str,
+    outcome: Outcome,
+    error_threshold: int,
+    recycle: bool = False,
+    cleanup_ms: float | None = None,
+    cleanup_note: str = "",
+    artifacts: str = "",
+    error: str = "",
+    context: str = "",
+    figures: JobFigures | None = None,
+) -> list[str | int]:
+    """release.lua's ARGV (shared by the sync and asyncio clients)."""
+    return [
+        validate_container_name(name),
+        validate_token(token),
+        Outcome(outcome).value,
+        error_threshold,
+        "recycle" if recycle else "",
+        "" if cleanup_ms is None else f"{cleanup_ms:.1f}",
+        cleanup_note[:500],
+        artifacts[:500],
+        error[:ERROR_CHARS],
+        context[:100],
+        *_figures(figures or JobFigures()),
+    ]
 
 
 def _figures(figures: JobFigures) -> list[str | int]:

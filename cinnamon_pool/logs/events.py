@@ -69,6 +69,9 @@ RESTART_REASONS = (  # (the seed's reason code, what the reason text starts with
 )
 
 
+CLIENT_PREFIX = "key:"  # the holder's worker field of a lease a gateway took for an API-key client
+
+
 def restart_reason(text: str) -> str:
     """The seed's reason code for why a container restarts (``error_threshold_exceeded``,
     ``memory_limit_exceeded``, ...); ``other`` for a reason this list does not know. The full
@@ -123,8 +126,11 @@ def _event_record(
         details = [("Test Run", event.text("test_run_id")), *memory_detail, ("Available Containers", available)]  # the seed's
         if event.has("job_id"):
             details.append(("Job", event.text("job_id")))
-        if event.has("worker"):
-            details.append(("Worker", event.text("worker")))
+        worker = event.text("worker") if event.has("worker") else ""
+        if worker.startswith(CLIENT_PREFIX):  # a session on connect: the API key that opened it
+            details.append(("Client", worker.removeprefix(CLIENT_PREFIX)))
+        elif worker:
+            details.append(("Worker", worker))
         if event.number("wait_ms"):
             details.append(("Wait Time", f"{event.number('wait_ms') / 1000:.3f}s"))
         return [(LogKind.USAGE, LogRecord(at, "INFO", name, LogAction.ALLOCATED, tuple(details)))]

@@ -101,7 +101,7 @@ def stand(real_redis: redis.Redis, redis_server: str, tmp_path: Path) -> Iterato
     path.write_text(
         f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "gw"\nmin_size = 1\nmax_size = 1\ninitial_size = 1\nhost = "{HOST}"\n'
         f'[container]\nhost_port_range = "{port}-{port}"\n[gateway]\nlisten = "127.0.0.1:{gateway_port}"\nmax_body_bytes = 65536\n'
-        f'body_timeout_s = 1.0\n[logs]\ndir = "{tmp_path / "logs"}"\n'
+        f'body_timeout_s = 1.0\nsession_acquire_timeout_s = 2\nsession_idle_s = 3\n[logs]\ndir = "{tmp_path / "logs"}"\n'
     )
     config = PoolConfig.load(path)
     store = LeaseStore(real_redis, "gw", lease_ttl_s=30)

@@ -1,0 +1,248 @@
+"""Leases on connect: any MCP client with an API key gets a browser of its own from one URL,
+``POST {advertise_url}/{pool}/mcp``.
+
+The client's ``initialize`` (no ``mcp-session-id``) takes a lease from the same FIFO queue as
+rq jobs and is forwarded, with that lease's token, to the gateway of the container's host (this
+one or another: the URL in the grant), which hands over the container's prepared session as it
+does for jobs. Every later request of the session goes the same way. While the session is in use
+(a request in flight, or one within ``gateway.session_idle_s``) this gateway renews the lease;
+it releases it on DELETE, after the idle time, or when the key is revoked, and the hard cap and
+``kill`` end it as for any lease. The binding of each session lives in Redis
+(``connect_sessions``), so a restarted gateway serves the sessions that are still leased.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import redis
+import redis.asyncio as aioredis
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from cinnamon_pool import decode
+from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.errors import InvalidIdentifier, LeaseError, PoolExhausted, PoolNotReady, StoreUnavailable
+from cinnamon_pool.gateway.auth import Refusal
+from cinnamon_pool.gateway.proxy import forwarded_headers, open_upstream, read_body, relay
+from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.lease.aio import AsyncLeaseClient
+from cinnamon_pool.lease.apikeys import look_up
+from cinnamon_pool.logs.events import CLIENT_PREFIX
+from cinnamon_pool.model import ApiKey, ConnectSession, Holder, Outcome, validate_test_run_id
+
+CHECK_EVERY_S = 0.5  # idle sessions and revoked keys are looked for this often (revoked: cut within 1 s)
+
+
+@dataclass
+class _Held:
+    """What this gateway knows of one on-connect session."""
+
+    binding: ConnectSession
+    endpoint: str  # the container's gateway URL (the grant's)
+    last_used: float
+    renewed: float
+    in_flight: int = 0
+    infra_error: bool = False
+
+
+@dataclass
+class OnConnect:
+    config: PoolConfig
+    client: aioredis.Redis
+    host: str
+    http: httpx.AsyncClient
+    clock: Clock = SYSTEM_CLOCK
+    held: dict[str, _Held] = field(default_factory=dict)  # session id -> its lease
+    waiting: int = 0
+
+    def __post_init__(self) -> None:
+        rules = self.config.rules
+        self.keys = PoolKeys(self.config.pool.name)
+        self.leases = AsyncLeaseClient(
+            self.client,
+            self.config.pool.name,
+            self.host,
+            lease_ttl_s=rules.lease_ttl_s,
+            max_lease_s=rules.max_lease_s,
+            error_threshold=rules.error_threshold,
+            clock=self.clock,
+        )
+
+    # -- requests --------------------------------------------------------------------------
+    async def handle(self, request: Request) -> Response:
+        key = await self._key(request)
+        session = request.headers.get("mcp-session-id")
+        body = b""
+        if request.method == "POST":
+            gateway = self.config.gateway
+            body = await read_body(request.stream(), request.headers.get("content-length"), gateway.max_body_bytes, gateway.body_timeout_s)
+        if session is None:
+            if request.method != "POST":
+                raise Refusal(400, "no_session", "open a session first: POST an MCP initialize")
+            return await self._open(request, key, body)
+        held = await self._held(session)
+        if held is None:
+            raise Refusal(404, "unknown_session", "no such session (ended, or its lease ended)")
+        if held.binding.key != key.name:
+            raise Refusal(403, "not_your_session", "this session was opened with another key", held.binding.container)
+        return await self._forward(request, held, body)
+
+    async def _key(self, request: Request) -> ApiKey:
+        header = request.headers.get("authorization") or ""
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Refusal(401, "no_key", "send Authorization: Bearer <API key> (cinnamon-pool keys create NAME)")
+        found = await look_up(self.client, self.keys, value.strip())
+        if found is None:
+            raise Refusal(403, "bad_key", "unknown or revoked API key")
+        return found
+
+    async def _open(self, request: Request, key: ApiKey, body: bytes) -> Response:
+        if await self._open_count(key.name) >= key.max_sessions:
+            raise Refusal(429, "key_at_max_sessions", f"key {key.name!r} has {key.max_sessions} sessions open (its max)")
+        if self.waiting >= self.config.gateway.max_waiting_sessions:
+            raise Refusal(503, "too_many_waiting", f"{self.waiting} sessions wait for a container on this gateway")
+        test_run_id = request.headers.get("x-test-run-id") or f"{key.name}-{secrets.token_hex(3)}"
+        try:
+            validate_test_run_id(test_run_id)
+        except InvalidIdentifier as error:
+            raise Refusal(400, "bad_test_run_id", str(error)) from None
+        self.waiting += 1
+        try:
+            grant = await self.leases.acquire(
+                Holder(test_run_id, "", CLIENT_PREFIX + key.name), self.config.gateway.session_acquire_timeout_s
+            )
+        except PoolExhausted as error:
+            raise Refusal(503, "pool_exhausted", str(error), extra={"pool": error.pool, "counts": error.counts}) from None
+        except PoolNotReady as error:
+            raise Refusal(503, "pool_not_ready", str(error)) from None
+        finally:
+            self.waiting -= 1
+        now, opened_ms = self.clock.monotonic(), grant.granted_ms
+        binding = ConnectSession("-", key.name, grant.name, grant.token, test_run_id, opened_ms)
+        held = _Held(binding, grant.endpoint, now, now)
+        try:
+            upstream = await self._send(held, request, body)
+        except BaseException:
+            await self._end(held, Outcome.INFRA_ERROR)
+            raise
+        session = upstream.headers.get("mcp-session-id")
+        if upstream.status_code >= 400 or not session:
+            await upstream.aclose()
+            await self._end(held, Outcome.INFRA_ERROR if upstream.status_code >= 500 else Outcome.OK)
+            raise Refusal(502, "initialize_failed", f"the container answered the initialize with HTTP {upstream.status_code}", grant.name)
+        held.binding = ConnectSession(session, key.name, grant.name, grant.token, test_run_id, opened_ms)
+        self.held[session] = held
+        await self.client.hset(self.keys.connect_sessions, session, json.dumps({**held.binding.to_json(), "endpoint": held.endpoint}))
+        with contextlib.suppress(redis.RedisError):
+            await self.client.hset(self.keys.api_key_used, key.name, int(self.clock.now().timestamp() * 1000))
+        return self._stream(held, upstream)
+
+    async def _forward(self, request: Request, held: _Held, body: bytes) -> Response:
+        upstream = await self._send(held, request, body)
+        if request.method == "DELETE":
+            await upstream.aclose()
+            outcome = Outcome.TEST_FAILED if request.headers.get("x-cinnamon-outcome") == "test_failed" else None
+            await self._end(held, outcome)
+            return Response(status_code=upstream.status_code, headers={"X-Cinnamon-Container": held.binding.container})
+        return self._stream(held, upstream)
+
+    async def _send(self, held: _Held, request: Request, body: bytes) -> httpx.Response:
+        headers = {**forwarded_headers(request.headers), "Authorization": f"Bearer {held.binding.token}"}
+        held.in_flight += 1
+        held.last_used = self.clock.monotonic()
+        try:
+            upstream = await open_upstream(self.http, request.method, held.endpoint, headers, body, held.binding.container)
+        except Refusal:
+            held.in_flight -= 1
+            held.infra_error = True
+            raise
+        if upstream.status_code >= 500:
+            held.infra_error = True
+        return upstream
+
+    def _stream(self, held: _Held, upstream: httpx.Response) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in relay(upstream):
+                    yield chunk
+            finally:
+                held.in_flight -= 1
+                held.last_used = self.clock.monotonic()
+
+        headers = {**forwarded_headers(upstream.headers), "X-Cinnamon-Container": held.binding.container}
+        return StreamingResponse(body(), status_code=upstream.status_code, headers=headers)
+
+    # -- sessions and their leases -----------------------------------------------------------
+    async def _held(self, session: str) -> _Held | None:
+        held = self.held.get(session)
+        if held is not None:
+            return held
+        if len(session) > 128:
+            return None
+        raw = await self.client.hget(self.keys.connect_sessions, session)
+        if raw is None:
+            return None
+        try:
+            binding = decode.connect_session(session, raw)
+            endpoint = decode.json_object(raw, "connect session").get("endpoint")
+        except decode.BadValue:
+            return None
+        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+            return None
+        now = self.clock.monotonic()
+        held = self.held[session] = _Held(binding, endpoint, now, now - self.config.rules.lease_ttl_s)  # a restarted gateway adopts it
+        return held
+
+    async def _open_count(self, key_name: str) -> int:
+        raw: Mapping[Any, Any] = await self.client.hgetall(self.keys.connect_sessions)
+        count = 0
+        for field_name, value in raw.items():
+            with contextlib.suppress(decode.BadValue):
+                count += decode.connect_session(field_name, value).key == key_name
+        return count
+
+    async def _end(self, held: _Held, outcome: Outcome | None) -> None:
+        """Release the session's lease (once) with its outcome, and forget the session."""
+        if outcome is None:
+            outcome = Outcome.INFRA_ERROR if held.infra_error else Outcome.OK
+        self.held.pop(held.binding.session, None)
+        with contextlib.suppress(LeaseError, StoreUnavailable, redis.RedisError):
+            await self.leases.release(held.binding.container, held.binding.token, outcome)
+        with contextlib.suppress(redis.RedisError):
+            await self.client.hdel(self.keys.connect_sessions, held.binding.session)
+
+    async def keep(self) -> None:
+        """Renew the leases of sessions in use; end idle ones and those of revoked keys."""
+        while True:
+            await asyncio.sleep(CHECK_EVERY_S)
+            with contextlib.suppress(redis.RedisError, StoreUnavailable):
+                await self._round()
+
+    async def _round(self) -> None:
+        if not self.held:
+            return
+        names = sorted({held.binding.key for held in self.held.values()})
+        present = await self.client.hmget(self.keys.api_key_names, names)
+        revoked = {name for name, value in zip(names, present, strict=True) if value is None}
+        now = self.clock.monotonic()
+        for held in list(self.held.values()):
+            idle = held.in_flight == 0 and now - held.last_used > self.config.gateway.session_idle_s
+            if held.binding.key in revoked or idle:
+                await self._end(held, None)
+            elif now - held.renewed >= self.config.rules.lease_ttl_s / 3:
+                try:
+                    await self.leases.renew(held.binding.container, held.binding.token)
+                    held.renewed = now
+                except LeaseError:  # ended elsewhere: killed, past the cap, container gone
+                    self.held.pop(held.binding.session, None)
+                    await self.client.hdel(self.keys.connect_sessions, held.binding.session)

@@ -1,0 +1,101 @@
+"""The asyncio lease client: what the gateway needs to hold leases for clients that connect
+(acquire in the FIFO queue, renew, release), over the same Lua files, keys and arguments as the
+sync :class:`~cinnamon_pool.lease.store.LeaseStore`. Redis errors leave here as
+:class:`~cinnamon_pool.errors.StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+
+from cinnamon_pool import decode
+from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
+from cinnamon_pool.errors import PoolExhausted, PoolNotReady, StoreUnavailable
+from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.lease.scripts import Op, Status, source
+from cinnamon_pool.lease.store import _counts, _raise_rejection, _text, acquire_request, release_args
+from cinnamon_pool.model import Grant, Holder, Outcome, validate_container_name, validate_ticket, validate_token
+
+T = TypeVar("T")
+WAITER_TTL_S = 10.0  # as the sync store's: a waiter that dies drops out of the queue by itself
+
+
+class AsyncLeaseClient:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        pool: str,
+        host: str,
+        *,
+        lease_ttl_s: float,
+        max_lease_s: float,
+        error_threshold: int,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.client, self.pool, self.clock = client, pool, clock
+        self.keys = PoolKeys(pool)
+        self.lease_ttl_s, self.max_lease_s, self.error_threshold = lease_ttl_s, max_lease_s, error_threshold
+        self._scripts = {op: client.register_script(source(op)) for op in (Op.ACQUIRE, Op.CANCEL, Op.RENEW, Op.RELEASE)}
+        self._keys = self.keys.script_keys(host)
+
+    async def _run(self, op: Op, *args: Any) -> list[Any]:
+        reply = await _door(self._scripts[op](keys=self._keys, args=list(args)))
+        return [_text(item) for item in reply] if isinstance(reply, list) else [reply]
+
+    async def acquire(self, holder: Holder, timeout_s: float, on_wait: Callable[[dict[str, int]], None] | None = None) -> Grant:
+        """A grant for ``holder`` from the pool's FIFO queue (as jobs get theirs), waiting up to
+        ``timeout_s``; :class:`PoolExhausted` with the pool's counts after it."""
+        ticket = secrets.token_hex(16)
+        request = acquire_request(holder, self.lease_ttl_s, self.max_lease_s)
+        started = self.clock.monotonic()
+        deadline, counts = started + timeout_s, {}
+        try:
+            while True:
+                reply = await self._run(Op.ACQUIRE, ticket, request, int(WAITER_TTL_S * 1000), "wait")
+                status = Status(reply[0])
+                if status is Status.GRANTED:
+                    return decode.grant(reply[1])
+                if status is Status.NOT_READY:
+                    raise PoolNotReady(f"pool {self.pool!r}: no supervisor has registered it in this Redis")
+                if status is Status.EXHAUSTED:
+                    raise PoolExhausted(self.pool, self.clock.monotonic() - started, _counts(reply[1]))
+                counts = _counts(reply[2])
+                if on_wait is not None:
+                    on_wait(counts)
+                remaining = deadline - self.clock.monotonic()
+                if remaining <= 0:
+                    raise PoolExhausted(self.pool, self.clock.monotonic() - started, counts)
+                woken = await _door(self.client.blpop([self.keys.wake(ticket)], timeout=max(0.01, min(remaining, WAITER_TTL_S / 3))))
+                if woken is not None:
+                    return decode.grant(woken[1])
+        except BaseException:
+            # gave up (time-out, cancelled: the client went away): leave the queue; a grant
+            # handed over meanwhile comes back to the pool through the ticket's expiry
+            with contextlib.suppress(Exception):
+                await self._run(Op.CANCEL, validate_ticket(ticket))
+            raise
+
+    async def renew(self, name: str, token: str) -> int:
+        reply = await self._run(Op.RENEW, validate_container_name(name), validate_token(token), int(self.lease_ttl_s * 1000))
+        _raise_rejection(name, reply)
+        return int(reply[1])
+
+    async def release(self, name: str, token: str, outcome: Outcome = Outcome.OK, *, error: str = "", context: str = "") -> str:
+        reply = await self._run(Op.RELEASE, *release_args(name, token, outcome, self.error_threshold, error=error, context=context))
+        if reply[0] == Status.NOOP:
+            return "noop"
+        _raise_rejection(name, reply)
+        return str(reply[1])
+
+
+async def _door(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise StoreUnavailable("the pool's Redis", " ".join(str(error).split())) from error

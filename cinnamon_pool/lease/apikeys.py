@@ -1,0 +1,118 @@
+"""API keys: who may open a browser session on connect, and how many at once.
+
+A key is ``cpk_`` and 40 random hex digits, shown once by ``cinnamon-pool keys create``. Redis
+keeps only its SHA-256 (``api_keys``, with the name and ``max_sessions``) and the name's hash
+(``api_key_names``), in the pool's keys, so every gateway of the pool accepts a key at once and
+whoever reads Redis learns no key. A revoked key is deleted: the gateway's next look-up misses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from contextlib import suppress
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from cinnamon_pool import decode
+from cinnamon_pool.errors import ConfigError
+from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.model import ApiKey, validate_key_name
+
+KEY_PREFIX = "cpk_"
+KEY_RANDOM_HEX = 40
+# Create a name only when free, both hashes in one step (every key a script touches is in KEYS).
+CREATE = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+REVOKE = """
+local hash = redis.call('HGET', KEYS[2], ARGV[1])
+if not hash then return 0 end
+redis.call('HDEL', KEYS[1], hash)
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+"""
+
+
+def digest(key: str) -> str:
+    """What Redis keeps of ``key``."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def looks_like_key(value: str) -> bool:
+    return value.startswith(KEY_PREFIX) and len(value) == len(KEY_PREFIX) + KEY_RANDOM_HEX
+
+
+class ApiKeys:
+    """The operator's side (``cinnamon-pool keys``): create, list, revoke."""
+
+    def __init__(self, client: redis.Redis, pool: str) -> None:
+        self.client, self.keys = client, PoolKeys(pool)
+        self._create = client.register_script(CREATE)
+        self._revoke = client.register_script(REVOKE)
+
+    def create(self, name: str, max_sessions: int = 4) -> str:
+        """A new key named ``name``; the key is returned once and stored only as its hash."""
+        validate_key_name(name)
+        if max_sessions < 1:
+            raise ConfigError("--max-sessions", max_sessions, "must be at least 1")
+        key = KEY_PREFIX + secrets.token_hex(KEY_RANDOM_HEX // 2)
+        seconds, micros = self.client.time()
+        record = json.dumps({"name": name, "max_sessions": max_sessions, "created_ms": int(seconds) * 1000 + int(micros) // 1000})
+        if not self._create(keys=[self.keys.api_keys, self.keys.api_key_names], args=[name, digest(key), record]):
+            raise ConfigError("NAME", name, "a key of that name exists: revoke it first, or pick another name")
+        return key
+
+    def list(self) -> list[ApiKey]:
+        hashes: dict[Any, Any] = self.client.hgetall(self.keys.api_keys)
+        used: dict[Any, Any] = self.client.hgetall(self.keys.api_key_used)
+        found = []
+        for raw in hashes.values():
+            try:
+                key = decode.api_key(raw)
+            except decode.BadValue:
+                continue  # not written by `keys create`: it opens nothing either
+            last = used.get(key.name.encode(), used.get(key.name))
+            with suppress(decode.BadValue):
+                key = ApiKey(key.name, key.max_sessions, key.created_ms, decode.integer(last, "last used", minimum=0) if last else 0)
+            found.append(key)
+        return sorted(found, key=lambda k: k.name)
+
+    def open_sessions(self) -> dict[str, int]:
+        """Per key name, the sessions open on connect now (as the gateways bound them)."""
+        counts: dict[str, int] = {}
+        raw: dict[Any, Any] = self.client.hgetall(self.keys.connect_sessions)
+        for field_name, value in raw.items():
+            with suppress(decode.BadValue):
+                name = decode.connect_session(field_name, value).key
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def revoke(self, name: str) -> bool:
+        validate_key_name(name)
+        return bool(self._revoke(keys=[self.keys.api_keys, self.keys.api_key_names, self.keys.api_key_used], args=[name]))
+
+
+async def look_up(client: aioredis.Redis, keys: PoolKeys, key: str) -> ApiKey | None:
+    """The gateway's side: the key's record, or None for an unknown or revoked key."""
+    if not looks_like_key(key):
+        return None
+    hashed = digest(key)
+    raw = await client.hget(keys.api_keys, hashed)
+    if raw is None:
+        return None
+    try:
+        found = decode.api_key(raw)
+    except decode.BadValue:
+        return None
+    stored = await client.hget(keys.api_key_names, found.name)
+    ok = stored is not None and hmac.compare_digest(stored.decode() if isinstance(stored, bytes) else str(stored), hashed)
+    return found if ok else None

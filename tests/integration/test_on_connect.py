@@ -1,0 +1,122 @@
+"""Leases on connect through a real `cinnamon-pool gateway` process, a real redis-server and the
+stand-in server: API keys made with the real CLI, the admission answers, a session's lease from
+its initialize to its DELETE, the idle end and revocation."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool import decode
+from cinnamon_pool.logs.events import event_record
+from tests.integration.test_gateway import BIN, MCP_HEADERS, Stand, initialize, stand  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.redis
+CALL = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "browser_navigate", "arguments": {"url": "data:,x"}}}
+
+
+def keys(stand: Stand, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "cinnamon-pool"), "keys", *args], env=stand.env, capture_output=True, text=True, timeout=60)
+
+
+def new_key(stand: Stand, name: str, *options: str) -> str:
+    made = keys(stand, "create", name, *options)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
+def connect_url(stand: Stand) -> str:
+    return f"{stand.base}/gw/mcp"
+
+
+def post(stand: Stand, key: str | None, body: object, **headers: str) -> httpx.Response:
+    sent = {**MCP_HEADERS, **headers, **({"Authorization": f"Bearer {key}"} if key else {})}
+    return httpx.post(connect_url(stand), content=json.dumps(body), headers=sent, timeout=15)
+
+
+def eventually(condition: object, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{what} did not hold within {seconds} s")
+
+
+def test_keys_are_made_listed_and_revoked_through_the_cli_and_redis_keeps_only_their_hash(stand: Stand) -> None:
+    made = keys(stand, "create", "ci-bot", "--max-sessions", "3")
+    assert made.returncode == 0 and re.fullmatch(r"cpk_[0-9a-f]{40}\n", made.stdout), "only the key, on stdout"
+    key = made.stdout.strip()
+    again = keys(stand, "create", "ci-bot")
+    assert again.returncode == 2 and "NAME='ci-bot': a key of that name exists" in again.stderr, again.stderr
+    bad = keys(stand, "create", "Bad Name!")
+    assert bad.returncode == 2 and "invalid API key name 'Bad Name!'" in bad.stderr, bad.stderr
+    listed = json.loads(keys(stand, "list", "--json").stdout)
+    assert [(k["name"], k["max_sessions"], k["open_sessions"]) for k in listed] == [("ci-bot", 3, 0)]
+    client = stand.store.redis
+    values = [v for k in client.scan_iter("cinnamon:{gw}:*") if client.type(k) == b"hash" for v in client.hgetall(k).values()]
+    fields = [f for k in client.scan_iter("cinnamon:{gw}:*") if client.type(k) == b"hash" for f in client.hgetall(k)]
+    assert all(key.encode() not in item for item in [*values, *fields]), "the key itself is nowhere in Redis"
+    assert keys(stand, "revoke", "ci-bot").returncode == 0
+    assert post(stand, key, initialize()).status_code == 403, "a revoked key opens nothing"
+    assert keys(stand, "revoke", "ci-bot").returncode == 1
+
+
+def test_a_client_with_a_key_gets_a_container_of_its_own_until_it_deletes_its_session(stand: Stand) -> None:
+    key, other = new_key(stand, "agent"), new_key(stand, "other")
+    assert post(stand, None, initialize()).status_code == 401
+    assert post(stand, "cpk_" + "0" * 40, initialize()).status_code == 403
+    opened = post(stand, key, initialize(), **{"X-Test-Run-Id": "agent-run-7"})
+    assert opened.status_code == 200, opened.text
+    session, container = opened.headers["mcp-session-id"], opened.headers["X-Cinnamon-Container"]
+    assert container == "container-001"
+    lease = stand.store.snapshot().leases["container-001"]
+    assert lease.test_run_id == "agent-run-7", "the run is named by X-Test-Run-Id"
+    called = post(stand, key, CALL, **{"mcp-session-id": session})
+    assert called.status_code == 200 and called.headers["X-Cinnamon-Container"] == container, called.text
+    assert [c["token"] for c in stand.calls()] == [lease.token], "the container saw the lease's token, not the key"
+    assert post(stand, other, CALL, **{"mcp-session-id": session}).status_code == 403, "another key's session"
+    gone = httpx.delete(connect_url(stand), headers={"Authorization": f"Bearer {key}", "mcp-session-id": session}, timeout=10)
+    assert gone.status_code < 300
+    assert stand.store.snapshot().leases == {}, "DELETE released the lease"
+    assert post(stand, key, CALL, **{"mcp-session-id": session}).status_code == 404
+    granted = [e for _id, e in stand.store.redis.xrange(PoolKeys("gw").events) if e[b"kind"] == b"granted"]
+    event = decode.event("1-0", granted[-1])
+    [(_kind, allocated)] = event_record(event, {}, 3)
+    assert allocated.detail("Client") == "agent" and allocated.detail("Test Run") == "agent-run-7", "the key named as the client"
+
+
+def test_admission_answers_a_key_at_its_max_and_a_pool_with_nothing_free(stand: Stand) -> None:
+    key = new_key(stand, "one-at-a-time", "--max-sessions", "1")
+    first = post(stand, key, initialize())
+    assert first.status_code == 200
+    second = post(stand, key, initialize())
+    assert second.status_code == 429 and second.headers["Retry-After"], second.text
+    other = new_key(stand, "waits")
+    started = time.monotonic()
+    full = post(stand, other, initialize())
+    assert full.status_code == 503 and full.headers["Retry-After"], full.text
+    assert full.json()["counts"]["total"] == 1, full.json()
+    assert time.monotonic() - started >= 1.9, "it waited session_acquire_timeout_s (2 s) for a container"
+    metrics = httpx.get(f"{stand.base}/metrics", timeout=5).text
+    assert 'reason="key_at_max_sessions"' in metrics and 'reason="pool_exhausted"' in metrics
+    assert "cinnamon_pool_gateway_session_wait_seconds_count" in metrics
+
+
+def test_an_idle_session_ends_and_a_revoked_key_cuts_its_sessions(stand: Stand) -> None:
+    key = new_key(stand, "idler")
+    assert post(stand, key, initialize()).status_code == 200
+    assert stand.store.snapshot().leases, "leased"
+    eventually(lambda: not stand.store.snapshot().leases, 10, "the idle session's lease released (session_idle_s = 3)")
+    assert stand.store.redis.hlen(PoolKeys("gw").connect_sessions) == 0
+    revoked = new_key(stand, "revoked")
+    session = post(stand, revoked, initialize()).headers["mcp-session-id"]
+    assert keys(stand, "revoke", "revoked").returncode == 0
+    eventually(lambda: not stand.store.snapshot().leases, 1.5, "the revoked key's lease released within 1 s")
+    assert post(stand, revoked, CALL, **{"mcp-session-id": session}).status_code == 403

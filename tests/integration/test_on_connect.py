@@ -2,6 +2,8 @@
 stand-in server: API keys made with the real CLI, the admission answers, a session's lease from
 its initialize to its DELETE, the idle end and revocation."""
 
+# ruff: noqa: F811  (the gateway tests' `stand` fixture, imported, is every test's argument)
+
 from __future__ import annotations
 
 import json
@@ -12,10 +14,10 @@ import time
 import httpx
 import pytest
 
-from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool import decode
+from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.logs.events import event_record
-from tests.integration.test_gateway import BIN, MCP_HEADERS, Stand, initialize, stand  # noqa: F401  (the fixture)
+from tests.integration.test_gateway import BIN, MCP_HEADERS, Stand, initialize, stand  # noqa: F401
 
 pytestmark = pytest.mark.redis
 CALL = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "browser_navigate", "arguments": {"url": "data:,x"}}}

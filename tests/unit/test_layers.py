@@ -41,10 +41,13 @@ LAYERS = {
         "gateway.prepare",
         "gateway.sessions",
         "connect",
+        "lease.apikeys",
+        "lease.aio",
     ],
     4: [
         "pool",
         "job",
+        "gateway.connect",
         "gateway.app",
         "supervisor.loop",
         "supervisor.observe",

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv services images demo test unit integration faults soak lint bench clean stop-services
+.PHONY: all venv services images clients demo test unit integration faults soak lint bench clean stop-services
 
 all: test
 
@@ -23,11 +23,19 @@ services:
 images: services
 	bash compose/scripts/build-images.sh all
 
+# The foreign clients of the e2e tests (tests/e2e/clients): the MCP TypeScript SDK and BullMQ, from npm.
+CLIENTS := tests/e2e/clients/node_modules/.installed
+$(CLIENTS): tests/e2e/clients/package.json
+	cd tests/e2e/clients && npm install --silent --no-audit --no-fund
+	touch $(CLIENTS)
+
+clients: services $(CLIENTS)
+
 demo: venv images
 	$(BIN)/python -m workers.demo
 
 # Every test, then two short soaks (jobs under random faults, checked): one with Redis failovers.
-test: venv images
+test: venv images clients
 	$(BIN)/python -m pytest
 	$(BIN)/python -m tests.soak --duration $(SHORT_SOAK) --interval 10
 	$(BIN)/python -m tests.soak --duration 60 --interval 10 --redis-ha --faults failover-redis,kill-horse,kill-container --out soak-ha-results.json
@@ -47,7 +55,7 @@ soak: venv images
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q
 
-integration: venv images
+integration: venv images clients
 	$(BIN)/python -m pytest tests/integration tests/e2e
 
 lint: venv

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -31,7 +30,7 @@ from cinnamon_pool.errors import StoreUnavailable
 from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
 from cinnamon_pool.gateway.connect import OnConnect
 from cinnamon_pool.gateway.prepare import Preparer, Upstream
-from cinnamon_pool.gateway.proxy import LEASE_HEADER, forwarded_headers, open_upstream, read_body, relay
+from cinnamon_pool.gateway.proxy import LEASE_HEADER, forwarded_headers, initialize_request, open_upstream, read_body, relay
 from cinnamon_pool.gateway.sessions import LeaseSessions
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.toolcalls import ToolCalls, is_tool_call, reports_error
@@ -192,7 +191,7 @@ class Gateway:
             session = request.headers.get("mcp-session-id")
             if session is not None and not await self.sessions.owns(target.name, target.token, session):
                 raise Refusal(403, "not_your_session", "this MCP session was not opened under this lease", target.name)
-            initialize = _initialize_request(body) if request.method == "POST" and session is None else None
+            initialize = initialize_request(body) if request.method == "POST" and session is None else None
             if initialize is not None and self.preparer is not None:
                 handed = await self.preparer.take(target.name, target.container_id, target.restarts, initialize[1])
                 self.handovers.labels(self.pool, "prepared" if handed else "cold").inc()
@@ -363,18 +362,3 @@ class Gateway:
                 if current.get(name) != token:
                     with contextlib.suppress(redis.RedisError):
                         await self.end_sessions(name, token)
-
-
-def _initialize_request(body: bytes) -> tuple[object, str] | None:
-    """``(id, requested protocol version)`` when ``body`` is an MCP ``initialize`` request."""
-    if not body.lstrip().startswith(b"{"):
-        return None
-    try:
-        message = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(message, dict) or message.get("method") != "initialize" or "id" not in message:
-        return None
-    params = message.get("params")
-    version = params.get("protocolVersion") if isinstance(params, dict) else None
-    return message["id"], version if isinstance(version, str) else ""

@@ -25,20 +25,21 @@ import httpx
 import redis
 import redis.asyncio as aioredis
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from cinnamon_pool import decode
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import InvalidIdentifier, LeaseError, PoolExhausted, PoolNotReady, StoreUnavailable
 from cinnamon_pool.gateway.auth import Refusal
-from cinnamon_pool.gateway.proxy import forwarded_headers, open_upstream, read_body, relay
+from cinnamon_pool.gateway.proxy import forwarded_headers, initialize_request, open_upstream, read_body, relay
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.aio import AsyncLeaseClient
 from cinnamon_pool.lease.apikeys import look_up
 from cinnamon_pool.logs.events import CLIENT_PREFIX
 from cinnamon_pool.model import ApiKey, ConnectSession, Holder, Outcome, validate_test_run_id
 
+METHOD_NOT_FOUND = -32601  # JSON-RPC's code
 CHECK_EVERY_S = 0.5  # idle sessions and revoked keys are looked for this often (revoked: cut within 1 s)
 
 
@@ -88,6 +89,8 @@ class OnConnect:
         if session is None:
             if request.method != "POST":
                 raise Refusal(400, "no_session", "open a session first: POST an MCP initialize")
+            if initialize_request(body) is None:
+                return _not_a_session_opener(body)
             return await self._open(request, key, body)
         held = await self._held(session)
         if held is None:
@@ -246,3 +249,16 @@ class OnConnect:
                 except LeaseError:  # ended elsewhere: killed, past the cap, container gone
                     self.held.pop(held.binding.session, None)
                     await self.client.hdel(self.keys.connect_sessions, held.binding.session)
+
+
+def _not_a_session_opener(body: bytes) -> Response:
+    """A session-less request that is not an ``initialize`` (the 2026 clients' ``server/discover``
+    probe, say) takes no lease: it gets JSON-RPC's "method not found" at HTTP 400, which the
+    MCP SDKs read as a server of the initialize era, and they go on with ``initialize``."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        message = None
+    request_id = message.get("id") if isinstance(message, dict) else None
+    error = {"code": METHOD_NOT_FOUND, "message": "a session on connect opens with an MCP initialize request"}
+    return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error}, 400)

@@ -9,6 +9,7 @@ GET event stream) stream back chunk by chunk as the container writes them, never
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
@@ -72,3 +73,18 @@ async def relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
         return
     finally:
         await upstream.aclose()
+
+
+def initialize_request(body: bytes) -> tuple[object, str] | None:
+    """``(id, requested protocol version)`` when ``body`` is an MCP ``initialize`` request."""
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("method") != "initialize" or "id" not in message:
+        return None
+    params = message.get("params")
+    version = params.get("protocolVersion") if isinstance(params, dict) else None
+    return message["id"], version if isinstance(version, str) else ""

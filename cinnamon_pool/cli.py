@@ -279,7 +279,7 @@ def status_view(status: dict[str, Any], stats: dict[str, Any]) -> Any:
         table.add_row(
             c["name"],
             Text(c["state"], style=STATE_STYLES.get(c["state"], "red")),
-            c["test_run_id"] or "-",
+            (c["test_run_id"] or "-") + (f" (key {c['client']})" if c.get("client") else ""),
             "-" if c.get("lease_age_s") is None else _duration(c["lease_age_s"]),
             "-" if c["memory_mb"] is None else f"{c['memory_mb']:.0f}MB",
             "-" if c.get("cpu_percent") is None else f"{c['cpu_percent']:.0f}%",
@@ -437,6 +437,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     for name, c in report["containers"].items():
         average = "-" if c["average_duration_s"] is None else f"{c['average_duration_s']:.2f}s"
         print(row.format(name, c["tests"], average, c["memory_trend"], f"{c['error_rate']:.1%}", c["restarts"], c["risk"]))
+    for name, c in report["clients"].items():
+        print(f"client {name}: {c['sessions']} sessions on connect, wait p50 {c['wait_p50_s']} s, p95 {c['wait_p95_s']} s")
     errors = report["errors"]
     for entry in errors["common"]:
         print(f"  {entry['count']:>6} x {entry['error']}" + (f" (in {entry['context']})" if entry["context"] else ""))

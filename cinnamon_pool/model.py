@@ -138,6 +138,14 @@ class ContainerRecord:
         return {**dataclasses.asdict(self), "state": self.state.value}
 
 
+CLIENT_PREFIX = "key:"  # the holder's worker field of a lease a gateway took for an API-key client
+
+
+def client_of(worker: str) -> str | None:
+    """The API key name of a session on connect's holder; ``None`` for a job's."""
+    return worker.removeprefix(CLIENT_PREFIX) if worker.startswith(CLIENT_PREFIX) else None
+
+
 @dataclass(frozen=True)
 class LeaseInfo:
     """A live lease as stored in Redis (times are Redis server milliseconds)."""

@@ -38,7 +38,7 @@ from cinnamon_pool.gateway import toolcalls
 from cinnamon_pool.lease.handle import ARTIFACTS, ContainerLease, error_context
 from cinnamon_pool.lease.heartbeat import Heartbeat
 from cinnamon_pool.lease.store import LeaseStore
-from cinnamon_pool.model import ContainerState, Holder, Outcome
+from cinnamon_pool.model import ContainerState, Holder, Outcome, client_of
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
     LeaseLost,
@@ -229,6 +229,7 @@ class ContainerPool:
                     "state": record.state.value,
                     "endpoint": record.endpoint,
                     "test_run_id": lease.test_run_id if lease else None,
+                    "client": client_of(lease.worker) if lease else None,
                     "allocated_at": _iso(lease.granted_ms) if lease else None,
                     "lease_age_s": round((snapshot.now_ms - lease.granted_ms) / 1000, 1) if lease else None,
                     "memory_mb": snapshot.memory_mb.get(name),

@@ -20,13 +20,17 @@ class Log:
         self.root = root
         self.writer = DailyLogWriter(root)
 
-    def job(self, name: str, at: dt.datetime, seconds: float, memory_mb: float, outcome: str = "ok", wait_s: float = 0.0) -> None:
+    def job(
+        self, name: str, at: dt.datetime, seconds: float, memory_mb: float, outcome: str = "ok", wait_s: float = 0.0, client: str = ""
+    ) -> None:
+        """One lease: ALLOCATED, then RELEASED ``seconds`` later; ``client``: a session on connect's key."""
         run = f"run-{at:%H%M%S}-{name}"
         allocated = (
             ("Test Run", run),
-            ("Wait Time", f"{wait_s:.3f}s"),
             ("Memory Usage", f"{memory_mb:.0f}MB"),
             ("Available Containers", "1"),
+            ("Wait Time", f"{wait_s:.3f}s"),
+            *((("Client", client),) if client else ()),
         )
         self.writer.write(LogKind.USAGE, LogRecord(at, "INFO", name, "ALLOCATED", allocated))
         end = at + dt.timedelta(seconds=seconds)

@@ -36,8 +36,7 @@ from cinnamon_pool.gateway.proxy import forwarded_headers, initialize_request, o
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.aio import AsyncLeaseClient
 from cinnamon_pool.lease.apikeys import look_up
-from cinnamon_pool.logs.events import CLIENT_PREFIX
-from cinnamon_pool.model import ApiKey, ConnectSession, Holder, Outcome, validate_test_run_id
+from cinnamon_pool.model import CLIENT_PREFIX, ApiKey, ConnectSession, Holder, Outcome, validate_test_run_id
 
 METHOD_NOT_FOUND = -32601  # JSON-RPC's code
 CHECK_EVERY_S = 0.5  # idle sessions and revoked keys are looked for this often (revoked: cut within 1 s)

@@ -215,6 +215,7 @@ class Analyzer:
         self.jobs_by_minute: Counter[int] = Counter()
         self.errors_by_minute: Counter[int] = Counter()
         self.wait_buckets: Counter[float] = Counter()
+        self.client_waits: dict[str, Counter[float]] = defaultdict(Counter)  # API key name -> its sessions' waits
         self.duration_buckets: Counter[float] = Counter()
         self.busy_s = 0.0
         self._origin: _dt.datetime | None = None
@@ -289,8 +290,12 @@ class Analyzer:
             box.test_failures += outcome == "test_failed"
         elif action == LogAction.ALLOCATED:
             wait = _seconds(get("Wait Time", ""))
+            bucket = _bucket(wait or 0.0, WAIT_BUCKETS_S)
             if wait is not None:
-                self.wait_buckets[_bucket(wait, WAIT_BUCKETS_S)] += 1
+                self.wait_buckets[bucket] += 1
+            client = get("Client")
+            if client:
+                self.client_waits[client][bucket] += 1
         elif (action == LogAction.CONTAINER_RESTART or action == LogAction.CONTAINER_REPLACED) and box is not None:
             reason = get("Reason", "")
             code = reason or "unknown"
@@ -406,6 +411,14 @@ class Analyzer:
                 "frequently_restarted": often_restarted,
             },
             "pool": pool,
+            "clients": {
+                name: {
+                    "sessions": sum(waits.values()),
+                    "wait_p50_s": _percentile(waits, WAIT_BUCKETS_S, 50),
+                    "wait_p95_s": _percentile(waits, WAIT_BUCKETS_S, 95),
+                }
+                for name, waits in sorted(self.client_waits.items())
+            },
             "timeline": self._timeline(span_s),
             "histograms": {
                 "wait_s": _histogram(self.wait_buckets, WAIT_BUCKETS_S),

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from cinnamon_pool.events import EventKind, LeaseEvent
 from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.format import LogKind, LogRecord
+from cinnamon_pool.model import client_of
 
 _TOKEN = re.compile(r"\b[0-9a-f]{16}:\d+:[0-9a-f]{16}\b")
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
@@ -69,9 +70,6 @@ RESTART_REASONS = (  # (the seed's reason code, what the reason text starts with
 )
 
 
-CLIENT_PREFIX = "key:"  # the holder's worker field of a lease a gateway took for an API-key client
-
-
 def restart_reason(text: str) -> str:
     """The seed's reason code for why a container restarts (``error_threshold_exceeded``,
     ``memory_limit_exceeded``, ...); ``other`` for a reason this list does not know. The full
@@ -127,8 +125,9 @@ def _event_record(
         if event.has("job_id"):
             details.append(("Job", event.text("job_id")))
         worker = event.text("worker") if event.has("worker") else ""
-        if worker.startswith(CLIENT_PREFIX):  # a session on connect: the API key that opened it
-            details.append(("Client", worker.removeprefix(CLIENT_PREFIX)))
+        client = client_of(worker)
+        if client is not None:  # a session on connect: the API key that opened it
+            details.append(("Client", client))
         elif worker:
             details.append(("Worker", worker))
         if event.number("wait_ms"):

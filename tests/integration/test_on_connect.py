@@ -80,6 +80,9 @@ def test_a_client_with_a_key_gets_a_container_of_its_own_until_it_deletes_its_se
     assert container == "container-001"
     lease = stand.store.snapshot().leases["container-001"]
     assert lease.test_run_id == "agent-run-7", "the run is named by X-Test-Run-Id"
+    shown = subprocess.run([str(BIN / "cinnamon-pool"), "status", "--json"], env=stand.env, capture_output=True, text=True, timeout=60)
+    [row] = [c for c in json.loads(shown.stdout)["containers"] if c["name"] == container]
+    assert (row["test_run_id"], row["client"]) == ("agent-run-7", "agent"), "status names the key beside the run"
     called = post(stand, key, CALL, **{"mcp-session-id": session})
     assert called.status_code == 200 and called.headers["X-Cinnamon-Container"] == container, called.text
     assert [c["token"] for c in stand.calls()] == [lease.token], "the container saw the lease's token, not the key"

@@ -127,6 +127,20 @@ def test_memory_restarts_without_a_trend_advise_raising_the_limit(tmp_path: Path
     assert "raise rules.max_memory_mb" in memory["message"] and report["containers"]["container-001"]["risk"] == "medium"
 
 
+def test_sessions_on_connect_are_counted_per_api_key_with_their_waits(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    for i in range(4):
+        log.job("container-001", START + dt.timedelta(seconds=10 * i), 2, 180, wait_s=0.04, client="ci-bot")
+    log.job("container-002", START, 2, 180, wait_s=3, client="agent")
+    log.job("container-002", START + dt.timedelta(seconds=20), 2, 180, wait_s=3)  # an rq job: no client
+    report = log.report()
+    assert report["clients"] == {
+        "agent": {"sessions": 1, "wait_p50_s": 5.0, "wait_p95_s": 5.0},
+        "ci-bot": {"sessions": 4, "wait_p50_s": 0.05, "wait_p95_s": 0.05},
+    }, "waits as the pool's bucket upper bounds"
+    assert report["pool"]["jobs"] == 6
+
+
 def test_every_key_of_report_json_is_documented(tmp_path: Path) -> None:
     from tests.conftest import ROOT
     from tests.report_log import an_afternoon

@@ -16,7 +16,7 @@ from cinnamon_pool import decode
 from cinnamon_pool.clock import ManualClock
 from cinnamon_pool.config import idle_timeout_s
 from cinnamon_pool.errors import PoolExhausted
-from cinnamon_pool.gateway.app import _initialize_request
+from cinnamon_pool.gateway.proxy import initialize_request
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession, Holder
@@ -188,12 +188,12 @@ def test_a_held_session_round_trips() -> None:
 
 def test_the_gateway_knows_an_initialize_request_and_nothing_else() -> None:
     body = {"jsonrpc": "2.0", "id": 7, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}}
-    assert _initialize_request(json.dumps(body).encode()) == (7, "2025-06-18")
-    assert _initialize_request(json.dumps({**body, "method": "tools/list"}).encode()) is None
-    assert _initialize_request(json.dumps({k: v for k, v in body.items() if k != "id"}).encode()) is None, "a notification"
-    assert _initialize_request(b"[1, 2]") is None
-    assert _initialize_request(b"{not json") is None
-    assert _initialize_request(json.dumps({**body, "params": "x"}).encode()) == (7, "")
+    assert initialize_request(json.dumps(body).encode()) == (7, "2025-06-18")
+    assert initialize_request(json.dumps({**body, "method": "tools/list"}).encode()) is None
+    assert initialize_request(json.dumps({k: v for k, v in body.items() if k != "id"}).encode()) is None, "a notification"
+    assert initialize_request(b"[1, 2]") is None
+    assert initialize_request(b"{not json") is None
+    assert initialize_request(json.dumps({**body, "params": "x"}).encode()) == (7, "")
 
 
 def test_the_servers_idle_timeout_is_read_from_the_command() -> None:

@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import redis
@@ -38,6 +38,7 @@ from cinnamon_pool.lease.aio import AsyncLeaseClient
 from cinnamon_pool.lease.apikeys import look_up
 from cinnamon_pool.model import CLIENT_PREFIX, ApiKey, ConnectSession, Holder, Outcome, validate_test_run_id
 
+T = TypeVar("T")
 METHOD_NOT_FOUND = -32601  # JSON-RPC's code
 CHECK_EVERY_S = 0.5  # idle sessions and revoked keys are looked for this often (revoked: cut within 1 s)
 
@@ -120,8 +121,9 @@ class OnConnect:
             raise Refusal(400, "bad_test_run_id", str(error)) from None
         self.waiting += 1
         try:
-            grant = await self.leases.acquire(
-                Holder(test_run_id, "", CLIENT_PREFIX + key.name), self.config.gateway.session_acquire_timeout_s
+            grant = await _unless_gone(
+                request,
+                self.leases.acquire(Holder(test_run_id, "", CLIENT_PREFIX + key.name), self.config.gateway.session_acquire_timeout_s),
             )
         except PoolExhausted as error:
             raise Refusal(503, "pool_exhausted", str(error), extra={"pool": error.pool, "counts": error.counts}) from None
@@ -261,3 +263,25 @@ def _not_a_session_opener(body: bytes) -> Response:
     request_id = message.get("id") if isinstance(message, dict) else None
     error = {"code": METHOD_NOT_FOUND, "message": "a session on connect opens with an MCP initialize request"}
     return JSONResponse({"jsonrpc": "2.0", "id": request_id, "error": error}, 400)
+
+
+async def _unless_gone(request: Request, acquiring: Awaitable[T]) -> T:
+    """``acquiring``'s result; a client that goes away while it waits leaves the queue at once
+    (the acquire is cancelled) instead of being granted a container nobody will use."""
+    task, gone = asyncio.ensure_future(acquiring), asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in (task, gone):
+            if not waiting.done():
+                waiting.cancel()
+        await asyncio.gather(task, gone, return_exceptions=True)
+    if task.cancelled():
+        raise Refusal(499, "client_gone", "the client went away while it waited for a container")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (its body was read whole before this)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

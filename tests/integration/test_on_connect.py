@@ -125,3 +125,17 @@ def test_an_idle_session_ends_and_a_revoked_key_cuts_its_sessions(stand: Stand) 
     assert keys(stand, "revoke", "revoked").returncode == 0
     eventually(lambda: not stand.store.snapshot().leases, 1.5, "the revoked key's lease released within 1 s")
     assert post(stand, revoked, CALL, **{"mcp-session-id": session}).status_code == 403
+
+
+def test_a_client_that_gives_up_waiting_leaves_the_queue_and_is_never_granted_a_container(stand: Stand) -> None:
+    holder = new_key(stand, "holder")
+    session = post(stand, holder, initialize()).headers["mcp-session-id"]
+    quitter = new_key(stand, "quitter")
+    sent = {**MCP_HEADERS, "Authorization": f"Bearer {quitter}", "X-Test-Run-Id": "gave-up"}
+    with pytest.raises(httpx.ReadTimeout):  # it waits in the FIFO queue, then hangs up
+        httpx.post(connect_url(stand), content=json.dumps(initialize()), headers=sent, timeout=0.5)
+    eventually(lambda: 'reason="client_gone"' in httpx.get(f"{stand.base}/metrics", timeout=5).text, 5, "the gateway seeing it go")
+    assert stand.store.snapshot().waiting == 0, "it left the queue"
+    httpx.delete(connect_url(stand), headers={"Authorization": f"Bearer {holder}", "mcp-session-id": session}, timeout=10)
+    time.sleep(1)  # a grant to a waiter is immediate on release; give it the chance to go wrong
+    assert all(lease.test_run_id != "gave-up" for lease in stand.store.snapshot().leases.values())

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from rq import Queue, Retry
@@ -22,12 +23,14 @@ from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.pool import ContainerPool
 from tests.conftest import ROOT
+from tests.integration.test_gateway import MCP_HEADERS, initialize
 from tests.integration.test_supervisor_docker import eventually
 from tests.lease_helpers import assert_one_lease_at_a_time
 from tests.support import free_port, rq_worker_command
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 BIN = Path(sys.executable).parent
+NAVIGATE = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "browser_navigate", "arguments": {"url": "data:,x"}}}
 
 
 @dataclass
@@ -126,3 +129,34 @@ def test_jobs_spread_over_two_hosts_keep_flowing_when_one_dies_and_it_comes_back
             worker.wait(timeout=30)
 
     assert_one_lease_at_a_time(real_redis, PoolKeys(pool_cleanup))  # no container served two leases at once
+
+
+def test_a_client_on_one_gateway_gets_containers_of_both_hosts_each_through_its_own_hosts_gateway(
+    two_hosts: tuple[Host, Host], real_redis: redis.Redis, pool_cleanup: str, tmp_path: Path
+) -> None:
+    host_a, host_b = two_hosts
+    config = PoolConfig.load(host_a.config_path)
+    pool = ContainerPool(config)
+    host_a.start(tmp_path)
+    host_b.start(tmp_path)
+    eventually(lambda: pool.status()["available"] == 4, seconds=60, what="2 containers on each host")
+    env = {**os.environ, "CINNAMON_CONFIG": str(host_a.config_path)}
+    made = subprocess.run([str(BIN / "cinnamon-pool"), "keys", "create", "agents"], env=env, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    url = f"{config.gateway.base_url}/{pool_cleanup}/mcp"  # host-a's gateway only
+    client = httpx.Client(headers={**MCP_HEADERS, "Authorization": f"Bearer {made.stdout.strip()}"}, timeout=30)
+    sessions = {}
+    for i in range(4):
+        opened = client.post(url, json=initialize(i))
+        assert opened.status_code == 200, opened.text
+        sessions[opened.headers["X-Cinnamon-Container"]] = opened.headers["mcp-session-id"]
+    assert set(sessions) == {"container-001", "container-002", "container-1001", "container-1002"}, "four sessions, four containers"
+    leases = pool.store.snapshot().leases
+    for name, session in sessions.items():
+        called = client.post(url, json=NAVIGATE, headers={"mcp-session-id": session})
+        assert called.status_code == 200 and called.headers["X-Cinnamon-Container"] == name, called.text
+        assert leases[name].worker == "key:agents"
+    for session in sessions.values():
+        assert client.delete(url, headers={"mcp-session-id": session}).status_code < 300
+    eventually(lambda: not pool.store.snapshot().leases, seconds=10, what="every session's lease released")
+    assert_one_lease_at_a_time(real_redis, PoolKeys(pool_cleanup))

@@ -4,7 +4,7 @@ Each row carries a baseline measured in the same run and a checkable target (tes
 the misses are listed at the end and the exit status is 1 when there is any. `python -m tests.bench
 lease` runs one section; `--cpus 1` sets the playwright-mcp containers' CPU share for the signin
 section. Sections: signin (the sign-in job as users feel it), lease (real redis-server), pool,
-supervisor and gateway (real Docker, fake-mcp and playwright-mcp), jobs, logs.
+supervisor, gateway and connect (real Docker, fake-mcp and playwright-mcp), jobs, logs.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench import gateway_bench, jobs_bench, lease_bench, logs_bench, pool_bench, signin_bench, supervisor_bench
+from tests.bench import connect_bench, gateway_bench, jobs_bench, lease_bench, logs_bench, pool_bench, signin_bench, supervisor_bench
 from tests.bench.report import emit
 from tests.support import start_redis_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-SECTIONS = ("signin", "lease", "pool", "supervisor", "gateway", "jobs", "logs")
+SECTIONS = ("signin", "lease", "pool", "supervisor", "gateway", "connect", "jobs", "logs")
 
 
 def main(argv: list[str]) -> int:
@@ -59,6 +59,9 @@ def main(argv: list[str]) -> int:
             if "gateway" in chosen:
                 print("section gateway: each MCP request through the gateway vs sent direct (real playwright-mcp)", flush=True)
                 rows += gateway_bench.run(url, Path(scratch))
+            if "connect" in chosen:
+                print("section connect: sessions on connect (an API key, one URL) vs ContainerPool.lease (real playwright-mcp)", flush=True)
+                rows += connect_bench.run(url, Path(scratch))
             if "jobs" in chosen:
                 print("section jobs: decorator overhead, cleanup check, E2E throughput", flush=True)
                 rows += jobs_bench.run(url, Path(scratch))

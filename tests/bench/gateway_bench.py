@@ -32,12 +32,13 @@ INITIALIZE = {
 
 @contextlib.contextmanager
 def gateway_process(
-    redis_url: str, pool: str, ports: str, listen: str, workdir: Path, *, prepare: bool = True
+    redis_url: str, pool: str, ports: str, listen: str, workdir: Path, *, prepare: bool = True, extra: str = ""
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """A `cinnamon-pool gateway` process; ``extra``: more lines of its [gateway] table."""
     path = workdir / f"gateway-{pool}.toml"
     path.write_text(
         f'[redis]\nurl = "{redis_url}"\n[pool]\nname = "{pool}"\nmin_size = 1\nmax_size = 2\ninitial_size = 1\n'
-        f'[container]\nhost_port_range = "{ports}"\n[gateway]\nlisten = "{listen}"\nprepare = {str(prepare).lower()}\n'
+        f'[container]\nhost_port_range = "{ports}"\n[gateway]\nlisten = "{listen}"\nprepare = {str(prepare).lower()}\n{extra}'
         f'[logs]\ndir = "{workdir / "logs"}"\n'
     )
     env = {**os.environ, "CINNAMON_CONFIG": str(path)}
@@ -61,9 +62,9 @@ def rss_mb(pid: int) -> float:
 class Session:
     """One MCP session over one keep-alive connection, on a given URL (direct or gateway)."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, opening: dict[str, object] = INITIALIZE) -> None:
         self.url, self.client = url, httpx.Client(timeout=60, headers={**HEADERS, "Authorization": f"Bearer {token}"})
-        answer = self.client.post(url, content=json.dumps(INITIALIZE))
+        answer = self.client.post(url, content=json.dumps(opening))
         answer.raise_for_status()
         self.client.headers["mcp-session-id"] = answer.headers["mcp-session-id"]
         self.client.post(url, content=json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))

@@ -30,6 +30,7 @@ from mcp.client.streamable_http import streamable_http_client
 from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.errors import CinnamonError, LeaseLost
 from cinnamon_pool.lease.handle import JOB_PHASE, ContainerLease, SessionFigures
+from cinnamon_pool.safefiles import private_folder, write_private
 
 TOKEN_HEADER = "X-Cinnamon-Token"
 MCP_TIMEOUT_S, MCP_READ_TIMEOUT_S = 30.0, 300.0  # as the mcp client's transports default them
@@ -170,16 +171,16 @@ class Browser:
         folder = artifact_folder(self.lease)
         self._counted = False
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            private_folder(folder)  # 0700, files 0600: what a test typed may show in them
             try:
-                (folder / "snapshot.md").write_text(self.call("browser_snapshot"), encoding="utf-8")
+                write_private(folder / "snapshot.md", self.call("browser_snapshot"))
             except Exception:
                 if self.last_snapshot is not None:
-                    (folder / "snapshot.md").write_text(self.last_snapshot, encoding="utf-8")
+                    write_private(folder / "snapshot.md", self.last_snapshot)
             with contextlib.suppress(Exception):
-                (folder / "screenshot.png").write_bytes(self.screenshot())
+                write_private(folder / "screenshot.png", self.screenshot())
             with contextlib.suppress(Exception):
-                (folder / "console.log").write_text(self.call("browser_console_messages"), encoding="utf-8")
+                write_private(folder / "console.log", self.call("browser_console_messages"))
         except OSError:
             return None
         return str(folder)

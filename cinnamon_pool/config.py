@@ -212,6 +212,19 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class WorkerSettings:
+    """``rq worker -w cinnamon_pool.worker.Worker``: what a job read from Redis may make it run."""
+
+    allowed_functions: tuple[str, ...] = ()  # modules ("workers", "app.jobs"): theirs and their submodules' functions; () = any
+    allow_pickle: bool = False  # rq's default serializer: whoever writes to Redis would run code in the workers
+
+    def allows(self, func_name: str) -> bool:
+        """Whether the job function ``func_name`` ("module.function") may run."""
+        modules = (entry.rstrip(".") for entry in self.allowed_functions)
+        return not self.allowed_functions or any(func_name == m or func_name.startswith(m + ".") for m in modules)
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     host: str = "127.0.0.1"
     port: int = 9464  # 0 turns the endpoint off
@@ -226,6 +239,7 @@ class PoolConfig:
     logs: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
 
     @classmethod
     def load(cls, path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> PoolConfig:
@@ -358,6 +372,9 @@ class PoolConfig:
             )
         if gateway.max_body_bytes < 1024:
             raise ConfigError("gateway.max_body_bytes", gateway.max_body_bytes, "must be >= 1024")
+        for entry in self.worker.allowed_functions:
+            if not _MODULE_PATH.fullmatch(entry):
+                raise ConfigError("worker.allowed_functions", entry, 'must be a module path such as "workers" or "app.jobs."')
         if gateway.max_connections < 1:
             raise ConfigError("gateway.max_connections", gateway.max_connections, "must be >= 1")
         for key in ("body_timeout_s", "connect_timeout_s", "prepare_timeout_s", "prepare_refresh_s"):
@@ -373,6 +390,7 @@ _SECTION_TYPES: dict[str, type] = {
     "logs": LogSettings,
     "metrics": MetricsSettings,
     "gateway": GatewaySettings,
+    "worker": WorkerSettings,
 }
 
 ENV_VARIABLES: dict[str, str] = {
@@ -388,6 +406,7 @@ ENV_VARIABLES: dict[str, str] = {
     "CINNAMON_METRICS_PORT": "metrics.port",
 }
 
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.?")
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 

@@ -13,8 +13,9 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelManagedSSLConnection as AsyncSentinelSSLConnection
 from redis.connection import parse_url
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedSSLConnection
 
 from cinnamon_pool.config import RedisSettings, redact
 from cinnamon_pool.errors import StoreUnavailable
@@ -22,18 +23,22 @@ from cinnamon_pool.errors import StoreUnavailable
 SENTINEL_TIMEOUT_S = 1.0  # a Sentinel that does not answer this soon is skipped for the next
 
 
-def _credentials(settings: RedisSettings) -> dict[str, Any]:
-    """The database and credentials of ``redis.url`` (its host and port are the Sentinels' to say)."""
+def _credentials(settings: RedisSettings, *, asynchronous: bool = False) -> dict[str, Any]:
+    """The database, credentials and TLS of ``redis.url`` (its host and port are the Sentinels'
+    to say): a ``rediss://`` URL keeps TLS to the primary that Sentinel names."""
     parsed = parse_url(settings.url)  # type: ignore[no-untyped-call]
-    return {key: parsed[key] for key in ("db", "username", "password") if parsed.get(key) is not None}
+    found = {key: parsed[key] for key in ("db", "username", "password") if parsed.get(key) is not None}
+    if settings.url.startswith("rediss://"):
+        found["connection_class"] = AsyncSentinelSSLConnection if asynchronous else SentinelManagedSSLConnection
+    return found
 
 
 def redis_client(settings: RedisSettings, **options: Any) -> redis.Redis:
     """A client of the pool's Redis; ``options`` as for ``redis.Redis`` (socket_timeout, ...)."""
     if not settings.sentinels:
         return redis.Redis.from_url(settings.url, **options)
-    sentinel = Sentinel(settings.sentinel_addresses, socket_timeout=SENTINEL_TIMEOUT_S)  # type: ignore[no-untyped-call]
-    client: redis.Redis = sentinel.master_for(settings.service, redis_class=redis.Redis, **_credentials(settings), **options)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(settings.sentinel_addresses, socket_timeout=SENTINEL_TIMEOUT_S)  # type: ignore[no-untyped-call, unused-ignore]
+    client: redis.Redis = sentinel.master_for(settings.service, redis_class=redis.Redis, **_credentials(settings), **options)  # type: ignore[no-untyped-call, unused-ignore]
     return client
 
 
@@ -41,8 +46,10 @@ def async_redis_client(settings: RedisSettings, **options: Any) -> aioredis.Redi
     """The asyncio twin of :func:`redis_client` (the gateway's)."""
     if not settings.sentinels:
         return aioredis.Redis.from_url(settings.url, **options)
-    sentinel = AsyncSentinel(settings.sentinel_addresses, socket_timeout=SENTINEL_TIMEOUT_S)  # type: ignore[no-untyped-call]
-    client: aioredis.Redis = sentinel.master_for(settings.service, redis_class=aioredis.Redis, **_credentials(settings), **options)
+    sentinel = AsyncSentinel(settings.sentinel_addresses, socket_timeout=SENTINEL_TIMEOUT_S)  # type: ignore[no-untyped-call, unused-ignore]
+    client: aioredis.Redis = sentinel.master_for(
+        settings.service, redis_class=aioredis.Redis, **_credentials(settings, asynchronous=True), **options
+    )
     return client
 
 

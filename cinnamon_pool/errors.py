@@ -99,3 +99,11 @@ class ImageMissing(RuntimeUnavailable):
 class ImageRejected(ImageMissing):
     """The image is present but is not the one ``container.image_id`` pins: for the pool, as good
     as missing (nothing is started from it)."""
+
+
+class RefusedFunction(CinnamonError):
+    """A job named a function outside ``[worker] allowed_functions``; it was neither imported nor run."""
+
+    def __init__(self, func_name: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(f"{func_name!r} is not in a module of [worker] allowed_functions ({', '.join(allowed)})")
+        self.func_name, self.allowed = func_name, allowed

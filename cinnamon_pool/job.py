@@ -44,7 +44,7 @@ JOB_SHARE_OF_TIMEOUT = 0.5  # of an rq job's timeout, the acquire wait may take 
 _CONFIG_VARIABLES = ("CINNAMON_CONFIG", *ENV_VARIABLES)
 
 
-def _config_from_environment() -> PoolConfig:
+def config_from_environment() -> PoolConfig:
     """The CLI's configuration, parsed again only when the file or a CINNAMON_* variable changed."""
     variables = tuple((k, os.environ[k]) for k in _CONFIG_VARIABLES if k in os.environ)
     path = os.environ.get("CINNAMON_CONFIG")
@@ -211,7 +211,7 @@ def with_container(
         def run_with_container(*args: P.args, **kwargs: P.kwargs) -> R:
             if "container" in kwargs:
                 raise TypeError(f"{function.__name__}() was given 'container', which @with_container injects")
-            pool = _pool_for(fixed_config or _config_from_environment())
+            pool = _pool_for(fixed_config or config_from_environment())
             job = _current_job()
             job_id = str(job.id) if job is not None else ""
             worker = str(getattr(job, "worker_name", None) or socket.gethostname())

@@ -39,6 +39,7 @@ from cinnamon_pool.lease.handle import ARTIFACTS, ContainerLease, error_context
 from cinnamon_pool.lease.heartbeat import Heartbeat
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerState, Holder, Outcome, client_of
+from cinnamon_pool.safefiles import private_folder, write_private
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
     LeaseLost,
@@ -99,8 +100,7 @@ class Failure:
             return None
         folder = Path(lease.artifacts_path or artifact_folder(lease))
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "traceback.txt").write_text(self.traceback, encoding="utf-8")
+            write_private(private_folder(folder) / "traceback.txt", self.traceback)
         except OSError:
             return None  # a full disk must not hide the job's own error
         return str(folder)

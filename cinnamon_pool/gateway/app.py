@@ -30,7 +30,15 @@ from cinnamon_pool.errors import StoreUnavailable
 from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
 from cinnamon_pool.gateway.connect import OnConnect
 from cinnamon_pool.gateway.prepare import Preparer, Upstream
-from cinnamon_pool.gateway.proxy import LEASE_HEADER, forwarded_headers, initialize_request, open_upstream, read_body, relay
+from cinnamon_pool.gateway.proxy import (
+    LEASE_HEADER,
+    forwarded_headers,
+    initialize_request,
+    open_upstream,
+    read_body,
+    relay,
+    request_headers,
+)
 from cinnamon_pool.gateway.sessions import LeaseSessions
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.toolcalls import ToolCalls, is_tool_call, reports_error
@@ -202,7 +210,7 @@ class Gateway:
             timed = request.method == "POST" and is_tool_call(body)
             started = self.clock.monotonic()
             # The container hears which lease a request came under from the gateway, never from the client.
-            headers = {**forwarded_headers(request.headers), LEASE_HEADER: target.token}
+            headers = {**request_headers(request.headers), LEASE_HEADER: target.token}
             upstream = await self._send(target, request.method, headers, body)
             if "mcp-session-id" in upstream.headers and initialize is not None:
                 await self._opened(target, upstream.headers["mcp-session-id"])

@@ -32,7 +32,7 @@ from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import InvalidIdentifier, LeaseError, PoolExhausted, PoolNotReady, StoreUnavailable
 from cinnamon_pool.gateway.auth import Refusal
-from cinnamon_pool.gateway.proxy import forwarded_headers, initialize_request, open_upstream, read_body, relay
+from cinnamon_pool.gateway.proxy import forwarded_headers, initialize_request, open_upstream, read_body, relay, request_headers
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.aio import AsyncLeaseClient
 from cinnamon_pool.lease.apikeys import look_up
@@ -161,7 +161,7 @@ class OnConnect:
         return self._stream(held, upstream)
 
     async def _send(self, held: _Held, request: Request, body: bytes) -> httpx.Response:
-        headers = {**forwarded_headers(request.headers), "Authorization": f"Bearer {held.binding.token}"}
+        headers = {**request_headers(request.headers), "Authorization": f"Bearer {held.binding.token}"}
         held.in_flight += 1
         held.last_used = self.clock.monotonic()
         try:

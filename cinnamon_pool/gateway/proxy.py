@@ -25,8 +25,19 @@ HOP_BY_HOP = frozenset(
 )  # fmt: skip
 
 
+# The only request headers that reach a container: what MCP's Streamable HTTP transport uses.
+# Cookies, proxies' X-Forwarded-*, a client's own secrets and whatever a newer client adds stay here.
+MCP_REQUEST_HEADERS = frozenset({"accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id"})
+
+
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A response's headers, without the connection-level ones."""
     return {name: value for name, value in headers.items() if name.lower() not in HOP_BY_HOP}
+
+
+def request_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A request's MCP headers, and only those (see :data:`MCP_REQUEST_HEADERS`)."""
+    return {name: value for name, value in headers.items() if name.lower() in MCP_REQUEST_HEADERS}
 
 
 async def read_body(chunks: AsyncIterator[bytes], declared: str | None, limit: int, timeout_s: float) -> bytes:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cinnamon_pool.logs.format import LogRecord, parse_text
+from cinnamon_pool.safefiles import open_for_reading
 
 _DAILY = re.compile(r"container-(pool|usage|errors)-(\d{4})-(\d\d)-(\d\d)\.log(\.gz)?")
 
@@ -21,6 +22,7 @@ def daily_files(root: Path) -> list[Path]:
     """Every daily file, current and archived, oldest day first."""
     found = [p for p in (root / "containers").glob("container-*.log") if _DAILY.fullmatch(p.name)]
     found += [p for p in (root / "archive").glob("*/container-*.log*") if _DAILY.fullmatch(p.name)]
+    found = [p for p in found if not p.is_symlink() and p.is_file()]  # what a worker planted is not the pool's log
     return sorted(found, key=lambda p: (_DAILY.fullmatch(p.name).groups()[1:4], p.name))  # type: ignore[union-attr]
 
 
@@ -45,9 +47,10 @@ def _time_of(record: LogRecord) -> _dt.datetime:
 
 
 def _read(path: Path) -> str:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
-        return handle.read()
+    """The file's text (a symlink or a device among the logs raises OSError)."""
+    with open_for_reading(path) as raw:
+        data = gzip.GzipFile(fileobj=raw).read() if path.suffix == ".gz" else raw.read()
+    return data.decode("utf-8", errors="replace")
 
 
 def archive_earlier_months(root: str | Path, today: _dt.date) -> list[Path]:
@@ -65,7 +68,11 @@ def archive_earlier_months(root: str | Path, today: _dt.date) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / (path.name + ".gz")
         partial = target.with_suffix(".gz.partial")
-        with path.open("rb") as source, gzip.open(partial, "wb") as sink:
+        try:
+            source = open_for_reading(path)
+        except OSError:
+            continue  # a symlink or a device planted among the logs is not ours to archive
+        with source, gzip.open(partial, "wb") as sink:
             shutil.copyfileobj(source, sink)
         partial.replace(target)
         path.unlink()

@@ -18,6 +18,7 @@ from loguru import logger
 
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.logs.format import LogKind, LogRecord, render
+from cinnamon_pool.safefiles import append_text
 
 
 class DailyLogWriter:
@@ -36,8 +37,7 @@ class DailyLogWriter:
         path = self.path_for(kind, record)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a", encoding="utf-8") as handle:
-                handle.write(render(record))
+            append_text(path, render(record))  # never through a symlink planted in the folder
         except OSError as error:
             self.dropped += 1
             now = self.clock.monotonic()

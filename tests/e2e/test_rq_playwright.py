@@ -47,6 +47,7 @@ def test_six_jobs_through_two_forking_workers_and_two_real_browsers(supervised_p
         result = job.return_value()
         assert f'heading "Page number {i}"' in result["snapshot"], result["snapshot"]
         assert result["test_run_id"] == f"e2e-run-{i}"
+        assert set(result) == {"container", "test_run_id", "snapshot"}, "the result carries no lease token"
 
     # Exclusivity, from the lease records: on each container, grants and releases alternate and
     # every release ends the lease that the grant before it started.

@@ -146,6 +146,18 @@ def test_a_job_drives_its_container_through_the_gateway_with_its_lease_token(sta
     assert lease.cleanup_seconds > 0, "the session was ended (DELETE) through the gateway"
 
 
+def test_only_the_mcp_headers_and_the_checked_lease_token_reach_the_container(stand: Stand) -> None:
+    grant = stand.grant()
+    session = stand.post(initialize(), grant.token).headers["mcp-session-id"]
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "browser_snapshot", "arguments": {}}}
+    extra = {"Cookie": "sid=secret", "X-Forwarded-For": "10.0.0.9", "X-Api-Key": "mine", "X-Cinnamon-Token": "forged"}
+    assert stand.post(call, grant.token, **{"mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}, **extra).status_code == 200
+    (seen,) = stand.calls()
+    assert seen["token"] == grant.token, "the lease header is the gateway's, never the client's"
+    let_through = set(seen["headers"]) - {"host", "content-length", "accept-encoding", "user-agent", "connection"}
+    assert let_through == {"accept", "content-type", "mcp-session-id", "mcp-protocol-version", "x-cinnamon-token"}, seen["headers"]
+
+
 def test_tool_calls_are_timed_and_counted_per_container_and_status_shows_them(stand: Stand) -> None:
     from cinnamon_pool.pool import ContainerPool
 

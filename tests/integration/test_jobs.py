@@ -48,15 +48,29 @@ def run_jobs(
     kind: str,
     calls: list[tuple[str, tuple[object, ...], dict[str, object]]],
     output: list[str] | None = None,
+    worker_options: tuple[str, ...] = (),
     **options: Any,
 ) -> list[Job]:
     """Enqueue ``calls`` (``options`` go to rq's enqueue; job_timeout 60 s unless given), run a
-    burst worker of ``kind`` over them; the worker's output lands in ``output``."""
+    burst worker of ``kind`` (with ``worker_options``) over them; its output lands in ``output``."""
     client = redis.Redis.from_url(url)
     queue = Queue("jobs", connection=client, serializer=JSONSerializer)
     options.setdefault("job_timeout", 60)
     jobs = [queue.enqueue(name, *args, **options, **kwargs) for name, args, kwargs in calls]
-    command = [str(BIN / "rq"), "worker", "--burst", "-S", "json", *WORKERS[kind], "--path", str(ROOT), "--url", url, "jobs"]
+    command = [
+        str(BIN / "rq"),
+        "worker",
+        "--burst",
+        "-S",
+        "json",
+        *WORKERS[kind],
+        "--path",
+        str(ROOT),
+        "--url",
+        url,
+        *worker_options,
+        "jobs",
+    ]
     ran = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     if output is not None:
         output.append(ran.stdout + ran.stderr)
@@ -233,3 +247,69 @@ def test_the_acquire_wait_never_outlives_the_jobs_rq_timeout(pool: tuple[LeaseSt
     assert "PoolExhausted" in (job.exc_info or "") and "after 4." in (job.exc_info or ""), job.exc_info
     assert "JobTimeoutException" not in (job.exc_info or ""), "rq killed the job while it waited"
     assert output[0].count("waits at most 4 s for a container, not acquire_timeout_s=300 s") == 1, output[0][-2000:]
+
+
+def test_rqs_own_logging_options_govern_the_job_sides_messages(pool: tuple[LeaseStore, dict[str, str], Path], redis_server: str) -> None:
+    """The same capped wait as above under `rq worker --logging_level ERROR`: the warning is rq's
+    to show or hide, so it is gone, and the job fails the same way."""
+    store, env, _logs = pool
+    held = store.acquire(Holder("someone-else"), timeout_s=1)
+    output: list[str] = []
+    call = [("tests.jobs.wait_long_for_a_container", (), {})]
+    (job,) = run_jobs(env, redis_server, "forking", call, output, ("--logging_level", "ERROR"), job_timeout=8)
+    store.release(held.name, held.token)
+    assert "PoolExhausted" in (job.exc_info or ""), job.exc_info
+    assert "waits at most" not in output[0], output[0][-2000:]
+
+
+# `rq worker -w cinnamon_pool.worker.Worker`: a job read from Redis runs only if its function is in
+# a module of [worker] allowed_functions, and pickled jobs are refused at the start.
+GUARDED = ("-w", "cinnamon_pool.worker.Worker")
+
+
+def test_a_job_naming_a_function_outside_the_allowed_modules_fails_unrun(
+    pool: tuple[LeaseStore, dict[str, str], Path],
+    redis_server: str,
+    tmp_path: Path,
+) -> None:
+    _store, env, _logs = pool
+    config = Path(env["CINNAMON_CONFIG"])
+    config.write_text(config.read_text() + '[worker]\nallowed_functions = ["tests.jobs"]\n')
+    planted = tmp_path / "planted"
+    output: list[str] = []
+    allowed, forged, lookalike = run_jobs(
+        env,
+        redis_server,
+        "forking",
+        [
+            ("tests.jobs.open_page", ("",), {"test_run_id": "run-allowed"}),
+            ("os.system", (f"touch {planted}",), {}),  # what anyone who can write to Redis could enqueue
+            ("tests.jobs_lookalike.run", (), {}),  # a module whose name only begins like an allowed one
+        ],
+        output,
+        worker_options=GUARDED,
+    )
+    assert allowed.get_status() == JobStatus.FINISHED, output
+    assert not planted.exists(), "the forged job ran"
+    for job, name in ((forged, "os.system"), (lookalike, "tests.jobs_lookalike.run")):
+        assert job.get_status() == JobStatus.FAILED
+        assert f"RefusedFunction: '{name}' is not in a module of [worker] allowed_functions (tests.jobs)" in (
+            job.latest_result().exc_string or ""
+        )
+    assert "refused" in output[0] and "any function a job names" not in output[0]
+
+
+def test_the_guarded_worker_refuses_picklers_in_one_line_and_warns_with_no_allow_list(
+    pool: tuple[LeaseStore, dict[str, str], Path],
+    redis_server: str,
+) -> None:
+    _store, env, _logs = pool
+    command = [str(BIN / "rq"), "worker", "--burst", *GUARDED, "--path", str(ROOT), "--url", redis_server, "jobs"]
+    pickled = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert pickled.returncode == 1
+    assert "does not run pickled jobs" in pickled.stderr and "-S json" in pickled.stderr
+    assert "Traceback" not in pickled.stderr, pickled.stderr
+    output: list[str] = []
+    (job,) = run_jobs(env, redis_server, "forking", [("tests.jobs.open_page", ("",), {})], output, worker_options=GUARDED)
+    assert job.get_status() == JobStatus.FINISHED
+    assert "any function a job names in Redis can run here" in output[0]

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from cinnamon_pool.config import DEFAULT_COMMAND, PoolConfig
+from cinnamon_pool.config import DEFAULT_COMMAND, PoolConfig, WorkerSettings
 from cinnamon_pool.errors import ConfigError
 
 
@@ -44,6 +44,7 @@ def test_file_then_environment_and_the_environment_wins(tmp_path: Path) -> None:
         ("[rules]\nerror_threshold = 0\n", "rules.error_threshold", 0),
         ('[rules]\nlease_ttl_s = "30"\n', "rules.lease_ttl_s", "30"),
         ("[nonsense]\nx = 1\n", "nonsense", {"x": 1}),
+        ('[worker]\nallowed_functions = ["workers", "os; rm"]\n', "worker.allowed_functions", "os; rm"),
         ('[pool]\nname = "a:b{c}"\n', None, "a:b{c}"),
     ],
 )
@@ -111,3 +112,14 @@ def test_the_pool_turns_webmcp_off_and_passes_the_idle_timeout_unless_told_other
     assert never.browser_idle_s is None, "0: the browser never closes for idleness"
     image = PoolConfig.from_tables({"container": {"command": []}}).container
     assert image.command_for(3001) == () and image.browser_idle_s == 3600, "the image's own command: playwright-mcp's default"
+
+
+def test_allowed_functions_are_modules_and_their_submodules_never_a_name_that_begins_alike() -> None:
+    guard = WorkerSettings(allowed_functions=("workers", "app.jobs."))
+    assert [guard.allows(n) for n in ("workers.jobs.sign_in", "app.jobs.run", "workers_evil.run", "os.system")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert WorkerSettings().allows("os.system"), "no list: rq's own behaviour (the worker warns at start)"

@@ -9,6 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "cinnamon_pool"
 LAYERS = {
     1: [
         "errors",
+        "safefiles",
         "clock",
         "backoff",
         "console",

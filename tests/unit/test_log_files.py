@@ -56,15 +56,39 @@ def test_a_full_disk_drops_records_reports_once_and_recovers(tmp_path: Path, war
     writer = DailyLogWriter(tmp_path, clock=clock, report_every_s=60)
     path = writer.path_for(LogKind.USAGE, record(clock.now(), "x"))
     path.parent.mkdir(parents=True)
-    os.symlink("/dev/full", path)  # every write: ENOSPC
+    os.mkdir(path)  # every write fails (EISDIR), as on a full disk
     assert [writer.write(LogKind.USAGE, record(clock.now(), f"run-{i}")) for i in range(5)] == [False] * 5
     assert writer.dropped == 5 and err.getvalue().count("cannot write") == 1, err.getvalue()
     clock.advance(61)
     writer.write(LogKind.USAGE, record(clock.now(), "run-5"))
     assert err.getvalue().count("cannot write") == 2, "one message per period"
-    path.unlink()
+    path.rmdir()
     assert writer.write(LogKind.USAGE, record(clock.now(), "run-6"))
     assert [r.detail("Test Run") for r in iter_records(tmp_path)] == ["run-6"]
+
+
+def test_a_log_replaced_by_a_symlink_is_not_written_through(tmp_path: Path) -> None:
+    """Workers mount the logs directory read-write: a day's file swapped for a symlink must not
+    let the supervisor append to the file it names."""
+    writer = DailyLogWriter(tmp_path / "logs")
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    path = writer.path_for(LogKind.POOL, record(dt.datetime(2025, 1, 8), "a"))
+    path.parent.mkdir(parents=True)
+    os.symlink(victim, path)
+    assert writer.write(LogKind.POOL, record(dt.datetime(2025, 1, 8), "a")) is False and writer.dropped == 1
+    assert victim.read_text() == "untouched\n"
+
+
+def test_a_symlink_among_last_months_logs_is_neither_archived_nor_read(tmp_path: Path) -> None:
+    writer = DailyLogWriter(tmp_path)
+    writer.write(LogKind.USAGE, record(dt.datetime(2025, 1, 30, 12), "real"))
+    planted = tmp_path / "containers" / "container-pool-2025-01-31.log"
+    os.symlink("/dev/zero", planted)  # read through, a copy without end
+    moved = archive_earlier_months(tmp_path, dt.date(2025, 2, 1))
+    assert [p.name for p in moved] == ["container-usage-2025-01-30.log.gz"], "the real file moved; the symlink stayed"
+    assert planted.is_symlink()
+    assert [r.detail("Test Run") for r in iter_records(tmp_path)] == ["real"]
 
 
 def test_a_deleted_log_directory_is_made_again(tmp_path: Path) -> None:

@@ -255,6 +255,7 @@ class Handler(BaseHTTPRequestHandler):
                     "at": served_at,
                     "authorization": "authorization" in self.headers,  # a gateway strips it
                     "host": self.headers.get("host", ""),
+                    "headers": sorted({name.lower() for name in self.headers}),  # what a gateway let through
                 }
             )
             failing = STATE.mode == "fail"

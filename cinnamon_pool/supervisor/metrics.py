@@ -64,10 +64,13 @@ class PoolMetrics:
         self.replacements = Counter("cinnamon_pool_replacements_total", "Container replacements, by reason", ["pool", "reason"], registry=r)
         self.errors = Counter("cinnamon_pool_errors_total", "Errors, by kind", ["pool", "kind"], registry=r)
 
+        self.known: frozenset[str] = frozenset()
+
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)
 
     def observe_pool(self, snapshot: PoolSnapshot, memory_mb: Mapping[str, float], cpu_percent: Mapping[str, float] | None = None) -> None:
+        self.known = frozenset(snapshot.containers)  # the only container labels an event may add
         for state in ContainerState:
             self.containers.labels(self.pool, state.value).set(snapshot.count(state))
         self.waiting.labels(self.pool).set(snapshot.waiting)
@@ -93,7 +96,9 @@ class PoolMetrics:
             outcome = event.text("outcome")
             label = outcome if outcome in set(Outcome) else "other"
             self.releases.labels(self.pool, label).inc()
-            self.jobs.labels(self.pool, event.name, label).inc()
+            # A name read from the stream becomes a label only if it is one of the pool's containers:
+            # events written by whoever can write to Redis must not grow the label sets without bound.
+            self.jobs.labels(self.pool, event.name if event.name in self.known else "other", label).inc()
             if outcome == Outcome.INFRA_ERROR:
                 self.errors.labels(self.pool, "infra_error").inc()
 

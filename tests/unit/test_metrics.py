@@ -49,3 +49,28 @@ def test_reason_labels_stay_bounded() -> None:
     assert reason_label("error_threshold") == "error_threshold"
     assert reason_label("3 failed probes (x)") == "other"
     assert reason_label("") == "unknown"
+
+
+def test_container_names_from_the_stream_become_labels_only_when_the_pool_has_them() -> None:
+    store = LeaseStore(fakeredis.FakeRedis(), "unit")
+    store.register(record(1))
+    metrics = PoolMetrics("unit")
+    metrics.observe_pool(store.snapshot(), {})
+    for index, name in enumerate(["container-001", *(f"container-{n:06d}" for n in range(500, 800))]):
+        fields = {
+            "kind": "released",
+            "name": name,
+            "at_ms": "2",
+            "token": "t" * 32,
+            "test_run_id": "run",
+            "outcome": "ok",
+            "duration_ms": "5",
+        }
+        metrics.lease_event(decode.event(f"{index}-0", fields))
+    jobs = [
+        line for line in generate_latest(metrics.registry).decode().splitlines() if line.startswith("cinnamon_pool_container_jobs_total{")
+    ]
+    assert sorted(jobs) == [
+        'cinnamon_pool_container_jobs_total{container="container-001",outcome="ok",pool="unit"} 1.0',
+        'cinnamon_pool_container_jobs_total{container="other",outcome="ok",pool="unit"} 300.0',
+    ]

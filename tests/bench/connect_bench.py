@@ -159,6 +159,15 @@ class Waiters:
         self.thread.join(timeout=10)
 
 
+def waiting_reached(pool: ContainerPool, count: int, seconds: float) -> int:
+    """How many clients wait in the queue once ``count`` do, or the most seen within ``seconds``."""
+    deadline, most = time.monotonic() + seconds, 0
+    while most < count and time.monotonic() < deadline:
+        most = max(most, pool.status()["waiting"])
+        time.sleep(0.1)
+    return most
+
+
 def eventually(condition: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -193,10 +202,12 @@ def run(redis_url: str, workdir: Path) -> list[Row]:
                 pings(served, 50)  # warm-up
                 quiet = pings(served, PINGS)
                 with Waiters(url, key, WAITERS):
-                    eventually(lambda: pool.status()["waiting"] >= WAITERS, 60, f"{WAITERS} clients waiting")
+                    reached = waiting_reached(pool, WAITERS, 60)
                     loaded = pings(served, PINGS)
                 eventually(lambda: pool.status()["waiting"] == 0, 30, "the waiters gone from the queue")
                 quiet += pings(served, PINGS)
+            if reached < WAITERS:  # the row then carries no figure, and misses its target
+                print(f"  only {reached} of {WAITERS} clients came to wait within 60 s: the loaded row is not measured", flush=True)
             print(
                 f"  served ping p50: none waiting {percentile(quiet, 50) * 1000:.2f} ms, {WAITERS} waiting {percentile(loaded, 50) * 1000:.2f} ms",
                 flush=True,
@@ -205,5 +216,5 @@ def run(redis_url: str, workdir: Path) -> list[Row]:
         Row("connect", "session on connect: initialize to first navigate, p50 (vs ContainerPool.lease, same client)", percentile(connect, 50) * 1000, percentile(library, 50) * 1000, "ms", "ratio <= 1.2 and value <= 500"),
         Row("connect", "session on connect: initialize to first navigate, p95 (vs the library path)", percentile(connect, 95) * 1000, percentile(library, 95) * 1000, "ms", ""),
         Row("connect", "sessions per second, open-navigate-close, 4 clients on 2 containers (vs the library path)", connect_rate, library_rate, "1/s", "ratio >= 0.9"),
-        Row("connect", f"a served session's ping p50 while {WAITERS} clients wait (vs none waiting)", percentile(loaded, 50) * 1000, percentile(quiet, 50) * 1000, "ms", "ratio <= 1.1"),
+        Row("connect", f"a served session's ping p50 while {WAITERS} clients wait (vs none waiting)", percentile(loaded, 50) * 1000 if reached >= WAITERS else float("nan"), percentile(quiet, 50) * 1000, "ms", "ratio <= 1.1"),
     ]  # fmt: skip

@@ -180,7 +180,11 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             raise ConfigError(f"gateway.{key}", path, "file not found")
     # the name the supervisor gives this host's records (Docker down at start: wait, as supervise does)
     host = config.pool.host or _waiting_for("the Docker daemon", _docker_down)(DockerRuntime).host
-    gateway = Gateway(config, async_redis_client(config.redis, socket_timeout=5), host, DailyLogWriter(config.logs.dir))
+    # Every waiting session holds a connection in BLPOP, and each request in flight may need one:
+    # redis-py's own cap (100 since 8.x) would leave waiters out of the queue and requests stalled.
+    connections = settings.max_connections + settings.max_waiting_sessions + 16
+    client = async_redis_client(config.redis, socket_timeout=5, max_connections=connections)
+    gateway = Gateway(config, client, host, DailyLogWriter(config.logs.dir))
     bind, port = settings.host_port
     print(
         f"cinnamon-pool gateway: pool {config.pool.name!r}, host {host!r}, listening on {bind}:{port}; jobs get {settings.endpoint(config.pool.name, 'container-001')} ...",

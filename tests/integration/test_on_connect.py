@@ -6,10 +6,12 @@ its initialize to its DELETE, the idle end and revocation."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -139,3 +141,32 @@ def test_a_client_that_gives_up_waiting_leaves_the_queue_and_is_never_granted_a_
     httpx.delete(connect_url(stand), headers={"Authorization": f"Bearer {holder}", "mcp-session-id": session}, timeout=10)
     time.sleep(1)  # a grant to a waiter is immediate on release; give it the chance to go wrong
     assert all(lease.test_run_id != "gave-up" for lease in stand.store.snapshot().leases.values())
+
+
+def test_more_clients_wait_than_redis_pys_connection_cap_and_a_served_session_is_answered_meanwhile(stand: Stand) -> None:
+    config = Path(stand.env["CINNAMON_CONFIG"])
+    text = config.read_text().replace("session_acquire_timeout_s = 2", "session_acquire_timeout_s = 60\nmax_waiting_sessions = 150")
+    config.write_text(text.replace("session_idle_s = 3", "session_idle_s = 120"))  # the holder keeps its container
+    stand.restart_gateway()
+    holder = new_key(stand, "holder")
+    session = post(stand, holder, initialize()).headers["mcp-session-id"]
+    waiter = new_key(stand, "waiter", "--max-sessions", "200")
+    count = 130  # each holds a Redis connection in BLPOP; redis-py's async pools stop at 100 unless told
+    sent = {**MCP_HEADERS, "Authorization": f"Bearer {waiter}"}
+
+    def wait() -> type[BaseException] | int:
+        try:
+            return httpx.post(connect_url(stand), content=json.dumps(initialize()), headers=sent, timeout=25).status_code
+        except httpx.HTTPError as error:
+            return type(error)
+
+    with concurrent.futures.ThreadPoolExecutor(count) as threads:
+        answers = [threads.submit(wait) for _ in range(count)]
+        deadline = time.monotonic() + 20
+        while (waiting := stand.store.snapshot().waiting) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting == count, f"only {waiting} of {count} clients came to wait; answered: {[a.result() for a in answers if a.done()]}"
+        served = post(stand, holder, CALL, **{"mcp-session-id": session})
+        assert served.status_code == 200, served.text
+    assert {answer.result() for answer in answers} == {httpx.ReadTimeout}, "every waiter waited until it hung up"
+    eventually(lambda: stand.store.snapshot().waiting == 0, 5, "the waiters gone from the queue")

@@ -352,6 +352,9 @@ class PoolConfig:
         self._validate_gateway()
         if rules.max_lease_s < rules.lease_ttl_s:
             raise ConfigError("rules.max_lease_s", rules.max_lease_s, f"must be >= rules.lease_ttl_s ({rules.lease_ttl_s})")
+        for entry in self.worker.allowed_functions:
+            if not _MODULE_PATH.fullmatch(entry):
+                raise ConfigError("worker.allowed_functions", entry, 'must be a module path such as "workers" or "app.jobs."')
 
     def _validate_gateway(self) -> None:
         gateway = self.gateway
@@ -372,9 +375,6 @@ class PoolConfig:
             )
         if gateway.max_body_bytes < 1024:
             raise ConfigError("gateway.max_body_bytes", gateway.max_body_bytes, "must be >= 1024")
-        for entry in self.worker.allowed_functions:
-            if not _MODULE_PATH.fullmatch(entry):
-                raise ConfigError("worker.allowed_functions", entry, 'must be a module path such as "workers" or "app.jobs."')
         if gateway.max_connections < 1:
             raise ConfigError("gateway.max_connections", gateway.max_connections, "must be >= 1")
         for key in ("body_timeout_s", "connect_timeout_s", "prepare_timeout_s", "prepare_refresh_s"):

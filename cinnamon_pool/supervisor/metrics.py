@@ -63,8 +63,7 @@ class PoolMetrics:
         self.restarts = Counter("cinnamon_pool_restarts_total", "Container restarts, by reason", ["pool", "reason"], registry=r)
         self.replacements = Counter("cinnamon_pool_replacements_total", "Container replacements, by reason", ["pool", "reason"], registry=r)
         self.errors = Counter("cinnamon_pool_errors_total", "Errors, by kind", ["pool", "kind"], registry=r)
-
-        self.known: frozenset[str] = frozenset()
+        self.known: frozenset[str] = frozenset()  # the pool's container names, from the last observe_pool
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -97,9 +97,10 @@ def test_jobs_spread_over_two_hosts_keep_flowing_when_one_dies_and_it_comes_back
 
     queue = Queue("two-hosts", connection=real_redis, serializer=JSONSerializer)
     env = {**os.environ, "CINNAMON_CONFIG": str(host_a.config_path)}
+    logs = [tmp_path / f"worker-{n}.log" for n in range(3)]  # a worker that will not stop shows why
     workers = [
-        subprocess.Popen(rq_worker_command(redis_server, "two-hosts", burst=False, root=ROOT), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        for _ in range(3)
+        subprocess.Popen(rq_worker_command(redis_server, "two-hosts", burst=False, root=ROOT), env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        for log in logs
     ]  # fmt: skip
     try:
         before = [queue.enqueue("tests.faults.jobs.browse", 2, 0.2, retry=Retry(max=3), job_timeout=60) for _ in range(18)]
@@ -125,8 +126,12 @@ def test_jobs_spread_over_two_hosts_keep_flowing_when_one_dies_and_it_comes_back
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            worker.wait(timeout=30)
+        for worker, log in zip(workers, logs, strict=True):
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                pytest.fail(f"an rq worker did not stop within 30 s of SIGTERM; its log ends:\n{log.read_text()[-3000:]}")
 
     assert_one_lease_at_a_time(real_redis, PoolKeys(pool_cleanup))  # no container served two leases at once
 

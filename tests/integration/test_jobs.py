@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from rq.serializers import JSONSerializer
 
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerRecord, ContainerState, Holder
+from cinnamon_pool.worker import Worker
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.redis
@@ -313,3 +315,24 @@ def test_the_guarded_worker_refuses_picklers_in_one_line_and_warns_with_no_allow
     (job,) = run_jobs(env, redis_server, "forking", [("tests.jobs.open_page", ("",), {})], output, worker_options=GUARDED)
     assert job.get_status() == JobStatus.FINISHED
     assert "any function a job names in Redis can run here" in output[0]
+
+
+def test_a_worker_told_to_stop_leaves_its_command_channel_at_once_whoever_reads_the_reply_first(redis_server: str) -> None:
+    """rq's own order (UNSUBSCRIBE, then stop the listener) hangs for the listener's 60 s wait
+    when the listener reads the reply before the flag is cleared; the main thread being
+    preempted right after sending is simulated by a pause there."""
+    client = redis.Redis.from_url(redis_server)
+    worker = Worker([Queue("jobs", connection=client, serializer=JSONSerializer)], connection=client, serializer=JSONSerializer)
+    worker.subscribe()
+    sent = worker.pubsub.unsubscribe
+
+    def sent_then_preempted(*args: Any, **kwargs: Any) -> None:
+        sent(*args, **kwargs)
+        time.sleep(0.3)
+
+    worker.pubsub.unsubscribe = sent_then_preempted  # type: ignore[method-assign]
+    stopping = threading.Thread(target=worker.unsubscribe, daemon=True)
+    stopping.start()
+    stopping.join(timeout=10)  # the hang it guards against lasts 60 s
+    assert not stopping.is_alive(), "unsubscribe hung on the listener thread"
+    assert not worker.pubsub_thread.is_alive()

@@ -29,6 +29,7 @@ from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import StoreUnavailable
 from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
 from cinnamon_pool.gateway.connect import OnConnect
+from cinnamon_pool.gateway.inprocess import InProcess
 from cinnamon_pool.gateway.prepare import Preparer, Upstream
 from cinnamon_pool.gateway.proxy import (
     LEASE_HEADER,
@@ -150,13 +151,15 @@ class Gateway:
         )
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         gateway = self.config.gateway
         timeout = httpx.Timeout(connect=gateway.connect_timeout_s, read=None, write=gateway.body_timeout_s, pool=gateway.connect_timeout_s)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as http:
             self._http = http
-            self.on_connect = OnConnect(self.config, self.authorizer.client, self.authorizer.host, http, clock=self.clock)
+            # Sessions on connect whose container is on this host reach its route in this process.
+            connect_http = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False, mounts=self._own_url(app))
+            self.on_connect = OnConnect(self.config, self.authorizer.client, self.authorizer.host, connect_http, clock=self.clock)
             tasks = [
                 asyncio.create_task(self.on_connect.keep(), name="cinnamon-gateway-on-connect"),
                 asyncio.create_task(self._watch_leases(), name="cinnamon-gateway-leases"),
@@ -179,9 +182,18 @@ class Gateway:
                 yield
             finally:
                 await stop(tasks, STOP_WITHIN_S)
+                await connect_http.aclose()
                 if self.preparer is not None:
                     await self.preparer.close()
                     await self.preparer.http.aclose()
+
+    def _own_url(self, app: Starlette) -> dict[str, httpx.AsyncBaseTransport]:
+        """This gateway's advertised origin, served by ``app`` itself (none when the URL has a
+        path: a proxy in front may rewrite it)."""
+        url = httpx.URL(self.config.gateway.base_url)
+        if url.path.strip("/"):
+            return {}
+        return {f"{url.scheme}://{url.netloc.decode('ascii')}": InProcess(app)}
 
     async def forward(self, request: Request) -> Response:
         name = request.path_params.get("name", "")

@@ -26,6 +26,7 @@ LAYERS = {
         "lease.replication",
         "gateway.tasks",
         "gateway.toolcalls",
+        "gateway.inprocess",
     ],
     2: ["supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],
     3: [

@@ -185,6 +185,10 @@ class GatewaySettings:
     session_acquire_timeout_s: float = 60.0  # an initialize waits this long for a container, then 503
     session_idle_s: float = 60.0  # a session with no request in flight or within this long ends
     max_waiting_sessions: int = 100  # initializes waiting on one gateway; past it, 503 at once
+    # The gateway URLs a holder sends its token to (a grant naming another URL is refused);
+    # () = this file's own gateway URL. A pool of several hosts lists each host's advertise_url.
+    trusted_urls: tuple[str, ...] = ()
+    allow_plain_http: bool = False  # trust http:// URLs away from loopback (default: https only there)
 
     @property
     def prepares(self) -> bool:
@@ -369,6 +373,9 @@ class PoolConfig:
                 )
             if not gateway.listen:
                 raise ConfigError("gateway.advertise_url", gateway.advertise_url, 'needs gateway.listen (it is "")')
+        for url in gateway.trusted_urls:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~%/-]*)?", url):
+                raise ConfigError("gateway.trusted_urls", url, "must be an http:// or https:// URL without user:password@")
         if bool(gateway.tls_cert) != bool(gateway.tls_key):
             raise ConfigError(
                 "gateway.tls_cert" if not gateway.tls_cert else "gateway.tls_key", "", "set both tls_cert and tls_key, or neither"

@@ -107,3 +107,12 @@ class RefusedFunction(CinnamonError):
     def __init__(self, func_name: str, allowed: tuple[str, ...]) -> None:
         super().__init__(f"{func_name!r} is not in a module of [worker] allowed_functions ({', '.join(allowed)})")
         self.func_name, self.allowed = func_name, allowed
+
+
+class UntrustedEndpoint(CinnamonError):
+    """A grant named an endpoint outside the trusted gateway URLs (``gateway.trusted_urls``): the
+    lease token is not sent there (a record in Redis may have been forged)."""
+
+    def __init__(self, endpoint: str, why: str) -> None:
+        super().__init__(f"endpoint {endpoint!r} {why}")
+        self.endpoint = endpoint

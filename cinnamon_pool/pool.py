@@ -32,7 +32,8 @@ from cinnamon_pool.browser import ToolError, artifact_folder, find_residue
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import redis_client
-from cinnamon_pool.errors import LeaseError, LeaseLost
+from cinnamon_pool.endpoints import check_endpoint
+from cinnamon_pool.errors import LeaseError, LeaseLost, StoreUnavailable, UntrustedEndpoint
 from cinnamon_pool.events import EventKind, LeaseEvent
 from cinnamon_pool.gateway import toolcalls
 from cinnamon_pool.lease.handle import ARTIFACTS, ContainerLease, error_context
@@ -151,6 +152,12 @@ class ContainerPool:
             raise ValueError(f"artifacts={artifacts!r}: use one of {', '.join(ARTIFACTS)}")
         holder = Holder(test_run_id or job_id or f"local-{secrets.token_hex(6)}", job_id, worker)
         grant = self.store.acquire(holder, timeout_s=timeout_s)
+        try:
+            check_endpoint(self.config, grant.endpoint)
+        except UntrustedEndpoint:  # the token goes nowhere; the grant is given back
+            with suppress(LeaseError, StoreUnavailable):
+                self.store.release(grant.name, grant.token, Outcome.INFRA_ERROR)
+            raise
         lease = ContainerLease.from_grant(
             self.name,
             grant,

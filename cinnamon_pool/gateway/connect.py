@@ -30,7 +30,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from cinnamon_pool import decode
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
-from cinnamon_pool.errors import InvalidIdentifier, LeaseError, PoolExhausted, PoolNotReady, StoreUnavailable
+from cinnamon_pool.endpoints import check_endpoint
+from cinnamon_pool.errors import InvalidIdentifier, LeaseError, PoolExhausted, PoolNotReady, StoreUnavailable, UntrustedEndpoint
 from cinnamon_pool.gateway.auth import Refusal
 from cinnamon_pool.gateway.proxy import forwarded_headers, initialize_request, open_upstream, read_body, relay, request_headers
 from cinnamon_pool.keys import PoolKeys
@@ -131,6 +132,12 @@ class OnConnect:
             raise Refusal(503, "pool_not_ready", str(error)) from None
         finally:
             self.waiting -= 1
+        try:
+            check_endpoint(self.config, grant.endpoint)
+        except UntrustedEndpoint as error:  # a forged record: the token is not sent there
+            with contextlib.suppress(LeaseError, StoreUnavailable, redis.RedisError):
+                await self.leases.release(grant.name, grant.token, Outcome.INFRA_ERROR)
+            raise Refusal(502, "untrusted_endpoint", str(error), grant.name) from None
         now, opened_ms = self.clock.monotonic(), grant.granted_ms
         binding = ConnectSession("-", key.name, grant.name, grant.token, test_run_id, opened_ms)
         held = _Held(binding, grant.endpoint, now, now)
@@ -201,7 +208,11 @@ class OnConnect:
             endpoint = decode.json_object(raw, "connect session").get("endpoint")
         except decode.BadValue:
             return None
-        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+        if not isinstance(endpoint, str):
+            return None
+        try:
+            check_endpoint(self.config, endpoint)
+        except UntrustedEndpoint:
             return None
         now = self.clock.monotonic()
         held = self.held[session] = _Held(binding, endpoint, now, now - self.config.rules.lease_ttl_s)  # a restarted gateway adopts it

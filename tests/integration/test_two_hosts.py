@@ -56,7 +56,9 @@ def two_hosts(
     real_redis: redis.Redis, redis_server: str, pool_cleanup: str, test_network: str, fake_image: str, tmp_path: Path
 ) -> Iterator[tuple[Host, Host]]:
     hosts = []
-    for name, ports in (("host-a", "3960-3964"), ("host-b", "3970-3974")):
+    listens = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    trusted = ", ".join(f'"http://{listen}"' for listen in listens)  # each host's gateway: workers send tokens to both
+    for (name, ports), listen in zip((("host-a", "3960-3964"), ("host-b", "3970-3974")), listens, strict=True):
         path = tmp_path / f"{name}.toml"
         path.write_text(
             f'[redis]\nurl = "{redis_server}"\n'
@@ -64,7 +66,7 @@ def two_hosts(
             f'[container]\nimage = "{fake_image}"\nvolumes = ["/usr:/usr:ro"]\nnetwork = "{test_network}"\nhost_port_range = "{ports}"\n'
             "[rules]\ntick_s = 0.3\nleader_lease_s = 1.5\nleader_renew_deadline_s = 1.0\nleader_retry_s = 0.2\nlease_ttl_s = 3\n"
             "health_interval_s = 1\nhealth_timeout_s = 2\nscale_cooldown_s = 60\nidle_shrink_s = 600\ncanary_share = 0\n"
-            f'[logs]\ndir = "{tmp_path / name}"\n[metrics]\nport = 0\n[gateway]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[logs]\ndir = "{tmp_path / name}"\n[metrics]\nport = 0\n[gateway]\nlisten = "{listen}"\ntrusted_urls = [{trusted}]\n'
         )
         hosts.append(Host(name, path, []))
     yield hosts[0], hosts[1]

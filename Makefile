@@ -37,8 +37,8 @@ demo: venv images
 # Every test, then two short soaks (jobs under random faults, checked): one with Redis failovers.
 test: venv images clients
 	$(BIN)/python -m pytest
-	$(BIN)/python -m tests.soak --duration $(SHORT_SOAK) --interval 10
-	$(BIN)/python -m tests.soak --duration 60 --interval 10 --redis-ha --faults failover-redis,kill-horse,kill-container --out soak-ha-results.json
+	$(BIN)/python -m tests.soak --duration $(SHORT_SOAK) --interval 10 --connect-clients 2
+	$(BIN)/python -m tests.soak --duration 60 --interval 10 --redis-ha --faults failover-redis,kill-horse,kill-container,kill-client --connect-clients 2 --out soak-ha-results.json
 
 SHORT_SOAK ?= 90
 DURATION ?= 300
@@ -50,7 +50,7 @@ faults: venv images
 # flow while faults are injected; summary in soak-results.json.
 soak: venv images
 	CINNAMON_CONCURRENT_STEPS=60000 $(BIN)/python -m pytest -q tests/integration/test_concurrent_leases.py
-	$(BIN)/python -m tests.soak --duration $(DURATION)
+	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q

@@ -11,7 +11,15 @@ forking `rq worker` processes (kept at their number, as a process manager would)
   kill-container   docker kill a pool container
   pause-container  docker pause a pool container for 5 s (past the health rule), then unpause
   kill-supervisor  SIGKILL the supervisor and start a new one
-  restart-redis    kill the pool's Redis and start it again empty (amnesia)
+  restart-redis    kill the pool's Redis and start it again empty (amnesia; the soak restores its API key)
+  kill-client      SIGKILL a client on connect mid-session (with --connect-clients); a new one is started
+
+With ``--connect-clients N``, N processes (tests/faults/connect_client.py) use the pool as any MCP
+client does, with an API key on the connect URL and no lease token of their own, beside the rq
+workers: with 2 beside 4 workers, a third of the load. Their sessions are checked like jobs: the
+history checker sees their uses under the lease the container saw, and a session that failed
+must have been hit by a fault (one that began before it failed and ended less than
+``CONNECT_GRACE_S`` before).
 
 Each fault is recorded in the history (faults.jsonl) with the rq jobs it hit: the job of a
 killed or stopped work horse or worker, the job holding a killed or paused container, every job
@@ -59,6 +67,8 @@ from rq.serializers import JSONSerializer
 
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import redis_client
+from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.lease.apikeys import ApiKeys
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.history import StreamTail, check, monotonic_ms, record_fault
 from tests.support import RedisHA, die_with_parent, free_port, rq_worker_command, start_redis_server, stop
@@ -74,6 +84,9 @@ CONVERGE_WAIT_S = 60.0  # how long a slower convergence is still measured
 MIN_COMPLETED_SHARE = 0.99  # of the jobs no fault hit
 FAULTS = ("kill-worker", "kill-horse", "stop-horse", "kill-container", "pause-container", "kill-supervisor", "restart-redis")
 HA_FAULTS = (*FAULTS[:-1], "failover-redis")  # with --redis-ha: the pool's Redis is a primary, a replica and a Sentinel
+CLIENT_FAULTS = ("kill-client",)  # with --connect-clients
+CONNECT_IDLE_S = 2.0  # gateway.session_idle_s: a killed client's session ends this soon
+CONNECT_GRACE_S = 15.0  # a session that fails this long after a fault ended is still its doing
 
 
 def say(message: str, started: float) -> None:
@@ -102,11 +115,16 @@ class Soak:
         seed: int,
         redis_ha: bool = False,
         faults: tuple[str, ...] = (),
+        connect_clients: int = 0,
     ) -> None:
         self.workdir, self.duration_s, self.interval_s, self.worker_count = workdir, duration_s, interval_s, workers
         self.redis_ha: RedisHA | None = None
         self.ha = redis_ha
-        self.faults = faults or (HA_FAULTS if redis_ha else FAULTS)
+        self.faults = faults or (*(HA_FAULTS if redis_ha else FAULTS), *(CLIENT_FAULTS if connect_clients else ()))
+        self.client_count = connect_clients
+        self.clients: list[subprocess.Popen[bytes]] = []
+        self.client_pids: set[int] = set()
+        self.clients_on = False  # like jobs, clients come once the pool is whole, and go at the drain
         self.random = random.Random(seed)
         self.seed = seed
         self.started = time.monotonic()
@@ -164,6 +182,7 @@ class Soak:
             "health_failures = 2\nscale_cooldown_s = 5\nidle_shrink_s = 20\nleader_lease_s = 3\nleader_renew_deadline_s = 2\n"
             "leader_retry_s = 0.3\ncanary_share = 0.2\ncanary_timeout_s = 5\n"
             f'[logs]\ndir = "{self.workdir / "logs"}"\n[metrics]\nport = 0\n[gateway]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f"session_idle_s = {CONNECT_IDLE_S}\n"
         )
         self.config = PoolConfig.load(self.config_path)
         self.pool = ContainerPool(self.config, client=redis_client(self.config.redis, socket_timeout=2))
@@ -179,6 +198,9 @@ class Soak:
         self._spawn([str(Path(sys.executable).parent / "cinnamon-pool"), "gateway"], "gateway.log")  # jobs reach containers through it
         for _ in range(self.worker_count):
             self.start_worker()
+        if self.client_count:
+            self.api_key = ApiKeys(self.pool.store.redis, self.pool_name).create("soak", max_sessions=self.client_count + 2)
+            self.api_key_records = self.pool.store.redis.hgetall(PoolKeys(self.pool_name).api_keys)
 
     def _spawn(self, command: list[str], log: str) -> subprocess.Popen[bytes]:
         out = (self.workdir / log).open("ab")
@@ -192,12 +214,32 @@ class Soak:
     def start_worker(self) -> None:
         self.workers.append(self._spawn(rq_worker_command(self.queue_url, "soak", burst=False, root=ROOT), "workers.log"))
 
+    def start_client(self) -> None:
+        url = f"{self.config.gateway.base_url}/{self.pool_name}/mcp"
+        client = self._spawn([sys.executable, "-m", "tests.faults.connect_client", url, self.api_key, str(self.history)], "clients.log")
+        self.clients.append(client)
+        self.client_pids.add(client.pid)
+
+    def restore_api_key(self) -> None:
+        """What an operator restores after Redis lost its data: the soak's API key (as stored)."""
+        if self.client_count:
+            keys = PoolKeys(self.pool_name)
+            with contextlib.suppress(redis.RedisError):
+                for digest, record in self.api_key_records.items():
+                    self.pool.store.redis.hset(keys.api_keys, digest, record)
+                    self.pool.store.redis.hset(keys.api_key_names, json.loads(record)["name"], digest)
+
     def keep_workers(self) -> None:
-        """A process manager's job: a worker that exited is replaced."""
+        """A process manager's job: a worker (or client on connect) that exited is replaced."""
         alive = [w for w in self.workers if w.poll() is None]
         for _ in range(self.worker_count - len(alive)):
             self.start_worker()
         self.workers = [w for w in self.workers if w.poll() is None]
+        if self.clients_on:
+            clients = [c for c in self.clients if c.poll() is None]
+            for _ in range(self.client_count - len(clients)):
+                self.start_client()
+            self.clients = [c for c in self.clients if c.poll() is None]
 
     def pool_containers(self) -> list[dict[str, Any]]:
         return self.docker.api.containers(all=True, filters={"label": f"cinnamon.pool={self.pool_name}"})  # type: ignore[no-any-return]
@@ -378,8 +420,16 @@ class Soak:
             victim.wait()
             time.sleep(0.5)
             self.pool_redis_process, _ = start_redis_server(self.workdir, self.pool_port, die_with_parent)
+            self.restore_api_key()
             hit += [job for job in self.jobs_in_flight() if job not in hit]
             record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began, killed_mono=struck)
+        elif fault == "kill-client":
+            victim = self.random.choice([c for c in self.clients if c.poll() is None])
+            over = self.lease_gone(self.victim_lease(victim.pid))  # the gateway ends its session once idle
+            struck = monotonic_ms()
+            victim.kill()
+            victim.wait()
+            record_fault(self.history, client, fault, [victim.pid], began_mono=began, killed_mono=struck)
         elif fault == "failover-redis":
             assert self.redis_ha is not None
             hit = self.jobs_in_flight()
@@ -398,6 +448,8 @@ class Soak:
         )
         self.start_parts()
         self.wait_whole("start", self.started)
+        self.clients_on = True
+        self.keep_workers()
         stop_submitting = threading.Event()
         submitter = threading.Thread(target=self.submit, args=(stop_submitting,), daemon=True)
         injected: collections.Counter[str] = collections.Counter()
@@ -433,9 +485,10 @@ class Soak:
             self.keep_workers()
             registry.cleanup()
             time.sleep(0.5)
-        for worker in self.workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in self.workers:
+        self.clients_on = False
+        for process in (*self.workers, *self.clients):  # a client on connect ends its session, then exits
+            process.send_signal(signal.SIGTERM)
+        for worker in (*self.workers, *self.clients):
             try:
                 worker.wait(timeout=60)
             except subprocess.TimeoutExpired:  # a stuck worker is killed, and that is a fault like any other
@@ -521,6 +574,35 @@ class Soak:
                 "each": self.convergence,
             },
             "history": report.as_dict() | {"violations": len(report.violations)},
+            "connect": self.connect_summary(faults),
+        }
+
+    def connect_summary(self, faults: list[dict[str, Any]]) -> dict[str, Any]:
+        """The sessions on connect, from their clients' histories: opened (the lease named),
+        completed (closed by DELETE), failed, and failed with no fault to explain it."""
+        opened = completed = 0
+        failures: list[dict[str, Any]] = []
+        for pid in sorted(self.client_pids):
+            path = self.history / f"client-{pid}.jsonl"
+            for record in _history_lines(path):
+                opened += record["op"] == "acquire" and record["phase"] == "ok"
+                completed += record["op"] == "release" and record["phase"] == "ok"
+                if record["phase"] in {"fail", "unknown"}:
+                    failures.append(record)
+        grace_ms = CONNECT_GRACE_S * 1000
+        unexplained = [
+            f"pid {r['pid']} {r['op']} at {r['mono']:.0f}: {r.get('detail', '')}"
+            for r in failures
+            if not any(f["mono"] <= r["mono"] <= f["end_mono"] + grace_ms for f in faults)
+        ]
+        return {
+            "clients": self.client_count,
+            "sessions_opened": opened,
+            "sessions_completed": completed,
+            "sessions_failed": len(failures),
+            "killed_mid_session": sum(f["fault"] == "kill-client" for f in faults),
+            "failed_unexplained": len(unexplained),
+            "failed_unexplained_each": unexplained[:20],
         }
 
     def teardown(self) -> None:
@@ -549,6 +631,14 @@ def _reason(job: Job) -> str:
     return "".join("#" if ch.isdigit() else ch for ch in last)[:120]
 
 
+def _history_lines(path: Path) -> list[dict[str, Any]]:
+    lines = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with contextlib.suppress(ValueError):
+            lines.append(json.loads(line))
+    return lines
+
+
 def verdict(results: dict[str, Any]) -> list[str]:
     """What fails the soak: each must-be-zero figure that is not, a share under its floor, and each
     fault after which the pool took longer than the limit to be whole again (named)."""
@@ -569,14 +659,18 @@ def verdict(results: dict[str, Any]) -> list[str]:
         )
     for fault in results["convergence_s"]["over_limit"]:
         problems.append(f"not whole within {CONVERGE_LIMIT_S:g} s after {fault}")
+    connect = results.get("connect") or {}
+    if connect.get("clients"):
+        if not connect["sessions_completed"]:
+            problems.append(f"clients on connect: no session completed ({connect['sessions_opened']} opened)")
+        if connect["failed_unexplained"]:
+            problems.append(f"sessions on connect failed with no fault to explain them: {connect['failed_unexplained']}")
     return problems
 
 
 @contextlib.contextmanager
-def soak(
-    workdir: Path, duration_s: float, interval_s: float, workers: int, seed: int, redis_ha: bool = False, faults: tuple[str, ...] = ()
-) -> Iterator[Soak]:
-    run = Soak(workdir, duration_s, interval_s, workers, seed, redis_ha, faults)
+def soak(run: Soak) -> Iterator[Soak]:
+    """``run``, torn down however it ends."""
     try:
         yield run
     finally:
@@ -588,6 +682,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of faults and jobs (default 300)")
     parser.add_argument("--interval", type=float, default=12.0, help="mean seconds between faults, at most (default 12)")
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--connect-clients", type=int, default=0, help="clients on connect beside the workers (default 0; kill-client needs one)"
+    )
     parser.add_argument(
         "--redis-ha",
         action="store_true",
@@ -603,11 +700,11 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     workdir = args.workdir or ROOT / ".run" / f"soak-{os.getpid()}"
     faults = tuple(name.strip() for name in args.faults.split(",") if name.strip()) if args.faults else ()
-    known = HA_FAULTS if args.redis_ha else FAULTS
+    known = (*(HA_FAULTS if args.redis_ha else FAULTS), *(CLIENT_FAULTS if args.connect_clients else ()))
     for name in faults:
         if name not in known:
             parser.error(f"--faults: unknown fault {name!r} (known{' with --redis-ha' if args.redis_ha else ''}: {', '.join(known)})")
-    with soak(workdir, args.duration, args.interval, args.workers, seed, args.redis_ha, faults) as run:
+    with soak(Soak(workdir, args.duration, args.interval, args.workers, seed, args.redis_ha, faults, args.connect_clients)) as run:
         results = run.run()
     results["workdir"] = str(workdir)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -626,6 +723,13 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         f"over {CONVERGE_LIMIT_S:g} s: {converge['over_limit'] or 'none'}\n"
         f"  written to {args.out}; logs and history in {workdir}"
     )
+    connect = results["connect"]
+    if connect["clients"]:
+        out(
+            f"  on connect ({connect['clients']} clients): sessions opened {connect['sessions_opened']}, completed "
+            f"{connect['sessions_completed']}, failed {connect['sessions_failed']} ({connect['failed_unexplained']} with no fault "
+            f"to explain it), clients killed mid-session {connect['killed_mid_session']}"
+        )
     problems = verdict(results)
     for problem in problems:
         out(f"SOAK FAILED: {problem}")

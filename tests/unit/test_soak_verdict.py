@@ -44,3 +44,13 @@ def test_each_failure_is_named() -> None:
 def test_fewer_than_99_percent_of_the_jobs_no_fault_hit_completed_fails() -> None:
     assert verdict(changed("jobs.not_hit_completed_share", 0.99)) == []
     assert verdict(changed("jobs.not_hit_completed_share", 0.985)) == ["of the 200 jobs no fault hit, 98.50% completed (at least 99%)"]
+
+
+def test_clients_on_connect_fail_the_run_when_none_completed_or_one_failed_unexplained() -> None:
+    connect = {"clients": 2, "sessions_opened": 40, "sessions_completed": 38, "failed_unexplained": 0}
+    assert verdict(changed("connect", connect)) == []
+    assert verdict(changed("connect", connect | {"sessions_completed": 0})) == ["clients on connect: no session completed (40 opened)"]
+    assert verdict(changed("connect", connect | {"failed_unexplained": 3})) == [
+        "sessions on connect failed with no fault to explain them: 3"
+    ]
+    assert verdict(changed("connect", {"clients": 0})) == [], "a soak without clients on connect asks nothing of them"

@@ -21,6 +21,8 @@ appended to ``served-<hostname>-<pid>.jsonl`` there before it is answered, one w
 ``{"container", "token", "tool", "start", "end"}``, the times on the kernel's monotonic clock in
 ms, which a container shares with its host. These are the ground truth of the fault tests'
 history checker: what the container itself served, under which lease token, when.
+A navigate's answer then also names that token (``- Lease:``), so a client on connect, which
+holds no token of its own, can record its uses under the lease the container saw.
 
 Standard library only: it runs on the host's Debian python3 bind-mounted into a scratch image.
 """
@@ -266,6 +268,8 @@ class Handler(BaseHTTPRequestHandler):
             return {"error": {"code": -32603, "message": "fake-mcp: injected failure"}}
         if name == "browser_navigate":  # when the call was served (host clock, ms): the fault tests' histories use it
             text = f"### Page\n- Page URL: {url}\n- Served at: {int(served_at * 1000)}\n"
+            if SERVED is not None:  # recording for a history: the lease the call came under, for clients that hold no token
+                text += f"- Lease: {self.headers.get('x-cinnamon-token', '')}\n"
         elif name == "browser_snapshot":
             text = f"### Page\n- Page URL: {url}\n### Snapshot\n```yaml\n- generic [ref=e1]: fake page\n```"
         elif name == "browser_take_screenshot":

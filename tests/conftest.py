@@ -141,5 +141,12 @@ def fake_endpoint() -> Iterator[str]:
     process.wait(timeout=10)
 
 
+def trusted_gateway(base: str) -> str:
+    """The TOML table that trusts ``base`` as a gateway URL: tests that register a record with
+    the stand-in's endpoint themselves (no supervisor, no gateway) say so, as a user of an
+    external gateway would (a grant naming an untrusted URL is refused, see endpoints.py)."""
+    return f'[gateway]\ntrusted_urls = ["{base}"]\n'
+
+
 def pytest_report_header() -> str:
     return f"cinnamon-pool test session {SESSION}: containers labelled cinnamon.pool=t{SESSION}*"

@@ -17,7 +17,7 @@ from rq.serializers import JSONSerializer
 
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerRecord, ContainerState
-from tests.conftest import ROOT
+from tests.conftest import ROOT, trusted_gateway
 from tests.support import rq_worker_command
 
 pytestmark = pytest.mark.redis
@@ -33,7 +33,9 @@ def test_a_worker_clock_an_hour_off_changes_nothing(
     store = LeaseStore(real_redis, pool, lease_ttl_s=TTL_S)
     store.register(ContainerRecord("container-001", "c" * 64, 1, "host-a", f"{fake_endpoint}/mcp", ContainerState.STARTING))
     config = tmp_path / "pool.toml"
-    config.write_text(f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "{pool}"\n[rules]\nlease_ttl_s = {TTL_S}\ncanary_share = 0.0\n')
+    config.write_text(
+        f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "{pool}"\n{trusted_gateway(fake_endpoint)}[rules]\nlease_ttl_s = {TTL_S}\ncanary_share = 0.0\n'
+    )
     skew_s = 3600 if skew == "+1h" else -3600
     env = {
         **os.environ,

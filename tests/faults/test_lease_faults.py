@@ -90,9 +90,10 @@ def test_a_hundred_jobs_on_two_containers_are_fifo_with_no_gap_and_all_accounted
     store = store_with(real_redis, 2, pool="hundred")
     history = tmp_path / "history"
     history.mkdir()
+    # Direct mode (no gateway): the records' endpoints are the containers' own loopback ports.
     config = tmp_path / "pool.toml"
     config.write_text(
-        f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "hundred"\n[rules]\ncanary_share = 0.0\n[logs]\ndir = "{tmp_path}"\n'
+        f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "hundred"\n[gateway]\nlisten = ""\n[rules]\ncanary_share = 0.0\n[logs]\ndir = "{tmp_path}"\n'
     )
     env = {**os.environ, "CINNAMON_CONFIG": str(config), "CINNAMON_REDIS_URL": redis_server, "CINNAMON_TEST_HISTORY": str(history)}
     queue = Queue("hundred", connection=real_redis, serializer=JSONSerializer)

@@ -22,7 +22,7 @@ from rq.serializers import JSONSerializer
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerRecord, ContainerState, Holder
 from cinnamon_pool.worker import Worker
-from tests.conftest import ROOT
+from tests.conftest import ROOT, trusted_gateway
 
 pytestmark = pytest.mark.redis
 BIN = Path(sys.executable).parent
@@ -40,7 +40,9 @@ def pool(real_redis: redis.Redis, redis_server: str, fake_endpoint: str, tmp_pat
     store.register(ContainerRecord("container-001", "b" * 64, 1, "host-a", f"{fake_endpoint}/mcp", ContainerState.STARTING))
     logs = tmp_path / "logs"
     config = tmp_path / "pool.toml"
-    config.write_text(f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "jobs"\n[rules]\ncanary_share = 1.0\n[logs]\ndir = "{logs}"\n')
+    config.write_text(
+        f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "jobs"\n{trusted_gateway(fake_endpoint)}[rules]\ncanary_share = 1.0\n[logs]\ndir = "{logs}"\n'
+    )
     return store, {**os.environ, "CINNAMON_CONFIG": str(config)}, logs
 
 

@@ -23,7 +23,7 @@ from rq.serializers import JSONSerializer
 from cinnamon_pool.errors import PoolExhausted
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerRecord, ContainerState, Holder
-from tests.conftest import ROOT
+from tests.conftest import ROOT, trusted_gateway
 
 pytestmark = pytest.mark.redis
 BIN = Path(sys.executable).parent
@@ -38,7 +38,9 @@ def one_container_pool(
     store = LeaseStore(real_redis, "proc", lease_ttl_s=TTL_S)
     store.register(record)
     config = tmp_path / "pool.toml"
-    config.write_text(f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "proc"\n[rules]\nlease_ttl_s = {TTL_S}\n')
+    config.write_text(
+        f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "proc"\n{trusted_gateway(fake_endpoint)}[rules]\nlease_ttl_s = {TTL_S}\n'
+    )
     return store, record, {**os.environ, "CINNAMON_CONFIG": str(config)}
 
 

@@ -17,7 +17,9 @@ from tests.lease_helpers import record, store_with
 
 
 def config(**gateway: object) -> PoolConfig:
-    return PoolConfig.from_tables({"pool": {"name": "unit"}, "gateway": {"listen": "127.0.0.1:8930", **gateway}})
+    # No canary: a release that drew one (10 % by default) would leave the second lease waiting.
+    tables = {"pool": {"name": "unit"}, "rules": {"canary_share": 0.0}, "gateway": {"listen": "127.0.0.1:8930", **gateway}}
+    return PoolConfig.from_tables(tables)
 
 
 def test_by_default_only_the_files_own_gateway_is_trusted() -> None:

@@ -19,6 +19,7 @@ from loguru import logger
 from cinnamon_pool import __version__, console
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import unavailable
+from cinnamon_pool.door import door_for
 from cinnamon_pool.errors import CinnamonError, ConfigError, InvalidIdentifier, RuntimeUnavailable, StoreUnavailable
 
 GRACEFUL_SHUTDOWN_S = 10  # a stopping gateway waits this long for open requests and streams, then cuts them
@@ -81,7 +82,8 @@ def cmd_supervise(args: argparse.Namespace) -> int:
             logger.info("metrics on http://{}:{}/metrics", config.metrics.host, config.metrics.port)
         except OSError as error:  # another supervisor on this host serves them (a standby, as a rule)
             logger.warning("no metrics endpoint on {}:{}: {}", config.metrics.host, config.metrics.port, error)
-    supervisor = Supervisor(config, store, runtime, DailyLogWriter(config.logs.dir), election=election, metrics=metrics)
+    door = door_for(config)
+    supervisor = Supervisor(config, store, runtime, DailyLogWriter(config.logs.dir), election=election, metrics=metrics, door=door)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -184,7 +186,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     # redis-py's own cap (100 since 8.x) would leave waiters out of the queue and requests stalled.
     connections = settings.max_connections + settings.max_waiting_sessions + 16
     client = async_redis_client(config.redis, socket_timeout=5, max_connections=connections)
-    gateway = Gateway(config, client, host, DailyLogWriter(config.logs.dir))
+    gateway = Gateway(config, client, host, DailyLogWriter(config.logs.dir), door=door_for(config))
     bind, port = settings.host_port
     print(
         f"cinnamon-pool gateway: pool {config.pool.name!r}, host {host!r}, listening on {bind}:{port}; jobs get {settings.endpoint(config.pool.name, 'container-001')} ...",

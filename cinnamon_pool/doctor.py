@@ -14,7 +14,8 @@ import redis
 
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import redis_client
-from cinnamon_pool.errors import CinnamonError
+from cinnamon_pool.door import IMAGE_LABEL, key_path, load_key
+from cinnamon_pool.errors import CinnamonError, ConfigError
 
 if TYPE_CHECKING:
     from cinnamon_pool.runtime.docker import DockerRuntime
@@ -65,11 +66,35 @@ def _docker_checks(config: PoolConfig, progress: Callable[[str], None]) -> Itera
                 "make images (builds the local images), or pull it where a registry is reachable",
             )
     yield from _pin_check(runtime, config)
+    yield from _door_checks(runtime, config)
     try:
         runtime.ensure_network(config.container.network)
         yield Check("OK", "network", f"{config.container.network} present")
     except CinnamonError as error:
         yield Check("FAIL", "network", str(error), f"docker network create {config.container.network}")
+
+
+def _door_checks(runtime: DockerRuntime, config: PoolConfig) -> Iterator[Check]:
+    """Whether the containers answer only this host's gateway (door.py)."""
+    if not config.gateway.enabled:
+        yield Check("WARN", "door", "no gateway (direct mode): every local process reaches the containers", "set gateway.listen")
+        return
+    path = key_path(config)
+    try:
+        load_key(path)
+        yield Check("OK", "door key", f"{path} (0600)")
+    except (ConfigError, OSError) as error:
+        yield Check("FAIL", "door key", str(error), "give the supervisor and the gateway one readable container.door_key")
+    image = config.container.image
+    if runtime.image_present(image) and IMAGE_LABEL in runtime.image_labels(image):
+        yield Check("OK", "door", f"{image} has the door: its containers answer only with their secret")
+    else:
+        yield Check(
+            "WARN",
+            "door",
+            f"{image} has no door (no {IMAGE_LABEL} label): any local process can drive its containers",
+            "use the project's images (make images), or put compose/images/playwright-mcp/door.js in front of yours",
+        )
 
 
 def _pin_check(runtime: DockerRuntime, config: PoolConfig) -> Iterator[Check]:

@@ -35,10 +35,10 @@ class ProbeResult:
     timed_out: bool = False  # no answer within the timeout (the seed's "no answer for 5 s")
 
 
-def liveness(endpoint: str, timeout_s: float = 5.0, clock: Clock = SYSTEM_CLOCK) -> ProbeResult:
+def liveness(endpoint: str, timeout_s: float = 5.0, clock: Clock = SYSTEM_CLOCK, auth: httpx.Auth | None = None) -> ProbeResult:
     started = clock.monotonic()
     try:
-        response = httpx.get(endpoint, timeout=timeout_s)
+        response = httpx.get(endpoint, timeout=timeout_s, auth=auth)
     except httpx.TimeoutException:
         return ProbeResult(False, clock.monotonic() - started, f"no answer within {timeout_s:g}s", timed_out=True)
     except httpx.HTTPError as error:
@@ -47,11 +47,14 @@ def liveness(endpoint: str, timeout_s: float = 5.0, clock: Clock = SYSTEM_CLOCK)
     return ProbeResult(response.status_code < 500, elapsed, f"HTTP {response.status_code}")
 
 
-def readiness(endpoint: str, timeout_s: float = 5.0, client: httpx.Client | None = None, clock: Clock = SYSTEM_CLOCK) -> ProbeResult:
-    """Open an MCP session and end it; ok when both steps answered within ``timeout_s``."""
+def readiness(
+    endpoint: str, timeout_s: float = 5.0, client: httpx.Client | None = None, clock: Clock = SYSTEM_CLOCK, auth: httpx.Auth | None = None
+) -> ProbeResult:
+    """Open an MCP session and end it; ok when both steps answered within ``timeout_s``
+    (``auth``: the host's door, see door.py)."""
     started = clock.monotonic()
     owned = client is None
-    http = client or httpx.Client(timeout=timeout_s)
+    http = client or httpx.Client(timeout=timeout_s, auth=auth)
     try:
         response = http.post(endpoint, json=_INITIALIZE, headers=_HEADERS, timeout=timeout_s)
         session = response.headers.get("mcp-session-id")

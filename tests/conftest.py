@@ -23,6 +23,7 @@ from tests.support import free_port, start_redis_server, stop, wait_for_http
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_IMAGE = "cinnamon-pool/fake-mcp:test"
 PLAYWRIGHT_IMAGE = "cinnamon-pool/playwright-mcp:local"
+REDIS_IMAGE = "cinnamon-pool/redis:local"  # (make images): an image with no door, for doctor
 SESSION = secrets.token_hex(4)
 
 
@@ -109,6 +110,12 @@ def _require_image(docker_client: object, image: str) -> None:
 def fake_image(docker_client: object) -> str:
     _require_image(docker_client, FAKE_IMAGE)
     return FAKE_IMAGE
+
+
+@pytest.fixture
+def redis_image(docker_client: object) -> str:
+    _require_image(docker_client, REDIS_IMAGE)
+    return REDIS_IMAGE
 
 
 @pytest.fixture

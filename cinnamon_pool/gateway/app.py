@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.door import DoorAuth
 from cinnamon_pool.errors import StoreUnavailable
 from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
 from cinnamon_pool.gateway.connect import OnConnect
@@ -83,9 +84,17 @@ class Streams:
 
 class Gateway:
     def __init__(
-        self, config: PoolConfig, client: aioredis.Redis, host: str, writer: DailyLogWriter, *, clock: Clock = SYSTEM_CLOCK
+        self,
+        config: PoolConfig,
+        client: aioredis.Redis,
+        host: str,
+        writer: DailyLogWriter,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        door: DoorAuth | None = None,
     ) -> None:
-        self.config, self.writer, self.clock = config, writer, clock
+        """``door``: this host's (door.door_for): every request to a container carries its secret."""
+        self.config, self.writer, self.clock, self.door = config, writer, clock, door
         self.pool = config.pool.name
         self.authorizer = Authorizer(config, client, host)
         self.streams = Streams()
@@ -155,7 +164,7 @@ class Gateway:
         gateway = self.config.gateway
         timeout = httpx.Timeout(connect=gateway.connect_timeout_s, read=None, write=gateway.body_timeout_s, pool=gateway.connect_timeout_s)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as http:
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False, auth=self.door) as http:
             self._http = http
             # Sessions on connect whose container is on this host reach its route in this process.
             connect_http = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False, mounts=self._own_url(app))
@@ -167,7 +176,7 @@ class Gateway:
             ]
             if gateway.prepare:
                 own = httpx.Timeout(gateway.prepare_timeout_s, connect=gateway.connect_timeout_s)
-                sessions_http = httpx.AsyncClient(timeout=own, limits=limits, trust_env=False)
+                sessions_http = httpx.AsyncClient(timeout=own, limits=limits, trust_env=False, auth=self.door)
                 self.preparer = Preparer(
                     self.config,
                     self.authorizer.client,

@@ -34,6 +34,7 @@ class ContainerSpec:
     template: ContainerTemplate
     labels: dict[str, str] = field(default_factory=dict)
     command: tuple[str, ...] = ()  # what it runs (template.command_for: with --allowed-hosts); () = the image's
+    env: dict[str, str] = field(default_factory=dict)  # added to the template's (its door secret)
 
 
 @dataclass(frozen=True)

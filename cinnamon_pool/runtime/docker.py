@@ -189,6 +189,10 @@ class DockerRuntime:
     def image_id(self, image: str) -> str:
         return str(_translate(f"inspect image {image}", lambda: self.api.inspect_image(image))["Id"])
 
+    def image_labels(self, image: str) -> dict[str, str]:
+        attrs = _translate(f"inspect image {image}", lambda: self.api.inspect_image(image))
+        return dict((attrs.get("Config") or {}).get("Labels") or {})
+
     def verify_image(self, image: str, pinned: str) -> None:
         """ImageRejected when ``pinned`` (an image id) is set and ``image`` resolves to another:
         the tag was moved to a different build, and nothing is started from it."""
@@ -241,7 +245,7 @@ class DockerRuntime:
             tmpfs={path: "rw,nosuid,nodev,size=256m" for path in template.tmpfs},
             restart_policy={"Name": "no"},
             network=template.network,
-            environment=dict(template.env),
+            environment={**template.env, **spec.env},
             volumes=list(template.volumes),
             ports={f"{template.port}/tcp": ("127.0.0.1", spec.host_port)} if spec.host_port else {},
         )

@@ -13,6 +13,7 @@ from typing import Any
 from cinnamon_pool import backoff
 from cinnamon_pool.clock import Clock
 from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.door import DoorAuth, container_env
 from cinnamon_pool.errors import RuntimeUnavailable
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.actions import LogAction
@@ -38,8 +39,10 @@ class Actuator:
         clock: Clock,
         endpoint: Callable[[ObservedContainer], str],
         metrics: PoolMetrics | None = None,
+        door: DoorAuth | None = None,
     ) -> None:
         self.config, self.store, self.runtime, self.journal = config, store, runtime, journal
+        self.door = door
         self.state, self.clock, self.endpoint, self.metrics = state, clock, endpoint, metrics
         self.pool = config.pool.name
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -92,6 +95,7 @@ class Actuator:
             template=template,
             labels=pool_labels(self.pool, action.slot, self.runtime.host),
             command=template.command_for(host_port),
+            env=container_env(self.config, self.door, host_port),
         )
         self.runtime.create(spec)
         self.state.slot_backoff.pop(action.slot, None)

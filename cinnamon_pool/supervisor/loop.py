@@ -12,6 +12,7 @@ state and the reason for it) is in Redis; :class:`SupervisorState` keeps only re
 
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from loguru import logger
 from cinnamon_pool import backoff, decode
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.door import DoorAuth
 from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, RuntimeUnavailable
 from cinnamon_pool.health import liveness, readiness
 from cinnamon_pool.lease.replication import Lineage, lost_writes
@@ -71,11 +73,14 @@ class Supervisor:
         writer: DailyLogWriter,
         *,
         clock: Clock = SYSTEM_CLOCK,
-        probe: Prober = readiness,
-        health_probe: Prober = liveness,
+        probe: Prober | None = None,
+        health_probe: Prober | None = None,
         election: LeaderElection | None = None,
         metrics: PoolMetrics | None = None,
+        door: DoorAuth | None = None,
     ) -> None:
+        """``door``: this host's (door.door_for), put in each new container and sent by the
+        default probes; None: containers without a door secret (direct mode, or tests)."""
         self.config, self.store, self.runtime, self.clock = config, store, runtime, clock
         self.election, self.metrics = election, metrics
         self.pool = config.pool.name
@@ -96,9 +101,16 @@ class Supervisor:
         self.scale_policy = ScalePolicy(config.pool.min_size, config.pool.max_size, rules.idle_shrink_s, rules.scale_cooldown_s)
         self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cinnamon-probe")
         self.observer = Observer(
-            config, store, runtime, self._probes, readiness=probe, liveness=health_probe, clock=clock, watch_hosts=election is not None
+            config,
+            store,
+            runtime,
+            self._probes,
+            readiness=probe or functools.partial(readiness, auth=door),
+            liveness=health_probe or functools.partial(liveness, auth=door),
+            clock=clock,
+            watch_hosts=election is not None,
         )
-        self.actuator = Actuator(config, store, runtime, self.journal, self.state, clock, self.observer.endpoint, metrics)
+        self.actuator = Actuator(config, store, runtime, self.journal, self.state, clock, self.observer.endpoint, metrics, door)
         self._was_leading: bool | None = None  # None: not yet told
 
     @property

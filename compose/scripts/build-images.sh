@@ -35,7 +35,10 @@ build_image() {
   local tag=$1 context=$2 changes=() instruction
   while IFS= read -r instruction; do changes+=(--change "$instruction"); done < <(dockerfile_metadata "$context/Dockerfile")
   say "docker import $tag"
-  tar -C "$context/rootfs" --owner=0 --group=0 --numeric-owner -c . | docker import "${changes[@]}" - "$tag" >/dev/null
+  # Everything is root's, but for what is uid 1000's here (the app image's key folder).
+  printf '+1000 +1000\n' > "$context/ids.map"
+  tar -C "$context/rootfs" --owner=0 --group=0 --owner-map="$context/ids.map" --group-map="$context/ids.map" --numeric-owner -c . \
+    | docker import "${changes[@]}" - "$tag" >/dev/null
   say "built $tag ($(docker image inspect -f '{{.Size}}' "$tag") bytes without the host /usr)"
 }
 
@@ -67,6 +70,7 @@ build_playwright() {
   mkdir -p "$ctx"
   base_rootfs "$ctx/rootfs"
   cp -a "$npm_dir/node_modules" "$ctx/rootfs/app/node_modules"
+  cp "$here/images/playwright-mcp/door.js" "$ctx/rootfs/app/door.js"
   cp "$here/images/playwright-mcp/Dockerfile" "$ctx/Dockerfile"
   build_image cinnamon-pool/playwright-mcp:local "$ctx"
 }
@@ -88,6 +92,9 @@ build_app() {
   "$python" -m pip install --quiet --disable-pip-version-check --no-compile --target "$ctx/rootfs/app/site" "$ctx/src" async-timeout >/dev/null
   cp -r "$top/workers" "$ctx/rootfs/app/workers"
   find "$ctx/rootfs/app/workers" -name __pycache__ -prune -exec rm -rf {} +
+  # The folder of the host key behind the containers' door secrets (cinnamon_pool/door.py): a
+  # named volume in compose, so the supervisor (root) and the gateway (uid 1000) share the key.
+  mkdir -p "$ctx/rootfs/var/lib/cinnamon-pool" && chown 1000:1000 "$ctx/rootfs/var/lib/cinnamon-pool" && chmod 700 "$ctx/rootfs/var/lib/cinnamon-pool"
   cp "$here/images/app/Dockerfile" "$ctx/Dockerfile"
   build_image cinnamon-pool/app:local "$ctx"
 }

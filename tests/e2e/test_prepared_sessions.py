@@ -15,16 +15,12 @@ import httpx
 import pytest
 
 from cinnamon_pool.browser import Browser
+from cinnamon_pool.door import door_for
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.pool import ContainerPool
-from tests.e2e.conftest import Supervised, prepared_on
+from tests.e2e.conftest import ACCEPT, INITIALIZE, Supervised, prepared_on
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.redis]
-ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-INITIALIZE = {
-    "jsonrpc": "2.0", "id": 41, "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
-}  # fmt: skip
 
 
 def handovers(config_url: str) -> dict[str, float]:
@@ -78,7 +74,7 @@ def test_jobs_get_the_prepared_session_once_each_and_their_sessions_end_with_the
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         left = httpx.post(f"http://127.0.0.1:{port}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
-                          headers={**ACCEPT, "mcp-session-id": session}, timeout=10)  # fmt: skip
+                          headers={**ACCEPT, "mcp-session-id": session}, timeout=10, auth=door_for(config))  # fmt: skip
         if left.status_code == 404:
             break
         time.sleep(0.2)

@@ -25,6 +25,14 @@ def test_doctor_passes_with_the_local_image_and_warns_about_persistence(redis_se
     assert result.returncode == 0, result.stdout + result.stderr
     assert any(line.startswith("OK   image: cinnamon-pool/fake-mcp:test is present") for line in lines), lines
     assert any(line.startswith("WARN redis persistence") and "fix: CONFIG SET appendonly yes" in line for line in lines), lines
+    assert any(line.startswith("OK   door key: ") for line in lines), lines
+    assert any(line.startswith("OK   door: cinnamon-pool/fake-mcp:test has the door") for line in lines), lines
+
+
+def test_doctor_warns_about_an_image_without_the_door(redis_server: str, redis_image: str) -> None:
+    result = doctor(redis_server, redis_image, "cinnamon-qa-network")
+    line = next(line for line in result.stdout.splitlines() if line.split(":")[0].endswith(" door"))
+    assert line.startswith(f"WARN door: {redis_image} has no door") and "door.js" in line, line
 
 
 def test_doctor_fails_on_a_missing_image_with_the_fix(redis_server: str) -> None:

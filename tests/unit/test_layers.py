@@ -28,7 +28,7 @@ LAYERS = {
         "gateway.toolcalls",
         "gateway.inprocess",
     ],
-    2: ["endpoints", "supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],
+    2: ["endpoints", "door", "supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],
     3: [
         "lease.store",
         "lease.handle",

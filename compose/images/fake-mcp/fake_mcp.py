@@ -30,6 +30,7 @@ Standard library only: it runs on the host's Debian python3 bind-mounted into a 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import os
 import socket
@@ -42,6 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 PROTOCOL_VERSION = "2025-06-18"
+DOOR_SECRET = os.environ.pop("CINNAMON_DOOR_SECRET", "").encode()  # see _host_refused
 ALLOWED_HOSTS: list[str] = []  # --allowed-hosts; empty = no host check
 TOOLS = [
     {
@@ -144,9 +146,18 @@ class Handler(BaseHTTPRequestHandler):
         return json.loads(self.rfile.read(length) or b"null")
 
     def _host_refused(self) -> bool:
-        """playwright-mcp's host check: with --allowed-hosts, any other Host header gets 403."""
+        """The playwright-mcp image's door (door.js): with CINNAMON_DOOR_SECRET, an MCP request
+        without it in X-Cinnamon-Door gets 403; without one, playwright-mcp's host check: with
+        --allowed-hosts, any other Host header gets 403."""
+        if not self.path.startswith("/mcp"):
+            return False
+        if DOOR_SECRET:
+            if hmac.compare_digest(self.headers.get("X-Cinnamon-Door", "").encode(), DOOR_SECRET):
+                return False
+            self._send(403, {"error": "forbidden: this container is reached through the pool's gateway"})
+            return True
         allowed = ALLOWED_HOSTS
-        if not allowed or "*" in allowed or not self.path.startswith("/mcp"):
+        if not allowed or "*" in allowed:
             return False
         host = (self.headers.get("Host") or "").lower()
         if host in allowed:
@@ -257,7 +268,9 @@ class Handler(BaseHTTPRequestHandler):
                     "at": served_at,
                     "authorization": "authorization" in self.headers,  # a gateway strips it
                     "host": self.headers.get("host", ""),
-                    "headers": sorted({name.lower() for name in self.headers}),  # what a gateway let through
+                    "headers": sorted(
+                        {name.lower() for name in self.headers} - {"x-cinnamon-door"}
+                    ),  # what a gateway let through (the door takes its own)
                 }
             )
             failing = STATE.mode == "fail"

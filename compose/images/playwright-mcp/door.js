@@ -1,0 +1,76 @@
+// The container's door: the only listener on the pool network and the published port.
+//
+// playwright-mcp checks only the Host header, which any process that reaches the port can
+// send, and its refusal names the allowed value. So the server listens on the container's own
+// loopback, which nothing outside the container reaches, and this door forwards to it only the
+// requests that carry the container's secret in X-Cinnamon-Door. The pool's supervisor puts
+// the secret in CINNAMON_DOOR_SECRET at creation (never on the command line: ps shows that);
+// the host's gateway and the supervisor's probes derive it from the same host key
+// (cinnamon_pool/door.py). With no secret (a pool without a gateway), the door checks the Host
+// header against the command's --allowed-hosts instead, as playwright-mcp would.
+// Code the server runs for a holder (browser_run_code_unsafe) runs in this process and could
+// read the secret: refusing such tools is the security issue's item 8 (docs/security.md).
+//
+// Usage: node door.js <playwright-mcp cli.js> <its arguments...>. The door takes --host and
+// --port for itself and runs the server in this same process (a second Node process would cost
+// ~40 MB against the container's memory limit) on 127.0.0.1:<port + 1>.
+"use strict";
+const crypto = require("crypto");
+const http = require("http");
+
+const HEADER = "x-cinnamon-door";
+const secret = Buffer.from(process.env.CINNAMON_DOOR_SECRET || "");
+delete process.env.CINNAMON_DOOR_SECRET; // not handed on to the browser
+const [cli, ...given] = process.argv.slice(2);
+
+function take(name, fallback) {
+  const at = given.indexOf(name);
+  if (at < 0) return fallback;
+  const [, value] = given.splice(at, 2);
+  return value;
+}
+
+const host = take("--host", "0.0.0.0");
+const port = Number(take("--port", "8931"));
+const allowed = take("--allowed-hosts", "*").split(",").map((h) => h.trim().toLowerCase());
+const inner = port + 1;
+
+function admitted(request) {
+  if (secret.length === 0) {
+    return allowed.includes("*") || allowed.includes((request.headers.host || "").toLowerCase());
+  }
+  const offered = Buffer.from(String(request.headers[HEADER] || ""));
+  return offered.length === secret.length && crypto.timingSafeEqual(offered, secret);
+}
+
+const agent = new http.Agent({ keepAlive: true });
+http
+  .createServer((request, response) => {
+    if (!admitted(request)) {
+      response.writeHead(403, { "content-type": "text/plain" });
+      response.end("forbidden: this container is reached through the pool's gateway\n");
+      request.resume();
+      return;
+    }
+    const headers = { ...request.headers, host: `localhost:${inner}` };
+    delete headers[HEADER];
+    const upstream = http.request(
+      { host: "127.0.0.1", port: inner, method: request.method, path: request.url, headers, agent },
+      (answer) => {
+        response.writeHead(answer.statusCode, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    upstream.on("error", () => {
+      if (!response.headersSent) response.writeHead(502, { "content-type": "text/plain" });
+      response.end();
+    });
+    response.on("close", () => {
+      if (!response.writableFinished) upstream.destroy(); // the client hung up: so does the server's side
+    });
+    request.pipe(upstream);
+  })
+  .listen(port, host);
+
+process.argv = [process.argv[0], cli, ...given, "--host", "127.0.0.1", "--port", String(inner)];
+require(cli);

@@ -27,6 +27,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from cinnamon_pool import tokens
 from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.errors import CinnamonError, LeaseLost
 from cinnamon_pool.lease.handle import JOB_PHASE, ContainerLease, SessionFigures
@@ -102,7 +103,7 @@ async def mcp_session(lease: ContainerLease, *, timeout_s: float = 60.0) -> Asyn
     # The mcp client's own HTTP stack (httpx2), with its transports' time-outs: 30 s, and 300 s
     # to read (a server may hold a response stream open).
     http = httpx2.AsyncClient(
-        headers={"Authorization": f"Bearer {lease.token}", TOKEN_HEADER: lease.token},
+        headers={"Authorization": f"Bearer {lease.token}", TOKEN_HEADER: tokens.fingerprint(lease.token)},
         timeout=httpx2.Timeout(MCP_TIMEOUT_S, read=MCP_READ_TIMEOUT_S),
     )
 

@@ -169,6 +169,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     from cinnamon_pool.connect import async_redis_client
     from cinnamon_pool.gateway.app import Gateway
+    from cinnamon_pool.gateway.server import uvicorn_options
     from cinnamon_pool.logs.writer import DailyLogWriter
     from cinnamon_pool.runtime.docker import DockerRuntime
 
@@ -218,6 +219,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             access_log=False,
             log_level="warning",
             lifespan="on",
+            **uvicorn_options(settings.header_timeout_s, settings.max_connections_per_client, gateway.connection_refused),
         )
     )
     server.run()

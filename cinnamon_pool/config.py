@@ -174,9 +174,13 @@ class GatewaySettings:
     tls_cert: str = ""  # both or neither
     tls_key: str = ""
     max_body_bytes: int = 8 * 1024 * 1024  # a larger request body is refused with 413
-    body_timeout_s: float = 10.0  # a client that stops sending its body for this long gets 408
+    body_timeout_s: float = 10.0  # a request body must arrive whole within this, else 408 (nothing forwarded)
+    header_timeout_s: float = 10.0  # a request head (line and headers) must arrive whole within this, else 408
     connect_timeout_s: float = 5.0  # a container that does not accept within this: 502
+    upstream_timeout_s: float = 120.0  # a container's answer to a POST or DELETE must begin within this: 504
     max_connections: int = 1000  # past this many at once, new requests get 503
+    max_connections_per_client: int = 250  # connections from one address at once; past it, 429 and closed
+    max_streams_per_lease: int = 32  # requests and streams in flight under one lease; past it, 429
     # Prepared sessions (see gateway/prepare.py): each free container holds one MCP session with
     # its browser up and a blank page, handed to the next job at its `initialize`.
     prepare: bool = True
@@ -383,9 +387,17 @@ class PoolConfig:
             )
         if gateway.max_body_bytes < 1024:
             raise ConfigError("gateway.max_body_bytes", gateway.max_body_bytes, "must be >= 1024")
-        if gateway.max_connections < 1:
-            raise ConfigError("gateway.max_connections", gateway.max_connections, "must be >= 1")
-        for key in ("body_timeout_s", "connect_timeout_s", "prepare_timeout_s", "prepare_refresh_s"):
+        for key in ("max_connections", "max_connections_per_client", "max_streams_per_lease"):
+            if getattr(gateway, key) < 1:
+                raise ConfigError(f"gateway.{key}", getattr(gateway, key), "must be >= 1")
+        for key in (
+            "body_timeout_s",
+            "header_timeout_s",
+            "connect_timeout_s",
+            "upstream_timeout_s",
+            "prepare_timeout_s",
+            "prepare_refresh_s",
+        ):
             if getattr(gateway, key) <= 0:
                 raise ConfigError(f"gateway.{key}", getattr(gateway, key), "must be > 0")
 

@@ -34,6 +34,7 @@ from cinnamon_pool.model import (
     validate_host,
     validate_key_name,
     validate_test_run_id,
+    validate_ticket,
     validate_token,
 )
 
@@ -235,6 +236,7 @@ def connect_session(field: object, raw: object) -> ConnectSession:
         token=_checked(validate_token, data.get("token")),
         test_run_id=_checked(validate_test_run_id, data.get("test_run_id")),
         opened_ms=integer(data.get("opened_ms"), "opened_ms", minimum=0),
+        nonce=_checked(validate_ticket, data.get("nonce")),
     )
 
 

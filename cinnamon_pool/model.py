@@ -298,9 +298,10 @@ class ConnectSession:
     session: str
     key: str  # the key's name
     container: str
-    token: str
+    token: str  # the lease's fingerprint (tokens.py): never the token itself
     test_run_id: str
     opened_ms: int
+    nonce: str  # the gateway makes the token's secret again from it and its own key
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -309,4 +310,5 @@ class ConnectSession:
             "token": self.token,
             "test_run_id": self.test_run_id,
             "opened_ms": self.opened_ms,
+            "nonce": self.nonce,
         }

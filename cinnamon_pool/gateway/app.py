@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -55,6 +56,7 @@ STOP_WITHIN_S = 2.0  # a stopping gateway waits this long for its own background
 PUBLISH_EVERY_S = 2.0  # the tool-call figures go to Redis this often
 RETRY_AFTER_S = 5  # what 429 and 503 answers tell a client to wait
 REPORT_EVERY_S = 60.0  # one ACCESS_DENIED record per container, reason and client per minute
+REAUTHORIZE_AFTER_S = 0.05  # a request body slower than this to arrive is authorized again before it is forwarded
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -80,6 +82,10 @@ class Streams:
 
     def count(self) -> int:
         return sum(len(held) for held in self.open.values())
+
+    def held(self, name: str, token: str) -> int:
+        """What is in flight under one lease."""
+        return len(self.open.get((name, token), ()))
 
 
 class Gateway:
@@ -168,7 +174,12 @@ class Gateway:
             self._http = http
             # Sessions on connect whose container is on this host reach its route in this process.
             connect_http = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False, mounts=self._own_url(app))
-            self.on_connect = OnConnect(self.config, self.authorizer.client, self.authorizer.host, connect_http, clock=self.clock)
+            # The door key makes each session's token secret again after a restart; a gateway
+            # without a door (tests) keeps a key of its own, so its sessions end with it.
+            secret_key = self.door.key if self.door is not None else secrets.token_bytes(32)
+            self.on_connect = OnConnect(
+                self.config, self.authorizer.client, self.authorizer.host, connect_http, secret_key, clock=self.clock
+            )
             tasks = [
                 asyncio.create_task(self.on_connect.keep(), name="cinnamon-gateway-on-connect"),
                 asyncio.create_task(self._watch_leases(), name="cinnamon-gateway-leases"),
@@ -210,13 +221,21 @@ class Gateway:
             if sum(len(key) + len(value) for key, value in request.scope["headers"]) > MAX_HEADER_BYTES:
                 raise Refusal(431, "headers_too_large", f"request headers are at most {MAX_HEADER_BYTES} bytes")
             self.authorizer.route(request.path_params["pool"], name)
-            target = await self.authorizer.authorize(name, bearer_token(request.headers.get("authorization")))
+            bearer = bearer_token(request.headers.get("authorization"))
+            target = await self.authorizer.authorize(name, bearer)
+            gateway = self.config.gateway
+            if self.streams.held(target.name, target.token) >= gateway.max_streams_per_lease:
+                raise Refusal(
+                    429, "too_many_streams", f"a lease may have {gateway.max_streams_per_lease} requests and streams in flight", name
+                )
             body = b""
             if request.method == "POST":
-                gateway = self.config.gateway
+                reading = self.clock.monotonic()
                 body = await read_body(
                     request.stream(), request.headers.get("content-length"), gateway.max_body_bytes, gateway.body_timeout_s
                 )
+                if self.clock.monotonic() - reading > REAUTHORIZE_AFTER_S:  # the lease may have ended meanwhile
+                    target = await self.authorizer.authorize(name, bearer)
             session = request.headers.get("mcp-session-id")
             if session is not None and not await self.sessions.owns(target.name, target.token, session):
                 raise Refusal(403, "not_your_session", "this MCP session was not opened under this lease", target.name)
@@ -277,7 +296,9 @@ class Gateway:
         """Forward and wait for the answer's head; cut short (403) if the lease ends meanwhile."""
         assert self._http is not None, "the lifespan opened the client"
         started = self.clock.monotonic()
-        sending = asyncio.ensure_future(open_upstream(self._http, method, target.upstream, headers, body, target.name))
+        sending = asyncio.ensure_future(
+            open_upstream(self._http, method, target.upstream, headers, body, target.name, self.config.gateway.upstream_timeout_s)
+        )
 
         async def cancel() -> None:
             sending.cancel()
@@ -339,6 +360,12 @@ class Gateway:
         return self._refuse(Refusal(404, "not_found", "the gateway serves /<pool>/<container>/mcp"), request)
 
     # -- refusals --------------------------------------------------------------------------
+    def connection_refused(self, status: int, reason: str, message: str, client: str) -> None:
+        """A connection the HTTP server itself cut (gateway/server.py): counted and reported as
+        any refusal."""
+        self.refusals.labels(self.pool, reason).inc()
+        self._report(Refusal(status, reason, message), client)
+
     def _refuse(self, refusal: Refusal, request: Request) -> Response:
         self.refusals.labels(self.pool, refusal.reason).inc()
         client = request.client.host if request.client else "-"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from cinnamon_pool import decode
+from cinnamon_pool import decode, tokens
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import CinnamonError, InvalidIdentifier
 from cinnamon_pool.keys import PoolKeys
@@ -37,7 +37,7 @@ class Target:
     """Where an authorized request goes."""
 
     name: str
-    token: str
+    token: str  # the lease's fingerprint (tokens.py), as the pool's keys, events and sessions name it
     upstream: str  # http://127.0.0.1:<published port>/mcp
     container_id: str = ""  # the container the record names now
     restarts: int = 0  # and its restarts so far (a restart in place keeps the id)
@@ -99,15 +99,17 @@ class Authorizer:
             except decode.BadValue:
                 lease = None
         now_ms = int(seconds) * 1000 + int(micros) // 1000
-        if lease is None or not hmac.compare_digest(lease.token, token) or now_ms >= lease.expires_ms:
+        fence = tokens.fingerprint(token)  # what Redis keeps: a value read from Redis is no bearer
+        if lease is None or not hmac.compare_digest(lease.token, fence) or now_ms >= lease.expires_ms:
             raise Refusal(403, "not_current", "the token is not this container's current lease", name)
-        return Target(name, token, self.upstream(name), record.container_id, record.restarts)
+        return Target(name, fence, self.upstream(name), record.container_id, record.restarts)
 
     def upstream(self, name: str) -> str:
         return self.config.container.local_url(name)
 
     async def current(self, names: list[str]) -> dict[str, str | None]:
-        """The current, unexpired lease token of each container (None: none that holds)."""
+        """The current, unexpired lease (its token's fingerprint) of each container (None: none
+        that holds)."""
         if not names:
             return {}
         pipe = self.client.pipeline(transaction=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -27,7 +28,7 @@ import redis.asyncio as aioredis
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from cinnamon_pool import decode
+from cinnamon_pool import decode, tokens
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.endpoints import check_endpoint
@@ -49,6 +50,7 @@ class _Held:
     """What this gateway knows of one on-connect session."""
 
     binding: ConnectSession
+    bearer: str  # the lease token (the binding and Redis keep only its fingerprint)
     endpoint: str  # the container's gateway URL (the grant's)
     last_used: float
     renewed: float
@@ -62,6 +64,7 @@ class OnConnect:
     client: aioredis.Redis
     host: str
     http: httpx.AsyncClient
+    secret_key: bytes  # makes each session's token secret from its nonce (this host's door key)
     clock: Clock = SYSTEM_CLOCK
     held: dict[str, _Held] = field(default_factory=dict)  # session id -> its lease
     waiting: int = 0
@@ -121,10 +124,15 @@ class OnConnect:
         except InvalidIdentifier as error:
             raise Refusal(400, "bad_test_run_id", str(error)) from None
         self.waiting += 1
+        nonce = secrets.token_hex(16)
         try:
             grant = await _unless_gone(
                 request,
-                self.leases.acquire(Holder(test_run_id, "", CLIENT_PREFIX + key.name), self.config.gateway.session_acquire_timeout_s),
+                self.leases.acquire(
+                    Holder(test_run_id, "", CLIENT_PREFIX + key.name),
+                    self.config.gateway.session_acquire_timeout_s,
+                    secret=tokens.derived_secret(self.secret_key, nonce),
+                ),
             )
         except PoolExhausted as error:
             raise Refusal(503, "pool_exhausted", str(error), extra={"pool": error.pool, "counts": error.counts}) from None
@@ -139,8 +147,8 @@ class OnConnect:
                 await self.leases.release(grant.name, grant.token, Outcome.INFRA_ERROR)
             raise Refusal(502, "untrusted_endpoint", str(error), grant.name) from None
         now, opened_ms = self.clock.monotonic(), grant.granted_ms
-        binding = ConnectSession("-", key.name, grant.name, grant.token, test_run_id, opened_ms)
-        held = _Held(binding, grant.endpoint, now, now)
+        binding = ConnectSession("-", key.name, grant.name, tokens.fingerprint(grant.token), test_run_id, opened_ms, nonce)
+        held = _Held(binding, grant.token, grant.endpoint, now, now)
         try:
             upstream = await self._send(held, request, body)
         except BaseException:
@@ -151,7 +159,7 @@ class OnConnect:
             await upstream.aclose()
             await self._end(held, Outcome.INFRA_ERROR if upstream.status_code >= 500 else Outcome.OK)
             raise Refusal(502, "initialize_failed", f"the container answered the initialize with HTTP {upstream.status_code}", grant.name)
-        held.binding = ConnectSession(session, key.name, grant.name, grant.token, test_run_id, opened_ms)
+        held.binding = dataclasses.replace(binding, session=session)
         self.held[session] = held
         await self.client.hset(self.keys.connect_sessions, session, json.dumps({**held.binding.to_json(), "endpoint": held.endpoint}))
         with contextlib.suppress(redis.RedisError):
@@ -168,11 +176,13 @@ class OnConnect:
         return self._stream(held, upstream)
 
     async def _send(self, held: _Held, request: Request, body: bytes) -> httpx.Response:
-        headers = {**request_headers(request.headers), "Authorization": f"Bearer {held.binding.token}"}
+        headers = {**request_headers(request.headers), "Authorization": f"Bearer {held.bearer}"}
         held.in_flight += 1
         held.last_used = self.clock.monotonic()
         try:
-            upstream = await open_upstream(self.http, request.method, held.endpoint, headers, body, held.binding.container)
+            upstream = await open_upstream(
+                self.http, request.method, held.endpoint, headers, body, held.binding.container, self.config.gateway.upstream_timeout_s
+            )
         except Refusal:
             held.in_flight -= 1
             held.infra_error = True
@@ -206,7 +216,8 @@ class OnConnect:
         try:
             binding = decode.connect_session(session, raw)
             endpoint = decode.json_object(raw, "connect session").get("endpoint")
-        except decode.BadValue:
+            bearer = tokens.claim(binding.token, tokens.derived_secret(self.secret_key, binding.nonce))
+        except (decode.BadValue, InvalidIdentifier):  # not written by a gateway with this host's key
             return None
         if not isinstance(endpoint, str):
             return None
@@ -215,7 +226,9 @@ class OnConnect:
         except UntrustedEndpoint:
             return None
         now = self.clock.monotonic()
-        held = self.held[session] = _Held(binding, endpoint, now, now - self.config.rules.lease_ttl_s)  # a restarted gateway adopts it
+        held = self.held[session] = _Held(
+            binding, bearer, endpoint, now, now - self.config.rules.lease_ttl_s
+        )  # a restarted gateway adopts it
         return held
 
     async def _open_count(self, key_name: str) -> int:
@@ -232,7 +245,7 @@ class OnConnect:
             outcome = Outcome.INFRA_ERROR if held.infra_error else Outcome.OK
         self.held.pop(held.binding.session, None)
         with contextlib.suppress(LeaseError, StoreUnavailable, redis.RedisError):
-            await self.leases.release(held.binding.container, held.binding.token, outcome)
+            await self.leases.release(held.binding.container, held.bearer, outcome)
         with contextlib.suppress(redis.RedisError):
             await self.client.hdel(self.keys.connect_sessions, held.binding.session)
 
@@ -256,7 +269,7 @@ class OnConnect:
                 await self._end(held, None)
             elif now - held.renewed >= self.config.rules.lease_ttl_s / 3:
                 try:
-                    await self.leases.renew(held.binding.container, held.binding.token)
+                    await self.leases.renew(held.binding.container, held.bearer)
                     held.renewed = now
                 except LeaseError:  # ended elsewhere: killed, past the cap, container gone
                     self.held.pop(held.binding.session, None)

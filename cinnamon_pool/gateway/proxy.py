@@ -1,9 +1,11 @@
 """Forward one authorized request to its container and stream the answer back.
 
-Request bodies are read whole, up to ``gateway.max_body_bytes`` and with ``gateway.body_timeout_s``
-between chunks, before anything is sent: an MCP request is one small JSON-RPC message, and a
-body that is too large or too slow is refused with nothing forwarded. Responses (JSON, SSE, the
-GET event stream) stream back chunk by chunk as the container writes them, never buffered.
+Request bodies are read whole, up to ``gateway.max_body_bytes`` and within
+``gateway.body_timeout_s`` for the whole body, before anything is sent: an MCP request is one
+small JSON-RPC message, and a body that is too large or too slow is refused with nothing
+forwarded. Responses (JSON, SSE, the GET event stream) stream back chunk by chunk as the
+container writes them, never buffered; the answer to a POST or DELETE must begin within
+``gateway.upstream_timeout_s`` (a GET stream may wait for events as long as it likes).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def request_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 async def read_body(chunks: AsyncIterator[bytes], declared: str | None, limit: int, timeout_s: float) -> bytes:
     """The whole request body, or a refusal: 413 past ``limit`` bytes (declared or sent), 408
-    when the client sends nothing for ``timeout_s``."""
+    when the whole body has not arrived within ``timeout_s``."""
     if declared is not None:
         if not declared.isdigit():
             raise Refusal(400, "bad_request", "Content-Length must be a whole number")
@@ -50,26 +52,37 @@ async def read_body(chunks: AsyncIterator[bytes], declared: str | None, limit: i
             raise Refusal(413, "too_large", f"request bodies are at most {limit} bytes")
     body = bytearray()
     iterator = aiter(chunks)
+    deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         try:
-            chunk = await asyncio.wait_for(anext(iterator), timeout_s)
+            chunk = await asyncio.wait_for(anext(iterator), max(0.0, deadline - asyncio.get_running_loop().time()))
         except StopAsyncIteration:
             return bytes(body)
         except TimeoutError:
-            raise Refusal(408, "slow_client", f"no request body byte for {timeout_s:g} s") from None
+            raise Refusal(408, "slow_client", f"the request body did not arrive whole within {timeout_s:g} s") from None
         body += chunk
         if len(body) > limit:
             raise Refusal(413, "too_large", f"request bodies are at most {limit} bytes")
 
 
 async def open_upstream(
-    client: httpx.AsyncClient, method: str, url: str, headers: dict[str, str], body: bytes, container: str = ""
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    container: str = "",
+    head_timeout_s: float | None = None,
 ) -> httpx.Response:
     """Send the request; the response's body is left to stream. 502 when the container does not
-    accept the connection or breaks it before answering."""
+    accept the connection or breaks it before answering; 504 when the answer to a POST or DELETE
+    has not begun within ``head_timeout_s`` (a GET is the session's event stream: no limit)."""
     request = client.build_request(method, url, headers=headers, content=body)
+    limit = None if method == "GET" else head_timeout_s
     try:
-        return await client.send(request, stream=True)
+        return await asyncio.wait_for(client.send(request, stream=True), limit)
+    except TimeoutError:
+        raise Refusal(504, "container_timeout", f"the container did not begin its answer within {limit:g} s", container) from None
     except httpx.TransportError as error:
         raise Refusal(502, "container_unreachable", f"the container did not answer ({type(error).__name__})", container) from None
 

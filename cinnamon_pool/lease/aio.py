@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aioredis
 
-from cinnamon_pool import decode
+from cinnamon_pool import tokens
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
-from cinnamon_pool.errors import PoolExhausted, PoolNotReady, StoreUnavailable
+from cinnamon_pool.errors import InvalidIdentifier, PoolExhausted, PoolNotReady, StoreUnavailable
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import Op, Status, source
-from cinnamon_pool.lease.store import _counts, _raise_rejection, _text, acquire_request, release_args
-from cinnamon_pool.model import Grant, Holder, Outcome, validate_container_name, validate_ticket, validate_token
+from cinnamon_pool.lease.store import _counts, _raise_rejection, _text, acquire_request, claimed, release_args
+from cinnamon_pool.model import Grant, Holder, Outcome, validate_container_name, validate_ticket
 
 T = TypeVar("T")
 WAITER_TTL_S = 10.0  # as the sync store's: a waiter that dies drops out of the queue by itself
@@ -48,11 +48,14 @@ class AsyncLeaseClient:
         reply = await _door(self._scripts[op](keys=self._keys, args=list(args)))
         return [_text(item) for item in reply] if isinstance(reply, list) else [reply]
 
-    async def acquire(self, holder: Holder, timeout_s: float, on_wait: Callable[[dict[str, int]], None] | None = None) -> Grant:
+    async def acquire(
+        self, holder: Holder, timeout_s: float, on_wait: Callable[[dict[str, int]], None] | None = None, *, secret: str = ""
+    ) -> Grant:
         """A grant for ``holder`` from the pool's FIFO queue (as jobs get theirs), waiting up to
-        ``timeout_s``; :class:`PoolExhausted` with the pool's counts after it."""
-        ticket = secrets.token_hex(16)
-        request = acquire_request(holder, self.lease_ttl_s, self.max_lease_s)
+        ``timeout_s``; :class:`PoolExhausted` with the pool's counts after it. ``secret``: the
+        token's secret part (tokens.py), when the caller must be able to make it again."""
+        ticket, secret = secrets.token_hex(16), secret or tokens.new_secret()
+        request = acquire_request(holder, self.lease_ttl_s, self.max_lease_s, secret)
         started = self.clock.monotonic()
         deadline, counts = started + timeout_s, {}
         try:
@@ -60,7 +63,7 @@ class AsyncLeaseClient:
                 reply = await self._run(Op.ACQUIRE, ticket, request, int(WAITER_TTL_S * 1000), "wait")
                 status = Status(reply[0])
                 if status is Status.GRANTED:
-                    return decode.grant(reply[1])
+                    return claimed(reply[1], secret)
                 if status is Status.NOT_READY:
                     raise PoolNotReady(f"pool {self.pool!r}: no supervisor has registered it in this Redis")
                 if status is Status.EXHAUSTED:
@@ -73,7 +76,8 @@ class AsyncLeaseClient:
                     raise PoolExhausted(self.pool, self.clock.monotonic() - started, counts)
                 woken = await _door(self.client.blpop([self.keys.wake(ticket)], timeout=max(0.01, min(remaining, WAITER_TTL_S / 3))))
                 if woken is not None:
-                    return decode.grant(woken[1])
+                    with contextlib.suppress(InvalidIdentifier):  # pushed by someone else: not ours
+                        return claimed(woken[1], secret)
         except BaseException:
             # gave up (time-out, cancelled: the client went away): leave the queue; a grant
             # handed over meanwhile comes back to the pool through the ticket's expiry
@@ -82,7 +86,7 @@ class AsyncLeaseClient:
             raise
 
     async def renew(self, name: str, token: str) -> int:
-        reply = await self._run(Op.RENEW, validate_container_name(name), validate_token(token), int(self.lease_ttl_s * 1000))
+        reply = await self._run(Op.RENEW, validate_container_name(name), tokens.fingerprint(token), int(self.lease_ttl_s * 1000))
         _raise_rejection(name, reply)
         return int(reply[1])
 

@@ -8,6 +8,7 @@ alive, so a waiter that dies drops out of the queue by itself.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,9 +18,18 @@ from typing import Any
 import redis
 from tenacity import Retrying, retry_if_exception_type
 
-from cinnamon_pool import backoff, decode
+from cinnamon_pool import backoff, decode, tokens
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
-from cinnamon_pool.errors import LeaseError, LeaseLost, LeaseNotOwned, NotLeader, PoolExhausted, PoolNotReady, ReplicasMissing
+from cinnamon_pool.errors import (
+    InvalidIdentifier,
+    LeaseError,
+    LeaseLost,
+    LeaseNotOwned,
+    NotLeader,
+    PoolExhausted,
+    PoolNotReady,
+    ReplicasMissing,
+)
 from cinnamon_pool.events import LeaseEvent
 from cinnamon_pool.keys import EVENTS_CONSUMER_GROUP, PoolKeys
 from cinnamon_pool.lease.handle import JobFigures
@@ -88,8 +98,8 @@ class LeaseStore:
     # -- job side ------------------------------------------------------------------------
     def acquire(self, holder: Holder, timeout_s: float = 60.0, *, wait: bool = True) -> Grant:
         """Grant a container to ``holder``, waiting in FIFO order up to ``timeout_s``."""
-        ticket = secrets.token_hex(16)
-        request = acquire_request(holder, self.lease_ttl_s, self.max_lease_s)
+        ticket, secret = secrets.token_hex(16), tokens.new_secret()
+        request = acquire_request(holder, self.lease_ttl_s, self.max_lease_s, secret)
         started = self.clock.monotonic()
         deadline = started + timeout_s
         waiter_ttl_ms = int(self.waiter_ttl_s * 1000)
@@ -107,7 +117,7 @@ class LeaseStore:
             reply = unreachable(self._run, Op.ACQUIRE, ticket, request, waiter_ttl_ms, "wait" if wait else "try")
             status = Status(reply[0])
             if status is Status.GRANTED:
-                durable = self._durable(decode.grant(reply[1]), deadline)
+                durable = self._durable(claimed(reply[1], secret), deadline)
                 if durable is not None:
                     return durable
                 ticket = secrets.token_hex(16)  # given back: ask anew (the old ticket's grant is gone)
@@ -135,7 +145,11 @@ class LeaseStore:
             except (redis.ConnectionError, redis.TimeoutError):
                 continue  # the next acquire call tells (and a handoff made meanwhile is kept under the ticket)
             if woken is not None:  # a release handed us the container
-                durable = self._durable(decode.grant(woken[1]), deadline)
+                try:
+                    grant = claimed(woken[1], secret)
+                except InvalidIdentifier:
+                    continue  # pushed by someone else: not ours (our own grant is still to come)
+                durable = self._durable(grant, deadline)
                 if durable is not None:
                     return durable
                 ticket = secrets.token_hex(16)
@@ -149,7 +163,7 @@ class LeaseStore:
         if not self.wait_replicas:
             return grant
         pipe = self.redis.pipeline(transaction=False)  # one connection: WAIT counts its writes
-        pipe.set(self.keys.durable, grant.token, px=60_000)
+        pipe.set(self.keys.durable, tokens.fingerprint(grant.token), px=60_000)
         pipe.wait(self.wait_replicas, self.wait_timeout_ms)
         try:
             _, acknowledged = pipe.execute()
@@ -165,14 +179,14 @@ class LeaseStore:
         return None
 
     def holds(self, name: str, token: str, client: redis.Redis | None = None) -> bool | None:
-        """Whether ``token`` is the current lease on ``name`` (one HGET, no script); None when
-        Redis does not answer. ``client`` may be one with a short socket timeout."""
+        """Whether ``token`` (the holder's own) is the current lease on ``name`` (one HGET, no
+        script); None when Redis does not answer. ``client`` may be one with a short socket timeout."""
         try:
             raw = (client or self.redis).hget(self.keys.leases, name)
         except (redis.ConnectionError, redis.TimeoutError):
             return None
         try:
-            return raw is not None and decode.lease(name, raw).token == token
+            return raw is not None and decode.lease(name, raw).token == tokens.fingerprint(token)
         except decode.BadValue:
             return False  # not a lease the scripts wrote: not ours either
 
@@ -181,7 +195,7 @@ class LeaseStore:
 
     def renew(self, name: str, token: str) -> int:
         """Extend the lease by its TTL; returns the new expiry (Redis ms). Raises if not ours."""
-        reply = self._run(Op.RENEW, validate_container_name(name), validate_token(token), int(self.lease_ttl_s * 1000))
+        reply = self._run(Op.RENEW, validate_container_name(name), tokens.fingerprint(token), int(self.lease_ttl_s * 1000))
         _raise_rejection(name, reply)
         return int(reply[1])
 
@@ -221,7 +235,8 @@ class LeaseStore:
 
     def prepared(self, name: str, token: str, result: str, detail: str = "", seconds: float | None = None) -> str:
         """Offer a 'preparing' container again (see prepared.lua): ``result`` ok, failed or timeout
-        offers it, residue restarts it. ``token`` is the released lease's ('' = whichever). Returns
+        offers it, residue restarts it. ``token`` is the released lease's fingerprint, as the gateway
+        reads it from ``last_tokens`` ('' = whichever). Returns
         where it went, or noop when it was not waiting for this preparation."""
         if result not in {"ok", "failed", "timeout", "residue"}:
             raise ValueError(f"result={result!r}: use ok, failed, timeout or residue")
@@ -262,14 +277,16 @@ class LeaseStore:
         self, name: str, state: ContainerState, reason: str, *, only_if_free: bool = False, only_if_token: str = ""
     ) -> str | None:
         """Move a container (see set_state.lua); None when unknown, leased and ``only_if_free``,
-        or no longer held by ``only_if_token`` (the lease an operator meant to end)."""
+        or no longer held by ``only_if_token`` (the lease an operator meant to end, as Redis has
+        it: its fingerprint)."""
         guard = "if_free" if only_if_free else f"if_token:{validate_token(only_if_token)}" if only_if_token else ""
         reply = self._run_as_leader(Op.SET_STATE, validate_container_name(name), ContainerState(state).value, reason, guard)
         return None if reply[0] in {Status.UNKNOWN, Status.BUSY} else str(reply[1])
 
     def end_lease(self, name: str, token: str, reason: str) -> bool:
-        """End the lease of ``token`` on ``name`` now (its holder gets LeaseLost) and restart the
-        container before it serves again; False when that token no longer holds it."""
+        """End the lease of ``token`` (its fingerprint, as read from the pool) on ``name`` now (its
+        holder gets LeaseLost) and restart the container before it serves again; False when that
+        lease no longer holds it."""
         return self.set_state(name, ContainerState.RESTARTING, reason, only_if_token=token) is not None
 
     def wait_queue(self, limit: int = 100) -> list[Waiter]:
@@ -436,8 +453,9 @@ class LeaseStore:
             self.redis.xack(self.keys.events, EVENTS_CONSUMER_GROUP, *entry_ids)
 
 
-def acquire_request(holder: Holder, lease_ttl_s: float, max_lease_s: float) -> str:
-    """acquire.lua's ARGV[2]: who asks, for how long (shared by the sync and asyncio clients)."""
+def acquire_request(holder: Holder, lease_ttl_s: float, max_lease_s: float, secret: str) -> str:
+    """acquire.lua's ARGV[2]: who asks, for how long, and the digest of the secret that only the
+    acquirer knows (shared by the sync and asyncio clients; see tokens.py)."""
     return json.dumps(
         {
             "test_run_id": holder.test_run_id,
@@ -445,7 +463,7 @@ def acquire_request(holder: Holder, lease_ttl_s: float, max_lease_s: float) -> s
             "worker": holder.worker,
             "ttl_ms": int(lease_ttl_s * 1000),
             "cap_ms": int(max_lease_s * 1000),
-            "random": secrets.token_hex(8),
+            "random": tokens.secret_digest(secret),
         }
     )
 
@@ -466,7 +484,7 @@ def release_args(
     """release.lua's ARGV (shared by the sync and asyncio clients)."""
     return [
         validate_container_name(name),
-        validate_token(token),
+        tokens.fingerprint(token),
         Outcome(outcome).value,
         error_threshold,
         "recycle" if recycle else "",
@@ -486,6 +504,13 @@ def _figures(figures: JobFigures) -> list[str | int]:
         return "" if seconds is None else f"{seconds * 1000:.1f}"
 
     return [figures.tool_calls, ms(figures.tool_p50_s), ms(figures.tool_max_s), figures.console_errors]
+
+
+def claimed(raw: object, secret: str) -> Grant:
+    """A grant from a script's reply or a wake list, with the token that ``secret`` makes of its
+    fingerprint; :class:`InvalidIdentifier` when it was not made for that secret."""
+    grant = decode.grant(raw)
+    return dataclasses.replace(grant, token=tokens.claim(grant.token, secret))
 
 
 def _text(value: Any) -> Any:

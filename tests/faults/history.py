@@ -3,7 +3,8 @@
 Three files in one directory make a history:
 
 - ``client-<pid>.jsonl``: what each client process did, one line per phase of an operation,
-  ``{"op", "phase", "t", "pid", "container", "token", "detail"}``. ``op`` is acquire, renew,
+  ``{"op", "phase", "t", "pid", "container", "token", "detail"}`` (``token``: the lease token's
+  fingerprint, the name the pool's events and the containers give it). ``op`` is acquire, renew,
   release or use (a call to the container); ``phase`` is invoke, ok, fail (rejected: it did not
   happen) or unknown (the reply was lost: it may have happened). ``t`` is Redis ``TIME`` in ms,
   read just before an invoke and just after its outcome, so a measured interval contains the
@@ -58,6 +59,7 @@ from typing import Any, TypeVar
 import redis
 
 from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.tokens import fingerprint
 
 T = TypeVar("T")
 REJECTIONS = ("LeaseLost", "LeaseNotOwned", "PoolExhausted", "PoolNotReady")
@@ -132,7 +134,10 @@ class ClientHistory:
     ) -> T:
         """Run ``call`` between an invoke and its outcome; a grant's container and token are
         read from the result, and ``served`` reads from it when the container did the work
-        (host clock, ms), which pins a use to a moment instead of the measured interval."""
+        (host clock, ms), which pins a use to a moment instead of the measured interval.
+        ``token`` is the holder's own: the history names it by its fingerprint, as the pool's
+        events and the containers' records do."""
+        token = fingerprint(token) if token else ""
         invoked = self.record(op, "invoke", container, token)
         try:
             result = call()
@@ -141,7 +146,8 @@ class ClientHistory:
             phase = "fail" if kind in REJECTIONS else "unknown"
             self.record(op, phase, container, token, f"{kind}: {error}", invoked)
             raise
-        name, granted = getattr(result, "name", container), getattr(result, "token", token)
+        name, granted = getattr(result, "name", container), getattr(result, "token", None)
+        granted = fingerprint(granted) if isinstance(granted, str) else token
         self.record(op, "ok", name, granted, invoked_t=invoked, served_t=served(result) if served else None)
         return result
 

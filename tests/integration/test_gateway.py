@@ -3,6 +3,7 @@ who gets through, what is refused with which status, and what reaches the contai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,12 +25,15 @@ from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerRecord, ContainerState, Grant, Holder
+from cinnamon_pool.tokens import fingerprint
 from tests.conftest import FAKE_MCP
 from tests.support import free_port, stop, wait_for_http
 
 pytestmark = pytest.mark.redis
 BIN = Path(sys.executable).parent
 HOST = "gw-host"
+HEADER_TIMEOUT_S = 3
+PER_CLIENT = 200  # the stand's gateway.max_connections_per_client
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -101,7 +105,8 @@ def stand(real_redis: redis.Redis, redis_server: str, tmp_path: Path) -> Iterato
     path.write_text(
         f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "gw"\nmin_size = 1\nmax_size = 1\ninitial_size = 1\nhost = "{HOST}"\n'
         f'[container]\nhost_port_range = "{port}-{port}"\n[gateway]\nlisten = "127.0.0.1:{gateway_port}"\nmax_body_bytes = 65536\n'
-        f'body_timeout_s = 1.0\nsession_acquire_timeout_s = 2\nsession_idle_s = 3\n[logs]\ndir = "{tmp_path / "logs"}"\n'
+        f"body_timeout_s = 1.0\nheader_timeout_s = {HEADER_TIMEOUT_S}\nmax_connections_per_client = {PER_CLIENT}\n"
+        f'session_acquire_timeout_s = 2\nsession_idle_s = 3\n[logs]\ndir = "{tmp_path / "logs"}"\n'
     )
     config = PoolConfig.load(path)
     store = LeaseStore(real_redis, "gw", lease_ttl_s=30)
@@ -140,7 +145,7 @@ def test_a_job_drives_its_container_through_the_gateway_with_its_lease_token(sta
     with Browser(lease, timeout_s=10) as browser:
         assert "hello" in browser.navigate("data:text/html,<h1>hello</h1>")
     (call,) = stand.calls()
-    assert call["token"] == grant.token, "the call reached the container under this lease"
+    assert call["token"] == fingerprint(grant.token), "the call reached the container under this lease"
     assert call["authorization"] is False, "the gateway strips the bearer token before forwarding"
     assert call["host"] == f"127.0.0.1:{stand.config.container.host_ports[0]}", "the Host the container's --allowed-hosts lists"
     assert lease.cleanup_seconds > 0, "the session was ended (DELETE) through the gateway"
@@ -153,7 +158,7 @@ def test_only_the_mcp_headers_and_the_checked_lease_token_reach_the_container(st
     extra = {"Cookie": "sid=secret", "X-Forwarded-For": "10.0.0.9", "X-Api-Key": "mine", "X-Cinnamon-Token": "forged"}
     assert stand.post(call, grant.token, **{"mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}, **extra).status_code == 200
     (seen,) = stand.calls()
-    assert seen["token"] == grant.token, "the lease header is the gateway's, never the client's"
+    assert seen["token"] == fingerprint(grant.token), "the lease header is the gateway's, never the client's"
     let_through = set(seen["headers"]) - {"host", "content-length", "accept-encoding", "user-agent", "connection"}
     assert let_through == {"accept", "content-type", "mcp-session-id", "mcp-protocol-version", "x-cinnamon-token"}, seen["headers"]
 
@@ -233,6 +238,69 @@ def test_slow_and_oversized_requests_are_cut_and_the_gateway_keeps_serving(stand
     response = stand.post(initialize(), grant.token)
     assert response.status_code == 200 and response.headers["mcp-session-id"], "the gateway still serves"
     assert stand.gateway.poll() is None
+
+
+def test_a_body_that_trickles_past_its_whole_deadline_is_cut_and_never_forwarded(stand: Stand) -> None:
+    """A byte every 0.1 s never leaves the connection silent for body_timeout_s (1 s), but the
+    whole body (4 s) is late: 408 at the deadline, and the initialize never reaches the container."""
+    grant = stand.grant()
+    body = json.dumps(initialize()).encode()
+    host, port = stand.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as trickle:
+        trickle.sendall(
+            f"POST /gw/container-001/mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {grant.token}\r\n"
+            f"Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        started = time.monotonic()
+        with contextlib.suppress(OSError):  # the gateway closes the connection at the deadline
+            for byte in body[: int(4 / 0.1)]:
+                trickle.sendall(bytes([byte]))
+                time.sleep(0.1)
+        answer = trickle.recv(4096).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 408"), answer[:200]
+    assert "did not arrive whole within 1 s" in answer
+    assert time.monotonic() - started < 4.5
+    assert stand.store.redis.hget(stand.store.keys.lease_sessions, "container-001") is None, "no session was opened"
+    assert stand.post(initialize(), grant.token).status_code == 200, "the gateway still serves"
+
+
+def test_slow_heads_are_cut_at_their_deadline_and_one_address_cannot_take_every_connection(stand: Stand) -> None:
+    """500 clients from 127.0.0.2 trickle a request head, a byte every 2 s. Past
+    gateway.max_connections_per_client they are refused at once (429); the others are cut with 408
+    at gateway.header_timeout_s. A job from 127.0.0.1 is served among them."""
+    host, port = stand.base.removeprefix("http://").split(":")
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(500):
+            client = socket.socket()
+            client.bind(("127.0.0.2", 0))
+            client.settimeout(10)
+            client.connect((host, int(port)))
+            slow.append(client)
+        head = b"POST /gw/container-001/mcp HTTP/1.1\r\nHost: x\r\n"
+        grant = stand.grant()
+        for step in range(3):  # at 0, 2 and 4 s: the last comes after the deadline (3 s)
+            for client in slow:
+                with contextlib.suppress(OSError):
+                    client.sendall(head[step : step + 1])
+            if step == 0:
+                answered = stand.post(initialize(), grant.token)
+                assert answered.status_code == 200, f"a job among the slow clients was not served: {answered.text}"
+            time.sleep(2)
+        answers = []
+        for client in slow:
+            try:
+                answers.append(client.recv(200).split(b" ", 2)[1])
+            except (OSError, IndexError):
+                answers.append(b"-")
+    finally:
+        for client in slow:
+            client.close()
+    counted = {status: answers.count(status) for status in set(answers)}
+    assert counted == {b"429": 500 - PER_CLIENT, b"408": PER_CLIENT}, counted
+    metrics = httpx.get(f"{stand.base}/metrics", timeout=5).text
+    assert f'reason="header_timeout"}} {PER_CLIENT:.1f}' in metrics and f'reason="client_connections"}} {500 - PER_CLIENT:.1f}' in metrics
+    assert "Reason: header_timeout" in stand.pool_log() and "Client: 127.0.0.2" in stand.pool_log(), "reported once, by address"
 
 
 def test_a_container_that_does_not_answer_is_a_502(stand: Stand) -> None:

@@ -28,11 +28,13 @@ from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import Op
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerState, Grant, Holder, Outcome
+from cinnamon_pool.tokens import claim, secret_digest
 from tests.lease_helpers import assert_one_lease_at_a_time, dump_state, record
 
 pytestmark = pytest.mark.redis
 
 POOL = "sm"
+WAITER_SECRET = "5ec2e7" + "0" * 10  # the secret of the waiters the machine queues through the script itself
 TTL_S, CAP_S, WAITER_TTL_S = 0.2, 0.6, 0.25
 CONTAINERS = 2
 
@@ -79,7 +81,7 @@ class LeaseMachine(RuleBasedStateMachine):
             self.seq += 1
             self.waiters.append(Waiter(ticket, self.seq, time.monotonic()))
         elif reply[0] == "GRANTED":
-            self.store.release(json.loads(reply[1])["name"], json.loads(reply[1])["token"])
+            self.store.release(json.loads(reply[1])["name"], claim(json.loads(reply[1])["token"], WAITER_SECRET))
 
     @rule(data=st.data())
     def refresh_waiter(self, data: st.DataObject) -> None:
@@ -93,7 +95,7 @@ class LeaseMachine(RuleBasedStateMachine):
             self.waiters.remove(waiter)
             grant = json.loads(reply[1])
             with contextlib.suppress(LeaseLost):  # handed over while it did not refresh: expired since
-                self.store.release(grant["name"], grant["token"])
+                self.store.release(grant["name"], claim(grant["token"], WAITER_SECRET))
         elif reply[0] == "WAIT":
             waiter.refreshed_at = time.monotonic()
         else:
@@ -231,7 +233,7 @@ class LeaseMachine(RuleBasedStateMachine):
             "worker": "",
             "ttl_ms": int(TTL_S * 1000),
             "cap_ms": int(CAP_S * 1000),
-            "random": secrets.token_hex(8),
+            "random": secret_digest(WAITER_SECRET),
         }
         return self.store._run(Op.ACQUIRE, ticket, json.dumps(holder), int(WAITER_TTL_S * 1000), "wait")
 

@@ -19,9 +19,12 @@ import pytest
 from cinnamon_pool import decode
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.logs.events import event_record
+from cinnamon_pool.model import Holder
+from cinnamon_pool.tokens import fingerprint
 from tests.integration.test_gateway import BIN, MCP_HEADERS, Stand, initialize, stand  # noqa: F401
 
 pytestmark = pytest.mark.redis
+TOKEN = re.compile(rb"[0-9a-f]{16}:\d{1,19}:[0-9a-f]{16}")
 CALL = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "browser_navigate", "arguments": {"url": "data:,x"}}}
 
 
@@ -170,3 +173,56 @@ def test_more_clients_wait_than_redis_pys_connection_cap_and_a_served_session_is
         assert served.status_code == 200, served.text
     assert {answer.result() for answer in answers} == {httpx.ReadTimeout}, "every waiter waited until it hung up"
     eventually(lambda: stand.store.snapshot().waiting == 0, 5, "the waiters gone from the queue")
+
+
+def pool_values(stand: Stand) -> list[bytes]:
+    """Every field, member and value of every key of the pool, whatever its type."""
+    client, found = stand.store.redis, []
+    for key in client.scan_iter("cinnamon:{gw}:*"):
+        kind = client.type(key)
+        if kind == b"string":
+            found.append(client.get(key))
+        elif kind == b"hash":
+            found += [item for pair in client.hgetall(key).items() for item in pair]
+        elif kind == b"list":
+            found += client.lrange(key, 0, -1)
+        elif kind == b"set":
+            found += list(client.smembers(key))
+        elif kind == b"zset":
+            found += client.zrange(key, 0, -1)
+        elif kind == b"stream":
+            found += [item for _id, fields in client.xrange(key) for pair in fields.items() for item in pair]
+    return found
+
+
+def test_redis_keeps_no_lease_token_and_nothing_read_from_it_opens_a_browser(stand: Stand) -> None:
+    """A job's lease handed over through a waiter's wake list, then a session on connect: Redis
+    has fingerprints of their tokens everywhere (leases, events, sessions, the last released),
+    never a token's secret part, and a fingerprint shown as a bearer gets 403."""
+    first = stand.grant("first")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(stand.store.acquire, Holder("waiter"), 10)
+        eventually(lambda: stand.store.snapshot().waiting, 5, "the second job waits")
+        assert stand.store.release(first.name, first.token) == "preparing", "the gateway prepares, then hands it over"
+        handed = waiting.result(timeout=10)
+    assert handed.name == first.name and handed.token != first.token
+    assert stand.post(initialize(), handed.token).status_code == 200, "the waiter's token opens its container"
+    fingerprints = {fingerprint(first.token).encode(), fingerprint(handed.token).encode()}
+    values = pool_values(stand)
+    assert fingerprints <= {v for v in values if TOKEN.fullmatch(v)}, "Redis names the leases by their fingerprints"
+    for token in (first.token, handed.token):
+        secret = token.rsplit(":", 1)[1].encode()
+        assert not [v for v in values if secret in v], f"the secret part of {token} is in Redis"
+    stand.store.release(handed.name, handed.token)
+
+    key = new_key(stand, "agent")
+    opened = post(stand, key, initialize())
+    assert opened.status_code == 200, opened.text
+    [lease] = stand.store.snapshot().leases.values()
+    bearer = lease.token  # what a reader of Redis has of the session's lease
+    values = pool_values(stand)
+    for value in {v for v in values if TOKEN.fullmatch(v)}:
+        refused = stand.post(initialize(), value.decode())
+        assert refused.status_code == 403, f"{value!r}, read from Redis, was accepted as a bearer"
+    assert stand.post(initialize(), bearer).status_code == 403
+    assert post(stand, key, CALL, **{"mcp-session-id": opened.headers["mcp-session-id"]}).status_code == 200, "the session goes on"

@@ -21,6 +21,7 @@ from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession, Holder
 from cinnamon_pool.supervisor.rules import find_inconsistent, find_overdue
+from cinnamon_pool.tokens import fingerprint
 from tests.fakes import FakeRuntime
 from tests.unit.test_supervisor_restart import supervisor
 
@@ -46,16 +47,16 @@ def test_a_release_with_prepare_waits_until_its_gateway_offers_it(tmp_path: Path
         store.acquire(Holder("run-3"), timeout_s=0, wait=False)
 
     assert store.prepared(first.name, "0123456789abcdef:1:0123456789abcdef", "ok") == "noop", "another lease's preparation"
-    assert store.prepared(first.name, first.token, "ok", seconds=1.2) == "available"
+    assert store.prepared(first.name, fingerprint(first.token), "ok", seconds=1.2) == "available"
     assert store.acquire(Holder("run-3"), timeout_s=0, wait=False).name == first.name
-    assert store.prepared(first.name, first.token, "ok") == "noop", "offered once"
+    assert store.prepared(first.name, fingerprint(first.token), "ok") == "noop", "offered once"
 
 
 def test_residue_found_while_preparing_restarts_the_container(tmp_path: Path) -> None:
     _client, _runtime, _clock, boss, store = ready_pool(tmp_path)
     grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
     store.release(grant.name, grant.token)
-    assert store.prepared(grant.name, grant.token, "residue", "cookies=1") == "restarting"
+    assert store.prepared(grant.name, fingerprint(grant.token), "residue", "cookies=1") == "restarting"
     record = store.snapshot().containers[grant.name]
     assert record.state is ContainerState.RESTARTING and record.reason == "residue: cookies=1"
     boss.tick()

@@ -18,8 +18,9 @@ from cinnamon_pool.health import ProbeResult
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.logs.writer import DailyLogWriter
-from cinnamon_pool.model import Holder, LeaseInfo
+from cinnamon_pool.model import Holder
 from cinnamon_pool.supervisor.loop import Supervisor
+from cinnamon_pool.tokens import claim, secret_digest
 from tests.fakes import FakeRuntime
 
 TABLES = {
@@ -41,29 +42,41 @@ def errors(tmp_path: Path) -> list[str]:
     return [r.detail("Error") or "" for f in files for r in parse(f.read_text().splitlines(keepends=True))]
 
 
-def scaled_to_four(tmp_path: Path) -> tuple[fakeredis.FakeRedis, FakeRuntime, ManualClock, LeaseStore, list[LeaseInfo]]:
+WAITER_SECRET = "0" * 16  # the secret of the waiter the test queues by hand
+
+
+def scaled_to_four(tmp_path: Path) -> tuple[fakeredis.FakeRedis, FakeRuntime, ManualClock, LeaseStore, list[tuple[str, str]]]:
+    """A pool grown to four, all leased; returns each lease as (container, its holder's token)."""
     client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
     first = supervisor(tmp_path, client, runtime, clock)
     first.tick(), first.tick()
     store = LeaseStore(client, "qa")
+    held: dict[str, str] = {}
     for i in (1, 2):
-        store.acquire(Holder(f"run-{i}"), timeout_s=0, wait=False)
+        grant = store.acquire(Holder(f"run-{i}"), timeout_s=0, wait=False)
+        held[grant.name] = grant.token
     client.zadd(store.keys.waiters, {"a" * 32: 10**9})  # one waiter that stays, so the pool grows
     client.zadd(store.keys.waiter_deadlines, {"a" * 32: 10**15})
     client.hset(
         store.keys.tickets,
         "a" * 32,
-        '{"test_run_id": "run-w", "job_id": "", "worker": "", "ttl_ms": 30000, "cap_ms": 60000, "random": "0000000000000000"}',
+        '{"test_run_id": "run-w", "job_id": "", "worker": "", "ttl_ms": 30000, "cap_ms": 60000, "random": "'
+        + secret_digest(WAITER_SECRET)
+        + '"}',
     )
     for _ in range(4):
         first.tick()
     client.delete(store.keys.waiters, store.keys.waiter_deadlines, store.keys.tickets)
     assert store.snapshot().desired == {runtime.host: 4}, "the grown size is stored in Redis"
     for name in store.snapshot().free:
-        store.acquire(Holder(f"run-{name}"), timeout_s=0, wait=False)
+        grant = store.acquire(Holder(f"run-{name}"), timeout_s=0, wait=False)
+        held[grant.name] = grant.token
     leases = store.snapshot().leases  # jobs, and the waiter a grown slot was handed to
     assert sorted(leases) == ["container-001", "container-002", "container-003", "container-004"]
-    return client, runtime, clock, store, list(leases.values())
+    for name, lease in leases.items():
+        if name not in held:  # the waiter's
+            held[name] = claim(lease.token, WAITER_SECRET)
+    return client, runtime, clock, store, sorted(held.items())
 
 
 def test_a_new_supervisor_adopts_the_grown_size_and_keeps_every_lease(tmp_path: Path) -> None:
@@ -72,8 +85,8 @@ def test_a_new_supervisor_adopts_the_grown_size_and_keeps_every_lease(tmp_path: 
     successor = supervisor(tmp_path, client, runtime, clock)  # a restart, or a standby taking over
     for _ in range(3):
         successor.tick()
-    for grant in grants:
-        store.renew(grant.container, grant.token)  # raises LeaseLost if revoked
+    for name, token in grants:
+        store.renew(name, token)  # raises LeaseLost if revoked
     assert set(runtime.containers) == containers_before, "no container was removed or created"
     assert [c for c in runtime.calls if c[0] in {"remove", "restart"}] == []
 
@@ -84,8 +97,8 @@ def test_the_pool_shrinks_only_after_the_scaled_slots_are_released_and_idle(tmp_
     clock.advance(120)
     successor.tick()
     assert len(runtime.containers) == 4, "leased containers stay however long they are held"
-    for grant in grants:
-        store.release(grant.container, grant.token)
+    for name, token in grants:
+        store.release(name, token)
     for _ in range(6):
         time.sleep(0.002)
         successor.tick()

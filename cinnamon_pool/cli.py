@@ -465,7 +465,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     client = redis_client(config.redis, socket_timeout=10)
     keys = ApiKeys(client, config.pool.name)
     if args.keys_command == "create":
-        print(keys.create(args.name, args.max_sessions))
+        print(keys.create(args.name, args.max_sessions, unsafe_tools=args.unsafe_tools))
         return 0
     if args.keys_command == "revoke":
         if not keys.revoke(args.name):
@@ -478,10 +478,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{**key.to_json(), "open_sessions": open_now.get(key.name, 0)} for key in listed], indent=2))
         return 0
-    row = "{:<24} {:>12} {:>9} {:<20} {:<20}"
-    print(row.format("NAME", "MAX SESSIONS", "OPEN NOW", "CREATED", "LAST USED"))
+    row = "{:<24} {:>12} {:>9} {:<20} {:<20} {}"
+    print(row.format("NAME", "MAX SESSIONS", "OPEN NOW", "CREATED", "LAST USED", "UNSAFE TOOLS"))
     for key in listed:
-        print(row.format(key.name, key.max_sessions, open_now.get(key.name, 0), _ms(key.created_ms), _ms(key.last_used_ms)))
+        shown = (
+            key.max_sessions,
+            open_now.get(key.name, 0),
+            _ms(key.created_ms),
+            _ms(key.last_used_ms),
+            "yes" if key.unsafe_tools else "no",
+        )
+        print(row.format(key.name, *shown))
     return 0
 
 
@@ -564,6 +571,11 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_commands.add_parser("create", parents=after, help="create a key; prints only the key")
     create.add_argument("name", metavar="NAME", help="1-63 of a-z 0-9 _ -")
     create.add_argument("--max-sessions", type=int, default=4, metavar="N", help="sessions open at once with this key (default 4)")
+    create.add_argument(
+        "--unsafe-tools",
+        action="store_true",
+        help="its sessions may run code in the browser server (browser_run_code_unsafe); the container restarts after",
+    )
     listing = keys_commands.add_parser("list", parents=after, help="name, max sessions, open now, created, last used")
     listing.add_argument("--json", action="store_true")
     revoke = keys_commands.add_parser("revoke", parents=after, help="revoke a key; its open sessions end")

@@ -98,6 +98,9 @@ class ContainerTemplate:
     network: str = "cinnamon-qa-network"
     host_port_range: str = "3000-3999"
     webmcp: bool = False  # let pages under test add tools of their own (playwright-mcp's WebMCP); off: --no-webmcp
+    # let holders run code in the browser server (browser_run_code_unsafe) through the gateway;
+    # a container that ran some restarts before its next lease (gateway/unsafe.py)
+    unsafe_tools: bool = False
     door_key: str = ""  # the host key the containers' door secrets derive from (see door.py); "" = the default path
     idle_timeout_s: float = PLAYWRIGHT_IDLE_TIMEOUT_S  # playwright-mcp's --idle-timeout: an idle browser closes after this; 0 = never
 

@@ -218,6 +218,7 @@ def api_key(raw: object) -> ApiKey:
         name=_checked(validate_key_name, data.get("name")),
         max_sessions=integer(data.get("max_sessions"), "max_sessions", minimum=1),
         created_ms=integer(data.get("created_ms"), "created_ms", minimum=0),
+        unsafe_tools=data.get("unsafe_tools") is True,
     )
 
 

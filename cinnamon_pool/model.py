@@ -286,9 +286,16 @@ class ApiKey:
     max_sessions: int
     created_ms: int
     last_used_ms: int = 0
+    unsafe_tools: bool = False  # its sessions may run code in the browser server (gateway/unsafe.py)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "max_sessions": self.max_sessions, "created_ms": self.created_ms, "last_used_ms": self.last_used_ms}
+        return {
+            "name": self.name,
+            "max_sessions": self.max_sessions,
+            "created_ms": self.created_ms,
+            "last_used_ms": self.last_used_ms,
+            "unsafe_tools": self.unsafe_tools,
+        }
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,14 @@ from cinnamon_pool.gateway.proxy import (
 from cinnamon_pool.gateway.sessions import LeaseSessions
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.toolcalls import ToolCalls, is_tool_call, reports_error
+from cinnamon_pool.gateway.unsafe import lists_tools, unsafe_calls, without_unsafe_tools
+from cinnamon_pool.lease.aio import AsyncLeaseClient
+from cinnamon_pool.lease.apikeys import by_name
 from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
+from cinnamon_pool.model import CLIENT_PREFIX
 
 MAX_HEADER_BYTES = 16 * 1024  # larger header blocks get 431 (past ~80 KiB the HTTP parser answers 400 itself)
 WATCH_EVERY_S = 0.25  # how often open streams are checked against their leases (closed within 1 s)
@@ -103,6 +107,10 @@ class Gateway:
         self.config, self.writer, self.clock, self.door = config, writer, clock, door
         self.pool = config.pool.name
         self.authorizer = Authorizer(config, client, host)
+        rules = config.rules
+        self.leases = AsyncLeaseClient(
+            client, self.pool, host, lease_ttl_s=rules.lease_ttl_s, max_lease_s=rules.max_lease_s, error_threshold=rules.error_threshold
+        )
         self.streams = Streams()
         self.registry = CollectorRegistry()
         self.refusals = Counter(
@@ -236,6 +244,7 @@ class Gateway:
                 )
                 if self.clock.monotonic() - reading > REAUTHORIZE_AFTER_S:  # the lease may have ended meanwhile
                     target = await self.authorizer.authorize(name, bearer)
+            hide_unsafe = await self._guard_unsafe_tools(target, body) if body else False
             session = request.headers.get("mcp-session-id")
             if session is not None and not await self.sessions.owns(target.name, target.token, session):
                 raise Refusal(403, "not_your_session", "this MCP session was not opened under this lease", target.name)
@@ -254,11 +263,16 @@ class Gateway:
             upstream = await self._send(target, request.method, headers, body)
             if "mcp-session-id" in upstream.headers and initialize is not None:
                 await self._opened(target, upstream.headers["mcp-session-id"])
-        except redis.RedisError:
+        except (redis.RedisError, StoreUnavailable):
             return self._refuse(Refusal(503, "store_unreachable", "the lease store does not answer: try again", name), request)
         except Refusal as refusal:
             return self._refuse(refusal, request)
         self.forwarded.labels(self.pool, request.method).inc()
+        if hide_unsafe:
+            try:
+                return await self._tool_list(upstream)
+            except Refusal as refusal:
+                return self._refuse(refusal, request)
         self.streams.add(target.name, target.token, upstream, upstream.aclose)
 
         async def body_then_forget() -> AsyncIterator[bytes]:
@@ -274,6 +288,40 @@ class Gateway:
                     self._tool_call(target.name, self.clock.monotonic() - started, failed or not ended)
 
         return StreamingResponse(body_then_forget(), status_code=upstream.status_code, headers=forwarded_headers(upstream.headers))
+
+    async def _guard_unsafe_tools(self, target: Target, body: bytes) -> bool:
+        """Refuse a call of a tool that runs code in the browser server unless the pool or the
+        session's key allows it, and drain the container that runs one (it restarts before its
+        next lease). True when ``body`` lists the tools and the list must leave them out."""
+        called, listing = unsafe_calls(body), lists_tools(body)
+        if not called and not listing:
+            return False
+        allowed = self.config.container.unsafe_tools
+        if not allowed and target.holder.startswith(CLIENT_PREFIX):
+            key = await by_name(self.authorizer.client, self.authorizer.keys, target.holder.removeprefix(CLIENT_PREFIX))
+            allowed = key is not None and key.unsafe_tools
+        if called and not allowed:
+            raise Refusal(
+                403,
+                "unsafe_tool",
+                f"{called[0]} runs code in the browser server, which outlives the lease: not allowed here "
+                "(container.unsafe_tools, or an API key made with --unsafe-tools)",
+                target.name,
+            )
+        if called and not await self.leases.drain(target.name, target.token, f"unsafe tool run: {called[0]}"):
+            raise Refusal(403, "lease_ended", "the lease ended before the call was forwarded", target.name)
+        return listing and not allowed
+
+    async def _tool_list(self, upstream: httpx.Response) -> Response:
+        """The container's ``tools/list`` answer, read whole (it is small), without unsafe tools."""
+        try:
+            answer = await asyncio.wait_for(upstream.aread(), self.config.gateway.upstream_timeout_s)
+        except (TimeoutError, httpx.HTTPError):
+            raise Refusal(502, "container_unreachable", "the container's tool list did not arrive whole") from None
+        finally:
+            await upstream.aclose()
+        headers = {k: v for k, v in forwarded_headers(upstream.headers).items() if k.lower() != "content-length"}
+        return Response(without_unsafe_tools(answer), status_code=upstream.status_code, headers=headers)
 
     async def connect(self, request: Request) -> Response:
         """Leases on connect (gateway/connect.py): ``/{pool}/mcp`` with an API key."""

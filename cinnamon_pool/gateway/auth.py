@@ -41,6 +41,7 @@ class Target:
     upstream: str  # http://127.0.0.1:<published port>/mcp
     container_id: str = ""  # the container the record names now
     restarts: int = 0  # and its restarts so far (a restart in place keeps the id)
+    holder: str = ""  # the lease's worker: an rq worker, or client:<API key name> for a session on connect
 
 
 def bearer_token(header: str | None) -> str:
@@ -102,7 +103,7 @@ class Authorizer:
         fence = tokens.fingerprint(token)  # what Redis keeps: a value read from Redis is no bearer
         if lease is None or not hmac.compare_digest(lease.token, fence) or now_ms >= lease.expires_ms:
             raise Refusal(403, "not_current", "the token is not this container's current lease", name)
-        return Target(name, fence, self.upstream(name), record.container_id, record.restarts)
+        return Target(name, fence, self.upstream(name), record.container_id, record.restarts, lease.worker)
 
     def upstream(self, name: str) -> str:
         return self.config.container.local_url(name)

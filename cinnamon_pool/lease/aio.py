@@ -20,7 +20,7 @@ from cinnamon_pool.errors import InvalidIdentifier, PoolExhausted, PoolNotReady,
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import Op, Status, source
 from cinnamon_pool.lease.store import _counts, _raise_rejection, _text, acquire_request, claimed, release_args
-from cinnamon_pool.model import Grant, Holder, Outcome, validate_container_name, validate_ticket
+from cinnamon_pool.model import ContainerState, Grant, Holder, Outcome, validate_container_name, validate_ticket, validate_token
 
 T = TypeVar("T")
 WAITER_TTL_S = 10.0  # as the sync store's: a waiter that dies drops out of the queue by itself
@@ -41,7 +41,7 @@ class AsyncLeaseClient:
         self.client, self.pool, self.clock = client, pool, clock
         self.keys = PoolKeys(pool)
         self.lease_ttl_s, self.max_lease_s, self.error_threshold = lease_ttl_s, max_lease_s, error_threshold
-        self._scripts = {op: client.register_script(source(op)) for op in (Op.ACQUIRE, Op.CANCEL, Op.RENEW, Op.RELEASE)}
+        self._scripts = {op: client.register_script(source(op)) for op in (Op.ACQUIRE, Op.CANCEL, Op.RENEW, Op.RELEASE, Op.SET_STATE)}
         self._keys = self.keys.script_keys(host)
 
     async def _run(self, op: Op, *args: Any) -> list[Any]:
@@ -96,6 +96,13 @@ class AsyncLeaseClient:
             return "noop"
         _raise_rejection(name, reply)
         return str(reply[1])
+
+    async def drain(self, name: str, fence: str, reason: str) -> bool:
+        """Restart ``name`` when the lease ``fence`` (its token's fingerprint) ends; False when that
+        lease no longer holds it."""
+        guard = f"if_token:{validate_token(fence)}"
+        reply = await self._run(Op.SET_STATE, validate_container_name(name), ContainerState.DRAINING.value, reason, guard, "")
+        return bool(reply[0] == Status.OK)
 
 
 async def _door(call: Awaitable[T]) -> T:

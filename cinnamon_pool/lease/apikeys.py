@@ -8,6 +8,7 @@ whoever reads Redis learns no key. A revoked key is deleted: the gateway's next 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -59,14 +60,16 @@ class ApiKeys:
         self._create = client.register_script(CREATE)
         self._revoke = client.register_script(REVOKE)
 
-    def create(self, name: str, max_sessions: int = 4) -> str:
-        """A new key named ``name``; the key is returned once and stored only as its hash."""
+    def create(self, name: str, max_sessions: int = 4, *, unsafe_tools: bool = False) -> str:
+        """A new key named ``name``; the key is returned once and stored only as its hash.
+        ``unsafe_tools``: its sessions may run code in the browser server (gateway/unsafe.py)."""
         validate_key_name(name)
         if max_sessions < 1:
             raise ConfigError("--max-sessions", max_sessions, "must be at least 1")
         key = KEY_PREFIX + secrets.token_hex(KEY_RANDOM_HEX // 2)
         seconds, micros = self.client.time()
-        record = json.dumps({"name": name, "max_sessions": max_sessions, "created_ms": int(seconds) * 1000 + int(micros) // 1000})
+        created_ms = int(seconds) * 1000 + int(micros) // 1000
+        record = json.dumps({"name": name, "max_sessions": max_sessions, "created_ms": created_ms, "unsafe_tools": unsafe_tools})
         if not self._create(keys=[self.keys.api_keys, self.keys.api_key_names], args=[name, digest(key), record]):
             raise ConfigError("NAME", name, "a key of that name exists: revoke it first, or pick another name")
         return key
@@ -82,7 +85,7 @@ class ApiKeys:
                 continue  # not written by `keys create`: it opens nothing either
             last = used.get(key.name.encode(), used.get(key.name))
             with suppress(decode.BadValue):
-                key = ApiKey(key.name, key.max_sessions, key.created_ms, decode.integer(last, "last used", minimum=0) if last else 0)
+                key = dataclasses.replace(key, last_used_ms=decode.integer(last, "last used", minimum=0) if last else 0)
             found.append(key)
         return sorted(found, key=lambda k: k.name)
 
@@ -99,6 +102,16 @@ class ApiKeys:
     def revoke(self, name: str) -> bool:
         validate_key_name(name)
         return bool(self._revoke(keys=[self.keys.api_keys, self.keys.api_key_names, self.keys.api_key_used], args=[name]))
+
+
+async def by_name(client: aioredis.Redis, keys: PoolKeys, name: str) -> ApiKey | None:
+    """The record of the key named ``name``, or None (revoked, unknown, unreadable)."""
+    hashed = await client.hget(keys.api_key_names, name)
+    raw = None if hashed is None else await client.hget(keys.api_keys, hashed)
+    try:
+        return None if raw is None else decode.api_key(raw)
+    except decode.BadValue:
+        return None
 
 
 async def look_up(client: aioredis.Redis, keys: PoolKeys, key: str) -> ApiKey | None:

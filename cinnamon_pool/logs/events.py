@@ -67,6 +67,7 @@ RESTART_REASONS = (  # (the seed's reason code, what the reason text starts with
     ("state_lost", ("the pool's metadata", "redis lost")),
     ("inconsistent_state", ("available, but", "preparing, but", "allocated, but", "draining, but")),
     ("host_supervisor_gone", ("its host",)),
+    ("unsafe_tool", ("unsafe tool",)),  # a holder ran code in the browser server (gateway/unsafe.py)
 )
 
 

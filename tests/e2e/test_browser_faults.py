@@ -1,8 +1,9 @@
 """The real playwright-mcp under faults: residue the canary must see (or must not), a browser
 crash in the middle of a job, and a container that runs out of memory in the middle of a job.
 
-Pages are served by Chromium itself (``page.route`` fulfils ``http://residue.test/``), so an
-http origin with cookies and localStorage exists without any network.
+Pages are served by Chromium itself (playwright-mcp's ``browser_route`` fulfils
+``http://residue.test/``), so an http origin with cookies and localStorage exists without any
+network; the residue is left with the tools every holder has.
 """
 
 from __future__ import annotations
@@ -21,17 +22,21 @@ from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.model import Outcome
 from cinnamon_pool.pool import ContainerPool, classify
 from tests.e2e.conftest import Supervised, prepared_on
+from tests.e2e.test_prepared_sessions import raw_session
 
-SHARED = ["--headless", "--browser", "chromium", "--no-sandbox", "--shared-browser-context", "--port", "8931", "--host", "0.0.0.0"]
-LEAVE_RESIDUE = """async (page) => {
-  await page.route('http://residue.test/**', route => route.fulfill({contentType: 'text/html', body: '<h1>residue</h1>'}));
-  await page.goto('http://residue.test/');
-  await page.context().addCookies([{name: 'left', value: '1', url: 'http://residue.test/'}]);
-  await page.evaluate(() => localStorage.setItem('cart', '3 items'));
-  await page.context().newPage();
-  const state = await page.context().storageState();
-  return JSON.stringify({cookies: state.cookies.length, origins: state.origins.length, pages: page.context().pages().length});
-}"""
+# --caps: the tools that mock a route and write cookies and localStorage, so the residue is left
+# with the tools any holder has (code in the server, browser_run_code_unsafe, is refused).
+CAPS = ["--caps", "network,storage"]
+SHARED = ["--headless", "--browser", "chromium", "--no-sandbox", "--shared-browser-context", "--port", "8931", "--host", "0.0.0.0", *CAPS]
+ISOLATED = ["--headless", "--browser", "chromium", "--no-sandbox", "--isolated", "--port", "8931", "--host", "0.0.0.0", *CAPS]
+LEAVE_RESIDUE = (  # an http origin served by Chromium itself, a cookie and localStorage on it, a second tab
+    ("browser_route", {"pattern": "http://residue.test/**", "body": "<h1>residue</h1>", "contentType": "text/html"}),
+    ("browser_navigate", {"url": "http://residue.test/"}),
+    ("browser_cookie_set", {"name": "left", "value": "1"}),
+    ("browser_localstorage_set", {"key": "cart", "value": "3 items"}),
+    ("browser_tabs", {"action": "new"}),
+    ("browser_tabs", {"action": "list"}),
+)
 
 
 def events(client: redis.Redis, pool: ContainerPool, kind: str) -> list[dict[str, str]]:
@@ -43,9 +48,9 @@ def events(client: redis.Redis, pool: ContainerPool, kind: str) -> list[dict[str
 
 
 def leave_residue(pool: ContainerPool) -> str:
-    """A job that leaves a cookie, localStorage and a second tab; returns what it saw."""
+    """A job that leaves a cookie, localStorage and a second tab; returns its tab list."""
     with pool.lease("leaves-residue") as lease, Browser(lease, timeout_s=60) as browser:
-        return browser.call("browser_run_code_unsafe", {"code": LEAVE_RESIDUE})
+        return [browser.call(tool, arguments) for tool, arguments in LEAVE_RESIDUE][-1]
 
 
 def oom_kills(container_id: str) -> int | None:
@@ -79,7 +84,7 @@ def test_the_canary_flags_cookies_storage_and_tabs_kept_by_a_shared_context_and_
     pool = ContainerPool(supervised_pool.config)
     prepared_on(pool, "container-001")  # the gateway prepares: the canary runs in the next job's session
     seen = leave_residue(pool)
-    assert '\\"pages\\":2' in seen, f"the job did not leave its state: {seen}"
+    assert "1:" in seen and "residue.test" in seen, f"the job did not leave its state (two tabs, one on the origin): {seen}"
     wait_for(
         lambda: any(e.get("to") == "restarting" for e in events(real_redis, pool, "state")),
         60,
@@ -95,15 +100,26 @@ def test_the_canary_flags_cookies_storage_and_tabs_kept_by_a_shared_context_and_
     assert left is None, f"the restart did not clear the shared context: {left}"
 
 
-@pytest.mark.parametrize("supervised_pool", [{"size": 1, "rules": "canary_share = 1.0\n"}], indirect=True)
+@pytest.mark.parametrize("supervised_pool", [{"size": 1, "rules": "canary_share = 1.0\n", "command": ISOLATED}], indirect=True)
 def test_the_canary_passes_an_isolated_server_and_the_container_keeps_serving(supervised_pool: Supervised, real_redis: redis.Redis) -> None:
     pool = ContainerPool(supervised_pool.config)
     before = prepared_on(pool, "container-001")["container_id"]
     for _ in range(2):
         leave_residue(pool)
         wait_for(lambda: pool.status()["available"] == 1, 60, "the container was not offered again")
+    with pool.lease("tries-code-in-the-server") as lease:  # what any holder meets: no code in the server
+        client, session, _answer = raw_session(lease.endpoint, lease.token)
+        with contextlib.closing(client):
+            mine = {"mcp-session-id": session}
+            listed = client.post(lease.endpoint, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=mine)
+            assert "browser_navigate" in listed.text and "browser_run_code_unsafe" not in listed.text, listed.text[:300]
+            code = {"name": "browser_run_code_unsafe", "arguments": {"code": "async (page) => page.context().browser().contexts().length"}}
+            refused = client.post(lease.endpoint, json={"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": code}, headers=mine)
+            assert refused.status_code == 403 and "runs code in the browser server" in refused.text, refused.text
+            client.delete(lease.endpoint, headers=mine)
+    wait_for(lambda: pool.status()["available"] == 1, 60, "the container was not offered again")
     prepared = events(real_redis, pool, "prepared")
-    assert [e["result"] for e in prepared] == ["ok", "ok"], f"the canary ran after each release and found nothing: {prepared}"
+    assert [e["result"] for e in prepared] == ["ok", "ok", "ok"], f"the canary ran after each release and found nothing: {prepared}"
     assert not [e for e in events(real_redis, pool, "state") if e.get("to") == "restarting"], "no restart for an isolated server"
     assert pool.status()["containers"][0]["container_id"] == before
 

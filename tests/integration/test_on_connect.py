@@ -226,3 +226,45 @@ def test_redis_keeps_no_lease_token_and_nothing_read_from_it_opens_a_browser(sta
         assert refused.status_code == 403, f"{value!r}, read from Redis, was accepted as a bearer"
     assert stand.post(initialize(), bearer).status_code == 403
     assert post(stand, key, CALL, **{"mcp-session-id": opened.headers["mcp-session-id"]}).status_code == 200, "the session goes on"
+
+
+RUN_CODE = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "browser_run_code_unsafe", "arguments": {"code": "1"}}}
+LIST = {"jsonrpc": "2.0", "id": 4, "method": "tools/list"}
+
+
+def tool_names(response: httpx.Response) -> list[str]:
+    text = response.text  # JSON, or an SSE stream with one data line
+    message = json.loads(text.split("data: ", 1)[1] if "data: " in text else text)
+    return [tool["name"] for tool in message["result"]["tools"]]
+
+
+def test_code_in_the_browser_server_is_refused_and_unlisted_unless_allowed_and_then_the_container_restarts(stand: Stand) -> None:
+    direct = {**MCP_HEADERS, "Host": stand.fake.removeprefix("http://")}
+    own = httpx.post(f"{stand.fake}/mcp", json=initialize(), headers=direct, timeout=5).headers["mcp-session-id"]
+    listed_there = httpx.post(f"{stand.fake}/mcp", json=LIST, headers={**direct, "mcp-session-id": own}, timeout=5)
+    assert "browser_run_code_unsafe" in tool_names(listed_there), "the server itself offers it"
+
+    grant = stand.grant("job")
+    session = stand.post(initialize(), grant.token).headers["mcp-session-id"]
+    listed = stand.post(LIST, grant.token, **{"mcp-session-id": session})
+    assert listed.status_code == 200 and "browser_run_code_unsafe" not in tool_names(listed), listed.text
+    assert "browser_navigate" in tool_names(listed)
+    refused = stand.post(RUN_CODE, grant.token, **{"mcp-session-id": session})
+    assert refused.status_code == 403 and "runs code in the browser server" in refused.json()["error"], refused.text
+    assert stand.calls() == [], "the call never reached the container"
+    assert stand.store.snapshot().containers["container-001"].state.value == "allocated", "nothing ran: no restart needed"
+    stand.store.release(grant.name, grant.token)
+    eventually(lambda: stand.store.snapshot().free, 10, "the container is offered again")
+
+    trusted = new_key(stand, "trusted", "--unsafe-tools")
+    opened = post(stand, trusted, initialize())
+    assert opened.status_code == 200, opened.text
+    mine = opened.headers["mcp-session-id"]
+    assert "browser_run_code_unsafe" in tool_names(post(stand, trusted, LIST, **{"mcp-session-id": mine})), "listed for this key"
+    ran = post(stand, trusted, RUN_CODE, **{"mcp-session-id": mine})
+    assert ran.status_code == 200, ran.text
+    record = stand.store.snapshot().containers["container-001"]
+    assert (record.state.value, record.reason) == ("draining", "unsafe tool run: browser_run_code_unsafe"), record
+    gone = httpx.delete(connect_url(stand), headers={"Authorization": f"Bearer {trusted}", "mcp-session-id": mine}, timeout=10)
+    assert gone.status_code < 300
+    assert stand.store.snapshot().containers["container-001"].state.value == "restarting", "restarted before its next lease"

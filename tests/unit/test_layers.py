@@ -27,6 +27,7 @@ LAYERS = {
         "lease.replication",
         "gateway.tasks",
         "gateway.toolcalls",
+        "gateway.unsafe",
         "gateway.inprocess",
     ],
     2: ["endpoints", "door", "supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],

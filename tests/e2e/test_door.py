@@ -64,3 +64,18 @@ def test_a_local_process_gets_no_session_from_a_container_while_jobs_through_the
     opened = initialize(published, f"127.0.0.1:{port}", **{HEADER: expected})
     assert opened is not None and opened.status_code == 200 and opened.headers.get("mcp-session-id"), "the right secret opens it"
     httpx.delete(published, headers={HEADER: expected, "mcp-session-id": opened.headers["mcp-session-id"]}, timeout=10)
+
+
+@pytest.mark.parametrize("supervised_pool", [1], indirect=True)
+def test_a_sessions_event_stream_shows_its_head_through_the_door_before_any_event(supervised_pool: Supervised) -> None:
+    """The server answers a GET event stream's head at once and its first event may come minutes
+    later; a door that waited for a body byte left every client of the GET stream hanging (found
+    by the gateway bench)."""
+    pool = ContainerPool(supervised_pool.config)
+    with pool.lease("door-stream", timeout_s=60) as lease:
+        auth = {"Authorization": f"Bearer {lease.token}"}
+        opened = httpx.post(lease.endpoint, json={**INITIALIZE, "id": 1}, headers={**ACCEPT, **auth}, timeout=30)
+        session = {"mcp-session-id": opened.headers["mcp-session-id"], **auth}
+        with httpx.stream("GET", lease.endpoint, headers={"Accept": "text/event-stream", **session}, timeout=10) as stream:
+            assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        httpx.delete(lease.endpoint, headers=session, timeout=10)

@@ -58,6 +58,9 @@ http
       { host: "127.0.0.1", port: inner, method: request.method, path: request.url, headers, agent },
       (answer) => {
         response.writeHead(answer.statusCode, answer.headers);
+        // Node sends a head with the first body byte; the server's GET event stream may have
+        // none for minutes, and its client waits for the head: send it now, as the server did.
+        response.flushHeaders();
         answer.pipe(response);
       },
     );

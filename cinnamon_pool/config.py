@@ -23,7 +23,6 @@ DEFAULT_COMMAND = (
     "--headless",
     "--browser",
     "chromium",
-    "--no-sandbox",
     "--isolated",
     "--port",
     "8931",
@@ -101,6 +100,9 @@ class ContainerTemplate:
     # let holders run code in the browser server (browser_run_code_unsafe) through the gateway;
     # a container that ran some restarts before its next lease (gateway/unsafe.py)
     unsafe_tools: bool = False
+    # Chromium keeps its own sandbox (the pool passes --sandbox and a seccomp profile that allows
+    # its namespaces, runtime/seccomp.py); false, or --no-sandbox in the command: --no-sandbox
+    chromium_sandbox: bool = True
     door_key: str = ""  # the host key the containers' door secrets derive from (see door.py); "" = the default path
     idle_timeout_s: float = PLAYWRIGHT_IDLE_TIMEOUT_S  # playwright-mcp's --idle-timeout: an idle browser closes after this; 0 = never
 
@@ -121,10 +123,13 @@ class ContainerTemplate:
         """The command one container runs: the configured one, plus what the pool sets unless the
         command sets it itself or is empty (the image's own): ``--allowed-hosts`` limited to the
         Host value that the gateway, the probes and direct clients send (``127.0.0.1:<its
-        published port>``), ``--no-webmcp`` unless ``webmcp``, and ``--idle-timeout`` (ms)."""
+        published port>``), ``--no-webmcp`` unless ``webmcp``, ``--idle-timeout`` (ms), and
+        ``--sandbox`` (or ``--no-sandbox`` without ``chromium_sandbox``)."""
         if not self.command:
             return self.command
         command = list(self.command)
+        if "--sandbox" not in command and "--no-sandbox" not in command:
+            command.append("--sandbox" if self.chromium_sandbox else "--no-sandbox")
         if "--allowed-hosts" not in command and host_port is not None:
             command += ["--allowed-hosts", f"127.0.0.1:{host_port}"]
         if not self.webmcp and "--no-webmcp" not in command:
@@ -132,6 +137,23 @@ class ContainerTemplate:
         if not any(arg == "--idle-timeout" or arg.startswith("--idle-timeout=") for arg in command):
             command += ["--idle-timeout", str(round(self.idle_timeout_s * 1000))]
         return tuple(command)
+
+    @property
+    def sandboxed(self) -> bool:
+        """Chromium runs with its sandbox: the command asks for it (the pool then gives the
+        container the seccomp profile that lets it make its namespaces)."""
+        return "--sandbox" in self.command_for(None)
+
+    @property
+    def sandbox_state(self) -> str:
+        """What ``doctor`` says of it."""
+        if self.sandboxed:
+            return "on (--sandbox; seccomp profile allowing Chromium's namespaces)"
+        if not self.command:
+            return "as the image's own command has it (container.command is empty)"
+        if not self.chromium_sandbox:
+            return "off (container.chromium_sandbox = false: --no-sandbox)"
+        return "off (container.command has --no-sandbox)"
 
     @property
     def browser_idle_s(self) -> float | None:
@@ -183,7 +205,7 @@ class GatewaySettings:
     upstream_timeout_s: float = 120.0  # a container's answer to a POST or DELETE must begin within this: 504
     max_connections: int = 1000  # past this many at once, new requests get 503
     max_connections_per_client: int = 250  # connections from one address at once; past it, 429 and closed
-    max_streams_per_lease: int = 32  # requests and streams in flight under one lease; past it, 429
+    max_streams_per_lease: int = 100  # requests and streams in flight under one lease; past it, 429
     # Prepared sessions (see gateway/prepare.py): each free container holds one MCP session with
     # its browser up and a blank page, handed to the next job at its `initialize`.
     prepare: bool = True

@@ -67,6 +67,16 @@ def _docker_checks(config: PoolConfig, progress: Callable[[str], None]) -> Itera
             )
     yield from _pin_check(runtime, config)
     yield from _door_checks(runtime, config)
+    template = config.container
+    if template.sandboxed or not template.command:
+        yield Check("OK", "chromium sandbox", template.sandbox_state)
+    else:
+        yield Check(
+            "WARN",
+            "chromium sandbox",
+            f"{template.sandbox_state}: a renderer exploit owns the whole browser, and the container is the only boundary",
+            "drop --no-sandbox from container.command and set container.chromium_sandbox = true",
+        )
     try:
         runtime.ensure_network(config.container.network)
         yield Check("OK", "network", f"{config.container.network} present")

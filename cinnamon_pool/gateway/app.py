@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 import redis
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -117,6 +117,10 @@ class Gateway:
             "cinnamon_pool_gateway_refusals_total", "Requests refused, by reason", ["pool", "reason"], registry=self.registry
         )
         self.forwarded = Counter("cinnamon_pool_gateway_requests_total", "Requests forwarded", ["pool", "method"], registry=self.registry)
+        in_flight = Gauge(
+            "cinnamon_pool_gateway_in_flight", "Requests and streams in flight to the containers", ["pool"], registry=self.registry
+        )
+        in_flight.labels(self.pool).set_function(self.streams.count)
         self.latency = Histogram(
             "cinnamon_pool_gateway_upstream_seconds",
             "Time from forwarding a request to the container's first response byte, per container",

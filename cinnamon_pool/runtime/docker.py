@@ -26,6 +26,7 @@ from tenacity import RetryError, Retrying, retry, retry_if_exception_type, stop_
 
 from cinnamon_pool import backoff
 from cinnamon_pool.errors import ImageMissing, ImageRejected, RuntimeUnavailable
+from cinnamon_pool.runtime import seccomp
 from cinnamon_pool.runtime.base import LABEL_POOL, ContainerSpec, ObservedContainer
 
 T = TypeVar("T")
@@ -239,7 +240,8 @@ class DockerRuntime:
             memswap_limit=template.memory,
             nano_cpus=int(template.cpus * 1e9),
             pids_limit=template.pids_limit,
-            security_opt=["no-new-privileges"],
+            # Chromium with its own sandbox needs namespaces that Docker's default profile refuses
+            security_opt=["no-new-privileges", *([seccomp.security_option()] if "--sandbox" in spec.command else [])],
             cap_drop=["ALL"],
             read_only=template.read_only,
             tmpfs={path: "rw,nosuid,nodev,size=256m" for path in template.tmpfs},

@@ -129,7 +129,15 @@ def fresh_container_jobs(runtime: DockerRuntime, config: PoolConfig, pool: str, 
                 if time.perf_counter() - started > 60:
                     raise RuntimeError("a fresh container was not ready within 60 s")
                 time.sleep(0.01)
-            lease = ContainerLease(endpoint, observed.container_id, "container-999", "fresh", f"fresh-{i}", pool, fence_after_s=600)
+            lease = ContainerLease(
+                endpoint,
+                observed.container_id,
+                "container-999",
+                "0123456789abcdef:1:0123456789abcdef",
+                f"fresh-{i}",
+                pool,
+                fence_after_s=600,
+            )
             sign_in(lease, f"fresh{i}@example.test")
         finally:
             runtime.remove(observed.container_id)

@@ -9,10 +9,12 @@ network; the residue is left with the tools every holder has.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import docker
 import pytest
 import redis
 
@@ -28,7 +30,7 @@ from tests.e2e.test_prepared_sessions import raw_session
 # with the tools any holder has (code in the server, browser_run_code_unsafe, is refused).
 CAPS = ["--caps", "network,storage"]
 SHARED = ["--headless", "--browser", "chromium", "--no-sandbox", "--shared-browser-context", "--port", "8931", "--host", "0.0.0.0", *CAPS]
-ISOLATED = ["--headless", "--browser", "chromium", "--no-sandbox", "--isolated", "--port", "8931", "--host", "0.0.0.0", *CAPS]
+ISOLATED = ["--headless", "--browser", "chromium", "--isolated", "--port", "8931", "--host", "0.0.0.0", *CAPS]  # (sandboxed)
 LEAVE_RESIDUE = (  # an http origin served by Chromium itself, a cookie and localStorage on it, a second tab
     ("browser_route", {"pattern": "http://residue.test/**", "body": "<h1>residue</h1>", "contentType": "text/html"}),
     ("browser_navigate", {"url": "http://residue.test/"}),
@@ -122,6 +124,27 @@ def test_the_canary_passes_an_isolated_server_and_the_container_keeps_serving(su
     assert [e["result"] for e in prepared] == ["ok", "ok", "ok"], f"the canary ran after each release and found nothing: {prepared}"
     assert not [e for e in events(real_redis, pool, "state") if e.get("to") == "restarting"], "no restart for an isolated server"
     assert pool.status()["containers"][0]["container_id"] == before
+
+
+def user_namespace(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/user")
+
+
+@pytest.mark.parametrize("supervised_pool", [1], indirect=True)
+def test_chromium_keeps_its_sandbox_in_a_pool_container(supervised_pool: Supervised) -> None:
+    """The default pool runs Chromium with --sandbox under the pool's seccomp profile: while a
+    job browses, every renderer lives in a user namespace of its own, apart from the server's."""
+    pool = ContainerPool(supervised_pool.config)
+    prepared_on(pool, "container-001")
+    with pool.lease("sandboxed") as lease, Browser(lease, timeout_s=60) as browser:
+        assert "Sandboxed" in browser.navigate("data:text/html,<h1>Sandboxed</h1>")
+        processes = docker.from_env().containers.get(lease.container_id).top(ps_args="-eo pid,args")["Processes"]
+        by_pid = {int(pid): args for pid, args in processes}
+        server = next(pid for pid, args in by_pid.items() if "door.js" in args)
+        renderers = [pid for pid, args in by_pid.items() if "--type=renderer" in args]
+        assert renderers, f"no renderer in {list(by_pid.values())}"
+        assert not [args for args in by_pid.values() if "--no-sandbox" in args], "a Chromium process runs with --no-sandbox"
+        assert all(user_namespace(pid) != user_namespace(server) for pid in renderers), "a renderer shares the server's namespace"
 
 
 @pytest.mark.parametrize("supervised_pool", [1], indirect=True)

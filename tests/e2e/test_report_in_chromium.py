@@ -64,7 +64,15 @@ def chromium(docker_client: object, playwright_image: str, pool_cleanup: str, te
     while not readiness(endpoint, 2).ok:
         assert time.monotonic() < deadline, "playwright-mcp did not answer within 60 s"
         time.sleep(0.2)
-    return ContainerLease(endpoint, observed.container_id, "container-001", "report", "report-check", pool_cleanup, fence_after_s=600)
+    return ContainerLease(
+        endpoint,
+        observed.container_id,
+        "container-001",
+        "0123456789abcdef:1:0123456789abcdef",
+        "report-check",
+        pool_cleanup,
+        fence_after_s=600,
+    )
 
 
 def test_the_report_renders_in_chromium_without_console_errors(

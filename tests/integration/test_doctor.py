@@ -27,6 +27,7 @@ def test_doctor_passes_with_the_local_image_and_warns_about_persistence(redis_se
     assert any(line.startswith("WARN redis persistence") and "fix: CONFIG SET appendonly yes" in line for line in lines), lines
     assert any(line.startswith("OK   door key: ") for line in lines), lines
     assert any(line.startswith("OK   door: cinnamon-pool/fake-mcp:test has the door") for line in lines), lines
+    assert any(line.startswith("OK   chromium sandbox: on (--sandbox; seccomp profile") for line in lines), lines
 
 
 def test_doctor_warns_about_an_image_without_the_door(redis_server: str, redis_image: str) -> None:

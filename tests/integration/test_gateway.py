@@ -3,6 +3,7 @@ who gets through, what is refused with which status, and what reaches the contai
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -34,6 +35,8 @@ BIN = Path(sys.executable).parent
 HOST = "gw-host"
 HEADER_TIMEOUT_S = 3
 PER_CLIENT = 200  # the stand's gateway.max_connections_per_client
+UPSTREAM_TIMEOUT_S = 4
+STREAMS_PER_LEASE = 4
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -106,6 +109,7 @@ def stand(real_redis: redis.Redis, redis_server: str, tmp_path: Path) -> Iterato
         f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "gw"\nmin_size = 1\nmax_size = 1\ninitial_size = 1\nhost = "{HOST}"\n'
         f'[container]\nhost_port_range = "{port}-{port}"\n[gateway]\nlisten = "127.0.0.1:{gateway_port}"\nmax_body_bytes = 65536\n'
         f"body_timeout_s = 1.0\nheader_timeout_s = {HEADER_TIMEOUT_S}\nmax_connections_per_client = {PER_CLIENT}\n"
+        f"upstream_timeout_s = {UPSTREAM_TIMEOUT_S}\nmax_streams_per_lease = {STREAMS_PER_LEASE}\n"
         f'session_acquire_timeout_s = 2\nsession_idle_s = 3\n[logs]\ndir = "{tmp_path / "logs"}"\n'
     )
     config = PoolConfig.load(path)
@@ -301,6 +305,36 @@ def test_slow_heads_are_cut_at_their_deadline_and_one_address_cannot_take_every_
     metrics = httpx.get(f"{stand.base}/metrics", timeout=5).text
     assert f'reason="header_timeout"}} {PER_CLIENT:.1f}' in metrics and f'reason="client_connections"}} {500 - PER_CLIENT:.1f}' in metrics
     assert "Reason: header_timeout" in stand.pool_log() and "Client: 127.0.0.2" in stand.pool_log(), "reported once, by address"
+
+
+def test_a_lease_has_a_bounded_number_of_requests_in_flight_and_a_silent_container_a_deadline(stand: Stand) -> None:
+    """The container hangs: four calls of one lease wait for it, a fifth is refused at once (429),
+    and the four get 504 at gateway.upstream_timeout_s instead of waiting for ever."""
+    grant = stand.grant()
+    session = stand.post(initialize(), grant.token).headers["mcp-session-id"]
+    httpx.post(f"{stand.fake}/_fake/mode", json={"mode": "hang"}, timeout=5).raise_for_status()
+    snapshot = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "browser_snapshot", "arguments": {}}}
+    with concurrent.futures.ThreadPoolExecutor(STREAMS_PER_LEASE) as pool:
+        waiting = [pool.submit(stand.post, snapshot, grant.token, **{"mcp-session-id": session}) for _ in range(STREAMS_PER_LEASE)]
+        deadline = time.monotonic() + 3
+        while gateway_metric(stand, "cinnamon_pool_gateway_in_flight").get('pool="gw"') != STREAMS_PER_LEASE:
+            assert time.monotonic() < deadline, f"the {STREAMS_PER_LEASE} calls did not reach the gateway"
+            time.sleep(0.05)
+        refused = stand.post(snapshot, grant.token, **{"mcp-session-id": session})
+        assert refused.status_code == 429 and "requests and streams in flight" in refused.json()["error"], refused.text
+        answers = [future.result(timeout=UPSTREAM_TIMEOUT_S + 10) for future in waiting]
+    assert [answer.status_code for answer in answers] == [504] * STREAMS_PER_LEASE, [a.text for a in answers]
+    assert f"within {UPSTREAM_TIMEOUT_S} s" in answers[0].json()["error"]
+    httpx.post(f"{stand.fake}/_fake/mode", json={"mode": "ok"}, timeout=5).raise_for_status()
+    assert stand.post(snapshot, grant.token, **{"mcp-session-id": session}).status_code == 200, "the lease is served again"
+
+
+def gateway_metric(stand: Stand, name: str) -> dict[str, float]:
+    """The gateway's samples of one metric, by their label text."""
+    text = httpx.get(f"{stand.base}/metrics", timeout=5).text
+    return {
+        line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
+    }
 
 
 def test_a_container_that_does_not_answer_is_a_502(stand: Stand) -> None:

@@ -114,6 +114,20 @@ def test_the_pool_turns_webmcp_off_and_passes_the_idle_timeout_unless_told_other
     assert image.command_for(3001) == () and image.browser_idle_s == 3600, "the image's own command: playwright-mcp's default"
 
 
+def test_chromium_keeps_its_sandbox_unless_the_configuration_turns_it_off() -> None:
+    default = PoolConfig.from_tables({}).container
+    assert "--sandbox" in default.command_for(3001) and "--no-sandbox" not in default.command_for(3001)
+    assert default.sandboxed and default.sandbox_state.startswith("on")
+    off = PoolConfig.from_tables({"container": {"chromium_sandbox": False}}).container
+    assert "--no-sandbox" in off.command_for(3001) and not off.sandboxed
+    assert off.sandbox_state == "off (container.chromium_sandbox = false: --no-sandbox)"
+    told = PoolConfig.from_tables({"container": {"command": ["--headless", "--no-sandbox", "--port", "8931"]}}).container
+    assert told.command_for(3001).count("--no-sandbox") == 1 and "--sandbox" not in told.command_for(3001), "the command's own word wins"
+    assert told.sandbox_state == "off (container.command has --no-sandbox)"
+    image = PoolConfig.from_tables({"container": {"command": []}}).container
+    assert not image.sandboxed and "image's own command" in image.sandbox_state
+
+
 def test_allowed_functions_are_modules_and_their_submodules_never_a_name_that_begins_alike() -> None:
     guard = WorkerSettings(allowed_functions=("workers", "app.jobs."))
     assert [guard.allows(n) for n in ("workers.jobs.sign_in", "app.jobs.run", "workers_evil.run", "os.system")] == [

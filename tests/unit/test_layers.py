@@ -36,6 +36,7 @@ LAYERS = {
         "lease.handle",
         "lease.heartbeat",
         "runtime.docker",
+        "runtime.seccomp",
         "health",
         "logs.writer",
         "logs.files",

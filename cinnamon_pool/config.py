@@ -9,6 +9,7 @@ No module reads the environment on its own: callers pass ``environ``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -103,6 +104,11 @@ class ContainerTemplate:
     # Chromium keeps its own sandbox (the pool passes --sandbox and a seccomp profile that allows
     # its namespaces, runtime/seccomp.py); false, or --no-sandbox in the command: --no-sandbox
     chromium_sandbox: bool = True
+    # "restricted": the supervisor keeps host firewall rules for the pool network (runtime/egress.py):
+    # the host itself, the private ranges and 169.254.0.0/16 are refused but for egress_allow;
+    # "open": no rules (the containers reach whatever the host reaches)
+    egress: str = "restricted"
+    egress_allow: tuple[str, ...] = ()  # CIDRs the application under test needs, e.g. "10.1.2.0/24"
     door_key: str = ""  # the host key the containers' door secrets derive from (see door.py); "" = the default path
     idle_timeout_s: float = PLAYWRIGHT_IDLE_TIMEOUT_S  # playwright-mcp's --idle-timeout: an idle browser closes after this; 0 = never
 
@@ -124,12 +130,15 @@ class ContainerTemplate:
         command sets it itself or is empty (the image's own): ``--allowed-hosts`` limited to the
         Host value that the gateway, the probes and direct clients send (``127.0.0.1:<its
         published port>``), ``--no-webmcp`` unless ``webmcp``, ``--idle-timeout`` (ms), and
-        ``--sandbox`` (or ``--no-sandbox`` without ``chromium_sandbox``)."""
+        ``--sandbox`` (or ``--no-sandbox`` without ``chromium_sandbox``), and ``egress_allow`` as
+        Chromium's proxy bypass (the local image sends every other page to a dead proxy)."""
         if not self.command:
             return self.command
         command = list(self.command)
         if "--sandbox" not in command and "--no-sandbox" not in command:
             command.append("--sandbox" if self.chromium_sandbox else "--no-sandbox")
+        if self.egress_allow and "--proxy-bypass" not in command:  # (the local image's dead proxy: pages go direct there)
+            command += ["--proxy-bypass", ",".join(["localhost", "127.0.0.1", *self.egress_allow])]
         if "--allowed-hosts" not in command and host_port is not None:
             command += ["--allowed-hosts", f"127.0.0.1:{host_port}"]
         if not self.webmcp and "--no-webmcp" not in command:
@@ -355,6 +364,15 @@ class PoolConfig:
             raise ConfigError(
                 "container.idle_timeout_s", template.idle_timeout_s, "must be >= 0 (0 = the browser never closes for idleness)"
             )
+        if template.egress not in {"restricted", "open"}:
+            raise ConfigError("container.egress", template.egress, 'must be "restricted" or "open"')
+        for cidr in template.egress_allow:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError("container.egress_allow", cidr, 'must be an IPv4 address or CIDR ("10.1.2.0/24")') from None
+            if ":" in cidr:
+                raise ConfigError("container.egress_allow", cidr, "must be IPv4 (the pool network is IPv4)")
         for volume in template.volumes:
             if not re.fullmatch(r"[^:]+:/[^:]*(:(ro|rw))?", volume):
                 raise ConfigError("container.volumes", volume, 'must be "host:container[:ro|rw]"')

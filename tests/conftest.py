@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from cinnamon_pool.config import PoolConfig
-from tests.support import free_port, start_redis_server, stop, wait_for_http
+from tests.support import free_port, start_redis_server, stop, sweep_egress, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_IMAGE = "cinnamon-pool/fake-mcp:test"
@@ -97,6 +97,7 @@ def test_network(docker_client: object) -> Iterator[str]:
     yield name
     for network in docker_client.networks.list(names=[name]):  # type: ignore[attr-defined]
         network.remove()
+    sweep_egress(docker_client)  # the firewall rules its supervisors kept (container.egress)
 
 
 def _require_image(docker_client: object, image: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Sequence
 
 from cinnamon_pool.errors import ImageMissing, RuntimeUnavailable
 from cinnamon_pool.runtime.base import ContainerSpec, ObservedContainer
@@ -73,6 +74,9 @@ class FakeRuntime:
 
     def ensure_network(self, name: str) -> None:
         self.calls.append(("ensure_network", name))
+
+    def ensure_egress(self, network: str, allow: Sequence[str]) -> None:
+        self.calls.append(("ensure_egress", network))
 
     def image_present(self, image: str) -> bool:
         return image in self.images

@@ -71,7 +71,7 @@ from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.apikeys import ApiKeys
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.history import StreamTail, check, monotonic_ms, record_fault
-from tests.support import RedisHA, die_with_parent, free_port, rq_worker_command, start_redis_server, stop
+from tests.support import RedisHA, die_with_parent, free_port, rq_worker_command, start_redis_server, stop, sweep_egress
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_IMAGE = "cinnamon-pool/fake-mcp:test"
@@ -616,6 +616,7 @@ class Soak:
                 self.docker.api.remove_container(container["Id"], force=True)
         with contextlib.suppress(docker.errors.APIError, docker.errors.NotFound):
             self.docker.networks.get(self.network).remove()
+        sweep_egress(self.docker)  # the firewall rules its supervisors kept for the network
         if self.redis_ha is not None:
             self.redis_ha.stop()
         for name in ("pool_redis_process", "queue_redis_process"):

@@ -7,6 +7,7 @@ The supervisor talks to a :class:`ContainerRuntime`; only ``runtime/docker.py`` 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -104,6 +105,11 @@ class ContainerRuntime(Protocol):
         when unknown. An inspect: asked once per registration, never per tick."""
 
     def ensure_network(self, name: str) -> None: ...
+
+    def ensure_egress(self, network: str, allow: Sequence[str]) -> None:
+        """The host's firewall rules for ``network`` in place (runtime/egress.py), and those of
+        networks that are gone removed; RuntimeUnavailable when this host cannot have them."""
+        ...
 
     def image_present(self, image: str) -> bool: ...
 

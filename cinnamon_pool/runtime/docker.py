@@ -15,7 +15,7 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ from tenacity import RetryError, Retrying, retry, retry_if_exception_type, stop_
 
 from cinnamon_pool import backoff
 from cinnamon_pool.errors import ImageMissing, ImageRejected, RuntimeUnavailable
-from cinnamon_pool.runtime import seccomp
+from cinnamon_pool.runtime import egress, seccomp
 from cinnamon_pool.runtime.base import LABEL_POOL, ContainerSpec, ObservedContainer
 
 T = TypeVar("T")
@@ -224,6 +224,21 @@ class DockerRuntime:
             except docker.errors.APIError as error:
                 if error.status_code != 409:  # created meanwhile by another supervisor
                     raise RuntimeUnavailable(f"docker create network {name}: {error.explanation}") from error
+
+    def ensure_egress(self, network: str, allow: Sequence[str]) -> None:
+        found = _translate("network list", lambda: self.api.networks(names=[network]))
+        named = [n for n in found if n.get("Name") == network]
+        if not named:
+            raise RuntimeUnavailable(f"egress rules: no network {network!r}")
+        bridge = (named[0].get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{named[0]['Id'][:12]}"
+        try:
+            egress.sweep([n.get("Name", "") for n in _translate("network list", self.api.networks)])
+            egress.apply(network, bridge, allow)
+        except egress.EgressUnenforced as error:
+            raise RuntimeUnavailable(
+                f"egress rules for {network}: {error} (the supervisor needs root in the host's network namespace; "
+                'or set container.egress = "open" and keep the rules yourself, see docs/operations.md)'
+            ) from error
 
     def create(self, spec: ContainerSpec) -> ObservedContainer:
         template = spec.template

@@ -85,6 +85,8 @@ class Actuator:
         template = self.config.container
         if not self.state.network_ready:
             self.runtime.ensure_network(template.network)
+            if template.egress == "restricted":  # before the first container can reach anything
+                self.runtime.ensure_egress(template.network, template.egress_allow)
             self.state.network_ready = True
         host_port = template.host_ports[local_slot(action.slot) - 1]
         spec = ContainerSpec(

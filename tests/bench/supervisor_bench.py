@@ -25,6 +25,7 @@ from cinnamon_pool.runtime.base import ContainerSpec
 from cinnamon_pool.runtime.docker import DockerRuntime
 from cinnamon_pool.supervisor.loop import Supervisor
 from tests.bench.report import Row, percentile
+from tests.support import sweep_egress
 
 FAKE = "cinnamon-pool/fake-mcp:test"
 PLAYWRIGHT = "cinnamon-pool/playwright-mcp:local"
@@ -75,6 +76,7 @@ def supervised(
             for container in engine.api.containers(all=True, filters={"label": label}):
                 engine.api.remove_container(container["Id"], force=True)
         engine.networks.get(network).remove()
+        sweep_egress(engine)
 
 
 def kill_to_replacement(store: LeaseStore, engine: docker.DockerClient, rounds: int) -> list[float]:

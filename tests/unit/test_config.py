@@ -137,3 +137,18 @@ def test_allowed_functions_are_modules_and_their_submodules_never_a_name_that_be
         False,
     ]
     assert WorkerSettings().allows("os.system"), "no list: rq's own behaviour (the worker warns at start)"
+
+
+def test_egress_is_restricted_by_default_and_its_allow_list_is_checked_and_bypasses_the_dead_proxy() -> None:
+    default = PoolConfig.from_tables({}).container
+    assert default.egress == "restricted" and "--proxy-bypass" not in default.command_for(3001)
+    allowed = PoolConfig.from_tables({"container": {"egress_allow": ["10.1.2.0/24", "172.17.0.1"]}}).container
+    command = allowed.command_for(3001)
+    assert command[command.index("--proxy-bypass") + 1] == "localhost,127.0.0.1,10.1.2.0/24,172.17.0.1"
+    for bad, says in (
+        ({"egress": "closed"}, 'must be "restricted" or "open"'),
+        ({"egress_allow": ["10.1.2.0/33"]}, "IPv4 address or CIDR"),
+    ):
+        with pytest.raises(ConfigError, match=says) as raised:
+            PoolConfig.from_tables({"container": bad})
+        assert raised.value.key == f"container.{next(iter(bad))}"

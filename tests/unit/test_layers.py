@@ -37,6 +37,7 @@ LAYERS = {
         "lease.heartbeat",
         "runtime.docker",
         "runtime.seccomp",
+        "runtime.egress",
         "health",
         "logs.writer",
         "logs.files",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import fakeredis
@@ -41,6 +42,23 @@ def make(
 def records(tmp_path: Path, kind: str) -> list[str]:
     files = sorted((tmp_path / "containers").glob(f"container-{kind}-*.log"))
     return [r.action for f in files for r in parse(f.read_text().splitlines(keepends=True))]
+
+
+def test_the_egress_rules_are_in_place_before_the_first_container_and_a_host_without_them_starts_none(tmp_path: Path) -> None:
+    supervisor, runtime, _store = make(tmp_path)
+    supervisor.tick()
+    names = [call[0] for call in runtime.calls if call[0] in {"ensure_network", "ensure_egress", "create"}]
+    assert names[:3] == ["ensure_network", "ensure_egress", "create"], names
+
+    class NoFirewall(FakeRuntime):
+        def ensure_egress(self, network: str, allow: Sequence[str]) -> None:
+            raise RuntimeUnavailable("egress rules: iptables: Permission denied (fake)")
+
+    supervisor, runtime, _store = make(tmp_path / "second", runtime=NoFirewall())
+    supervisor.tick()
+    assert [call for call in runtime.calls if call[0] == "create"] == [], "no container without its firewall"
+    errors = (tmp_path / "second" / "containers").glob("container-errors-*.log")
+    assert any("iptables: Permission denied" in f.read_text() for f in errors), "said in the errors log"
 
 
 def test_first_ticks_start_and_register_initial_size(tmp_path: Path) -> None:

@@ -82,6 +82,22 @@ def _docker_checks(config: PoolConfig, progress: Callable[[str], None]) -> Itera
         yield Check("OK", "network", f"{config.container.network} present")
     except CinnamonError as error:
         yield Check("FAIL", "network", str(error), f"docker network create {config.container.network}")
+        return
+    yield from _egress_check(runtime, config)
+
+
+def _egress_check(runtime: DockerRuntime, config: PoolConfig) -> Iterator[Check]:
+    """Whether the pool network's firewall rules can be (and now are) in place."""
+    template = config.container
+    if template.egress == "open":
+        yield Check("WARN", "egress", "open: containers reach the host, the LAN and 169.254.169.254", "apply docs/operations.md's rules")
+        return
+    try:
+        runtime.ensure_egress(template.network, template.egress_allow)
+        allowed = ", ".join(template.egress_allow) or "nothing"
+        yield Check("OK", "egress", f"restricted on {template.network}: host, private ranges and metadata refused; allowed: {allowed}")
+    except CinnamonError as error:
+        yield Check("FAIL", "egress", str(error), 'run the supervisor as root on the host, or set container.egress = "open"')
 
 
 def _door_checks(runtime: DockerRuntime, config: PoolConfig) -> Iterator[Check]:

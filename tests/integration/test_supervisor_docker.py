@@ -26,6 +26,7 @@ import redis
 from cinnamon_pool.browser import Browser
 from cinnamon_pool.errors import LeaseLost, PoolExhausted
 from cinnamon_pool.lease.handle import ContainerLease
+from cinnamon_pool.lease.heartbeat import Heartbeat
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import LogKind, LogRecord, parse
 from cinnamon_pool.logs.writer import DailyLogWriter
@@ -220,6 +221,8 @@ def test_a_container_that_does_not_answer_in_time_is_restarted_at_once_or_draine
     hung, busy = snapshot.containers["container-002"], snapshot.containers["container-001"]
     grant = running.store.acquire(Holder("holds-001"), timeout_s=10)
     assert grant.name == "container-001"
+    # held as a job holds it (the store's TTL is 5 s; the first restart alone may take longer on a busy host)
+    heartbeat = Heartbeat(running.store, ContainerLease.from_grant(running.store.pool, grant, fence_after_s=4)).start()
     fake(hung.endpoint, {"mode": "hang"})  # one at a time: every probe of a round late means a busy host
 
     def restarted(name: str, before: int) -> bool:
@@ -233,6 +236,7 @@ def test_a_container_that_does_not_answer_in_time_is_restarted_at_once_or_draine
     eventually(lambda: running.store.snapshot().containers["container-001"].state.value == "draining", what="the leased one drained")
     time.sleep(1.0)
     assert running.store.snapshot().containers["container-001"].restarts == busy.restarts, "not restarted mid-lease"
+    heartbeat.stop()
     running.store.release(grant.name, grant.token)
     eventually(lambda: restarted("container-001", busy.restarts), what="the hung leased container restarted once released")
 

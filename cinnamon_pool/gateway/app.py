@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 
 import httpx
 import redis
@@ -30,6 +29,7 @@ from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.door import DoorAuth
 from cinnamon_pool.errors import StoreUnavailable
 from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
+from cinnamon_pool.gateway.codeguard import CodeGuard
 from cinnamon_pool.gateway.connect import OnConnect
 from cinnamon_pool.gateway.inprocess import InProcess
 from cinnamon_pool.gateway.prepare import Preparer, Upstream
@@ -43,16 +43,13 @@ from cinnamon_pool.gateway.proxy import (
     request_headers,
 )
 from cinnamon_pool.gateway.sessions import LeaseSessions
+from cinnamon_pool.gateway.streams import Streams
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.toolcalls import ToolCalls, is_tool_call, reports_error
-from cinnamon_pool.gateway.unsafe import lists_tools, unsafe_calls, without_unsafe_tools
-from cinnamon_pool.lease.aio import AsyncLeaseClient
-from cinnamon_pool.lease.apikeys import by_name
 from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
-from cinnamon_pool.model import CLIENT_PREFIX
 
 MAX_HEADER_BYTES = 16 * 1024  # larger header blocks get 431 (past ~80 KiB the HTTP parser answers 400 itself)
 WATCH_EVERY_S = 0.25  # how often open streams are checked against their leases (closed within 1 s)
@@ -62,34 +59,6 @@ RETRY_AFTER_S = 5  # what 429 and 503 answers tell a client to wait
 REPORT_EVERY_S = 60.0  # one ACCESS_DENIED record per container, reason and client per minute
 REAUTHORIZE_AFTER_S = 0.05  # a request body slower than this to arrive is authorized again before it is forwarded
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-
-
-Closer = Callable[[], Awaitable[None]]
-
-
-@dataclass
-class Streams:
-    """What is in flight for each container and token: requests waiting for the container's
-    answer and responses streaming back, each with the way to cut it when the lease ends."""
-
-    open: dict[tuple[str, str], dict[object, Closer]] = field(default_factory=dict)
-
-    def add(self, name: str, token: str, handle: object, close: Closer) -> None:
-        self.open.setdefault((name, token), {})[handle] = close
-
-    def discard(self, name: str, token: str, handle: object) -> None:
-        held = self.open.get((name, token))
-        if held is not None:
-            held.pop(handle, None)
-            if not held:
-                del self.open[(name, token)]
-
-    def count(self) -> int:
-        return sum(len(held) for held in self.open.values())
-
-    def held(self, name: str, token: str) -> int:
-        """What is in flight under one lease."""
-        return len(self.open.get((name, token), ()))
 
 
 class Gateway:
@@ -107,10 +76,7 @@ class Gateway:
         self.config, self.writer, self.clock, self.door = config, writer, clock, door
         self.pool = config.pool.name
         self.authorizer = Authorizer(config, client, host)
-        rules = config.rules
-        self.leases = AsyncLeaseClient(
-            client, self.pool, host, lease_ttl_s=rules.lease_ttl_s, max_lease_s=rules.max_lease_s, error_threshold=rules.error_threshold
-        )
+        self.code_guard = CodeGuard(config, client, host)
         self.streams = Streams()
         self.registry = CollectorRegistry()
         self.refusals = Counter(
@@ -248,7 +214,7 @@ class Gateway:
                 )
                 if self.clock.monotonic() - reading > REAUTHORIZE_AFTER_S:  # the lease may have ended meanwhile
                     target = await self.authorizer.authorize(name, bearer)
-            hide_unsafe = await self._guard_unsafe_tools(target, body) if body else False
+            hide_unsafe = await self.code_guard.check(target, body) if body else False
             session = request.headers.get("mcp-session-id")
             if session is not None and not await self.sessions.owns(target.name, target.token, session):
                 raise Refusal(403, "not_your_session", "this MCP session was not opened under this lease", target.name)
@@ -274,7 +240,7 @@ class Gateway:
         self.forwarded.labels(self.pool, request.method).inc()
         if hide_unsafe:
             try:
-                return await self._tool_list(upstream)
+                return await self.code_guard.tool_list(upstream)
             except Refusal as refusal:
                 return self._refuse(refusal, request)
         self.streams.add(target.name, target.token, upstream, upstream.aclose)
@@ -292,40 +258,6 @@ class Gateway:
                     self._tool_call(target.name, self.clock.monotonic() - started, failed or not ended)
 
         return StreamingResponse(body_then_forget(), status_code=upstream.status_code, headers=forwarded_headers(upstream.headers))
-
-    async def _guard_unsafe_tools(self, target: Target, body: bytes) -> bool:
-        """Refuse a call of a tool that runs code in the browser server unless the pool or the
-        session's key allows it, and drain the container that runs one (it restarts before its
-        next lease). True when ``body`` lists the tools and the list must leave them out."""
-        called, listing = unsafe_calls(body), lists_tools(body)
-        if not called and not listing:
-            return False
-        allowed = self.config.container.unsafe_tools
-        if not allowed and target.holder.startswith(CLIENT_PREFIX):
-            key = await by_name(self.authorizer.client, self.authorizer.keys, target.holder.removeprefix(CLIENT_PREFIX))
-            allowed = key is not None and key.unsafe_tools
-        if called and not allowed:
-            raise Refusal(
-                403,
-                "unsafe_tool",
-                f"{called[0]} runs code in the browser server, which outlives the lease: not allowed here "
-                "(container.unsafe_tools, or an API key made with --unsafe-tools)",
-                target.name,
-            )
-        if called and not await self.leases.drain(target.name, target.token, f"unsafe tool run: {called[0]}"):
-            raise Refusal(403, "lease_ended", "the lease ended before the call was forwarded", target.name)
-        return listing and not allowed
-
-    async def _tool_list(self, upstream: httpx.Response) -> Response:
-        """The container's ``tools/list`` answer, read whole (it is small), without unsafe tools."""
-        try:
-            answer = await asyncio.wait_for(upstream.aread(), self.config.gateway.upstream_timeout_s)
-        except (TimeoutError, httpx.HTTPError):
-            raise Refusal(502, "container_unreachable", "the container's tool list did not arrive whole") from None
-        finally:
-            await upstream.aclose()
-        headers = {k: v for k, v in forwarded_headers(upstream.headers).items() if k.lower() != "content-length"}
-        return Response(without_unsafe_tools(answer), status_code=upstream.status_code, headers=headers)
 
     async def connect(self, request: Request) -> Response:
         """Leases on connect (gateway/connect.py): ``/{pool}/mcp`` with an API key."""

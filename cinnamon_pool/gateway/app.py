@@ -231,6 +231,8 @@ class Gateway:
             # The container hears which lease a request came under from the gateway, never from the client.
             headers = {**request_headers(request.headers), LEASE_HEADER: target.token}
             upstream = await self._send(target, request.method, headers, body)
+            if upstream.status_code >= 400 and upstream.status_code != 404:  # (404: a session that ended, told to its client)
+                self._note_container_error(target.name, request.method, upstream)
             if "mcp-session-id" in upstream.headers and initialize is not None:
                 await self._opened(target, upstream.headers["mcp-session-id"])
         except (redis.RedisError, StoreUnavailable):
@@ -369,7 +371,7 @@ class Gateway:
         if len(self._reported) > 10_000:
             self._reported = {k: t for k, t in self._reported.items() if now - t < REPORT_EVERY_S}
         details = [("Reason", refusal.reason), ("Status", str(refusal.status)), ("Client", client), ("Detail", refusal.message)]
-        if refusal.status in {502, 503}:
+        if refusal.status in {502, 503, 504}:
             record = action_record(
                 self.clock.now(), refusal.container or "pool", LogAction.ERROR_OCCURRED, [("Error", refusal.message), *details[1:]], "ERROR"
             )
@@ -378,6 +380,20 @@ class Gateway:
             self.writer.write(
                 LogKind.POOL, action_record(self.clock.now(), refusal.container or "pool", LogAction.ACCESS_DENIED, details, "WARN")
             )
+
+    def _note_container_error(self, container: str, method: str, upstream: httpx.Response) -> None:
+        """A container's own error answer is forwarded as it is; the errors log says it happened
+        (once per container and status per minute), which the holder's MCP client does not."""
+        key, now = (container, f"upstream_{upstream.status_code}", "-"), self.clock.monotonic()
+        if now - self._reported.get(key, float("-inf")) < REPORT_EVERY_S:
+            return
+        self._reported[key] = now
+        kind = upstream.headers.get("content-type", "-").split(";")[0]
+        details = [
+            ("Error", f"the container answered {method} with HTTP {upstream.status_code} ({kind})"),
+            ("Status", str(upstream.status_code)),
+        ]
+        self.writer.write(LogKind.ERRORS, action_record(self.clock.now(), container, LogAction.ERROR_OCCURRED, details, "ERROR"))
 
     # -- ended leases ------------------------------------------------------------------------
     async def _watch_leases(self) -> None:

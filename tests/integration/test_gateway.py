@@ -337,6 +337,19 @@ def gateway_metric(stand: Stand, name: str) -> dict[str, float]:
     }
 
 
+def test_a_containers_own_error_answer_is_forwarded_and_written_to_the_errors_log(stand: Stand) -> None:
+    grant = stand.grant()
+    broken = httpx.post(
+        stand.endpoint,
+        content=b'{"jsonrpc": "2.0", "id": 1}',  # no method: the server answers 400 itself
+        headers={**MCP_HEADERS, "Authorization": f"Bearer {grant.token}"},
+        timeout=10,
+    )
+    assert broken.status_code >= 400 and broken.status_code != 404, broken.text
+    errors = "".join(p.read_text() for p in sorted((stand.logs / "containers").glob("container-errors-*.log")))
+    assert f"the container answered POST with HTTP {broken.status_code}" in errors, errors
+
+
 def test_a_container_that_does_not_answer_is_a_502(stand: Stand) -> None:
     grant = stand.grant()
     httpx.post(f"{stand.fake}/_fake/mode", json={"exit": 3}, timeout=5)

@@ -149,10 +149,13 @@ def test_an_endpoint_that_accepts_and_never_answers_fails_the_job_as_an_infra_er
 ) -> None:
     store, env, _logs = pool
     httpx.post(f"{fake_endpoint}/_fake/mode", json={"mode": "hang"}, timeout=5).raise_for_status()
-    started = time.monotonic()
     [job] = run_jobs(env, redis_server, worker_kind, [("tests.jobs.open_page_within", (1.0,), {})])
     assert job.get_status() == JobStatus.FAILED
-    assert time.monotonic() - started < 30, "the job gave up on the silent endpoint instead of hanging"
+    # The job's own run, as rq recorded it: a plain `rq worker` may then take 60 s more to exit
+    # (rq's command-channel race at unsubscribe, see cinnamon_pool/worker.py), which is not the job.
+    assert job.started_at is not None and job.ended_at is not None
+    ran_s = (job.ended_at - job.started_at).total_seconds()
+    assert ran_s < 30, f"the job gave up on the silent endpoint after {ran_s:.1f} s instead of hanging"
     released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
     assert [f[b"outcome"] for f in released] == [b"infra_error"], "the silence counts against the container"
     assert released[0][b"context"] == b"session_start" and released[0][b"error"], released[0]

@@ -43,8 +43,11 @@ function admitted(request) {
   return offered.length === secret.length && crypto.timingSafeEqual(offered, secret);
 }
 
-const agent = new http.Agent({ keepAlive: true });
-http
+// A new loopback connection per request to the server (~0.1 ms). A kept-alive one races the
+// server's own 5 s keep-alive timeout: under CPU starvation the door could pick a socket whose
+// close it had not yet read, and the request failed with ECONNRESET (a 502 from this door).
+const agent = new http.Agent({ keepAlive: false });
+const door = http
   .createServer((request, response) => {
     if (!admitted(request)) {
       response.writeHead(403, { "content-type": "text/plain" });
@@ -64,9 +67,11 @@ http
         answer.pipe(response);
       },
     );
-    upstream.on("error", () => {
-      if (!response.headersSent) response.writeHead(502, { "content-type": "text/plain" });
-      response.end();
+    upstream.on("error", (error) => {
+      if (!response.headersSent) {
+        response.writeHead(502, { "content-type": "text/plain" });
+        response.end(`the door could not reach the server: ${error.code || error.message}\n`);
+      } else response.end();
     });
     response.on("close", () => {
       if (!response.writableFinished) upstream.destroy(); // the client hung up: so does the server's side
@@ -74,6 +79,10 @@ http
     request.pipe(upstream);
   })
   .listen(port, host);
+// The gateway's client (httpx) drops a connection idle for 5 s; Node's server would close it at
+// 5 s too, and the two could cross. The door keeps it longer, so the client always closes first.
+door.keepAliveTimeout = 65_000;
+door.headersTimeout = 66_000;
 
 process.argv = [process.argv[0], cli, ...given, "--host", "127.0.0.1", "--port", String(inner)];
 require(cli);

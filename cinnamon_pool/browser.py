@@ -31,9 +31,10 @@ from cinnamon_pool import tokens
 from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.errors import CinnamonError, LeaseLost
 from cinnamon_pool.lease.handle import JOB_PHASE, ContainerLease, SessionFigures
-from cinnamon_pool.safefiles import private_folder, write_private
+from cinnamon_pool.safefiles import private_folder, safe_name, write_private
 
 TOKEN_HEADER = "X-Cinnamon-Token"
+TRACE_HEADER = "X-Cinnamon-Trace"  # the gateway's answer to initialize: where it keeps the lease's trace
 MCP_TIMEOUT_S, MCP_READ_TIMEOUT_S = 30.0, 300.0  # as the mcp client's transports default them
 # playwright-mcp's answers describe the page: "- Page URL: <url>" and "- Console: 2 errors, 0
 # warnings", the page's running count since it loaded.
@@ -43,8 +44,7 @@ PAGE_CONSOLE = re.compile(r"^- Console: (\d+) errors?", re.MULTILINE)
 
 def artifact_folder(lease: ContainerLease) -> Path:
     """``<artifacts root>/<date>/<test run id>/``; the id is validated, and sanitized again here."""
-    safe = re.sub(r"[^A-Za-z0-9_.@+-]", "_", lease.test_run_id).lstrip(".") or "run"
-    return Path(lease.artifacts_root) / f"{lease.clock.now():%Y-%m-%d}" / safe[:128]
+    return Path(lease.artifacts_root) / f"{lease.clock.now():%Y-%m-%d}" / safe_name(lease.test_run_id)
 
 
 class ToolError(CinnamonError):
@@ -114,7 +114,12 @@ async def mcp_session(lease: ContainerLease, *, timeout_s: float = 60.0) -> Asyn
         if request.method != "DELETE":
             lease.check()
 
+    async def note_trace(response: Any) -> None:
+        if TRACE_HEADER in response.headers:  # the answer to initialize: the gateway records this lease
+            lease.note_trace(response.headers[TRACE_HEADER])
+
     http.event_hooks["request"].append(fence)
+    http.event_hooks["response"].append(note_trace)
     async with http:
         transport = streamable_http_client(lease.endpoint, http_client=http, terminate_on_close=True)
         async with Client(transport, mode="legacy", read_timeout_seconds=timeout_s) as client:

@@ -214,7 +214,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             ssl_certfile=settings.tls_cert or None,
             ssl_keyfile=settings.tls_key or None,
             limit_concurrency=settings.max_connections,
-            timeout_keep_alive=5,
+            # longer than any client's own (httpx: 5 s), so the client, not the server, closes an
+            # idle connection: the two closing at once would race (see door.js)
+            timeout_keep_alive=75,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             access_log=False,
             log_level="warning",
@@ -223,6 +225,44 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         )
     )
     server.run()
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cinnamon_pool.connect import async_redis_client
+    from cinnamon_pool.dashboard.app import Dashboard, Guard, check_exposure
+    from cinnamon_pool.keys import PoolKeys
+    from cinnamon_pool.lease.apikeys import look_up
+
+    config = _config(args)
+    check_exposure(config)
+    dashboard = Dashboard(config)
+    client, keys = async_redis_client(config.redis, socket_timeout=5), PoolKeys(config.pool.name)
+
+    async def key_valid(key: str) -> bool:
+        return await look_up(client, keys, key) is not None
+
+    settings = config.dashboard
+    host, _, port = settings.listen.rpartition(":")
+    scheme = "https" if settings.tls_cert else "http"
+    viewer = (
+        f"trace viewer {dashboard.viewer}"
+        if dashboard.viewer
+        else "no trace viewer found: set dashboard.trace_viewer (make images installs one)"
+    )
+    print(f"cinnamon-pool dashboard: pool {config.pool.name!r} on {scheme}://{settings.listen}/ ({viewer})", file=sys.stderr, flush=True)
+    uvicorn.run(
+        Guard(dashboard.app(), config, key_valid),
+        host=host.strip("[]"),
+        port=int(port),
+        ssl_certfile=settings.tls_cert or None,
+        ssl_keyfile=settings.tls_key or None,
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+    )
     return 0
 
 
@@ -316,46 +356,21 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
+    from cinnamon_pool import operator
     from cinnamon_pool.pool import ContainerPool
 
-    pool = ContainerPool(_config(args))
-    leases = [lease for lease in pool.store.snapshot().leases.values() if lease.test_run_id == args.test_run_id]
-    if not leases:
-        print(f"cinnamon-pool kill: no lease of test run {args.test_run_id!r} in pool {pool.name!r}", file=sys.stderr)
-        return 1
-    ended = 0
-    for lease in leases:
-        if pool.store.end_lease(lease.container, lease.token, f"operator kill: test run {args.test_run_id}"):
-            ended += 1
-            print(f"{lease.container}: lease of test run {args.test_run_id!r} ended; the job gets LeaseLost, the container restarts")
-        else:
-            print(f"{lease.container}: the lease of test run {args.test_run_id!r} had already ended")
-    return 0 if ended else 1
+    said = operator.kill_run(ContainerPool(_config(args)), args.test_run_id)
+    print("\n".join(said))
+    return 0 if any("ended;" in line for line in said) else 1
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
+    from cinnamon_pool import operator
     from cinnamon_pool.pool import ContainerPool
 
-    config = _config(args)
-    low, high = config.pool.min_size, config.pool.max_size
-    if not low <= args.size <= high:
-        print(f"cinnamon-pool scale: size {args.size} is outside pool.min_size..max_size ({low}..{high})", file=sys.stderr)
-        return 1
-    pool = ContainerPool(config)
-    snapshot = pool.store.snapshot()
-    hosts = sorted(snapshot.hosts)
-    host = args.host
-    if host is None:
-        if len(hosts) != 1:
-            known = ", ".join(hosts) or "none yet: is `cinnamon-pool supervise` running?"
-            print(f"cinnamon-pool scale: pool {pool.name!r} has {len(hosts)} Docker hosts; name one with --host ({known})", file=sys.stderr)
-            return 1
-        host = hosts[0]
-    elif host not in hosts:
-        print(f"cinnamon-pool scale: --host {host!r} is not a host of pool {pool.name!r} ({', '.join(hosts) or 'none'})", file=sys.stderr)
-        return 1
-    before = snapshot.desired.get(host)
-    pool.store.request_size(host, args.size)
+    pool = ContainerPool(_config(args))
+    before = pool.store.snapshot().desired
+    host = operator.scale_host(pool, args.size, args.host)
     deadline = pool.clock.monotonic() + args.timeout
     while pool.store.size_request(host) is not None:
         if pool.clock.monotonic() >= deadline:
@@ -370,35 +385,23 @@ def cmd_scale(args: argparse.Namespace) -> int:
     if now != args.size:
         print(f"cinnamon-pool scale: the supervisor of host {host!r} refused {args.size} (see the errors log); size {now}", file=sys.stderr)
         return 1
-    print(f"host {host}: desired size {now} (was {before}); the supervisor starts or removes containers now (never a leased one)")
+    print(f"host {host}: desired size {now} (was {before.get(host)}); the supervisor starts or removes containers now (never a leased one)")
     return 0
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    from cinnamon_pool.model import ContainerState, validate_container_name
+    from cinnamon_pool import operator
     from cinnamon_pool.pool import ContainerPool
 
-    pool = ContainerPool(_config(args))
-    name = validate_container_name(args.name)
-    state = pool.store.set_state(name, ContainerState.DRAINING, "operator restart")
-    if state is None:
-        print(f"cinnamon-pool restart: no container {name!r} in pool {pool.name!r}", file=sys.stderr)
-        return 1
-    when = "when its job releases it" if state == ContainerState.DRAINING else "now"
-    print(f"{name}: the supervisor restarts it {when}")
+    print(operator.restart(ContainerPool(_config(args)), args.name))
     return 0
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
+    from cinnamon_pool import operator
     from cinnamon_pool.pool import ContainerPool
 
-    pool = ContainerPool(_config(args))
-    pool.drain(not args.undo)
-    status = pool.status()
-    if args.undo:
-        print(f"pool {status['pool']}: granting again; the supervisor brings the pool back to its size")
-    else:
-        print(f"pool {status['pool']}: drained: no new grants; {status['allocated']} leased container(s) go when released, the rest now")
+    print(operator.drain(ContainerPool(_config(args)), undo=args.undo))
     return 0
 
 
@@ -540,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         parents=after, name="gateway", help="run this host's gateway: the authenticated way in to the pool's containers"
     ).set_defaults(run=cmd_gateway)
+    commands.add_parser(
+        parents=after, name="dashboard", help="serve the web dashboard: the live pool, the runs and their traces, the report, actions"
+    ).set_defaults(run=cmd_dashboard)
     status = commands.add_parser(parents=after, name="status", help="show the pool's containers and leases")
     status.add_argument("--json", action="store_true", help="print the documented JSON document")
     status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")

@@ -32,6 +32,7 @@ DEFAULT_COMMAND = (
 )  # fmt: skip  (the pool adds --allowed-hosts: see ContainerTemplate.command_for)
 
 
+OUTPUT_DIR = "/tmp/cinnamon-output"  # playwright-mcp's --output-dir in a pool container (on its tmpfs): traces, video
 PLAYWRIGHT_IDLE_TIMEOUT_S = 3600.0  # playwright-mcp's own --idle-timeout default (since 0.0.81)
 
 
@@ -111,6 +112,10 @@ class ContainerTemplate:
     egress_allow: tuple[str, ...] = ()  # CIDRs the application under test needs, e.g. "10.1.2.0/24"
     door_key: str = ""  # the host key the containers' door secrets derive from (see door.py); "" = the default path
     idle_timeout_s: float = PLAYWRIGHT_IDLE_TIMEOUT_S  # playwright-mcp's --idle-timeout: an idle browser closes after this; 0 = never
+    # A Playwright trace of every lease, started in the gateway's prepared session (gateway/traces.py);
+    # the pool adds --caps devtools and --output-dir. Kept by the holder's artifacts policy.
+    artifacts_trace: bool = True
+    artifacts_video: bool = False  # a video of the lease beside the trace (more CPU and disk)
 
     @property
     def memory_bytes(self) -> int:
@@ -145,7 +150,16 @@ class ContainerTemplate:
             command.append("--no-webmcp")
         if not any(arg == "--idle-timeout" or arg.startswith("--idle-timeout=") for arg in command):
             command += ["--idle-timeout", str(round(self.idle_timeout_s * 1000))]
+        if self.artifacts_trace or self.artifacts_video:
+            _add_capability(command, "devtools")
+            if "--output-dir" not in command:
+                command += ["--output-dir", OUTPUT_DIR]
         return tuple(command)
+
+    @property
+    def records(self) -> bool:
+        """The pool records a trace (or video) per lease: asked for, and the pool sets the command."""
+        return bool(self.command) and (self.artifacts_trace or self.artifacts_video)
 
     @property
     def sandboxed(self) -> bool:
@@ -173,6 +187,16 @@ class ContainerTemplate:
         return idle_timeout_s(command) if command else PLAYWRIGHT_IDLE_TIMEOUT_S
 
 
+def _add_capability(command: list[str], capability: str) -> None:
+    """``--caps a,b`` gains ``capability`` (or is added)."""
+    if "--caps" in command:
+        at = command.index("--caps") + 1
+        if at < len(command) and capability not in command[at].split(","):
+            command[at] = f"{command[at]},{capability}"
+    else:
+        command += ["--caps", capability]
+
+
 @dataclass(frozen=True)
 class Rules:
     max_memory_mb: int = 400
@@ -197,6 +221,9 @@ class Rules:
 @dataclass(frozen=True)
 class LogSettings:
     dir: str = "logs"
+    # a trace over this many MB is not kept, and a day's artifacts folder is cut back to it,
+    # oldest runs' traces first
+    artifacts_max_mb: int = 1024
 
 
 @dataclass(frozen=True)
@@ -274,6 +301,31 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class DashboardSettings:
+    """``cinnamon-pool dashboard``: the live pool, the runs and their traces, operator actions."""
+
+    listen: str = "127.0.0.1:8940"
+    password: str = ""  # HTTP Basic (any user name); required, or an API key, away from loopback
+    tls_cert: str = ""  # both or neither: HTTPS
+    tls_key: str = ""
+    allow_plain_http: bool = False  # serve away from loopback without TLS
+    trace_viewer: str = ""  # playwright-core's lib/vite/traceViewer folder; "" = the one beside the built image
+
+    def validate(self) -> None:
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError("dashboard.listen", self.listen, 'must be "host:port" (e.g. "127.0.0.1:8940")')
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError(
+                "dashboard.tls_cert" if not self.tls_cert else "dashboard.tls_key", "", "set both tls_cert and tls_key, or neither"
+            )
+
+    @property
+    def loopback(self) -> bool:
+        return self.listen.rpartition(":")[0].strip("[]") in {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     redis: RedisSettings = field(default_factory=RedisSettings)
     pool: PoolSettings = field(default_factory=PoolSettings)
@@ -283,6 +335,7 @@ class PoolConfig:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
 
     @classmethod
     def load(cls, path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> PoolConfig:
@@ -402,6 +455,9 @@ class PoolConfig:
                 f"must be between rules.leader_retry_s ({rules.leader_retry_s}) and rules.leader_lease_s ({rules.leader_lease_s})",
             )
         self._validate_gateway()
+        self.dashboard.validate()
+        if self.logs.artifacts_max_mb < 1:
+            raise ConfigError("logs.artifacts_max_mb", self.logs.artifacts_max_mb, "must be >= 1")
         if rules.max_lease_s < rules.lease_ttl_s:
             raise ConfigError("rules.max_lease_s", rules.max_lease_s, f"must be >= rules.lease_ttl_s ({rules.lease_ttl_s})")
         for entry in self.worker.allowed_functions:
@@ -454,6 +510,7 @@ _SECTION_TYPES: dict[str, type] = {
     "metrics": MetricsSettings,
     "gateway": GatewaySettings,
     "worker": WorkerSettings,
+    "dashboard": DashboardSettings,
 }
 
 ENV_VARIABLES: dict[str, str] = {

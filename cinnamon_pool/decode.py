@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from cinnamon_pool.errors import CinnamonError, InvalidIdentifier
 from cinnamon_pool.events import MAX_TEXT, SCHEMA, EventKind, FieldType, LeaseEvent
 from cinnamon_pool.model import (
+    ARTIFACT_POLICIES,
     ApiKey,
     ConnectSession,
     ContainerRecord,
@@ -25,6 +26,7 @@ from cinnamon_pool.model import (
     Grant,
     HeldSession,
     LeaseInfo,
+    LeaseTrace,
     PoolSnapshot,
     Rejected,
     Waiter,
@@ -138,6 +140,7 @@ def record(field: object, raw: object) -> ContainerRecord:
         started_at=number(data.get("started_at", 0.0), "started_at"),
         reason=text(data.get("reason", ""), "reason", MAX_TEXT),
         last_cleanup_ms=integer(data.get("last_cleanup_ms", 0), "last_cleanup_ms", minimum=0),
+        last_outcome=text(data.get("last_outcome", ""), "last_outcome", 20),
     )
 
 
@@ -153,7 +156,14 @@ def lease(field: object, raw: object) -> LeaseInfo:
         granted_ms=integer(data.get("granted_ms"), "granted_ms"),
         expires_ms=integer(data.get("expires_ms"), "expires_ms"),
         cap_ms=integer(data.get("cap_ms"), "cap_ms"),
+        artifacts=_policy(data.get("artifacts", "")),
     )
+
+
+def _policy(raw: object) -> str:
+    if raw not in ARTIFACT_POLICIES:
+        raise BadValue(f"artifacts {shorten(raw)!r} is not one of {', '.join(p for p in ARTIFACT_POLICIES if p)}")
+    return str(raw)
 
 
 def waiter(raw: object) -> Waiter:
@@ -194,11 +204,13 @@ def held_session(field: object, raw: object) -> HeldSession:
         result=result,
         prepared_ms=integer(data.get("prepared_ms"), "prepared_ms", minimum=0),
         restarts=integer(data.get("restarts", 0), "restarts", minimum=0),
+        tracing=data.get("tracing") is True,
     )
 
 
-def lease_sessions(field: object, raw: object) -> tuple[str, list[str]]:
-    """The MCP sessions a lease opened, as the gateway keeps them: (token, session ids)."""
+def lease_sessions(field: object, raw: object) -> tuple[str, list[str], LeaseTrace | None]:
+    """The MCP sessions a lease opened, as the gateway keeps them: (token, session ids, the trace
+    its handed session records or None)."""
     _checked(validate_container_name, text(field, "container name", 64))
     if len(_bytes(raw)) > MAX_SESSION_JSON:
         raise BadValue(f"lease sessions JSON is over {MAX_SESSION_JSON} bytes")
@@ -206,7 +218,20 @@ def lease_sessions(field: object, raw: object) -> tuple[str, list[str]]:
     sessions = data.get("sessions")
     if not isinstance(sessions, list) or not all(isinstance(s, str) and SESSION_ID.fullmatch(s) for s in sessions):
         raise BadValue("sessions must be a list of session ids (1-128 visible ASCII characters)")
-    return _checked(validate_token, data.get("token")), sessions
+    return _checked(validate_token, data.get("token")), sessions, _lease_trace(data.get("trace"))
+
+
+def _lease_trace(raw: object) -> LeaseTrace | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise BadValue("trace must be a JSON object")
+    session, path = text(raw.get("session"), "trace session", 128), text(raw.get("path"), "trace path", 300)
+    if not SESSION_ID.fullmatch(session):
+        raise BadValue(f"trace session {shorten(session)!r} is not 1-128 visible ASCII characters")
+    if not re.fullmatch(r"artifacts/\d{4}-\d{2}-\d{2}/[A-Za-z0-9_.@+-]{1,128}/trace\.zip", path) or "/." in path:
+        raise BadValue(f"trace path {shorten(path)!r} is not artifacts/<date>/<test run id>/trace.zip")
+    return LeaseTrace(session, _policy(raw.get("policy", "")), path)
 
 
 def api_key(raw: object) -> ApiKey:

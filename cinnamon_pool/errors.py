@@ -116,3 +116,8 @@ class UntrustedEndpoint(CinnamonError):
     def __init__(self, endpoint: str, why: str) -> None:
         super().__init__(f"endpoint {endpoint!r} {why}")
         self.endpoint = endpoint
+
+
+class SessionFailed(CinnamonError):
+    """An MCP request of a session the gateway holds (prepared, keeper, a trace's) did not get a
+    good answer."""

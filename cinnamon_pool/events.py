@@ -48,6 +48,7 @@ SCHEMA: Mapping[EventKind, Mapping[str, tuple[FieldType, bool]]] = {
         "error_count": (N, False), "threshold": (N, False), "cleanup_ms": (D, False), "cleanup_note": (T, False),
         "artifacts": (T, False), "error": (T, False), "context": (T, False),
         "tool_calls": (N, False), "tool_p50_ms": (D, False), "tool_max_ms": (D, False), "console_errors": (N, False),
+        "trace": (T, False),
     },
     EventKind.REVOKED: {"token": (T, False), "test_run_id": (T, False), "reason": (T, True), "duration_ms": (N, False)},
     EventKind.STATE: {"from": (T, False), "to": (T, True), "reason": (T, False)},

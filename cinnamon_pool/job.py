@@ -22,7 +22,7 @@ from rq import Callback, Queue, Retry, get_current_job
 
 from cinnamon_pool.config import ENV_VARIABLES, PoolConfig
 from cinnamon_pool.errors import PoolExhausted
-from cinnamon_pool.lease.handle import ARTIFACTS
+from cinnamon_pool.model import ARTIFACTS
 from cinnamon_pool.pool import ContainerPool
 
 P = ParamSpec("P")

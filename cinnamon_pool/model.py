@@ -35,6 +35,16 @@ class Outcome(enum.StrEnum):
     INFRA_ERROR = "infra_error"
 
 
+ARTIFACTS = ("failure", "always", "never")  # when a lease's artifacts (trace, snapshot, screenshot, console) are kept
+ARTIFACT_POLICIES = ("", *ARTIFACTS)  # "" = not said: failure
+
+
+def keeps_artifacts(policy: str, outcome: str) -> bool:
+    """Whether a lease's artifacts are kept: ``always``; ``failure`` (or not said) when the job did
+    not end ``ok`` (it failed, or the lease ended without a release: expired, reclaimed); never ``never``."""
+    return policy == "always" or (policy in {"", "failure"} and outcome != Outcome.OK)
+
+
 _POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _CONTAINER_NAME = re.compile(r"container-\d{3,6}")
 _TEST_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}")
@@ -133,6 +143,7 @@ class ContainerRecord:
     started_at: float = 0.0
     reason: str = ""  # why it was last sent draining, restarting or unhealthy
     last_cleanup_ms: int = 0  # Redis time the last job's cleanup ended (its release); 0 = none yet
+    last_outcome: str = ""  # the outcome its last release reported (ok, test_failed, infra_error); "" = none yet
 
     def to_json_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "state": self.state.value}
@@ -158,6 +169,7 @@ class LeaseInfo:
     granted_ms: int
     expires_ms: int
     cap_ms: int
+    artifacts: str = ""  # the holder's artifacts policy ("" = not said: failure)
 
 
 @dataclass(frozen=True)
@@ -177,12 +189,27 @@ class Holder:
     test_run_id: str
     job_id: str = ""
     worker: str = ""
+    artifacts: str = ""  # when the lease's Playwright trace is kept: failure, always, never ("" = failure)
 
     def __post_init__(self) -> None:
         validate_test_run_id(self.test_run_id)
+        if self.artifacts not in ARTIFACT_POLICIES:
+            raise ValueError(f"artifacts={self.artifacts!r}: use one of {', '.join(p for p in ARTIFACT_POLICIES if p)}")
         for kind, value in (("job id", self.job_id), ("worker name", self.worker)):
             if len(value) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in value):
                 raise ValueError(f"invalid {kind} {value!r}: at most 200 printable characters")
+
+
+@dataclass(frozen=True)
+class LeaseTrace:
+    """A lease whose session records a trace, as the gateway keeps it beside the lease's sessions."""
+
+    session: str  # the MCP session that records (the prepared session handed over)
+    policy: str  # the holder's artifacts policy: "", failure, always or never
+    path: str  # where it is kept, relative to logs.dir: artifacts/<date>/<test run id>/trace.zip
+
+    def to_json_dict(self) -> dict[str, str]:
+        return {"session": self.session, "policy": self.policy, "path": self.path}
 
 
 @dataclass(frozen=True)
@@ -198,6 +225,7 @@ class HeldSession:
     result: Mapping[str, Any]  # the server's answer to the session's initialize
     prepared_ms: int  # wall clock, ms
     restarts: int = 0  # the container's restarts when it was made (a restart in place keeps the id, not the sessions)
+    tracing: bool = False  # it records a Playwright trace (gateway/traces.py)
 
     @property
     def field(self) -> str:
@@ -215,6 +243,7 @@ class HeldSession:
                 "restarts": self.restarts,
                 "result": dict(self.result),
                 "prepared_ms": self.prepared_ms,
+                "tracing": self.tracing,
             }
         )
 

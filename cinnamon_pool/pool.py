@@ -36,10 +36,10 @@ from cinnamon_pool.endpoints import check_endpoint
 from cinnamon_pool.errors import LeaseError, LeaseLost, StoreUnavailable, UntrustedEndpoint
 from cinnamon_pool.events import EventKind, LeaseEvent
 from cinnamon_pool.gateway import toolcalls
-from cinnamon_pool.lease.handle import ARTIFACTS, ContainerLease, error_context
+from cinnamon_pool.lease.handle import ContainerLease, error_context
 from cinnamon_pool.lease.heartbeat import Heartbeat
 from cinnamon_pool.lease.store import LeaseStore
-from cinnamon_pool.model import ContainerState, Holder, Outcome, client_of
+from cinnamon_pool.model import ARTIFACTS, ContainerState, Holder, Outcome, client_of, keeps_artifacts
 from cinnamon_pool.safefiles import private_folder, write_private
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
@@ -146,11 +146,11 @@ class ContainerPool:
         self, test_run_id: str | None = None, *, job_id: str = "", worker: str = "", timeout_s: float = 300.0, artifacts: str = "failure"
     ) -> Iterator[ContainerLease]:
         """Hold a container for the block; cleaned and released with the block's outcome, even on
-        error. ``artifacts``: when the job's snapshot, screenshot and console log are saved
-        (failure, always or never)."""
+        error. ``artifacts``: when the job's snapshot, screenshot, console log and Playwright trace
+        are kept (failure, always or never)."""
         if artifacts not in ARTIFACTS:
             raise ValueError(f"artifacts={artifacts!r}: use one of {', '.join(ARTIFACTS)}")
-        holder = Holder(test_run_id or job_id or f"local-{secrets.token_hex(6)}", job_id, worker)
+        holder = Holder(test_run_id or job_id or f"local-{secrets.token_hex(6)}", job_id, worker, artifacts)
         grant = self.store.acquire(holder, timeout_s=timeout_s)
         try:
             check_endpoint(self.config, grant.endpoint)
@@ -181,10 +181,11 @@ class ContainerPool:
         finally:
             # A lease lost meanwhile has nothing to give back: the supervisor recycles the container.
             with suppress(LeaseError):
+                ended = lease.declared_outcome or outcome
                 self.store.release(
                     lease.name,
                     lease.token,
-                    lease.declared_outcome or outcome,
+                    ended,
                     recycle=cleanup.recycle,
                     cleanup_ms=cleanup.seconds * 1000,
                     cleanup_note=cleanup.note,
@@ -192,6 +193,7 @@ class ContainerPool:
                     error=failure.error,
                     context=failure.context,
                     figures=figures,
+                    trace=lease.trace_path if keeps_artifacts(lease.artifacts, ended) else "",
                 )
 
     def _cleanup(self, lease: ContainerLease, outcome: Outcome) -> Cleanup:

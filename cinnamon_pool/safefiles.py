@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 from typing import BinaryIO
 
 PRIVATE_FILE = 0o600  # artifacts: a page's screenshot and console may hold what a test typed
 PRIVATE_FOLDER = 0o700
+
+
+def safe_name(test_run_id: str) -> str:
+    """A test run id as a folder name (ids are validated; this sanitizes again): ``run`` when empty."""
+    return (re.sub(r"[^A-Za-z0-9_.@+-]", "_", test_run_id).lstrip(".") or "run")[:128]
 
 
 def _open(path: Path, flags: int, mode: int) -> int:

@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import redis
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -32,6 +33,7 @@ from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
 from cinnamon_pool.gateway.codeguard import CodeGuard
 from cinnamon_pool.gateway.connect import OnConnect
 from cinnamon_pool.gateway.inprocess import InProcess
+from cinnamon_pool.gateway.metrics import GatewayMetrics
 from cinnamon_pool.gateway.prepare import Preparer, Upstream
 from cinnamon_pool.gateway.proxy import (
     LEASE_HEADER,
@@ -46,19 +48,21 @@ from cinnamon_pool.gateway.sessions import LeaseSessions
 from cinnamon_pool.gateway.streams import Streams
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.toolcalls import ToolCalls, is_tool_call, reports_error
+from cinnamon_pool.gateway.traces import Traces
 from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
+from cinnamon_pool.model import LeaseTrace
 
 MAX_HEADER_BYTES = 16 * 1024  # larger header blocks get 431 (past ~80 KiB the HTTP parser answers 400 itself)
 WATCH_EVERY_S = 0.25  # how often open streams are checked against their leases (closed within 1 s)
 STOP_WITHIN_S = 2.0  # a stopping gateway waits this long for its own background tasks
 PUBLISH_EVERY_S = 2.0  # the tool-call figures go to Redis this often
+TRACE_HEADER = "X-Cinnamon-Trace"  # the answer to a handed-over initialize: where the lease's trace is kept
 RETRY_AFTER_S = 5  # what 429 and 503 answers tell a client to wait
 REPORT_EVERY_S = 60.0  # one ACCESS_DENIED record per container, reason and client per minute
 REAUTHORIZE_AFTER_S = 0.05  # a request body slower than this to arrive is authorized again before it is forwarded
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Gateway:
@@ -78,56 +82,14 @@ class Gateway:
         self.authorizer = Authorizer(config, client, host)
         self.code_guard = CodeGuard(config, client, host)
         self.streams = Streams()
-        self.registry = CollectorRegistry()
-        self.refusals = Counter(
-            "cinnamon_pool_gateway_refusals_total", "Requests refused, by reason", ["pool", "reason"], registry=self.registry
-        )
-        self.forwarded = Counter("cinnamon_pool_gateway_requests_total", "Requests forwarded", ["pool", "method"], registry=self.registry)
-        in_flight = Gauge(
-            "cinnamon_pool_gateway_in_flight", "Requests and streams in flight to the containers", ["pool"], registry=self.registry
-        )
-        in_flight.labels(self.pool).set_function(self.streams.count)
-        self.latency = Histogram(
-            "cinnamon_pool_gateway_upstream_seconds",
-            "Time from forwarding a request to the container's first response byte, per container",
-            ["pool", "container"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.closed = Counter(
-            "cinnamon_pool_gateway_streams_closed_total", "Streams closed because their lease ended", ["pool"], registry=self.registry
-        )
-        self.tool_seconds = Histogram(
-            "cinnamon_pool_gateway_tool_call_seconds",
-            "MCP tools/call latency per container, from forwarding to the end of the answer",
-            ["pool", "container"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.tool_results = Counter(
-            "cinnamon_pool_gateway_tool_calls_total",
-            "MCP tools/call per container, by result (error: HTTP >= 400, a broken answer, or isError)",
-            ["pool", "container", "result"],
-            registry=self.registry,
-        )
+        self.meters = GatewayMetrics(self.pool, self.streams.count)
         self.tool_calls = ToolCalls()
-        self.handovers = Counter(
-            "cinnamon_pool_gateway_initialize_total",
-            "Jobs' initialize requests: answered with a prepared session, or forwarded (cold)",
-            ["pool", "session"],
-            registry=self.registry,
-        )
-        self.session_waits = Histogram(
-            "cinnamon_pool_gateway_session_wait_seconds",
-            "Sessions on connect: from the initialize to the container's first answer (the wait for a lease included)",
-            ["pool"],
-            buckets=(*LATENCY_BUCKETS, 60, 120),
-            registry=self.registry,
-        )
         self.on_connect: OnConnect | None = None
         self._reported: dict[tuple[str, str, str], float] = {}
         self._http: httpx.AsyncClient | None = None
         self.preparer: Preparer | None = None
+        self.traces: Traces | None = None  # the pool records a trace per lease (gateway/traces.py)
+        self._ending: dict[str, asyncio.Lock] = {}  # per container: one lease end at a time
         # The MCP sessions each lease opened or was handed: the only ones it may name; ended with it.
         self.sessions = LeaseSessions(client, self.authorizer.keys)
 
@@ -166,6 +128,15 @@ class Gateway:
             if gateway.prepare:
                 own = httpx.Timeout(gateway.prepare_timeout_s, connect=gateway.connect_timeout_s)
                 sessions_http = httpx.AsyncClient(timeout=own, limits=limits, trust_env=False, auth=self.door)
+                if self.config.container.records:
+                    self.traces = Traces(
+                        sessions_http,
+                        self.authorizer.upstream,
+                        Path(self.config.logs.dir),
+                        self.config.logs.artifacts_max_mb * 1024 * 1024,
+                        lambda name, details: self._note(name, LogAction.ERROR_OCCURRED, details),
+                        self.config.container.artifacts_video,
+                    )
                 self.preparer = Preparer(
                     self.config,
                     self.authorizer.client,
@@ -174,6 +145,7 @@ class Gateway:
                     self.end_sessions,
                     self._note,
                     clock=self.clock,
+                    traces=self.traces,
                 )
                 tasks.append(asyncio.create_task(self.preparer.run(), name="cinnamon-gateway-prepare"))
             try:
@@ -221,11 +193,14 @@ class Gateway:
             initialize = initialize_request(body) if request.method == "POST" and session is None else None
             if initialize is not None and self.preparer is not None:
                 handed = await self.preparer.take(target.name, target.container_id, target.restarts, initialize[1])
-                self.handovers.labels(self.pool, "prepared" if handed else "cold").inc()
+                self.meters.handovers.labels(self.pool, "prepared" if handed else "cold").inc()
                 if handed is not None:
-                    await self._opened(target, handed.session)
+                    run, today, call = target.test_run_id or target.name, self.clock.now().date(), self._upstream(target.name).call_tool
+                    trace = await self.traces.hand_over(handed, target.artifacts, run, today, call) if self.traces else None
+                    await self._opened(target, handed.session, trace)
                     answer = {"jsonrpc": "2.0", "id": initialize[0], "result": dict(handed.result)}
-                    return JSONResponse(answer, headers={"mcp-session-id": handed.session})
+                    headers = {"mcp-session-id": handed.session, **({TRACE_HEADER: trace.path} if trace else {})}
+                    return JSONResponse(answer, headers=headers)
             timed = request.method == "POST" and is_tool_call(body)
             started = self.clock.monotonic()
             # The container hears which lease a request came under from the gateway, never from the client.
@@ -239,7 +214,7 @@ class Gateway:
             return self._refuse(Refusal(503, "store_unreachable", "the lease store does not answer: try again", name), request)
         except Refusal as refusal:
             return self._refuse(refusal, request)
-        self.forwarded.labels(self.pool, request.method).inc()
+        self.meters.forwarded.labels(self.pool, request.method).inc()
         if hide_unsafe:
             try:
                 return await self.code_guard.tool_list(upstream)
@@ -275,7 +250,7 @@ class Gateway:
         except Refusal as refusal:
             return self._refuse(refusal, request)
         if opening:
-            self.session_waits.labels(self.pool).observe(self.clock.monotonic() - started)
+            self.meters.session_waits.labels(self.pool).observe(self.clock.monotonic() - started)
         return response
 
     async def _send(self, target: Target, method: str, headers: dict[str, str], body: bytes) -> httpx.Response:
@@ -298,12 +273,12 @@ class Gateway:
             raise Refusal(403, "lease_ended", "the lease ended while the container was answering", target.name) from None
         finally:
             self.streams.discard(target.name, target.token, sending)
-        self.latency.labels(self.pool, target.name).observe(self.clock.monotonic() - started)
+        self.meters.latency.labels(self.pool, target.name).observe(self.clock.monotonic() - started)
         return upstream
 
     def _tool_call(self, container: str, seconds: float, failed: bool) -> None:
-        self.tool_seconds.labels(self.pool, container).observe(seconds)
-        self.tool_results.labels(self.pool, container, "error" if failed else "ok").inc()
+        self.meters.tool_seconds.labels(self.pool, container).observe(seconds)
+        self.meters.tool_results.labels(self.pool, container, "error" if failed else "ok").inc()
         self.tool_calls.add(container, seconds, failed)
 
     async def _publish_tool_calls(self) -> None:
@@ -319,8 +294,8 @@ class Gateway:
                     await pipe.execute()
 
     # -- the sessions of a lease -------------------------------------------------------------
-    async def _opened(self, target: Target, session: str) -> None:
-        if not await self.sessions.add(target.name, target.token, session):
+    async def _opened(self, target: Target, session: str, trace: LeaseTrace | None = None) -> None:
+        if not await self.sessions.add(target.name, target.token, session, trace):
             await self._upstream(target.name).end(session)
             raise Refusal(429, "too_many_sessions", "a lease may open at most 64 MCP sessions", target.name)
 
@@ -330,17 +305,23 @@ class Gateway:
 
     async def end_sessions(self, name: str, token: str) -> None:
         """End (DELETE) every session the lease ``token`` opened or was handed on ``name``; a job
-        that crashed, or forgot, leaves nothing open for the next one."""
-        opened = await self.sessions.pop(name, token)
-        if opened:
+        that crashed, or forgot, leaves nothing open for the next one. Its trace is kept first
+        (by its policy), and the container's output folder emptied after (gateway/traces.py)."""
+        async with self._ending.setdefault(name, asyncio.Lock()):  # the watcher and the preparer may both end it
+            opened, trace = await self.sessions.pop(name, token)
             upstream = self._upstream(name)
-            await asyncio.gather(*(upstream.end(session) for session in opened))
+            if trace is not None and self.traces is not None:
+                await self.traces.finish(name, trace, await self.authorizer.last_outcome(name, token), upstream.call_tool)
+            if opened:
+                await asyncio.gather(*(upstream.end(session) for session in opened))
+            if self.traces is not None:  # what the lease's sessions wrote (its snapshots, a trace) goes too
+                await self.traces.empty(name)
 
     def _note(self, container: str, action: LogAction, details: list[tuple[str, str]]) -> None:
         self.writer.write(LogKind.ERRORS, action_record(self.clock.now(), container, action, details, "ERROR"))
 
     async def metrics(self, _request: Request) -> Response:
-        return Response(generate_latest(self.registry), media_type="text/plain; version=0.0.4")
+        return Response(generate_latest(self.meters.registry), media_type="text/plain; version=0.0.4")
 
     async def not_found(self, request: Request) -> Response:
         return self._refuse(Refusal(404, "not_found", "the gateway serves /<pool>/<container>/mcp"), request)
@@ -349,11 +330,11 @@ class Gateway:
     def connection_refused(self, status: int, reason: str, message: str, client: str) -> None:
         """A connection the HTTP server itself cut (gateway/server.py): counted and reported as
         any refusal."""
-        self.refusals.labels(self.pool, reason).inc()
+        self.meters.refusals.labels(self.pool, reason).inc()
         self._report(Refusal(status, reason, message), client)
 
     def _refuse(self, refusal: Refusal, request: Request) -> Response:
-        self.refusals.labels(self.pool, refusal.reason).inc()
+        self.meters.refusals.labels(self.pool, refusal.reason).inc()
         client = request.client.host if request.client else "-"
         self._report(refusal, client)
         headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else {}
@@ -412,7 +393,7 @@ class Gateway:
             for name, token in streams:
                 if current.get(name) != token:
                     for close in list(self.streams.open.get((name, token), {}).values()):
-                        self.closed.labels(self.pool).inc()
+                        self.meters.closed.labels(self.pool).inc()
                         await close()
             for name, token in sessions:
                 if current.get(name) != token:

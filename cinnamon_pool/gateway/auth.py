@@ -42,6 +42,8 @@ class Target:
     container_id: str = ""  # the container the record names now
     restarts: int = 0  # and its restarts so far (a restart in place keeps the id)
     holder: str = ""  # the lease's worker: an rq worker, or client:<API key name> for a session on connect
+    test_run_id: str = ""
+    artifacts: str = ""  # the holder's artifacts policy: when the lease's trace is kept ("" = failure)
 
 
 def bearer_token(header: str | None) -> str:
@@ -103,7 +105,23 @@ class Authorizer:
         fence = tokens.fingerprint(token)  # what Redis keeps: a value read from Redis is no bearer
         if lease is None or not hmac.compare_digest(lease.token, fence) or now_ms >= lease.expires_ms:
             raise Refusal(403, "not_current", "the token is not this container's current lease", name)
-        return Target(name, fence, self.upstream(name), record.container_id, record.restarts, lease.worker)
+        return Target(
+            name, fence, self.upstream(name), record.container_id, record.restarts, lease.worker, lease.test_run_id, lease.artifacts
+        )
+
+    async def last_outcome(self, name: str, token: str) -> str:
+        """The outcome lease ``token`` on ``name`` was released with; "lost" when it ended without
+        a release of its own (expired, reclaimed, its container gone)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hget(self.keys.last_tokens, name)
+        pipe.hget(self.keys.containers, name)
+        last, raw_record = await pipe.execute()
+        if last is None or last.decode(errors="replace") != token or raw_record is None:
+            return "lost"
+        try:
+            return decode.record(name, raw_record).last_outcome or "lost"
+        except decode.BadValue:
+            return "lost"
 
     def upstream(self, name: str) -> str:
         return self.config.container.local_url(name)

@@ -38,7 +38,7 @@ from cinnamon_pool.gateway.proxy import forwarded_headers, initialize_request, o
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.aio import AsyncLeaseClient
 from cinnamon_pool.lease.apikeys import look_up
-from cinnamon_pool.model import CLIENT_PREFIX, ApiKey, ConnectSession, Holder, Outcome, validate_test_run_id
+from cinnamon_pool.model import ARTIFACTS, CLIENT_PREFIX, ApiKey, ConnectSession, Holder, Outcome, keeps_artifacts, validate_test_run_id
 
 T = TypeVar("T")
 METHOD_NOT_FOUND = -32601  # JSON-RPC's code
@@ -56,6 +56,8 @@ class _Held:
     renewed: float
     in_flight: int = 0
     infra_error: bool = False
+    artifacts: str = ""  # X-Cinnamon-Artifacts of its initialize: when its trace is kept
+    trace: str = ""  # where the gateway keeps the lease's trace (its hand-over said so)
 
 
 @dataclass
@@ -123,13 +125,16 @@ class OnConnect:
             validate_test_run_id(test_run_id)
         except InvalidIdentifier as error:
             raise Refusal(400, "bad_test_run_id", str(error)) from None
+        artifacts = request.headers.get("x-cinnamon-artifacts", "failure").strip().lower()
+        if artifacts not in ARTIFACTS:
+            raise Refusal(400, "bad_artifacts", f"X-Cinnamon-Artifacts {artifacts[:40]!r}: use one of {', '.join(ARTIFACTS)}")
         self.waiting += 1
         nonce = secrets.token_hex(16)
         try:
             grant = await _unless_gone(
                 request,
                 self.leases.acquire(
-                    Holder(test_run_id, "", CLIENT_PREFIX + key.name),
+                    Holder(test_run_id, "", CLIENT_PREFIX + key.name, artifacts),
                     self.config.gateway.session_acquire_timeout_s,
                     secret=tokens.derived_secret(self.secret_key, nonce),
                 ),
@@ -148,7 +153,7 @@ class OnConnect:
             raise Refusal(502, "untrusted_endpoint", str(error), grant.name) from None
         now, opened_ms = self.clock.monotonic(), grant.granted_ms
         binding = ConnectSession("-", key.name, grant.name, tokens.fingerprint(grant.token), test_run_id, opened_ms, nonce)
-        held = _Held(binding, grant.token, grant.endpoint, now, now)
+        held = _Held(binding, grant.token, grant.endpoint, now, now, artifacts=artifacts)
         try:
             upstream = await self._send(held, request, body)
         except BaseException:
@@ -160,6 +165,7 @@ class OnConnect:
             await self._end(held, Outcome.INFRA_ERROR if upstream.status_code >= 500 else Outcome.OK)
             raise Refusal(502, "initialize_failed", f"the container answered the initialize with HTTP {upstream.status_code}", grant.name)
         held.binding = dataclasses.replace(binding, session=session)
+        held.trace = upstream.headers.get("x-cinnamon-trace", "")
         self.held[session] = held
         await self.client.hset(self.keys.connect_sessions, session, json.dumps({**held.binding.to_json(), "endpoint": held.endpoint}))
         with contextlib.suppress(redis.RedisError):
@@ -245,7 +251,8 @@ class OnConnect:
             outcome = Outcome.INFRA_ERROR if held.infra_error else Outcome.OK
         self.held.pop(held.binding.session, None)
         with contextlib.suppress(LeaseError, StoreUnavailable, redis.RedisError):
-            await self.leases.release(held.binding.container, held.bearer, outcome)
+            trace = held.trace if keeps_artifacts(held.artifacts, outcome) else ""
+            await self.leases.release(held.binding.container, held.bearer, outcome, trace=trace)
         with contextlib.suppress(redis.RedisError):
             await self.client.hdel(self.keys.connect_sessions, held.binding.session)
 

@@ -47,8 +47,10 @@ from cinnamon_pool import backoff, decode
 from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.errors import SessionFailed
 from cinnamon_pool.gateway.sessions import COMPARE_AND_DELETE
 from cinnamon_pool.gateway.tasks import stop
+from cinnamon_pool.gateway.traces import Traces
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import COMPARE_AND_DELETE_KEY, Op, source
 from cinnamon_pool.logs.actions import LogAction
@@ -64,10 +66,6 @@ END_TIMEOUT_S = 5.0  # a DELETE that gets no answer in this long is given up (th
 ANNOUNCE_MS = 5000  # the preparer key lives this long unless renewed (every second)
 STOP_WITHIN_S = 2.0  # a stopping preparer waits this long for the preparations under way
 KEEPALIVE_S = 240.0  # a keeper's tool call, well inside playwright-mcp's default idle timeout (1 h)
-
-
-class SessionFailed(Exception):
-    """An MCP request of a held session did not get a good answer."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +156,7 @@ class Preparer:
     retry: dict[str, tuple[int, float]] = field(default_factory=dict)  # container -> (failures, monotonic next try)
     unanswered: dict[str, list[str]] = field(default_factory=dict)  # container -> the offer Redis has not answered yet
     keep_only: bool = False  # no gateway: keepers only (the supervisor holds them, while it leads)
+    traces: Traces | None = None  # prepared sessions start a trace of the lease they are handed to
     active: Callable[[], bool] = lambda: True
 
     def __post_init__(self) -> None:
@@ -297,7 +296,7 @@ class Preparer:
                 await self.end_sessions(name, purpose)
             old = await self._take_field(f"prepared|{name}")
             if old is not None:
-                await self.upstream(name).end(old.session)
+                await self._discard(old)
             session, answer = await asyncio.wait_for(self._open(upstream), self.config.gateway.prepare_timeout_s)
             if released and secrets.randbelow(10_000) < self.config.rules.canary_share * 10_000:
                 residue = residue_in(
@@ -307,8 +306,9 @@ class Preparer:
                     await upstream.end(session)
                     result, detail = "residue", residue
             if result == "ok":
+                tracing = await asyncio.wait_for(self._start_trace(upstream, session), self.config.gateway.prepare_timeout_s)
                 now_ms = int(self.clock.now().timestamp() * 1000)
-                held = HeldSession("prepared", name, record.container_id, session, answer, now_ms, record.restarts)
+                held = HeldSession("prepared", name, record.container_id, session, answer, now_ms, record.restarts, tracing)
                 await self.client.hset(self.keys.sessions, held.field, held.to_json())
                 self.checked_at[held.field] = self.clock.monotonic()
                 self.retry.pop(name, None)
@@ -332,6 +332,26 @@ class Preparer:
         await self._offer(keys=self._script_keys, args=args)
         if self.unanswered.get(name) is args:
             del self.unanswered[name]
+
+    async def _start_trace(self, upstream: Upstream, session: str) -> bool:
+        """Start the trace of the lease a prepared session will be handed to, when the pool records
+        them (gateway/traces.py); after the canary, so the trace holds the holder's actions only.
+        A server that cannot (an image without the devtools tools) leaves the session untraced."""
+        if self.traces is None:
+            return False
+        try:
+            for tool in self.traces.started():
+                await upstream.call_tool(session, tool)
+        except SessionFailed as error:
+            logger.warning("a prepared session records no trace: {}", error)
+            return False
+        return True
+
+    async def _discard(self, session: HeldSession) -> None:
+        """End a prepared session nobody was handed; what its trace wrote goes with it."""
+        await self.upstream(session.name).end(session.session)
+        if session.tracing and self.traces is not None:
+            await self.traces.empty(session.name)
 
     async def _open(self, upstream: Upstream) -> tuple[str, dict[str, Any]]:
         session, answer = await upstream.initialize()
@@ -387,7 +407,7 @@ class Preparer:
         if not session.lives_in(container_id, restarts):
             return None  # it died with its container (replaced, or restarted in place: same id, no sessions)
         if not version or version > requested_version:  # the client may not speak the newer version
-            await self.upstream(name).end(session.session)
+            await self._discard(session)
             return None
         return session
 

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from cinnamon_pool import decode
 from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.model import LeaseTrace
 
 MAX_SESSIONS = 64  # per lease; a job opening more is refused a new one (clients open one or two)
 COMPARE_AND_DELETE = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0"
@@ -24,6 +25,7 @@ class LeaseSessions:
     def __init__(self, client: aioredis.Redis, keys: PoolKeys) -> None:
         self.client, self.key = client, keys.lease_sessions
         self.open: dict[tuple[str, str], set[str]] = {}
+        self.traces: dict[tuple[str, str], LeaseTrace] = {}  # the lease's handed session records a trace
         self._compare_and_delete = client.register_script(COMPARE_AND_DELETE)
 
     def __bool__(self) -> bool:
@@ -32,13 +34,19 @@ class LeaseSessions:
     def leases(self) -> list[tuple[str, str]]:
         return list(self.open)
 
-    async def add(self, name: str, token: str, session: str) -> bool:
-        """Record that lease ``token`` on ``name`` holds ``session``; False past MAX_SESSIONS."""
+    async def add(self, name: str, token: str, session: str, trace: LeaseTrace | None = None) -> bool:
+        """Record that lease ``token`` on ``name`` holds ``session`` (which records ``trace``);
+        False past MAX_SESSIONS."""
         held = self.open.setdefault((name, token), set())
         if session not in held and len(held) >= MAX_SESSIONS:
             return False
         held.add(session)
-        await self.client.hset(self.key, name, json.dumps({"token": token, "sessions": sorted(held)}))
+        if trace is not None:
+            self.traces[(name, token)] = trace
+        entry: dict[str, object] = {"token": token, "sessions": sorted(held)}
+        if (name, token) in self.traces:
+            entry["trace"] = self.traces[(name, token)].to_json_dict()
+        await self.client.hset(self.key, name, json.dumps(entry))
         return True
 
     async def owns(self, name: str, token: str, session: str) -> bool:
@@ -48,24 +56,28 @@ class LeaseSessions:
         if stored is None or stored[0] != token:
             return False
         self.open[(name, token)] = set(stored[1])  # a restarted gateway learns it back
+        if stored[2] is not None:
+            self.traces[(name, token)] = stored[2]
         return session in stored[1]
 
-    async def pop(self, name: str, token: str) -> set[str]:
-        """The sessions of the ended lease ``token`` on ``name``, forgotten here and in Redis."""
-        sessions = self.open.pop((name, token), set())
+    async def pop(self, name: str, token: str) -> tuple[set[str], LeaseTrace | None]:
+        """The sessions of the ended lease ``token`` on ``name`` and the trace one of them records,
+        forgotten here and in Redis."""
+        sessions, trace = self.open.pop((name, token), set()), self.traces.pop((name, token), None)
         raw = await self.client.hget(self.key, name)
         stored = self._decoded(name, raw)
         if stored is not None and stored[0] == token:
             sessions |= set(stored[1])
+            trace = trace or stored[2]
         if raw is not None and (stored is None or stored[0] == token):
             await self._compare_and_delete(keys=[self.key], args=[name, raw])
-        return sessions
+        return sessions, trace
 
-    async def _stored(self, name: str) -> tuple[str, list[str]] | None:
+    async def _stored(self, name: str) -> tuple[str, list[str], LeaseTrace | None] | None:
         return self._decoded(name, await self.client.hget(self.key, name))
 
     @staticmethod
-    def _decoded(name: str, raw: object) -> tuple[str, list[str]] | None:
+    def _decoded(name: str, raw: object) -> tuple[str, list[str], LeaseTrace | None] | None:
         if raw is None:
             return None
         try:

@@ -6,6 +6,7 @@ sync :class:`~cinnamon_pool.lease.store.LeaseStore`. Redis errors leave here as
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
@@ -81,8 +82,10 @@ class AsyncLeaseClient:
         except BaseException:
             # gave up (time-out, cancelled: the client went away): leave the queue; a grant
             # handed over meanwhile comes back to the pool through the ticket's expiry
+            # Shielded: a second cancellation (the request's task cancelled while this one is
+            # unwinding) must not abort the cancel and leave the ticket queued for its whole TTL.
             with contextlib.suppress(Exception):
-                await self._run(Op.CANCEL, validate_ticket(ticket))
+                await asyncio.shield(self._run(Op.CANCEL, validate_ticket(ticket)))
             raise
 
     async def renew(self, name: str, token: str) -> int:
@@ -90,8 +93,12 @@ class AsyncLeaseClient:
         _raise_rejection(name, reply)
         return int(reply[1])
 
-    async def release(self, name: str, token: str, outcome: Outcome = Outcome.OK, *, error: str = "", context: str = "") -> str:
-        reply = await self._run(Op.RELEASE, *release_args(name, token, outcome, self.error_threshold, error=error, context=context))
+    async def release(
+        self, name: str, token: str, outcome: Outcome = Outcome.OK, *, error: str = "", context: str = "", trace: str = ""
+    ) -> str:
+        reply = await self._run(
+            Op.RELEASE, *release_args(name, token, outcome, self.error_threshold, error=error, context=context, trace=trace)
+        )
         if reply[0] == Status.NOOP:
             return "noop"
         _raise_rejection(name, reply)

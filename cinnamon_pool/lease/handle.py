@@ -18,9 +18,8 @@ from typing import Any
 
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.errors import LeaseLost
-from cinnamon_pool.model import Grant, Outcome
+from cinnamon_pool.model import ARTIFACTS, Grant, Outcome
 
-ARTIFACTS = ("failure", "always", "never")  # when a job's snapshot, screenshot and console log are saved
 JOB_PHASE = "job"  # the job's own code runs (no tool call under way)
 _CONTEXTS = {"browser_navigate": "page_navigation", "initialize": "session_start"}
 
@@ -63,6 +62,7 @@ class _Liveness:
         self.call_seconds: list[float] = []  # every tool call's latency, in order
         self.console_errors = 0  # of the pages left behind
         self.page: tuple[str, int] | None = None  # the current page: (URL, its console errors so far)
+        self.trace_path = ""  # where the gateway keeps the lease's trace ("" = it records none)
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,18 @@ class ContainerLease:
         """Time the job's sessions spent ending (their HTTP DELETEs), added up."""
         with self._live.lock:
             return sum(s.cleanup_seconds for s in self._live.sessions)
+
+    @property
+    def trace_path(self) -> str:
+        """Where the gateway keeps this lease's Playwright trace (relative to the container host's
+        logs.dir), as its answer to the session's ``initialize`` said; "" when it records none."""
+        with self._live.lock:
+            return self._live.trace_path
+
+    def note_trace(self, path: str) -> None:
+        """The gateway said where it keeps this lease's trace (``X-Cinnamon-Trace``)."""
+        with self._live.lock:
+            self._live.trace_path = path
 
     @property
     def artifacts_path(self) -> str | None:

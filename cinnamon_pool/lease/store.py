@@ -212,6 +212,7 @@ class LeaseStore:
         error: str = "",
         context: str = "",
         figures: JobFigures | None = None,
+        trace: str = "",
     ) -> str:
         """End the lease; returns where the container went (available, handed, restarting,
         preparing) or noop.
@@ -219,13 +220,14 @@ class LeaseStore:
         ``recycle`` sends the container to a restart (cleanup failed or left residue); the cleanup
         figures, the artifacts folder and a failed job's ``error`` (its exception, at most 500
         characters) and ``context`` (the tool or phase that failed) travel in the release event
-        to the log files, with the job's ``figures`` (tool calls, their latency, console errors). When the
+        to the log files, with the job's ``figures`` (tool calls, their latency, console errors) and
+        where its Playwright ``trace`` is kept (the gateway's answer said so). When the
         gateway of the container's host prepares sessions, the container waits in 'preparing'
         until the next job's session is ready (:meth:`prepared`)."""
         reply = self._run(
             Op.RELEASE,
             *release_args(
-                name, token, outcome, self.error_threshold, recycle, cleanup_ms, cleanup_note, artifacts, error, context, figures
+                name, token, outcome, self.error_threshold, recycle, cleanup_ms, cleanup_note, artifacts, error, context, figures, trace
             ),
         )
         if reply[0] == Status.NOOP:
@@ -461,6 +463,7 @@ def acquire_request(holder: Holder, lease_ttl_s: float, max_lease_s: float, secr
             "test_run_id": holder.test_run_id,
             "job_id": holder.job_id,
             "worker": holder.worker,
+            "artifacts": holder.artifacts,
             "ttl_ms": int(lease_ttl_s * 1000),
             "cap_ms": int(max_lease_s * 1000),
             "random": tokens.secret_digest(secret),
@@ -480,6 +483,7 @@ def release_args(
     error: str = "",
     context: str = "",
     figures: JobFigures | None = None,
+    trace: str = "",
 ) -> list[str | int]:
     """release.lua's ARGV (shared by the sync and asyncio clients)."""
     return [
@@ -494,6 +498,7 @@ def release_args(
         error[:ERROR_CHARS],
         context[:100],
         *_figures(figures or JobFigures()),
+        trace[:500],
     ]
 
 

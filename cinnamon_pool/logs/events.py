@@ -36,6 +36,8 @@ def _job_figures(event: LeaseEvent, peak_mb: float | None) -> list[tuple[str, st
         figures.append(("Peak Memory", f"{peak_mb:.0f}MB"))
     if event.has("console_errors"):
         figures.append(("Console Errors", str(event.number("console_errors"))))
+    if event.has("trace"):
+        figures.append(("Trace", event.text("trace")))
     return figures
 
 
@@ -181,6 +183,7 @@ def _released(
         error = [("Test Run", run), ("Error", event.text("error") or outcome), ("Context", event.text("context") or "job")]
         error += [("Consecutive Errors", errors), ("Error Type", outcome)]
         error += [("Artifacts", event.text("artifacts"))] if event.has("artifacts") else []
+        error += [("Trace", event.text("trace"))] if event.has("trace") else []
         out.append(
             (LogKind.ERRORS, LogRecord(at, "ERROR" if outcome == "infra_error" else "WARN", name, LogAction.ERROR_OCCURRED, tuple(error)))
         )

@@ -3,7 +3,7 @@
 Each row carries a baseline measured in the same run and a checkable target (tests/bench/report.py);
 the misses are listed at the end and the exit status is 1 when there is any. `python -m tests.bench
 lease` runs one section; `--cpus 1` sets the playwright-mcp containers' CPU share for the signin
-section. Sections: signin (the sign-in job as users feel it), lease (real redis-server), pool,
+section. Sections: signin (the sign-in job as users feel it), traces (a trace per lease, the dashboard), lease (real redis-server), pool,
 supervisor, gateway and connect (real Docker, fake-mcp and playwright-mcp), jobs, logs.
 """
 
@@ -13,14 +13,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench import connect_bench, gateway_bench, jobs_bench, lease_bench, logs_bench, pool_bench, signin_bench, supervisor_bench
+from tests.bench import (
+    connect_bench,
+    gateway_bench,
+    jobs_bench,
+    lease_bench,
+    logs_bench,
+    pool_bench,
+    signin_bench,
+    supervisor_bench,
+    traces_bench,
+)
 from tests.bench.report import emit
 from tests.support import start_redis_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-SECTIONS = ("signin", "lease", "pool", "supervisor", "gateway", "connect", "jobs", "logs")
+SECTIONS = ("signin", "traces", "lease", "pool", "supervisor", "gateway", "connect", "jobs", "logs")
 
 
 def main(argv: list[str]) -> int:
@@ -47,6 +57,9 @@ def main(argv: list[str]) -> int:
                     f"section signin: the sign-in job, prepared sessions vs a new session vs a fresh container (cpus {cpus:g})", flush=True
                 )
                 rows += signin_bench.run(url, Path(scratch), cpus)
+            if "traces" in chosen:
+                print("section traces: a sign-in job with its trace kept vs artifacts='never'; the dashboard's runs page", flush=True)
+                rows += traces_bench.run(url, Path(scratch))
             if "lease" in chosen:
                 print("section lease: the lease protocol vs a minimal Lua pair and vs per-container Locks with polling", flush=True)
                 rows += lease_bench.run(url)

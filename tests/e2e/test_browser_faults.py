@@ -79,7 +79,11 @@ def wait_for(condition: Callable[[], bool], seconds: float, what: str | Callable
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("supervised_pool", [{"size": 1, "rules": "canary_share = 1.0\n", "command": SHARED}], indirect=True)
+# (max_memory_mb: one shared browser context recording its trace passes 400 MB within this job;
+# a memory restart would come before the canary, which is what this test watches)
+@pytest.mark.parametrize(
+    "supervised_pool", [{"size": 1, "rules": "canary_share = 1.0\nmax_memory_mb = 480\n", "command": SHARED}], indirect=True
+)
 def test_the_canary_flags_cookies_storage_and_tabs_kept_by_a_shared_context_and_the_container_restarts(
     supervised_pool: Supervised, real_redis: redis.Redis
 ) -> None:

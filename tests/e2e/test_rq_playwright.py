@@ -4,7 +4,7 @@ a real `cinnamon-pool gateway` (the default path)."""
 
 from __future__ import annotations
 
-import subprocess
+import concurrent.futures
 import time
 from collections import defaultdict
 
@@ -21,6 +21,7 @@ from cinnamon_pool.logs.format import parse
 from cinnamon_pool.pool import ContainerPool
 from tests.conftest import ROOT
 from tests.e2e.conftest import BIN, Supervised
+from tests.support import burst
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.redis]
 
@@ -36,8 +37,9 @@ def test_six_jobs_through_two_forking_workers_and_two_real_browsers(supervised_p
         for i in range(6)
     ]
     worker_command = [str(BIN / "rq"), "worker", "--burst", "-S", "json", "--path", str(ROOT), "--url", config.redis.url, "e2e"]
-    workers = [subprocess.Popen(worker_command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-    outputs = [w.communicate(timeout=240)[0] for w in workers]
+    with concurrent.futures.ThreadPoolExecutor(2) as two:
+        runs = [two.submit(burst, worker_command, env, client, [job.id for job in jobs], 240) for _ in range(2)]
+        outputs = [run.result() for run in runs]
 
     for i, job in enumerate(jobs):
         job = Job.fetch(job.id, connection=client, serializer=JSONSerializer)
@@ -81,7 +83,7 @@ def test_a_jobs_cookies_storage_and_tabs_are_invisible_to_the_next_job_on_the_sa
     first = queue.enqueue("tests.jobs.leave_state_behind", job_timeout=120)
     second = queue.enqueue("tests.jobs.look_for_state", job_timeout=120)
     worker = [str(BIN / "rq"), "worker", "--burst", "-S", "json", "--path", str(ROOT), "--url", config.redis.url, "e2e-state"]
-    output = subprocess.run(worker, env=env, capture_output=True, text=True, timeout=240).stdout
+    output = burst(worker, env, client, [first.id, second.id], 240)
     first, second = (Job.fetch(j.id, connection=client, serializer=JSONSerializer) for j in (first, second))
     assert first.get_status() == JobStatus.FINISHED, first.latest_result().exc_string if first.latest_result() else output
     assert second.get_status() == JobStatus.FINISHED, (second.latest_result().exc_string if second.latest_result() else "", output)
@@ -103,7 +105,7 @@ def test_the_example_sign_in_flow_types_clicks_asserts_and_takes_a_screenshot(
     good = queue.enqueue("workers.jobs.sign_in_flow", "ada@example.test", test_run_id="flow-ok", job_timeout=120)
     bad = queue.enqueue("workers.jobs.sign_in_flow", "not-an-email", test_run_id="flow-bad", job_timeout=120)
     worker = [str(BIN / "rq"), "worker", "--burst", "-S", "json", "--path", str(ROOT), "--url", config.redis.url, "e2e-flow"]
-    subprocess.run(worker, env=env, capture_output=True, timeout=240, check=False)
+    burst(worker, env, client, [good.id, bad.id], 240)
     good, bad = (Job.fetch(j.id, connection=client, serializer=JSONSerializer) for j in (good, bad))
     assert good.get_status() == JobStatus.FINISHED, good.latest_result().exc_string if good.latest_result() else ""
     assert good.return_value()["screenshot_bytes"] > 1000

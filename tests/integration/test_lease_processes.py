@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,9 +24,9 @@ from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerRecord, ContainerState, Holder
 from cinnamon_pool.tokens import fingerprint
 from tests.conftest import ROOT, trusted_gateway
+from tests.support import rq_worker_command
 
 pytestmark = pytest.mark.redis
-BIN = Path(sys.executable).parent
 TTL_S = 1.5
 
 
@@ -46,7 +45,9 @@ def one_container_pool(
 
 
 def start_worker(env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
-    command = [str(BIN / "rq"), "worker", "--burst", "-S", "json", "--path", str(ROOT), "--url", url, "proc"]
+    """The project's forking worker: plain rq 3.0 can take 60 s to exit after its last job (its
+    unsubscribe race, tests/support.py ``burst``), and these tests time the worker's exit."""
+    command = rq_worker_command(url, "proc", root=ROOT)
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 

@@ -26,7 +26,7 @@ from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.supervisor.loop import Supervisor
 from tests.conftest import FAKE_MCP
 from tests.fakes import FakeRuntime
-from tests.support import free_port, stop, wait_for_http
+from tests.support import burst, free_port, stop, wait_for_http
 
 pytestmark = pytest.mark.redis
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,15 +115,14 @@ def test_each_role_works_as_its_documented_acl_user_and_is_refused_the_rest(
 
         # A job in a forking rq worker, as the worker user, through the gateway.
         job = Queue("acl", connection=real_redis, serializer=JSONSerializer).enqueue("tests.jobs.open_page", "", job_timeout=60)
-        worker = subprocess.run(
+        worker = burst(
             [str(BIN / "rq"), "worker", "--burst", "-S", "json", "--path", str(ROOT), "--url", acl_users["worker"], "acl"],
-            env={**env, "CINNAMON_REDIS_URL": acl_users["worker"]},
-            capture_output=True,
-            text=True,
-            timeout=120,
+            {**env, "CINNAMON_REDIS_URL": acl_users["worker"]},
+            real_redis,
+            [job.id],
         )
         job = Job.fetch(job.id, connection=real_redis, serializer=JSONSerializer)
-        assert job.get_status() == JobStatus.FINISHED, f"{job.get_status()}: {job.latest_result()}\n{worker.stderr[-3000:]}"
+        assert job.get_status() == JobStatus.FINISHED, f"{job.get_status()}: {job.latest_result()}\n{worker[-3000:]}"
         for _ in range(2):
             supervisor.tick()  # reads the job's events back (consumer group) and logs them
 

@@ -15,9 +15,12 @@ def load(name: str) -> dict:  # type: ignore[type-arg]
     return yaml.safe_load((COMPOSE / name).read_text())  # type: ignore[no-any-return]
 
 
-def test_the_stack_has_redis_with_aof_a_supervisor_a_gateway_and_workers() -> None:
+def test_the_stack_has_redis_with_aof_a_supervisor_a_gateway_a_dashboard_and_workers() -> None:
     services = load("docker-compose.yml")["services"]
-    assert set(services) == {"redis", "supervisor", "gateway", "worker"}
+    assert set(services) == {"redis", "supervisor", "gateway", "dashboard", "worker"}
+    config = PoolConfig.load(COMPOSE / "pool.compose.toml", {})
+    assert config.dashboard.listen != config.gateway.listen and config.dashboard.loopback, "the dashboard on loopback, beside the gateway"
+    assert any(volume.endswith(":/trace-viewer:ro") for volume in services["dashboard"]["volumes"]) and config.dashboard.trace_viewer
     redis_command = services["redis"]["command"]
     assert "--appendonly" in redis_command and redis_command[redis_command.index("--appendonly") + 1] == "yes"
     assert redis_command[redis_command.index("--maxmemory-policy") + 1] == "noeviction"

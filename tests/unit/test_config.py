@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from cinnamon_pool.config import DEFAULT_COMMAND, PoolConfig, WorkerSettings
+from cinnamon_pool.config import DEFAULT_COMMAND, OUTPUT_DIR, PoolConfig, WorkerSettings
 from cinnamon_pool.errors import ConfigError
 
 
@@ -101,10 +101,10 @@ def test_grants_wait_for_one_replica_with_sentinels_and_for_none_without_unless_
 def test_the_pool_turns_webmcp_off_and_passes_the_idle_timeout_unless_told_otherwise() -> None:
     default = PoolConfig.from_tables({}).container
     command = default.command_for(3001)
-    assert command[-5:] == ("--allowed-hosts", "127.0.0.1:3001", "--no-webmcp", "--idle-timeout", "3600000")
+    assert command[-9:-4] == ("--allowed-hosts", "127.0.0.1:3001", "--no-webmcp", "--idle-timeout", "3600000")
     assert default.browser_idle_s == 3600
     chosen = PoolConfig.from_tables({"container": {"webmcp": True, "idle_timeout_s": 20}}).container
-    assert "--no-webmcp" not in chosen.command_for(3001) and chosen.command_for(3001)[-2:] == ("--idle-timeout", "20000")
+    assert "--no-webmcp" not in chosen.command_for(3001) and chosen.command_for(3001)[-6:-4] == ("--idle-timeout", "20000")
     assert chosen.browser_idle_s == 20
     own = PoolConfig.from_tables({"container": {"command": ["--headless", "--idle-timeout=90000"]}}).container
     assert own.command_for(3001).count("--idle-timeout=90000") == 1 and own.browser_idle_s == 90, "the command's own value wins"
@@ -112,6 +112,22 @@ def test_the_pool_turns_webmcp_off_and_passes_the_idle_timeout_unless_told_other
     assert never.browser_idle_s is None, "0: the browser never closes for idleness"
     image = PoolConfig.from_tables({"container": {"command": []}}).container
     assert image.command_for(3001) == () and image.browser_idle_s == 3600, "the image's own command: playwright-mcp's default"
+
+
+def test_the_pool_records_a_trace_per_lease_with_the_devtools_tools_and_an_output_folder() -> None:
+    default = PoolConfig.from_tables({}).container
+    assert default.command_for(3001)[-4:] == ("--caps", "devtools", "--output-dir", OUTPUT_DIR) and default.records
+    joined = PoolConfig.from_tables({"container": {"command": ["--headless", "--caps", "vision"]}}).container
+    assert joined.command_for(3001)[:3] == ("--headless", "--caps", "vision,devtools"), "the command's own caps gain devtools"
+    off = PoolConfig.from_tables({"container": {"artifacts_trace": False}}).container
+    assert "--caps" not in off.command_for(3001) and "--output-dir" not in off.command_for(3001) and not off.records
+    video = PoolConfig.from_tables({"container": {"artifacts_trace": False, "artifacts_video": True}}).container
+    assert video.records and "devtools" in video.command_for(3001)
+    assert not PoolConfig.from_tables({"container": {"command": []}}).container.records, "the image's own command: the pool adds nothing"
+    with pytest.raises(ConfigError, match=r"logs\.artifacts_max_mb.*0"):
+        PoolConfig.from_tables({"logs": {"artifacts_max_mb": 0}})
+    with pytest.raises(ConfigError, match=r"dashboard\.listen.*'8940'"):
+        PoolConfig.from_tables({"dashboard": {"listen": "8940"}})
 
 
 def test_chromium_keeps_its_sandbox_unless_the_configuration_turns_it_off() -> None:

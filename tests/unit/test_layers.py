@@ -28,8 +28,10 @@ LAYERS = {
         "gateway.tasks",
         "gateway.toolcalls",
         "gateway.streams",
+        "gateway.metrics",
         "gateway.unsafe",
         "gateway.inprocess",
+        "gateway.traces",
     ],
     2: ["endpoints", "door", "supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],
     3: [
@@ -52,6 +54,8 @@ LAYERS = {
         "connect",
         "lease.apikeys",
         "lease.aio",
+        "dashboard.runs",
+        "dashboard.pages",
     ],
     4: [
         "pool",
@@ -66,7 +70,7 @@ LAYERS = {
         "supervisor.metrics",
         "doctor",
     ],
-    5: ["cli", "worker"],
+    5: ["cli", "worker", "operator", "dashboard.app"],
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 PURE = {

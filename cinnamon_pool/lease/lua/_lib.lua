@@ -118,7 +118,8 @@ local function revoke_lease(name, reason)
   return true
 end
 
--- Grant `rec` to `holder` (a table with test_run_id, job_id, worker, ttl_ms, cap_ms, random).
+-- Grant `rec` to `holder` (a table with test_run_id, job_id, worker, ttl_ms, cap_ms, random,
+-- and optionally artifacts: the holder's trace policy, read by the gateway at the lease's end).
 local function grant(rec, holder)
   local generation = redis.call('HINCRBY', K_META, 'generation', 1)
   local token = redis.call('HGET', K_META, 'epoch') .. ':' .. generation .. ':' .. holder.random
@@ -126,7 +127,7 @@ local function grant(rec, holder)
   local lease = {
     token = token, test_run_id = holder.test_run_id, job_id = holder.job_id, worker = holder.worker,
     granted_ms = NOW, renewed_ms = NOW, expires_ms = math.min(NOW + holder.ttl_ms, cap), cap_ms = cap,
-    ticket = holder.ticket or '',
+    ticket = holder.ticket or '', artifacts = type(holder.artifacts) == 'string' and holder.artifacts or '',
   }
   redis.call('HSET', K_LEASES, rec.name, cjson.encode(lease))
   redis.call('ZADD', K_EXPIRIES, lease.expires_ms, rec.name)

@@ -5,7 +5,7 @@
 -- ARGV[6] cleanup duration ms ("" when none ran)   ARGV[7] cleanup note   ARGV[8] artifacts folder or ""
 -- ARGV[9] a failed job's error ("" when none)   ARGV[10] the tool or phase that failed
 -- ARGV[11] tool calls   ARGV[12] their p50 latency, ms ("" without calls)   ARGV[13] the slowest, ms
--- ARGV[14] console errors the tool calls reported
+-- ARGV[14] console errors the tool calls reported   ARGV[15] the lease's Playwright trace (path) or ""
 -- Returns {"OK", "available"|"handed"|"restarting"|"preparing", error_count} | {"NOOP"} (released twice)
 --       | {"LOST", reason} | {"NOT_OWNER", reason}. Rejections write nothing, except that a
 -- lease found expired is ended as the reaper would end it.
@@ -33,6 +33,7 @@ redis.call('ZREM', K_EXPIRIES, name)
 redis.call('HSET', K_LAST, name, token)
 if lease.ticket ~= '' then redis.call('HDEL', K_HANDOFFS, lease.ticket) end
 if (ARGV[6] or '') ~= '' then rec.last_cleanup_ms = NOW end  -- kept by the state change below
+rec.last_outcome = outcome  -- the gateway keeps the lease's trace by it (artifacts policy 'failure')
 if outcome == 'infra_error' then
   rec.error_count = (tonumber(rec.error_count) or 0) + 1
 elseif outcome == 'ok' then
@@ -44,7 +45,7 @@ emit('released', name, {'token', token, 'test_run_id', lease.test_run_id, 'outco
                         'threshold', threshold, 'cleanup_ms', ARGV[6] or '', 'cleanup_note', ARGV[7] or '',
                         'artifacts', ARGV[8] or '', 'error', ARGV[9] or '', 'context', ARGV[10] or '',
                         'tool_calls', ARGV[11] or '', 'tool_p50_ms', ARGV[12] or '', 'tool_max_ms', ARGV[13] or '',
-                        'console_errors', ARGV[14] or ''})
+                        'console_errors', ARGV[14] or '', 'trace', ARGV[15] or ''})
 if rec.state == 'draining' or rec.error_count >= threshold or ARGV[5] == 'recycle' then
   local reason = 'drained'  -- set_state keeps the reason it was drained for (memory, operator)
   if rec.error_count >= threshold then reason = 'error_threshold' elseif ARGV[5] == 'recycle' then reason = 'cleanup' end

@@ -24,15 +24,22 @@ history checker: what the container itself served, under which lease token, when
 A navigate's answer then also names that token (``- Lease:``), so a client on connect, which
 holds no token of its own, can record its uses under the lease the container saw.
 
+With ``--output-dir`` (the pool passes it when it records traces), ``browser_start_tracing`` and
+``browser_stop_tracing`` write a stand-in trace there (``traces/trace-<ms>.trace``, one JSON line
+per tool call of the session) and ``/.cinnamon/output`` serves and empties the folder as the
+real image's door does.
+
 Standard library only: it runs on the host's Debian python3 bind-mounted into a scratch image.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hmac
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +47,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 PROTOCOL_VERSION = "2025-06-18"
@@ -145,11 +153,26 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"null")
 
+    def _output(self) -> None:
+        """door.js's ``/.cinnamon/output``: GET every file (base64, one JSON answer), DELETE empties it."""
+        if not OUTPUT_DIR:
+            self._send(404, {"error": "the server has no --output-dir"})
+            return
+        root = Path(OUTPUT_DIR)
+        if self.command == "DELETE":
+            for entry in root.glob("*"):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            self._send(200, {"emptied": OUTPUT_DIR})
+            return
+        files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+        payload = [{"path": str(p.relative_to(root)), "data": base64.b64encode(p.read_bytes()).decode()} for p in files]
+        self._send(200, {"files": payload, "bytes": sum(p.stat().st_size for p in files)})
+
     def _host_refused(self) -> bool:
         """The playwright-mcp image's door (door.js): with CINNAMON_DOOR_SECRET, an MCP request
         without it in X-Cinnamon-Door gets 403; without one, playwright-mcp's host check: with
         --allowed-hosts, any other Host header gets 403."""
-        if not self.path.startswith("/mcp"):
+        if not self.path.startswith(("/mcp", "/.cinnamon/")):
             return False
         if DOOR_SECRET:
             if hmac.compare_digest(self.headers.get("X-Cinnamon-Door", "").encode(), DOOR_SECRET):
@@ -180,6 +203,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_fake/state":
             self._send(200, STATE.snapshot())
             return
+        if self.path.startswith("/.cinnamon/output"):
+            self._output()
+            return
         if self.path.startswith("/mcp"):
             self._fault_gate()
             self._send(405 if self.headers.get("mcp-session-id") else 400, {"error": "use POST"})
@@ -188,6 +214,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         if self._host_refused():
+            return
+        if self.path.startswith("/.cinnamon/output"):
+            self._output()
             return
         if not self.path.startswith("/mcp"):
             self._send(404, {"error": "not found"})
@@ -260,6 +289,11 @@ class Handler(BaseHTTPRequestHandler):
             return {"error": {"code": -32601, "message": f"method not found: {method}"}}
         name, arguments = params.get("name"), params.get("arguments") or {}
         served_at = time.time()
+        if OUTPUT_DIR and name in {"browser_start_tracing", "browser_stop_tracing"}:
+            return _tracing(session, name)
+        if session in TRACES:
+            with TRACES[session].open("a") as trace:
+                trace.write(json.dumps({"type": "action", "tool": name, "at": served_at}) + "\n")
         with STATE.lock:
             STATE.calls.append(
                 {
@@ -304,12 +338,33 @@ class Handler(BaseHTTPRequestHandler):
         return {"result": {"content": [{"type": "text", "text": text}], "isError": False}}
 
 
+OUTPUT_DIR = ""  # --output-dir: where traces go
+TRACES: dict[str, Path] = {}  # session id -> its trace file while it records
+
+
+def _tracing(session: str, name: str) -> dict[str, Any]:
+    if name == "browser_start_tracing":
+        path = Path(OUTPUT_DIR) / "traces" / f"trace-{int(time.time() * 1000)}.trace"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"type": "context-options", "fake": True}) + "\n")
+        TRACES[session] = path
+        text = "Trace recording started"
+    elif TRACES.pop(session, None) is None:
+        return {"result": {"content": [{"type": "text", "text": "### Error\nTracing is not started"}], "isError": True}}
+    else:
+        text = "Trace recording stopped."
+    return {"result": {"content": [{"type": "text", "text": text}], "isError": False}}
+
+
 def main() -> None:
+    global OUTPUT_DIR
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8931)
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--allowed-hosts", default="", help="comma-separated Host values served, as playwright-mcp's")
+    parser.add_argument("--output-dir", default="", help="where traces go, as playwright-mcp's")
     args, _ignored = parser.parse_known_args()  # accepts playwright-mcp's arguments as a stand-in
+    OUTPUT_DIR = args.output_dir
     ALLOWED_HOSTS.extend(h.strip().lower() for h in args.allowed_hosts.split(",") if h.strip())
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True

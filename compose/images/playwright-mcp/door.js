@@ -16,7 +16,9 @@
 // ~40 MB against the container's memory limit) on 127.0.0.1:<port + 1>.
 "use strict";
 const crypto = require("crypto");
+const fs = require("fs");
 const http = require("http");
+const path = require("path");
 
 const HEADER = "x-cinnamon-door";
 const secret = Buffer.from(process.env.CINNAMON_DOOR_SECRET || "");
@@ -34,6 +36,9 @@ const host = take("--host", "0.0.0.0");
 const port = Number(take("--port", "8931"));
 const allowed = take("--allowed-hosts", "*").split(",").map((h) => h.trim().toLowerCase());
 const inner = port + 1;
+const outputAt = given.lastIndexOf("--output-dir"); // the server's too (the last one counts): read, not taken
+const outputDir = outputAt >= 0 ? path.resolve(given[outputAt + 1]) : "";
+const OUTPUT = "/.cinnamon/output";
 
 function admitted(request) {
   if (secret.length === 0) {
@@ -53,6 +58,10 @@ const door = http
       response.writeHead(403, { "content-type": "text/plain" });
       response.end("forbidden: this container is reached through the pool's gateway\n");
       request.resume();
+      return;
+    }
+    if (request.url === OUTPUT || request.url.startsWith(`${OUTPUT}?`)) {
+      output(request, response);
       return;
     }
     const headers = { ...request.headers, host: `localhost:${inner}` };
@@ -83,6 +92,40 @@ const door = http
 // 5 s too, and the two could cross. The door keeps it longer, so the client always closes first.
 door.keepAliveTimeout = 65_000;
 door.headersTimeout = 66_000;
+
+// What the server wrote under --output-dir (a lease's trace, video): for the gateway of this
+// host, which writes it to its logs and then empties the folder, so nothing passes from one
+// lease to the next. GET: every file, base64, in one JSON answer (413 past ?max= bytes in all);
+// DELETE: the folder emptied.
+function output(request, response) {
+  request.resume();
+  const answer = (status, body) => {
+    response.writeHead(status, { "content-type": "application/json" });
+    response.end(JSON.stringify(body));
+  };
+  if (!outputDir) return answer(404, { error: "the server has no --output-dir" });
+  try {
+    if (request.method === "DELETE") {
+      for (const entry of fs.readdirSync(outputDir)) fs.rmSync(path.join(outputDir, entry), { recursive: true, force: true });
+      return answer(200, { emptied: outputDir });
+    }
+    if (request.method !== "GET") return answer(405, { error: "GET or DELETE" });
+    const max = Number(new URL(request.url, "http://door").searchParams.get("max") || Infinity);
+    const files = [];
+    let bytes = 0;
+    for (const entry of fs.readdirSync(outputDir, { recursive: true, withFileTypes: true })) {
+      if (!entry.isFile()) continue;
+      const full = path.join(entry.parentPath || entry.path, entry.name);
+      bytes += fs.statSync(full).size;
+      if (bytes > max) return answer(413, { error: `over ${max} bytes`, bytes });
+      files.push({ path: path.relative(outputDir, full), data: fs.readFileSync(full).toString("base64") });
+    }
+    return answer(200, { files, bytes });
+  } catch (error) {
+    if (error.code === "ENOENT") return answer(200, { files: [], bytes: 0 });
+    return answer(500, { error: String(error.message || error) });
+  }
+}
 
 process.argv = [process.argv[0], cli, ...given, "--host", "127.0.0.1", "--port", String(inner)];
 require(cli);

@@ -1,0 +1,1 @@
+"""The web dashboard (``cinnamon-pool dashboard``): see ``dashboard/app.py``."""

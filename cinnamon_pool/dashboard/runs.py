@@ -113,6 +113,9 @@ def records_of(logs_dir: str | Path, day: _dt.date, test_run_id: str) -> Iterato
 
 
 def artifacts(logs_dir: str | Path, day: str, folder: str) -> dict[str, Path]:
-    """The run's artifact files that exist, by name (a fixed list: nothing else is served)."""
+    """The run's artifact files that exist, by name (a fixed list: nothing else is served); none
+    for a folder name that no writer makes (``safe_name`` of a test run id)."""
+    if folder != safe_name(folder):
+        return {}
     root = Path(logs_dir) / "artifacts" / day / folder
     return {name: root / name for name in ARTIFACT_FILES if (root / name).is_file() and not (root / name).is_symlink()}

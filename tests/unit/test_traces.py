@@ -17,7 +17,7 @@ import pytest
 from cinnamon_pool import decode
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.dashboard.app import Guard, check_exposure
-from cinnamon_pool.dashboard.runs import recent_runs, runs_of
+from cinnamon_pool.dashboard.runs import artifacts, recent_runs, runs_of
 from cinnamon_pool.errors import ConfigError
 from cinnamon_pool.gateway.traces import cut_day_back, trace_path, zipped
 from cinnamon_pool.logs.format import LogRecord
@@ -118,6 +118,16 @@ def test_runs_of_earlier_days_are_read_until_the_page_is_full(tmp_path: Path) ->
         )
     assert [r.test_run_id for r in recent_runs(tmp_path, dt.date(2026, 12, 7))] == ["run-2026-12-07", "run-2026-12-05"]
     assert [r.test_run_id for r in recent_runs(tmp_path, dt.date(2026, 12, 7), limit=1)] == ["run-2026-12-07"]
+
+
+def test_a_runs_artifacts_are_the_fixed_files_of_a_folder_a_writer_makes(tmp_path: Path) -> None:
+    folder = tmp_path / "artifacts" / "2026-12-07" / "run-1"
+    folder.mkdir(parents=True)
+    (folder / "trace.zip").write_bytes(b"zip")
+    (folder / "notes.txt").write_text("not an artifact")
+    assert set(artifacts(tmp_path, "2026-12-07", "run-1")) == {"trace.zip"}
+    for folder_name in ("..", ".", "run 1", "../2026-12-07/run-1"):
+        assert artifacts(tmp_path, "2026-12-07", folder_name) == {}, folder_name
 
 
 def test_the_dashboard_away_from_loopback_needs_a_login_and_tls_or_an_explicit_plain_http() -> None:

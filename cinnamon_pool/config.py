@@ -116,6 +116,8 @@ class ContainerTemplate:
     # the pool adds --caps devtools and --output-dir. Kept by the holder's artifacts policy.
     artifacts_trace: bool = True
     artifacts_video: bool = False  # a video of the lease beside the trace (more CPU and disk)
+    # the trace's screencast too (the viewer's filmstrip): 1.25x a sign-in job's time at 0.5 CPU
+    artifacts_screenshots: bool = False
 
     @property
     def memory_bytes(self) -> int:

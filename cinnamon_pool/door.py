@@ -35,6 +35,7 @@ from cinnamon_pool.errors import ConfigError
 
 HEADER = "X-Cinnamon-Door"
 ENV = "CINNAMON_DOOR_SECRET"
+TRACE_SCREENCAST = "CINNAMON_TRACE_SCREENCAST"  # "1": a lease's trace has its screencast
 IMAGE_LABEL = "cinnamon.image.door"  # an image whose entrypoint has the door says so
 KEY_BYTES = 32
 
@@ -109,7 +110,9 @@ def door_for(config: PoolConfig) -> DoorAuth | None:
 
 
 def container_env(config: PoolConfig, door: DoorAuth | None, host_port: int | None) -> dict[str, str]:
-    """What a new container's environment carries for its door."""
+    """What a new container's environment carries for its door: its secret, and the trace
+    options the image's init page reads (compose/images/playwright-mcp/trace-options.js)."""
+    env = {TRACE_SCREENCAST: "1"} if config.container.records and config.container.artifacts_screenshots else {}
     if door is None or host_port is None:
-        return {}
-    return {ENV: secret(door.key, config.pool.name, f"127.0.0.1:{host_port}")}
+        return env
+    return {**env, ENV: secret(door.key, config.pool.name, f"127.0.0.1:{host_port}")}

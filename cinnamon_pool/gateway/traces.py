@@ -1,8 +1,9 @@
 """A Playwright trace of every lease: recorded from before the hand-over, written out at its end.
 
 The gateway starts the trace in the session it prepares (``browser_start_tracing``: every
-action with screenshots and DOM snapshots before and after, network, console), so a job pays
-nothing for it. When the lease ends, and before its sessions are ended, the gateway decides by
+action with DOM snapshots before and after, network, console; the image's init page,
+``trace-options.js``, leaves out the screencast unless ``container.artifacts_screenshots``), so a
+job pays nothing for it at the hand-over. When the lease ends, and before its sessions are ended, the gateway decides by
 the holder's artifacts policy (``always``; ``failure``, the default, when the job did not end
 ``ok`` or the lease ended without a release; ``never`` stopped it at the hand-over). A trace to
 keep is stopped, fetched through the container's door (``/.cinnamon/output``, which serves

@@ -71,6 +71,7 @@ build_playwright() {
   base_rootfs "$ctx/rootfs"
   cp -a "$npm_dir/node_modules" "$ctx/rootfs/app/node_modules"
   cp "$here/images/playwright-mcp/door.js" "$ctx/rootfs/app/door.js"
+  cp "$here/images/playwright-mcp/trace-options.js" "$ctx/rootfs/app/trace-options.js"
   cp "$here/images/playwright-mcp/Dockerfile" "$ctx/Dockerfile"
   build_image cinnamon-pool/playwright-mcp:local "$ctx"
 }

@@ -10,9 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import docker
 import redis
@@ -32,13 +33,29 @@ PLAYWRIGHT = "cinnamon-pool/playwright-mcp:local"
 
 
 def _config(
-    redis_url: str, pool: str, image: str, network: str, size: int, ports: str, gateway: str = "", cpus: float = 0.5, **rules: float
+    redis_url: str,
+    pool: str,
+    image: str,
+    network: str,
+    size: int,
+    ports: str,
+    gateway: str = "",
+    cpus: float = 0.5,
+    container: Mapping[str, Any] | None = None,
+    **rules: float,
 ) -> PoolConfig:
     return PoolConfig.from_tables(
         {
             "redis": {"url": redis_url},
             "pool": {"name": pool, "min_size": 1, "max_size": max(size, 2), "initial_size": size},
-            "container": {"image": image, "volumes": ["/usr:/usr:ro"], "network": network, "host_port_range": ports, "cpus": cpus},
+            "container": {
+                "image": image,
+                "volumes": ["/usr:/usr:ro"],
+                "network": network,
+                "host_port_range": ports,
+                "cpus": cpus,
+                **(container or {}),
+            },
             "rules": {"tick_s": 2.0, **rules},
             "gateway": {"listen": gateway},
         }
@@ -47,15 +64,24 @@ def _config(
 
 @contextmanager
 def supervised(
-    redis_url: str, image: str, size: int, workdir: Path, ports: str, gateway: str = "", cpus: float = 0.5, **rules: float
+    redis_url: str,
+    image: str,
+    size: int,
+    workdir: Path,
+    ports: str,
+    gateway: str = "",
+    cpus: float = 0.5,
+    container: Mapping[str, Any] | None = None,
+    **rules: float,
 ) -> Iterator[tuple[Supervisor, LeaseStore, docker.DockerClient]]:
     """A supervisor thread on its own network and pool; everything it made is removed after.
-    ``gateway`` ("host:port") gives jobs gateway URLs (the caller runs the gateway); "" = direct."""
+    ``gateway`` ("host:port") gives jobs gateway URLs (the caller runs the gateway); "" = direct.
+    ``container``: more keys of [container]."""
     pool = f"bench{secrets.token_hex(3)}"
     engine = docker.from_env()
     network = f"cinnamon-bench-{pool}"
     engine.networks.create(network, labels={"cinnamon.test": pool})
-    config = _config(redis_url, pool, image, network, size, ports, gateway, cpus, **rules)
+    config = _config(redis_url, pool, image, network, size, ports, gateway, cpus, container, **rules)
     store = LeaseStore(redis.Redis.from_url(redis_url), pool)
     supervisor = Supervisor(config, store, DockerRuntime(engine), DailyLogWriter(workdir / "logs"))
     stop = threading.Event()

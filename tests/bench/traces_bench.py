@@ -3,7 +3,8 @@
 (a) The sign-in job (tests/bench/signin_bench.py) recording its trace (the default policy,
 ``artifacts="failure"``: recorded for the whole lease, kept if the job fails) against the same job
 with ``artifacts="never"`` (the trace stopped at the hand-over), in rotation on one pool with
-prepared sessions, real playwright-mcp at 0.5 CPU. ``always`` is not the job's figure: it also
+prepared sessions, real playwright-mcp at 0.5 CPU; then the same on a pool whose traces also have
+the screencast (``container.artifacts_screenshots = true``). ``always`` is not the job's figure: it also
 makes the job side save a snapshot, a screenshot and the console at every close (as it did
 before traces). (b) Release to available (the container free again, with its next prepared
 session) after an ``always`` job, whose trace is written, against after a ``never`` job.
@@ -29,6 +30,7 @@ from tests.support import free_port
 
 PORTS = "3970-3979"
 SAMPLES = 12  # jobs per policy
+SCREENCAST_SAMPLES = 8  # jobs per policy on the pool whose traces have the screencast
 RUNS = 1000
 
 
@@ -87,6 +89,19 @@ def run(redis_url: str, workdir: Path) -> list[Row]:
                 for policy, into in rotation[i % 3 :] + rotation[: i % 3]:
                     into.append(job_and_release(pool, f"bench-trace-{policy}-{i}", policy))
                     print(f"  {policy} job {i + 1}/{SAMPLES}: {into[-1][0]:.2f} s, release to available {into[-1][1]:.2f} s", flush=True)
+    screencast: list[tuple[float, float]] = []
+    screencast_never: list[tuple[float, float]] = []
+    options = {"artifacts_screenshots": True}
+    with (
+        supervised(redis_url, PLAYWRIGHT, 2, workdir, PORTS, gateway=listen, canary_share=0.0, container=options) as (supervisor, _, _),
+        gateway(redis_url, supervisor.config, listen, workdir, prepared=True) as pool,
+    ):
+        job_and_release(pool, "bench-screencast-warm", "never")
+        for i in range(SCREENCAST_SAMPLES):
+            rotation = [("failure", screencast), ("never", screencast_never)]
+            for policy, into in rotation[i % 2 :] + rotation[: i % 2]:
+                into.append(job_and_release(pool, f"bench-screencast-{policy}-{i}", policy))
+                print(f"  screencast {policy} job {i + 1}/{SCREENCAST_SAMPLES}: {into[-1][0]:.2f} s", flush=True)
     traced = list((workdir / "logs" / "artifacts").glob("*/bench-trace-always-*/trace.zip"))
     logs = workdir / "runs-logs"
     runs_log(logs, RUNS)
@@ -101,6 +116,14 @@ def run(redis_url: str, workdir: Path) -> list[Row]:
             "sign-in job recording its trace (artifacts='failure', passed), p50, cpus 0.5 (vs artifacts='never')",
             job_recorded,
             job_never,
+            "s",
+            "ratio <= 1.15",
+        ),
+        Row(
+            "traces",
+            "the same job with the trace's screencast (container.artifacts_screenshots = true), p50, cpus 0.5 (vs 'never')",
+            percentile([r[0] for r in screencast], 50),
+            percentile([n[0] for n in screencast_never], 50),
             "s",
             "ratio <= 1.15",
         ),

@@ -12,6 +12,7 @@ import subprocess
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +26,7 @@ from tests.support import free_port, wait_for_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.redis]
 REFUSED = "http://127.0.0.1:9/sign-in"  # nothing listens there: the navigation fails in Playwright itself
+HOME = "data:text/html,<title>Home</title><a href='/sign-in'>Sign in</a>"
 
 
 def output_files(config: PoolConfig, slot: int = 0) -> list[str]:
@@ -47,10 +49,16 @@ def failing_job(pool: ContainerPool, test_run_id: str, artifacts: str = "failure
     """A sign-in job whose page does not load: its lease's trace path ("" when none), and what
     the container's output folder held during the lease."""
     with pytest.raises(ToolError), pool.lease(test_run_id, artifacts=artifacts) as lease, Browser(lease) as browser:
-        browser.navigate("data:text/html,<title>Home</title><a href='/sign-in'>Sign in</a>")
+        browser.navigate(HOME)
         during = output_files(pool.config)
         browser.navigate(REFUSED)
     return lease.trace_path, during
+
+
+def trace_of(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """A trace archive's file names, and the events of its trace."""
+    with zipfile.ZipFile(path) as archive:
+        return archive.namelist(), [json.loads(line) for line in archive.read("trace.trace").decode().splitlines() if line.strip()]
 
 
 def released_record(logs: Path, test_run_id: str, action: str = "RELEASED", timeout_s: float = 30) -> str:
@@ -72,11 +80,10 @@ def test_a_failed_job_leaves_its_trace_and_a_passing_one_or_never_leaves_none(su
     prepared_on(pool, "container-001")
     relative, during = failing_job(pool, "trace-failed")
     assert relative.startswith("artifacts/") and relative.endswith("/trace-failed/trace.zip"), relative
-    with zipfile.ZipFile(wait_for_file(logs / relative)) as archive:
-        names = archive.namelist()
-        actions = [json.loads(line) for line in archive.read("trace.trace").decode().splitlines() if line.strip()]
-    frames = [a["file"] for a in actions if a.get("type") == "screencast-frame"]
-    assert "trace.network" in names and frames and set(frames) <= set(names), "the screencast frames the trace names are in it"
+    names, actions = trace_of(wait_for_file(logs / relative))
+    shown = [a["snapshot"]["frameUrl"] for a in actions if a.get("type") == "frame-snapshot"]
+    assert "trace.network" in names and HOME in shown, "the page's DOM as the job saw it (the viewer's before and after)"
+    assert not [a for a in actions if a.get("type") == "screencast-frame"], "no screencast unless container.artifacts_screenshots"
     gotos = [a for a in actions if a.get("type") == "before" and a.get("method") == "goto"]
     assert [a["params"]["url"] for a in gotos][-1] == REFUSED, "the failing navigation is the trace's last goto"
     failed = [a for a in actions if a.get("type") == "after" and a.get("callId") == gotos[-1]["callId"]]
@@ -100,6 +107,16 @@ def test_a_failed_job_leaves_its_trace_and_a_passing_one_or_never_leaves_none(su
     assert never == "" and not any(path.startswith("traces/") for path in during), "never: the trace is stopped at the hand-over"
     prepared_on(pool, "container-001")
     assert not list((logs / "artifacts").glob("*/trace-never/trace.zip")) and not set(during) & set(output_files(config))
+
+
+@pytest.mark.parametrize("supervised_pool", [{"size": 1, "container": "artifacts_screenshots = true\n"}], indirect=True)
+def test_a_trace_has_the_screencast_when_the_pool_asks_for_screenshots(supervised_pool: Supervised) -> None:
+    pool = ContainerPool(supervised_pool.config)
+    prepared_on(pool, "container-001")
+    relative, _during = failing_job(pool, "trace-screencast")
+    names, actions = trace_of(wait_for_file(supervised_pool.logs / relative))
+    frames = [a["file"] for a in actions if a.get("type") == "screencast-frame"]
+    assert frames and set(frames) <= set(names), "the screencast frames the trace names are in it"
 
 
 CLIENTS = Path(__file__).parent / "clients"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from cinnamon_pool.config import PoolConfig
-from cinnamon_pool.door import ENV, HEADER, DoorAuth, container_env, door_for, load_key, secret
+from cinnamon_pool.door import ENV, HEADER, TRACE_SCREENCAST, DoorAuth, container_env, door_for, load_key, secret
 from cinnamon_pool.errors import ConfigError
 
 
@@ -71,3 +71,12 @@ def test_a_pool_without_a_gateway_has_no_door(tmp_path: Path) -> None:
     direct = config(tmp_path, listen="")
     assert door_for(direct) is None and container_env(direct, None, 3001) == {}
     assert not (tmp_path / "keys").exists(), "no key is made where none is needed"
+
+
+def test_a_trace_has_its_screencast_only_when_the_pool_asks_for_screenshots(tmp_path: Path) -> None:
+    asked = PoolConfig.from_tables({"gateway": {"listen": ""}, "container": {"artifacts_screenshots": True}})
+    assert container_env(asked, None, 3001) == {TRACE_SCREENCAST: "1"}, "the image's init page reads it"
+    not_recorded = PoolConfig.from_tables(
+        {"gateway": {"listen": ""}, "container": {"artifacts_screenshots": True, "artifacts_trace": False}}
+    )
+    assert container_env(not_recorded, None, 3001) == {}, "no trace, nothing to say about its screencast"

@@ -127,5 +127,9 @@ function output(request, response) {
   }
 }
 
+// The pool's trace options (trace-options.js), unless the command brings its own init page.
+if (!given.includes("--init-page") && !process.env.PLAYWRIGHT_MCP_INIT_PAGE) {
+  process.env.PLAYWRIGHT_MCP_INIT_PAGE = path.join(__dirname, "trace-options.js");
+}
 process.argv = [process.argv[0], cli, ...given, "--host", "127.0.0.1", "--port", String(inner)];
 require(cli);

@@ -328,7 +328,7 @@ class Gateway:
 
     # -- refusals --------------------------------------------------------------------------
     def connection_refused(self, status: int, reason: str, message: str, client: str) -> None:
-        """A connection the HTTP server itself cut (gateway/server.py): counted and reported as
+        """A connection the HTTP server itself cut (gateway/protocol.py): counted and reported as
         any refusal."""
         self.meters.refusals.labels(self.pool, reason).inc()
         self._report(Refusal(status, reason, message), client)

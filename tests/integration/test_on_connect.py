@@ -104,11 +104,11 @@ def test_a_client_with_a_key_gets_a_container_of_its_own_until_it_deletes_its_se
 
 def test_admission_answers_a_key_at_its_max_and_a_pool_with_nothing_free(stand: Stand) -> None:
     key = new_key(stand, "one-at-a-time", "--max-sessions", "1")
+    other = new_key(stand, "waits")  # made first: the first session must not idle out (3 s) while a key is made
     first = post(stand, key, initialize())
     assert first.status_code == 200
     second = post(stand, key, initialize())
     assert second.status_code == 429 and second.headers["Retry-After"], second.text
-    other = new_key(stand, "waits")
     started = time.monotonic()
     full = post(stand, other, initialize())
     assert full.status_code == 503 and full.headers["Retry-After"], full.text

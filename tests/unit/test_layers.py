@@ -47,7 +47,7 @@ LAYERS = {
         "browser",
         "gateway.auth",
         "gateway.proxy",
-        "gateway.server",
+        "gateway.protocol",
         "gateway.prepare",
         "gateway.sessions",
         "gateway.codeguard",
@@ -70,7 +70,8 @@ LAYERS = {
         "supervisor.metrics",
         "doctor",
     ],
-    5: ["cli", "worker", "operator", "dashboard.app"],
+    5: ["worker", "operator", "dashboard.app", "supervisor.app", "gateway.server", "dashboard.server"],
+    6: ["cli.main", "cli.parser", "cli.commands", "cli.operate", "cli.daemons", "cli.render", "cli.__main__"],
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 PURE = {

@@ -19,8 +19,8 @@ from cinnamon_pool import tokens
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.errors import InvalidIdentifier, PoolExhausted, PoolNotReady, StoreUnavailable
 from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.lease.calls import acquire_request, claimed, counts_of, raise_rejection, release_args, text
 from cinnamon_pool.lease.scripts import Op, Status, source
-from cinnamon_pool.lease.store import _counts, _raise_rejection, _text, acquire_request, claimed, release_args
 from cinnamon_pool.model import ContainerState, Grant, Holder, Outcome, validate_container_name, validate_ticket, validate_token
 
 T = TypeVar("T")
@@ -47,7 +47,7 @@ class AsyncLeaseClient:
 
     async def _run(self, op: Op, *args: Any) -> list[Any]:
         reply = await _door(self._scripts[op](keys=self._keys, args=list(args)))
-        return [_text(item) for item in reply] if isinstance(reply, list) else [reply]
+        return [text(item) for item in reply] if isinstance(reply, list) else [reply]
 
     async def acquire(
         self, holder: Holder, timeout_s: float, on_wait: Callable[[dict[str, int]], None] | None = None, *, secret: str = ""
@@ -68,8 +68,8 @@ class AsyncLeaseClient:
                 if status is Status.NOT_READY:
                     raise PoolNotReady(f"pool {self.pool!r}: no supervisor has registered it in this Redis")
                 if status is Status.EXHAUSTED:
-                    raise PoolExhausted(self.pool, self.clock.monotonic() - started, _counts(reply[1]))
-                counts = _counts(reply[2])
+                    raise PoolExhausted(self.pool, self.clock.monotonic() - started, counts_of(reply[1]))
+                counts = counts_of(reply[2])
                 if on_wait is not None:
                     on_wait(counts)
                 remaining = deadline - self.clock.monotonic()
@@ -90,7 +90,7 @@ class AsyncLeaseClient:
 
     async def renew(self, name: str, token: str) -> int:
         reply = await self._run(Op.RENEW, validate_container_name(name), tokens.fingerprint(token), int(self.lease_ttl_s * 1000))
-        _raise_rejection(name, reply)
+        raise_rejection(name, reply)
         return int(reply[1])
 
     async def release(
@@ -101,7 +101,7 @@ class AsyncLeaseClient:
         )
         if reply[0] == Status.NOOP:
             return "noop"
-        _raise_rejection(name, reply)
+        raise_rejection(name, reply)
         return str(reply[1])
 
     async def drain(self, name: str, fence: str, reason: str) -> bool:

@@ -39,6 +39,12 @@ LAYERS = {
     ],
     2: ["endpoints", "door", "supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],
     3: [
+        "lease.calls",
+        "lease.client",
+        "lease.jobside",
+        "lease.admin",
+        "lease.reads",
+        "lease.stream",
         "lease.store",
         "lease.handle",
         "lease.heartbeat",

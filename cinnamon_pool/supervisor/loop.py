@@ -6,7 +6,8 @@ replacement is registered as soon as its readiness probe passes. With an electio
 only while it leads its Docker host; a standby just waits.
 
 A tick: ``Observer.observe`` (read only) -> ``rules.judge`` and ``reconcile.plan`` / ``scale``
-(pure) -> ``Actuator`` (writes). What must survive a restart (the desired size, each container's
+(pure) -> ``Actuator`` (writes), with the pool's upkeep (readings, size, epoch, overdue offers:
+upkeep.py) at its places in between. This module keeps the loop and the order of a tick. What must survive a restart (the desired size, each container's
 state and the reason for it) is in Redis; :class:`SupervisorState` keeps only readings and timers.
 """
 
@@ -20,35 +21,34 @@ from dataclasses import dataclass, field
 import redis
 from loguru import logger
 
-from cinnamon_pool import backoff, decode
+from cinnamon_pool import backoff
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.door import DoorAuth
 from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, RuntimeUnavailable
 from cinnamon_pool.health import liveness, readiness
-from cinnamon_pool.lease.replication import Lineage, lost_writes
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
-from cinnamon_pool.model import SLOTS_PER_HOST, ContainerState, PoolSnapshot, Rejected
+from cinnamon_pool.model import SLOTS_PER_HOST
 from cinnamon_pool.runtime.base import ContainerRuntime
 from cinnamon_pool.supervisor.actuator import Actuator
 from cinnamon_pool.supervisor.election import LeaderElection
 from cinnamon_pool.supervisor.journal import Journal
 from cinnamon_pool.supervisor.metrics import PoolMetrics
 from cinnamon_pool.supervisor.observe import Observer, Prober, World
-from cinnamon_pool.supervisor.reconcile import Action, Create, Recycle, Replace, ScalePolicy, needs_probe, plan, scale
+from cinnamon_pool.supervisor.reconcile import Action, Create, Recycle, Replace, ScalePolicy, needs_probe, plan
 from cinnamon_pool.supervisor.rules import (
     HealthPolicy,
     StateChange,
     find_inconsistent,
     find_leftovers,
-    find_overdue,
     find_stranded,
     judge,
 )
 from cinnamon_pool.supervisor.state import SupervisorState
+from cinnamon_pool.supervisor.upkeep import Upkeep
 
 FAST_TICK_S = 0.05
 EVENT_RECHECK_S = 0.1
@@ -111,6 +111,7 @@ class Supervisor:
             watch_hosts=election is not None,
         )
         self.actuator = Actuator(config, store, runtime, self.journal, self.state, clock, self.observer.endpoint, metrics, door)
+        self.upkeep = Upkeep(config, store, runtime, self.journal, self.state, clock, self.scale_policy, self._restart_all, metrics)
         self._was_leading: bool | None = None  # None: not yet told
 
     @property
@@ -191,7 +192,7 @@ class Supervisor:
 
     def _tick(self, report: TickReport) -> None:
         self.journal.archive()
-        if self._lost_writes():
+        if self.upkeep.lost_writes():
             return  # the state is dropped: the next tick recycles every container (epoch gone)
         self.store.ensure_consumer_group()
         self.store.reap()
@@ -202,21 +203,13 @@ class Supervisor:
         if self.runtime.host not in world.snapshot.hosts:  # Redis lost it (amnesia): claim it again, the same if free
             self.state.slot_base = self.store.join(self.runtime.host, self.state.slot_base // SLOTS_PER_HOST) * SLOTS_PER_HOST
             world = self.observer.observe(self.state)
-        self._take_readings(world)
-        self._drop_rejected(world.snapshot)
-        self._check_epoch(world)
-        stored = world.snapshot.desired.get(self.runtime.host)
-        if stored is None:
-            self.store.set_size(self.runtime.host, world.observation.size, "initial size", mode="init")
-        elif stored != world.observation.size:
-            self.store.set_size(
-                self.runtime.host,
-                world.observation.size,
-                f"kept within pool.min_size..max_size ({self.scale_policy.min_size}..{self.scale_policy.max_size})",
-            )
+        self.upkeep.take_readings(world)
+        self.upkeep.drop_rejected(world.snapshot)
+        self.upkeep.check_epoch(world)
+        self.upkeep.keep_size(world)
         if self.metrics is not None:
             self.metrics.observe_pool(world.snapshot, self.state.memory_mb, self.state.cpu_percent)
-        self._offer_overdue(world)
+        self.upkeep.offer_overdue(world)
         changes = self._judge(world)
         for change in changes:
             self.actuator.change(change)
@@ -232,7 +225,7 @@ class Supervisor:
                 if isinstance(error, ImageMissing) or not isinstance(action, (Create, Replace)):
                     raise
                 self.actuator.slot_failed(action.slot, error)
-        self._rescale(world)
+        self.upkeep.rescale(world)
         report.actions = [*changes, *actions]
         report.pending = (
             any(isinstance(a, (Create, Replace, Recycle)) for a in actions) or bool(needs_probe(world.observation)) or bool(changes)
@@ -252,83 +245,6 @@ class Supervisor:
             return None
         del self.state.lease_peak_mb[name]
         return kept[1]
-
-    def _cpu(self, counters: dict[str, float], now: float) -> None:
-        """CPU use since the previous reading, in % of one core (a restarted container's counter
-        starts over: that reading is skipped)."""
-        percent = {}
-        for name, used in counters.items():
-            before = self.state.cpu_counter.get(name)
-            if before is not None and used >= before[0] and now > before[1]:
-                percent[name] = (used - before[0]) / (now - before[1]) * 100
-        self.state.cpu_counter = {name: (used, now) for name, used in counters.items()}
-        self.state.cpu_percent = percent
-
-    def _take_readings(self, world: World) -> None:
-        now = self.clock.monotonic()
-        self.state.memory_mb, self.state.processes = world.memory_mb, world.processes
-        self.state.container_ids = {
-            name: record.container_id for name, record in world.snapshot.containers.items() if record.host == self.runtime.host
-        }
-        for name, lease in world.snapshot.leases.items():
-            reading = world.memory_mb.get(name)
-            if reading is not None:
-                token, peak = self.state.lease_peak_mb.get(name, (lease.token, reading))
-                self.state.lease_peak_mb[name] = (lease.token, max(peak, reading) if token == lease.token else reading)
-        for name in world.probes:
-            self.state.probed_at[name] = now
-            if self.metrics is not None:
-                self.metrics.probe.labels(self.pool).observe(world.probes[name].seconds)
-        self._cpu(world.cpu_seconds, now)
-        self.store.record_readings(world.memory_mb, self.state.cpu_percent)
-
-    def _drop_rejected(self, snapshot: PoolSnapshot) -> None:
-        """Values the decoder refused: each reported once, then dropped if still the same bytes."""
-        for value in snapshot.rejected:
-            if self.state.first_report(f"{value.key}|{value.field}|{value.value}"):
-                self.journal.rejected(value)
-            self.store.forget(value)
-
-    def _rescale(self, world: World) -> None:
-        if self._operator_scale():
-            return
-        snapshot, size = world.snapshot, world.observation.size
-        since_scaled = self.clock.monotonic() - self.state.scaled_at
-        wanted, reason = scale(
-            size, world.observation, self.scale_policy, snapshot.waiting, snapshot.free_since_ms, snapshot.now_ms, since_scaled
-        )
-        if wanted == size:
-            return
-        # The 'scaled' event becomes POOL_EXPANDED / POOL_SHRUNK. Growth for waiting jobs is
-        # decided once per pool: one host grows per cool-down, not every host at once.
-        mode = "grow" if wanted > size else "set"
-        self.store.set_size(self.runtime.host, wanted, reason, mode=mode, cooldown_s=self.scale_policy.cooldown_s)
-        self.state.scaled_at = self.clock.monotonic()
-
-    def _operator_scale(self) -> bool:
-        """Apply ``cinnamon-pool scale N`` (a request kept in Redis until this host's leader takes
-        it): the desired size, persisted like any other. From there the autoscaler follows the
-        load as usual. A request outside pool.min_size..max_size, or not a number, is refused
-        with an ERROR_OCCURRED record (the CLI refuses it first; this is Redis' data)."""
-        host, policy = self.runtime.host, self.scale_policy
-        raw = self.store.size_request(host)
-        if raw is None:
-            return False
-        try:
-            wanted = decode.integer(raw, "size request", minimum=0)
-        except decode.BadValue as error:
-            self.journal.rejected(Rejected("size_request", host, decode.shorten(raw, 40), str(error)))
-            self.store.drop_size_request(host, raw)
-            return False
-        if not policy.min_size <= wanted <= policy.max_size:
-            details = [("Error", f"scale {wanted} refused: outside pool.min_size..max_size ({policy.min_size}..{policy.max_size})")]
-            self.journal.record(LogKind.ERRORS, "pool", LogAction.ERROR_OCCURRED, [*details, ("Context", "scale")], level="ERROR")
-            self.store.drop_size_request(host, raw)
-            return False
-        self.store.set_size(host, wanted, "operator: cinnamon-pool scale")
-        self.state.scaled_at = self.clock.monotonic()
-        self.store.drop_size_request(host, raw)
-        return True
 
     def _lead(self) -> bool:
         if self.election is None:
@@ -381,65 +297,6 @@ class Supervisor:
                 baselines[name] = learned.get(name, self.state.idle_processes.get(name, 0))
         return baselines
 
-    def _offer_overdue(self, world: World) -> None:
-        """Released containers waiting for a gateway that does not prepare them in time (or at
-        all: prepared sessions turned off) are offered anyway."""
-        now, records = self.clock.monotonic(), world.observation.records
-        since = self.state.preparing_since
-        for name in [n for n in since if n not in records or records[n].state is not ContainerState.PREPARING]:
-            del since[name]
-        for name, record in records.items():
-            if record.state is ContainerState.PREPARING:
-                since.setdefault(name, now)
-        if not since:
-            return
-        timeout = self.config.gateway.prepare_timeout_s
-        if not self.store.preparing_hosts([self.runtime.host]):
-            timeout = 0.0  # this host's gateway stopped (or never prepared): nobody will offer them
-        for name in find_overdue(records, {n: now - t for n, t in since.items()}, timeout):
-            if self.store.prepared(name, "", "timeout", f"not prepared within {timeout:g}s") != "noop":
-                self.journal.record(
-                    LogKind.POOL,
-                    name,
-                    LogAction.PREPARE_TIMEOUT,
-                    [("Reason", f"no prepared session within {timeout:g}s; offered cold")],
-                    level="WARN",
-                )
-            since.pop(name, None)
-
-    def _lost_writes(self) -> bool:
-        """A failover lost writes (lease/replication.py): drop the pool's state, as if Redis had
-        lost it, so every token dies and every container is recycled."""
-        try:
-            now = Lineage.from_info(self.store.redis.info("replication"))
-        except redis.ResponseError:
-            now = None  # INFO not allowed here: the check is off
-        before, self.state.lineage = self.state.lineage, now
-        why = lost_writes(before, now) if before is not None and now is not None else None
-        if why is None or self.state.epoch is None or not self.store.redis.hexists(self.store.keys.meta, "epoch"):
-            return False  # nothing lost, nothing of ours in Redis yet, or all of it lost (amnesia: the epoch check's)
-        self.journal.record(
-            LogKind.ERRORS,
-            "pool",
-            LogAction.ERROR_OCCURRED,
-            [("Error", f"redis lost writes in a failover: {why}"), ("Action", "dropping the pool state and recycling every container")],
-            level="ERROR",
-        )
-        self.store.forget_state()
-        return True
-
-    def _check_epoch(self, world: World) -> None:
-        """Redis lost the pool's state: every container may hold a job's leftovers, so recycle all."""
-        epoch = world.snapshot.epoch
-        if self.state.epoch is not None and epoch != self.state.epoch:
-            self.journal.record(
-                LogKind.ERRORS,
-                "pool",
-                LogAction.ERROR_OCCURRED,
-                [("Error", "redis lost the pool state (epoch changed)"), ("Action", "recycling every container")],
-                level="ERROR",
-            )
-            host = self.runtime.host
-            ours = [c.container_id for c in world.observation.containers if c.running and c.belongs_to(self.pool, host)]
-            list(self._probes.map(self.runtime.restart, ours))  # together: a pool of browsers restarts in the time of one
-        self.state.epoch = epoch
+    def _restart_all(self, container_ids: list[str]) -> None:
+        """Restart these containers together: a pool of browsers restarts in the time of one."""
+        list(self._probes.map(self.runtime.restart, container_ids))

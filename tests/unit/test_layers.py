@@ -73,6 +73,7 @@ LAYERS = {
         "gateway.connect",
         "gateway.app",
         "supervisor.loop",
+        "supervisor.upkeep",
         "supervisor.observe",
         "supervisor.actuator",
         "supervisor.election",

@@ -11,20 +11,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from cinnamon_pool import mcpwire
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 
-PROTOCOL_VERSION = "2025-06-18"
-_INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": PROTOCOL_VERSION,
-        "capabilities": {},
-        "clientInfo": {"name": "cinnamon-pool-probe", "version": "1"},
-    },
-}
-_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+_INITIALIZE = mcpwire.initialize("cinnamon-pool-probe")
 
 
 @dataclass(frozen=True)
@@ -56,7 +46,7 @@ def readiness(
     owned = client is None
     http = client or httpx.Client(timeout=timeout_s, auth=auth)
     try:
-        response = http.post(endpoint, json=_INITIALIZE, headers=_HEADERS, timeout=timeout_s)
+        response = http.post(endpoint, json=_INITIALIZE, headers=mcpwire.ACCEPT, timeout=timeout_s)
         session = response.headers.get("mcp-session-id")
         if response.status_code != 200 or not session:
             return ProbeResult(False, clock.monotonic() - started, f"initialize answered HTTP {response.status_code}")

@@ -34,7 +34,7 @@ from cinnamon_pool.gateway.codeguard import CodeGuard
 from cinnamon_pool.gateway.connect import OnConnect
 from cinnamon_pool.gateway.inprocess import InProcess
 from cinnamon_pool.gateway.metrics import GatewayMetrics
-from cinnamon_pool.gateway.prepare import Preparer, Upstream
+from cinnamon_pool.gateway.prepare import Preparer
 from cinnamon_pool.gateway.proxy import (
     LEASE_HEADER,
     forwarded_headers,
@@ -49,6 +49,7 @@ from cinnamon_pool.gateway.streams import Streams
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.toolcalls import ToolCalls, is_tool_call, reports_error
 from cinnamon_pool.gateway.traces import Traces
+from cinnamon_pool.gateway.upstream import Upstream
 from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,89 +50,17 @@ from cinnamon_pool.errors import SessionFailed
 from cinnamon_pool.gateway.sessions import COMPARE_AND_DELETE
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.traces import Traces
+from cinnamon_pool.gateway.upstream import Upstream
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import COMPARE_AND_DELETE_KEY, Op, source
 from cinnamon_pool.logs.actions import LogAction
 from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession
 
-# Asked for when preparing; a server that does not know it answers with its own newest version.
-PROTOCOL_VERSION = "2026-07-28"
-CLIENT_INFO = {"name": "cinnamon-pool-gateway", "version": "1"}
-ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 BLANK = {"name": "browser_navigate", "arguments": {"url": "about:blank"}}
 POLL_S = 0.1  # how often the gateway looks for containers to prepare
-END_TIMEOUT_S = 5.0  # a DELETE that gets no answer in this long is given up (the container is broken)
 ANNOUNCE_MS = 5000  # the preparer key lives this long unless renewed (every second)
 STOP_WITHIN_S = 2.0  # a stopping preparer waits this long for the preparations under way
 KEEPALIVE_S = 240.0  # a keeper's tool call, well inside playwright-mcp's default idle timeout (1 h)
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """Raw JSON-RPC over streamable HTTP to one container: enough for the gateway's own sessions."""
-
-    http: httpx.AsyncClient
-    url: str
-
-    async def initialize(self) -> tuple[str, dict[str, Any]]:
-        """A new session: its id and the server's initialize result."""
-        params = {"protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO}
-        response = await self.http.post(
-            self.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}, headers=ACCEPT
-        )
-        session = response.headers.get("mcp-session-id")
-        result = _answer(response, 1).get("result")
-        if not session or not isinstance(result, dict):
-            raise SessionFailed(f"initialize answered HTTP {response.status_code} without a session")
-        await self.post(session, {"jsonrpc": "2.0", "method": "notifications/initialized"})
-        return session, result
-
-    async def post(self, session: str, message: Mapping[str, Any]) -> httpx.Response:
-        response = await self.http.post(self.url, json=dict(message), headers={**ACCEPT, "mcp-session-id": session})
-        if response.status_code >= 400:
-            raise SessionFailed(f"{message.get('method')} answered HTTP {response.status_code}")
-        return response
-
-    async def call_tool(self, session: str, tool: Mapping[str, Any]) -> str:
-        """A tool's text answer; SessionFailed when the tool reports an error."""
-        request_id = secrets.randbelow(1 << 30) + 2
-        response = await self.post(session, {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": dict(tool)})
-        result = _answer(response, request_id).get("result")
-        if not isinstance(result, dict):
-            raise SessionFailed(f"{tool['name']} did not answer with a result")
-        text = "\n".join(str(part.get("text", "")) for part in result.get("content", []) if isinstance(part, dict))
-        if result.get("isError"):
-            raise SessionFailed(f"{tool['name']}: {text[:200]}")
-        return text
-
-    async def ping(self, session: str) -> bool:
-        try:
-            await self.post(session, {"jsonrpc": "2.0", "id": 0, "method": "ping"})
-        except (SessionFailed, httpx.HTTPError):
-            return False
-        return True
-
-    async def end(self, session: str) -> None:
-        """DELETE the session (with --isolated its context goes with it). Best effort."""
-        with contextlib.suppress(httpx.HTTPError):
-            await self.http.delete(self.url, headers={"mcp-session-id": session}, timeout=END_TIMEOUT_S)
-
-
-def _answer(response: httpx.Response, request_id: int) -> dict[str, Any]:
-    """The JSON-RPC answer to ``request_id`` in a JSON or an SSE response body."""
-    if response.headers.get("content-type", "").startswith("text/event-stream"):
-        for line in response.text.splitlines():
-            if line.startswith("data:"):
-                with contextlib.suppress(ValueError):
-                    message = json.loads(line[5:])
-                    if isinstance(message, dict) and message.get("id") == request_id:
-                        return message
-        return {}
-    with contextlib.suppress(ValueError):
-        message = response.json()
-        if isinstance(message, dict):
-            return message
-    return {}
 
 
 Reporter = Callable[[str, LogAction, list[tuple[str, str]]], None]  # (container, action, details)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from cinnamon_pool.gateway.prepare import PROTOCOL_VERSION
 from cinnamon_pool.lease.apikeys import ApiKeys
+from cinnamon_pool.mcpwire import PROTOCOL_VERSION
 from cinnamon_pool.pool import ContainerPool
 from tests.bench.gateway_bench import HEADERS, INITIALIZE, Session, gateway_process
 from tests.bench.report import Row, percentile

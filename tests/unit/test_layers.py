@@ -36,6 +36,7 @@ LAYERS = {
         "gateway.unsafe",
         "gateway.inprocess",
         "gateway.traces",
+        "mcpwire",
     ],
     2: ["endpoints", "door", "supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],
     3: [
@@ -58,6 +59,7 @@ LAYERS = {
         "gateway.auth",
         "gateway.proxy",
         "gateway.protocol",
+        "gateway.upstream",
         "gateway.prepare",
         "gateway.sessions",
         "gateway.codeguard",
@@ -106,6 +108,7 @@ PURE = {
     "runtime.base",
     "canary",
     "lease.replication",
+    "mcpwire",
 }
 
 

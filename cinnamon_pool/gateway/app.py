@@ -44,6 +44,7 @@ from cinnamon_pool.gateway.proxy import (
     relay,
     request_headers,
 )
+from cinnamon_pool.gateway.said import Said
 from cinnamon_pool.gateway.sessions import LeaseSessions
 from cinnamon_pool.gateway.streams import Streams
 from cinnamon_pool.gateway.tasks import stop
@@ -62,7 +63,6 @@ STOP_WITHIN_S = 2.0  # a stopping gateway waits this long for its own background
 PUBLISH_EVERY_S = 2.0  # the tool-call figures go to Redis this often
 TRACE_HEADER = "X-Cinnamon-Trace"  # the answer to a handed-over initialize: where the lease's trace is kept
 RETRY_AFTER_S = 5  # what 429 and 503 answers tell a client to wait
-REPORT_EVERY_S = 60.0  # one ACCESS_DENIED record per container, reason and client per minute
 REAUTHORIZE_AFTER_S = 0.05  # a request body slower than this to arrive is authorized again before it is forwarded
 
 
@@ -86,7 +86,7 @@ class Gateway:
         self.meters = GatewayMetrics(self.pool, self.streams.count)
         self.tool_calls = ToolCalls()
         self.on_connect: OnConnect | None = None
-        self._reported: dict[tuple[str, str, str], float] = {}
+        self.said = Said(writer, clock)  # refusals and containers' errors, in the daily logs
         self._http: httpx.AsyncClient | None = None
         self.preparer: Preparer | None = None
         self.traces: Traces | None = None  # the pool records a trace per lease (gateway/traces.py)
@@ -208,7 +208,7 @@ class Gateway:
             headers = {**request_headers(request.headers), LEASE_HEADER: target.token}
             upstream = await self._send(target, request.method, headers, body)
             if upstream.status_code >= 400 and upstream.status_code != 404:  # (404: a session that ended, told to its client)
-                self._note_container_error(target.name, request.method, upstream)
+                self.said.container_error(target.name, request.method, upstream.status_code, upstream.headers.get("content-type", "-"))
             if "mcp-session-id" in upstream.headers and initialize is not None:
                 await self._opened(target, upstream.headers["mcp-session-id"])
         except (redis.RedisError, StoreUnavailable):
@@ -332,50 +332,17 @@ class Gateway:
         """A connection the HTTP server itself cut (gateway/protocol.py): counted and reported as
         any refusal."""
         self.meters.refusals.labels(self.pool, reason).inc()
-        self._report(Refusal(status, reason, message), client)
+        self.said.refusal(Refusal(status, reason, message), client)
 
     def _refuse(self, refusal: Refusal, request: Request) -> Response:
         self.meters.refusals.labels(self.pool, refusal.reason).inc()
         client = request.client.host if request.client else "-"
-        self._report(refusal, client)
+        self.said.refusal(refusal, client)
         headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else {}
         if refusal.status in {429, 503}:
             headers["Retry-After"] = str(RETRY_AFTER_S)
         body = {"error": refusal.message, "container": refusal.container or None, **refusal.extra}
         return JSONResponse(body, refusal.status, headers=headers)
-
-    def _report(self, refusal: Refusal, client: str) -> None:
-        key = (refusal.container, refusal.reason, client)
-        now = self.clock.monotonic()
-        if now - self._reported.get(key, float("-inf")) < REPORT_EVERY_S:
-            return
-        self._reported[key] = now
-        if len(self._reported) > 10_000:
-            self._reported = {k: t for k, t in self._reported.items() if now - t < REPORT_EVERY_S}
-        details = [("Reason", refusal.reason), ("Status", str(refusal.status)), ("Client", client), ("Detail", refusal.message)]
-        if refusal.status in {502, 503, 504}:
-            record = action_record(
-                self.clock.now(), refusal.container or "pool", LogAction.ERROR_OCCURRED, [("Error", refusal.message), *details[1:]], "ERROR"
-            )
-            self.writer.write(LogKind.ERRORS, record)
-        else:
-            self.writer.write(
-                LogKind.POOL, action_record(self.clock.now(), refusal.container or "pool", LogAction.ACCESS_DENIED, details, "WARN")
-            )
-
-    def _note_container_error(self, container: str, method: str, upstream: httpx.Response) -> None:
-        """A container's own error answer is forwarded as it is; the errors log says it happened
-        (once per container and status per minute), which the holder's MCP client does not."""
-        key, now = (container, f"upstream_{upstream.status_code}", "-"), self.clock.monotonic()
-        if now - self._reported.get(key, float("-inf")) < REPORT_EVERY_S:
-            return
-        self._reported[key] = now
-        kind = upstream.headers.get("content-type", "-").split(";")[0]
-        details = [
-            ("Error", f"the container answered {method} with HTTP {upstream.status_code} ({kind})"),
-            ("Status", str(upstream.status_code)),
-        ]
-        self.writer.write(LogKind.ERRORS, action_record(self.clock.now(), container, LogAction.ERROR_OCCURRED, details, "ERROR"))
 
     # -- ended leases ------------------------------------------------------------------------
     async def _watch_leases(self) -> None:

@@ -63,6 +63,7 @@ LAYERS = {
         "gateway.prepare",
         "gateway.sessions",
         "gateway.codeguard",
+        "gateway.said",
         "connect",
         "lease.apikeys",
         "lease.aio",

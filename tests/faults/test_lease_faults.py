@@ -20,7 +20,8 @@ from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import Holder
 from cinnamon_pool.tokens import fingerprint
 from tests.conftest import ROOT
-from tests.faults.history import StreamTail, check
+from tests.faults.checker import check
+from tests.faults.history import StreamTail
 from tests.faults.proxy import Fault, FaultProxy
 from tests.lease_helpers import store_with
 from tests.support import rq_worker_command

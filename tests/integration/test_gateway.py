@@ -6,140 +6,28 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from cinnamon_pool.browser import Browser
-from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.lease.handle import ContainerLease
-from cinnamon_pool.lease.store import LeaseStore
-from cinnamon_pool.model import ContainerRecord, ContainerState, Grant, Holder
+from cinnamon_pool.model import ContainerRecord, ContainerState
 from cinnamon_pool.tokens import fingerprint
-from tests.conftest import FAKE_MCP
-from tests.support import free_port, stop, wait_for_http
+from tests.integration.gateway_stand import (
+    MCP_HEADERS,
+    PER_CLIENT,
+    STREAMS_PER_LEASE,
+    UPSTREAM_TIMEOUT_S,
+    Stand,
+    initialize,
+)
 
 pytestmark = pytest.mark.redis
-BIN = Path(sys.executable).parent
-HOST = "gw-host"
-HEADER_TIMEOUT_S = 3
-PER_CLIENT = 200  # the stand's gateway.max_connections_per_client
-UPSTREAM_TIMEOUT_S = 4
-STREAMS_PER_LEASE = 4
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
-
-@dataclass
-class Stand:
-    """A gateway, the one container behind it (fake-mcp on the slot's port) and the lease store."""
-
-    base: str  # the gateway's base URL
-    fake: str  # fake-mcp's own URL (for its /_fake/* control routes)
-    store: LeaseStore
-    config: PoolConfig
-    logs: Path
-    gateway: subprocess.Popen[bytes]
-    env: dict[str, str]
-    gateway_log: Path  # every gateway process of this stand writes its stderr here
-
-    def restart_gateway(self) -> None:
-        self.gateway.terminate()
-        self.stopped_within(15)
-        self.gateway = start_gateway(self.env, self.gateway_log)
-        wait_for_http(f"{self.base}/metrics")
-
-    def stopped_within(self, seconds: float) -> int:
-        """The gateway's exit status once it stops; if it is still running after ``seconds``, its
-        every thread's stack (SIGUSR1, faulthandler) and log go into the failure."""
-        try:
-            return self.gateway.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            self.gateway.send_signal(signal.SIGUSR1)
-            time.sleep(1)
-            pytest.fail(f"the gateway did not stop within {seconds} s; its stderr:\n{self.gateway_log.read_text()[-6000:]}")
-
-    @property
-    def endpoint(self) -> str:
-        return self.config.gateway.endpoint(self.config.pool.name, "container-001")
-
-    def grant(self, run: str = "run") -> Grant:
-        return self.store.acquire(Holder(run), timeout_s=2)
-
-    def calls(self) -> list[dict[str, object]]:
-        """The tool calls that reached the container on behalf of a job (with a lease token); the
-        gateway's own keeper and prepared sessions carry none."""
-        calls = httpx.get(f"{self.fake}/_fake/state", timeout=5).json()["calls"]
-        return [call for call in calls if call.get("token")]
-
-    def post(self, body: object, token: str | None, url: str | None = None, **headers: str) -> httpx.Response:
-        sent = {**MCP_HEADERS, **headers, **({"Authorization": f"Bearer {token}"} if token else {})}
-        return httpx.post(url or self.endpoint, content=json.dumps(body), headers=sent, timeout=10)
-
-    def pool_log(self) -> str:
-        return "".join(p.read_text() for p in sorted((self.logs / "containers").glob("container-pool-*.log")))
-
-
-def initialize(request_id: int = 1) -> dict[str, object]:
-    return {
-        "jsonrpc": "2.0", "id": request_id, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-    }  # fmt: skip
-
-
-@pytest.fixture
-def stand(real_redis: redis.Redis, redis_server: str, tmp_path: Path) -> Iterator[Stand]:
-    port, gateway_port = free_port(), free_port()
-    fake = subprocess.Popen(
-        ["/usr/bin/python3", str(FAKE_MCP), "--host", "127.0.0.1", "--port", str(port), "--allowed-hosts", f"127.0.0.1:{port}"],
-        stderr=subprocess.DEVNULL,
-    )
-    path = tmp_path / "pool.toml"
-    path.write_text(
-        f'[redis]\nurl = "{redis_server}"\n[pool]\nname = "gw"\nmin_size = 1\nmax_size = 1\ninitial_size = 1\nhost = "{HOST}"\n'
-        f'[container]\nhost_port_range = "{port}-{port}"\n[gateway]\nlisten = "127.0.0.1:{gateway_port}"\nmax_body_bytes = 65536\n'
-        f"body_timeout_s = 1.0\nheader_timeout_s = {HEADER_TIMEOUT_S}\nmax_connections_per_client = {PER_CLIENT}\n"
-        f"upstream_timeout_s = {UPSTREAM_TIMEOUT_S}\nmax_streams_per_lease = {STREAMS_PER_LEASE}\n"
-        f'session_acquire_timeout_s = 2\nsession_idle_s = 3\n[logs]\ndir = "{tmp_path / "logs"}"\n'
-    )
-    config = PoolConfig.load(path)
-    store = LeaseStore(real_redis, "gw", lease_ttl_s=30)
-    endpoint = config.gateway.endpoint("gw", "container-001")
-    store.register(ContainerRecord("container-001", "a" * 64, 1, HOST, endpoint, ContainerState.STARTING))
-    env = {**os.environ, "CINNAMON_CONFIG": str(path)}
-    gateway = start_gateway(env, tmp_path / "gateway.log")
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/_fake/state")
-        wait_for_http(f"http://127.0.0.1:{gateway_port}/metrics")
-        stand = Stand(
-            f"http://127.0.0.1:{gateway_port}",
-            f"http://127.0.0.1:{port}",
-            store,
-            config,
-            tmp_path / "logs",
-            gateway,
-            env,
-            tmp_path / "gateway.log",
-        )
-        yield stand
-    finally:
-        for process in (stand.gateway if "stand" in locals() else gateway, fake):
-            stop(process)
-
-
-def start_gateway(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as stderr:
-        return subprocess.Popen([str(BIN / "cinnamon-pool"), "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def test_a_job_drives_its_container_through_the_gateway_with_its_lease_token(stand: Stand) -> None:

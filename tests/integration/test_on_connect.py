@@ -2,8 +2,6 @@
 stand-in server: API keys made with the real CLI, the admission answers, a session's lease from
 its initialize to its DELETE, the idle end and revocation."""
 
-# ruff: noqa: F811  (the gateway tests' `stand` fixture, imported, is every test's argument)
-
 from __future__ import annotations
 
 import concurrent.futures
@@ -21,7 +19,7 @@ from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.logs.events import event_record
 from cinnamon_pool.model import Holder
 from cinnamon_pool.tokens import fingerprint
-from tests.integration.test_gateway import BIN, MCP_HEADERS, Stand, initialize, stand  # noqa: F401
+from tests.integration.gateway_stand import BIN, MCP_HEADERS, Stand, initialize
 
 pytestmark = pytest.mark.redis
 TOKEN = re.compile(rb"[0-9a-f]{16}:\d{1,19}:[0-9a-f]{16}")

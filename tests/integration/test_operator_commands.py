@@ -18,7 +18,7 @@ from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.logs.files import iter_records
 from cinnamon_pool.model import Holder
 from tests.conftest import test_config
-from tests.integration.test_supervisor_docker import eventually
+from tests.integration.supervised import eventually
 from tests.integration.test_supervisor_processes import BIN, Supervisors, supervise_from_toml
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]

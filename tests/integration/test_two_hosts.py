@@ -23,8 +23,8 @@ from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.pool import ContainerPool
 from tests.conftest import ROOT
-from tests.integration.test_gateway import MCP_HEADERS, initialize
-from tests.integration.test_supervisor_docker import eventually
+from tests.integration.gateway_stand import MCP_HEADERS, initialize
+from tests.integration.supervised import eventually
 from tests.lease_helpers import assert_one_lease_at_a_time
 from tests.support import free_port, rq_worker_command
 

@@ -10,7 +10,8 @@ import fakeredis
 
 from cinnamon_pool.model import Holder
 from cinnamon_pool.tokens import fingerprint
-from tests.faults.history import ClientHistory, check
+from tests.faults.checker import check
+from tests.faults.history import ClientHistory
 from tests.lease_helpers import store_with
 
 CAP_MS = 60_000

@@ -1,0 +1,204 @@
+"""The soak's faults: each one injected, the rq jobs it hit recorded in the history, and a
+condition for its end (tests/soak: the list of faults and what each does)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import redis
+from rq import Worker
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from cinnamon_pool.pool import ContainerPool
+from tests.faults.history import monotonic_ms, record_fault
+from tests.soak.settings import PAUSE_S, TTL_S, children, say
+from tests.support import RedisHA, die_with_parent, start_redis_server
+
+
+class Injector:
+    """What a :class:`tests.soak.runner.Soak` does to its parts (a mixin of it: what it uses of
+    the soak is declared here, and made by ``Soak``)."""
+
+    clients: list[subprocess.Popen[bytes]]
+    docker: docker.DockerClient
+    history: Path
+    pool: ContainerPool
+    pool_port: int
+    pool_redis_process: subprocess.Popen[bytes]
+    queue_client: redis.Redis
+    random: random.Random
+    redis_ha: RedisHA | None
+    started: float
+    supervisor: subprocess.Popen[bytes] | None
+    workdir: Path
+    workers: list[subprocess.Popen[bytes]]
+
+    def pool_containers(self) -> list[dict[str, Any]]:
+        raise NotImplementedError("made by Soak")
+
+    def restore_api_key(self) -> None:
+        raise NotImplementedError("made by Soak")
+
+    def start_supervisor(self) -> None:
+        raise NotImplementedError("made by Soak")
+
+    def horses(self) -> list[int]:
+        return [pid for worker in self.workers if worker.poll() is None for pid in children(worker.pid)]
+
+    def wait_stopped(self, container_id: str) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if all(c["Id"] != container_id or c["State"] != "running" for c in self.pool_containers()):
+                return
+            time.sleep(0.05)
+
+    def victim_lease(self, pid: int) -> str | None:
+        """The token a process held when it was hit (acquired, not yet released), from its history."""
+        path = self.history / f"client-{pid}.jsonl"
+        token = None
+        for line in path.read_text().splitlines() if path.exists() else []:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record["op"] == "acquire" and record["phase"] == "ok":
+                    token = record["token"]
+                elif record["op"] == "release":
+                    token = None
+        return token
+
+    def lease_gone(self, token: str | None) -> Callable[[], bool]:
+        def gone() -> bool:
+            try:
+                return token is None or all(lease.token != token for lease in self.pool.store.snapshot().leases.values())
+            except redis.RedisError:
+                return False
+
+        return gone
+
+    def leading_count(self) -> int:
+        return (self.workdir / "supervisor.log").read_text().count(": leading for host")
+
+    def jobs_of_workers(self, pids: set[int]) -> list[str]:
+        """The rq jobs the workers with these pids (or whose work horses have them) are running."""
+        found, parents = [], {self.parent(pid) for pid in pids}
+        for worker in Worker.all(connection=self.queue_client):
+            if worker.pid in pids or worker.pid in parents:
+                job = worker.get_current_job_id()
+                if job:
+                    found.append(job)
+        return found
+
+    @staticmethod
+    def parent(pid: int) -> int:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        return 0
+
+    def jobs_holding(self, container: str) -> list[str]:
+        """The rq job that holds ``container``'s lease, if any."""
+        with contextlib.suppress(redis.RedisError):
+            lease = self.pool.store.snapshot().leases.get(container)
+            if lease is not None and lease.job_id:
+                return [lease.job_id]
+        return []
+
+    def jobs_in_flight(self) -> list[str]:
+        """Every job a worker has started (holding a container or waiting for one)."""
+        return list(StartedJobRegistry("soak", connection=self.queue_client, serializer=JSONSerializer).get_job_ids())
+
+    def inject(self, fault: str) -> tuple[float, Callable[[], bool]]:
+        """Do ``fault`` and record it with the jobs it hit; returns when the pool is left to itself
+        (after a stop/pause ends) and what besides a whole pool shows the fault is over (a dead
+        holder's lease ended, a new leader)."""
+        client, began = self.queue_client, monotonic_ms()
+        over: Callable[[], bool] = lambda: True  # noqa: E731
+        if fault == "kill-worker":
+            victim = self.random.choice([w for w in self.workers if w.poll() is None])
+            hit = self.jobs_of_workers({victim.pid})
+            struck = monotonic_ms()
+            victim.kill()
+            victim.wait()
+            record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began, killed_mono=struck)
+        elif fault in {"kill-horse", "stop-horse"}:
+            horses = self.horses()
+            if not horses:
+                return self.inject("kill-container")
+            victim_pid = self.random.choice(horses)
+            hit = self.jobs_of_workers({victim_pid})
+            over = self.lease_gone(self.victim_lease(victim_pid))
+            struck = monotonic_ms()
+            if fault == "kill-horse":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim_pid, signal.SIGKILL)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim_pid, signal.SIGSTOP)
+                time.sleep(TTL_S + 2)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(victim_pid, signal.SIGCONT)
+            record_fault(self.history, client, fault, [victim_pid], jobs=hit, began_mono=began, killed_mono=struck)
+        elif fault in {"kill-container", "pause-container"}:
+            running = [c for c in self.pool_containers() if c["State"] == "running"]
+            if not running:
+                return time.monotonic(), over
+            target = self.random.choice(running)
+            name = target["Labels"].get("cinnamon.slot", "")
+            hit = self.jobs_holding(name)
+            with contextlib.suppress(docker.errors.APIError):
+                if fault == "kill-container":
+                    self.docker.api.kill(target["Id"])
+                    self.wait_stopped(target["Id"])  # the clock starts once the engine says so
+                else:
+                    self.docker.api.pause(target["Id"])
+                    time.sleep(PAUSE_S)
+                    self.docker.api.unpause(target["Id"])
+            hit += [job for job in self.jobs_holding(name) if job not in hit]  # granted while it was paused
+            record_fault(self.history, client, fault, target=f"{name} {target['Id'][:12]}", jobs=hit, began_mono=began)
+        elif fault == "kill-supervisor":
+            assert self.supervisor is not None
+            leading = self.leading_count()
+            over = lambda: self.leading_count() > leading  # noqa: E731
+            victim = self.supervisor
+            struck = monotonic_ms()
+            victim.kill()
+            victim.wait()
+            self.start_supervisor()
+            record_fault(self.history, client, fault, [victim.pid], began_mono=began, killed_mono=struck)  # no job may fail for it
+        elif fault == "restart-redis":
+            hit = self.jobs_in_flight()
+            victim = self.pool_redis_process
+            struck = monotonic_ms()
+            victim.kill()
+            victim.wait()
+            time.sleep(0.5)
+            self.pool_redis_process, _ = start_redis_server(self.workdir, self.pool_port, die_with_parent)
+            self.restore_api_key()
+            hit += [job for job in self.jobs_in_flight() if job not in hit]
+            record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began, killed_mono=struck)
+        elif fault == "kill-client":
+            victim = self.random.choice([c for c in self.clients if c.poll() is None])
+            over = self.lease_gone(self.victim_lease(victim.pid))  # the gateway ends its session once idle
+            struck = monotonic_ms()
+            victim.kill()
+            victim.wait()
+            record_fault(self.history, client, fault, [victim.pid], began_mono=began, killed_mono=struck)
+        elif fault == "failover-redis":
+            assert self.redis_ha is not None
+            hit = self.jobs_in_flight()
+            old, new = self.redis_ha.kill_primary()  # returns once Sentinel has promoted the replica
+            say(f"failover-redis: primary {old} killed, Sentinel promoted {new}", self.started)
+            hit += [job for job in self.jobs_in_flight() if job not in hit]
+            record_fault(self.history, client, fault, target=f"{old} -> {new}", jobs=hit, began_mono=began)
+            self.redis_ha.restart(old)  # as an operator would: it comes back as the new primary's replica
+        return time.monotonic(), over

@@ -1,0 +1,38 @@
+"""The soak's settings: its parts' ports and image, the faults it knows, its limits (tests/soak)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE_IMAGE = "cinnamon-pool/fake-mcp:test"
+PORTS = "3700-3759"
+TTL_S = 4.0
+RETRIES = 2  # rq retries a job that failed (its lease lost to a fault, say) this many times
+PAUSE_S = 5.0  # past the health rule (2 failed probes, 1 s apart): the paused container is replaced
+CONVERGE_LIMIT_S = 10.0  # the pool is whole again this soon after each fault, or the soak fails naming it
+CONVERGE_WAIT_S = 60.0  # how long a slower convergence is still measured
+MIN_COMPLETED_SHARE = 0.99  # of the jobs no fault hit
+FAULTS = ("kill-worker", "kill-horse", "stop-horse", "kill-container", "pause-container", "kill-supervisor", "restart-redis")
+HA_FAULTS = (*FAULTS[:-1], "failover-redis")  # with --redis-ha: the pool's Redis is a primary, a replica and a Sentinel
+CLIENT_FAULTS = ("kill-client",)  # with --connect-clients
+CONNECT_IDLE_S = 2.0  # gateway.session_idle_s: a killed client's session ends this soon
+CONNECT_GRACE_S = 15.0  # a session that fails this long after a fault ended is still its doing
+
+
+def say(message: str, started: float) -> None:
+    print(f"[soak {time.monotonic() - started:6.1f}s] {message}", flush=True)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (an rq worker's work horse), read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                # The ppid is the 2nd field after the parenthesised command name.
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found

@@ -26,7 +26,7 @@ SENTINEL_TIMEOUT_S = 1.0  # a Sentinel that does not answer this soon is skipped
 def _credentials(settings: RedisSettings, *, asynchronous: bool = False) -> dict[str, Any]:
     """The database, credentials and TLS of ``redis.url`` (its host and port are the Sentinels'
     to say): a ``rediss://`` URL keeps TLS to the primary that Sentinel names."""
-    parsed = parse_url(settings.url)  # type: ignore[no-untyped-call]
+    parsed = parse_url(settings.url)
     found = {key: parsed[key] for key in ("db", "username", "password") if parsed.get(key) is not None}
     if settings.url.startswith("rediss://"):
         found["connection_class"] = AsyncSentinelSSLConnection if asynchronous else SentinelManagedSSLConnection

@@ -9,6 +9,7 @@ import redis
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerRecord, ContainerState
+from tests.support import stream_entries
 
 
 def record(slot: int, host: str = "host-a") -> ContainerRecord:
@@ -39,7 +40,7 @@ def assert_one_lease_at_a_time(client: redis.Redis, keys: PoolKeys) -> None:
     """From the pool's event stream: on every container, each grant is ended (released or
     revoked) by its own token before the next grant."""
     history: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for _id, fields in client.xrange(keys.events):
+    for fields in stream_entries(client, keys.events):
         kind, name = fields[b"kind"].decode(), fields[b"name"].decode()
         if kind == "granted":
             history[name].append(("start", fields[b"token"].decode()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from pathlib import Path
+from typing import Any
 
 from cinnamon_pool.logs.analyzer import Analyzer
 from cinnamon_pool.logs.files import iter_records
@@ -48,7 +49,7 @@ class Log:
         details = (("Test Run", "r"), ("Error", error), ("Context", context), ("Consecutive Errors", "1/3"), ("Error Type", "infra_error"))
         self.writer.write(LogKind.ERRORS, LogRecord(at, "ERROR", name, "ERROR_OCCURRED", details))
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         return Analyzer().feed(iter_records(self.root)).report()
 
 

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import docker
 import httpx
@@ -121,7 +122,7 @@ class RedisHA:
 
     def primary_port(self) -> int | None:
         try:
-            address = self.client.sentinel_get_master_addr_by_name(self.SERVICE)
+            address = cast(tuple[str, int] | None, self.client.sentinel_get_master_addr_by_name(self.SERVICE))
         except redis.RedisError:
             return None
         return int(address[1]) if address else None
@@ -129,7 +130,7 @@ class RedisHA:
     def primary_healthy(self) -> bool:
         """Sentinel sees the primary it names as up and a primary (what its clients ask)."""
         try:
-            state = self.client.sentinel_master(self.SERVICE)
+            state = cast(dict[str, Any], self.client.sentinel_master(self.SERVICE))
         except redis.RedisError:
             return False
         return bool(state.get("is_master")) and not state.get("is_sdown") and not state.get("is_odown")
@@ -266,3 +267,23 @@ def sweep_egress(engine: docker.DockerClient) -> int:
     """Remove the firewall rules (container.egress) of every network that is gone; a test that
     removed its network calls this, so it leaves no rule behind, pass or fail."""
     return egress.sweep(network.name for network in engine.networks.list())
+
+
+def stream_entries(client: redis.Redis, key: str, *kinds: bytes, start: str = "-") -> list[dict[bytes, bytes]]:
+    """The fields of every entry of the stream ``key`` (the pool's events) from ``start`` on,
+    oldest first; only those whose ``kind`` is one of ``kinds`` when any are given."""
+    entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(key, min=start))
+    return [fields for _id, fields in entries if not kinds or fields.get(b"kind") in kinds]
+
+
+def returned(job: Any) -> dict[str, Any]:
+    """An rq job's return value, which the tests' jobs make a dict."""
+    value = job.return_value()
+    assert isinstance(value, dict), f"job {job.id} returned {value!r}"
+    return value
+
+
+def failure_of(job: Any) -> str:
+    """An rq job's exception text, "" when it has none (``Job.latest_result()`` may be None)."""
+    result = job.latest_result()
+    return (result.exc_string or "") if result is not None else ""

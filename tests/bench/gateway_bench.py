@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -24,7 +25,7 @@ from tests.bench.supervisor_bench import PLAYWRIGHT, supervised
 from tests.support import free_port, wait_for_http
 
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-INITIALIZE = {
+INITIALIZE: dict[str, Any] = {
     "jsonrpc": "2.0", "id": 1, "method": "initialize",
     "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
 }  # fmt: skip
@@ -166,7 +167,8 @@ def run(redis_url: str, workdir: Path, hold_s: float = 60.0) -> list[Row]:
             opened = asyncio.run(hold_streams(grant.endpoint, grant.token, 50, hold_s))
             rss_after = rss_mb(gateway.pid)
             print(f"  {opened} streams held {hold_s:.0f} s: gateway RSS {rss_before:.1f} -> {rss_after:.1f} MB", flush=True)
-            direct.close(), through.close()
+            direct.close()
+            through.close()
             heartbeat.stop()
             store.release(grant.name, grant.token)
     overhead = [g - p for p, g in zip(plain_ping, gated_ping, strict=True)]

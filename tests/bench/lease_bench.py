@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from redis.lock import Lock
 
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import redis_client
@@ -22,7 +23,7 @@ from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import Holder
 from tests.bench.report import Row, percentile
 from tests.lease_helpers import record, store_with
-from tests.support import RedisHA
+from tests.support import RedisHA, stream_entries
 
 FLOOR_ACQUIRE = """
 local name = redis.call('ZPOPMIN', KEYS[1])[1]
@@ -75,7 +76,7 @@ def _pairs_floor(url: str, pool: str, count: int) -> list[float]:
 def _naive_acquire(client: redis.Redis, pool: str, containers: int) -> redis.lock.Lock:
     while True:
         for slot in range(containers):
-            lock = client.lock(f"naive:{pool}:{slot}", timeout=30)
+            lock: Lock = client.lock(f"naive:{pool}:{slot}", timeout=30)
             if lock.acquire(blocking=False):
                 return lock
         time.sleep(POLL_S)
@@ -137,7 +138,7 @@ def double_grants(client: redis.Redis, pool: str) -> int:
     """Grants made while the same container's previous lease was still open (must be 0)."""
     open_lease: dict[str, str | None] = defaultdict(lambda: None)
     doubles = 0
-    for _id, fields in client.xrange(PoolKeys(pool).events):
+    for fields in stream_entries(client, PoolKeys(pool).events):
         kind, name = fields[b"kind"], fields[b"name"].decode()
         if kind == b"granted":
             doubles += open_lease[name] is not None

@@ -37,7 +37,7 @@ from cinnamon_pool.runtime.docker import DockerRuntime
 from tests.bench.gateway_bench import gateway_process
 from tests.bench.report import Row, percentile
 from tests.bench.supervisor_bench import PLAYWRIGHT, supervised
-from tests.support import free_port, rq_worker_command
+from tests.support import free_port, rq_worker_command, stream_entries
 from workers.jobs import SIGN_IN_PAGE, _ref, data_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,7 +180,9 @@ def worker_run(
         result = job.latest_result()
         print(f"  job {job.id} {job.get_status()}: {(result.exc_string or '') if result else ''}"[-1500:], flush=True)
     restarts, prepare_ms = 0, []
-    for _entry_id, fields in client.xrange(PoolKeys(config.pool.name).events, min=f"({since.decode()}"):
+    for fields in stream_entries(
+        client, PoolKeys(config.pool.name).events, start=f"({since.decode() if isinstance(since, bytes) else since}"
+    ):
         kind = fields.get(b"kind", b"").decode()
         if kind == events.EventKind.STATE and fields.get(b"reason", b"").startswith(b"memory"):
             restarts += fields.get(b"to") in {b"draining", b"restarting"}

@@ -25,6 +25,7 @@ from cinnamon_pool.model import Outcome
 from cinnamon_pool.pool import ContainerPool, classify
 from tests.e2e.conftest import Supervised, prepared_on
 from tests.e2e.test_prepared_sessions import raw_session
+from tests.support import stream_entries
 
 # --caps: the tools that mock a route and write cookies and localStorage, so the residue is left
 # with the tools any holder has (code in the server, browser_run_code_unsafe, is refused).
@@ -44,7 +45,7 @@ LEAVE_RESIDUE = (  # an http origin served by Chromium itself, a cookie and loca
 def events(client: redis.Redis, pool: ContainerPool, kind: str) -> list[dict[str, str]]:
     return [
         {k.decode(): v.decode() for k, v in fields.items()}
-        for _id, fields in client.xrange(PoolKeys(pool.name).events)
+        for fields in stream_entries(client, PoolKeys(pool.name).events)
         if fields[b"kind"] == kind.encode()
     ]
 

@@ -26,6 +26,7 @@ from cinnamon_pool.events import EventKind
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.pool import ContainerPool
 from tests.e2e.conftest import BIN, Supervised
+from tests.support import stream_entries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.redis]
 CLIENTS = Path(__file__).parent / "clients"
@@ -49,8 +50,8 @@ def connect_url(pool: Supervised) -> str:
 
 def holders(pool: Supervised) -> list[str]:
     """The worker field of every lease granted so far, from the events stream."""
-    raw = ContainerPool(pool.config).store.redis.xrange(PoolKeys(pool.config.pool.name).events)
-    events = [decode.event(entry_id, fields) for entry_id, fields in raw]
+    client = ContainerPool(pool.config).store.redis
+    events = [decode.event("-", fields) for fields in stream_entries(client, PoolKeys(pool.config.pool.name).events)]
     return [str(e.values.get("worker")) for e in events if e.kind is EventKind.GRANTED]
 
 
@@ -70,8 +71,8 @@ class Node:
             if text:
                 return dict(json.loads(text))
             if self.process.poll() is not None:
-                pytest.fail(f"node {self.process.args} exited {self.process.returncode}: {self.process.stderr.read()}")  # type: ignore[union-attr]
-        pytest.fail(f"node {self.process.args} printed nothing in {timeout_s} s")
+                pytest.fail(f"node {self.process.args!r} exited {self.process.returncode}: {self.process.stderr.read()}")  # type: ignore[union-attr]
+        pytest.fail(f"node {self.process.args!r} printed nothing in {timeout_s} s")
 
     def go_on(self) -> None:
         assert self.process.stdin is not None
@@ -98,7 +99,8 @@ def wait_until(condition: Any, timeout_s: float, what: str) -> None:
 def test_typescript_sdk_clients_never_share_a_container_and_a_third_waits_for_the_first_freed(supervised_pool: Supervised) -> None:
     url, key = connect_url(supervised_pool), new_key(supervised_pool, "ts-agents")
     pool = ContainerPool(supervised_pool.config)
-    first, second, third = Node("mcp-client.mjs", url, key, "hold"), Node("mcp-client.mjs", url, key, "hold"), None
+    first, second = Node("mcp-client.mjs", url, key, "hold"), Node("mcp-client.mjs", url, key, "hold")
+    third: Node | None = None
     try:
         a, b = first.line(), second.line()
         for seen in (a, b):
@@ -120,9 +122,9 @@ def test_typescript_sdk_clients_never_share_a_container_and_a_third_waits_for_th
         second.finish()
         wait_until(lambda: pool.status()["allocated"] == 0, 15, "every lease released by the clients' DELETE")
     finally:
-        for client in (first, second, third):
-            if client is not None:
-                client.stop()
+        for node in (first, second, third):
+            if node is not None:
+                node.stop()
     assert holders(supervised_pool) == ["key:ts-agents"] * 3
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -144,7 +144,7 @@ def test_without_a_gateway_supervise_keeps_the_browser_up_between_jobs(supervise
             assert "direct" in browser.navigate(f"data:text/html,<h1>direct {run}</h1>")
         container = pool.status()["containers"][0]
         assert container["state"] == "available", "no preparing without a gateway"
-    keeper = json.loads(pool.store.redis.hget(PoolKeys(pool.name).sessions, "keeper|container-001"))
+    keeper = json.loads(cast(bytes, pool.store.redis.hget(PoolKeys(pool.name).sessions, "keeper|container-001")))
     port = supervised_pool.config.container.host_ports[0]
     alive = httpx.post(f"http://127.0.0.1:{port}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
                        headers={**ACCEPT, "mcp-session-id": keeper["session"]}, timeout=10)  # fmt: skip

@@ -21,7 +21,7 @@ from cinnamon_pool.logs.format import parse
 from cinnamon_pool.pool import ContainerPool
 from tests.conftest import ROOT
 from tests.e2e.conftest import BIN, Supervised
-from tests.support import burst
+from tests.support import burst, failure_of, returned, stream_entries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.redis]
 
@@ -43,10 +43,8 @@ def test_six_jobs_through_two_forking_workers_and_two_real_browsers(supervised_p
 
     for i, job in enumerate(jobs):
         job = Job.fetch(job.id, connection=client, serializer=JSONSerializer)
-        assert job.get_status() == JobStatus.FINISHED, (
-            f"job {i} {job.get_status()}: {job.latest_result() and job.latest_result().exc_string}\n{outputs}"
-        )
-        result = job.return_value()
+        assert job.get_status() == JobStatus.FINISHED, f"job {i} {job.get_status()}: {failure_of(job)}\n{outputs}"
+        result = returned(job)
         assert f'heading "Page number {i}"' in result["snapshot"], result["snapshot"]
         assert result["test_run_id"] == f"e2e-run-{i}"
         assert set(result) == {"container", "test_run_id", "snapshot"}, "the result carries no lease token"
@@ -54,7 +52,7 @@ def test_six_jobs_through_two_forking_workers_and_two_real_browsers(supervised_p
     # Exclusivity, from the lease records: on each container, grants and releases alternate and
     # every release ends the lease that the grant before it started.
     history: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for _id, fields in client.xrange(PoolKeys(config.pool.name).events):
+    for fields in stream_entries(client, PoolKeys(config.pool.name).events):
         kind, name = fields[b"kind"].decode(), fields[b"name"].decode()
         if kind in {"granted", "released"}:
             history[name].append((kind, fields[b"token"].decode()))
@@ -85,9 +83,9 @@ def test_a_jobs_cookies_storage_and_tabs_are_invisible_to_the_next_job_on_the_sa
     worker = [str(BIN / "rq"), "worker", "--burst", "-S", "json", "--path", str(ROOT), "--url", config.redis.url, "e2e-state"]
     output = burst(worker, env, client, [first.id, second.id], 240)
     first, second = (Job.fetch(j.id, connection=client, serializer=JSONSerializer) for j in (first, second))
-    assert first.get_status() == JobStatus.FINISHED, first.latest_result().exc_string if first.latest_result() else output
-    assert second.get_status() == JobStatus.FINISHED, (second.latest_result().exc_string if second.latest_result() else "", output)
-    left, seen = first.return_value(), second.return_value()
+    assert first.get_status() == JobStatus.FINISHED, failure_of(first) or output
+    assert second.get_status() == JobStatus.FINISHED, (failure_of(second), output)
+    left, seen = returned(first), returned(second)
     assert "session=secret" in left["found"] and "3 items" in left["found"] and "- 1:" in left["tabs"], (
         f"the first job's state was not set: {left}"
     )
@@ -107,10 +105,10 @@ def test_the_example_sign_in_flow_types_clicks_asserts_and_takes_a_screenshot(
     worker = [str(BIN / "rq"), "worker", "--burst", "-S", "json", "--path", str(ROOT), "--url", config.redis.url, "e2e-flow"]
     burst(worker, env, client, [good.id, bad.id], 240)
     good, bad = (Job.fetch(j.id, connection=client, serializer=JSONSerializer) for j in (good, bad))
-    assert good.get_status() == JobStatus.FINISHED, good.latest_result().exc_string if good.latest_result() else ""
-    assert good.return_value()["screenshot_bytes"] > 1000
+    assert good.get_status() == JobStatus.FINISHED, failure_of(good)
+    assert returned(good)["screenshot_bytes"] > 1000
     # The browser refuses to submit an invalid email: the page never says Welcome; a test failure.
-    assert bad.get_status() == JobStatus.FAILED and "AssertionError" in (bad.latest_result().exc_string or "")
+    assert bad.get_status() == JobStatus.FAILED and "AssertionError" in failure_of(bad)
     artifacts = list((logs / "artifacts").glob("*/flow-bad"))
     assert len(artifacts) == 1 and (artifacts[0] / "screenshot.png").stat().st_size > 1000
     assert ContainerPool(config).status()["containers"][0]["error_count"] == 0

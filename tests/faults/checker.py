@@ -192,9 +192,9 @@ def _check_server(events: list[dict[str, Any]], max_lease_ms: int, report: Repor
                 report.max_handoff_gap_ms = max(report.max_handoff_gap_ms, at - released_at.pop(name))
             holder[name] = leases[token] = _Lease(name, token, at)
         elif kind in {"released", "revoked"}:
-            lease = leases.get(token)
-            if lease is not None and lease.ended_ms is None:
-                lease.ended_ms = at
+            ended = leases.get(token)
+            if ended is not None and ended.ended_ms is None:
+                ended.ended_ms = at
             if holder.get(name) is not None and holder[name].token == token:
                 del holder[name]
             if kind == "released" and queue:

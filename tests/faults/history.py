@@ -38,11 +38,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 
 from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.tokens import fingerprint
 
 T = TypeVar("T")
@@ -136,7 +137,7 @@ class ClientHistory:
         return result
 
 
-def instrument(store_class: type, history: ClientHistory) -> None:
+def instrument(store_class: type[LeaseStore], history: ClientHistory) -> None:
     """Record every acquire, renew and release made through ``store_class`` (a LeaseStore)."""
     original_acquire, original_renew, original_release = store_class.acquire, store_class.renew, store_class.release
 
@@ -152,7 +153,7 @@ def instrument(store_class: type, history: ClientHistory) -> None:
     def release(self: Any, name: str, token: str, *args: Any, **kwargs: Any) -> Any:
         return history.around("release", lambda: original_release(self, name, token, *args, **kwargs), name, token)
 
-    store_class.acquire, store_class.renew, store_class.release = acquire, renew, release  # type: ignore[attr-defined]
+    store_class.acquire, store_class.renew, store_class.release = acquire, renew, release  # type: ignore[method-assign]
 
 
 class StreamTail:
@@ -190,7 +191,8 @@ class StreamTail:
                         last = "0-0"  # a new stream (Redis restarted empty): from its beginning
                         out.write(json.dumps({"kind": "stream_restarted", "at_ms": redis_ms(client) or 0}) + "\n")
                     server = run_id
-                    for _, entries in client.xread({self.key: last}, count=1000, block=200) or []:
+                    read = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], client.xread({self.key: last}, count=1000, block=200))
+                    for _, entries in read or []:
                         for entry_id, fields in entries:
                             out.write(json.dumps({"id": entry_id, **fields}) + "\n")
                             last = entry_id

@@ -24,7 +24,7 @@ from tests.faults.checker import check
 from tests.faults.history import StreamTail
 from tests.faults.proxy import Fault, FaultProxy
 from tests.lease_helpers import store_with
-from tests.support import rq_worker_command
+from tests.support import rq_worker_command, stream_entries
 
 pytestmark = pytest.mark.redis
 
@@ -38,7 +38,7 @@ def proxy(real_redis: redis.Redis) -> Iterator[FaultProxy]:
 
 def grants_in_stream(client: redis.Redis, pool: str) -> list[bytes]:
     store = LeaseStore(client, pool)
-    return [fields[b"token"] for _id, fields in client.xrange(store.keys.events) if fields[b"kind"] == b"granted"]
+    return [fields[b"token"] for fields in stream_entries(client, store.keys.events, b"granted")]
 
 
 def test_an_acquire_whose_reply_is_lost_is_retried_and_gets_the_same_grant(real_redis: redis.Redis, proxy: FaultProxy) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -40,13 +41,13 @@ def start(
     stops: list[tuple[threading.Event, threading.Thread, Supervisor]] = []
 
     def starter(
-        size: int = 2, min_size: int | None = None, max_size: int | None = None, container: dict[str, str] | None = None, **rules: float
+        size: int = 2, min_size: int | None = None, max_size: int | None = None, container: dict[str, Any] | None = None, **rules: float
     ) -> Running:
         config = test_config(pool_cleanup, redis_server, image=fake_image, network=test_network, size=size, **rules)
         if container:
             config = dataclasses.replace(config, container=dataclasses.replace(config.container, **container))
         if min_size is not None or max_size is not None:
-            pool = {"name": pool_cleanup, "min_size": min_size or size, "max_size": max_size or size, "initial_size": size}
+            pool: dict[str, Any] = {"name": pool_cleanup, "min_size": min_size or size, "max_size": max_size or size, "initial_size": size}
             config = dataclasses.replace(config, pool=dataclasses.replace(config.pool, **pool))
         store = LeaseStore(real_redis, pool_cleanup, lease_ttl_s=5, error_threshold=config.rules.error_threshold)
         supervisor = Supervisor(config, store, DockerRuntime(docker_client), DailyLogWriter(tmp_path))

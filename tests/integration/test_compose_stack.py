@@ -18,6 +18,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from tests.conftest import ROOT
+from tests.support import failure_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"
@@ -64,7 +65,7 @@ def test_jobs_run_through_the_compose_stack_and_metrics_are_served(stack: str) -
     deadline = time.monotonic() + 180
     while not all(Job.fetch(j.id, connection=client, serializer=JSONSerializer).is_finished for j in jobs):
         failed = [j for j in jobs if Job.fetch(j.id, connection=client, serializer=JSONSerializer).is_failed]
-        assert not failed, Job.fetch(failed[0].id, connection=client, serializer=JSONSerializer).latest_result().exc_string
+        assert not failed, failure_of(Job.fetch(failed[0].id, connection=client, serializer=JSONSerializer))
         assert time.monotonic() < deadline, "the jobs did not finish in 180 s"
         time.sleep(0.5)
     metrics = httpx.get("http://127.0.0.1:9464/metrics", timeout=5).text

@@ -10,6 +10,8 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
+from typing import cast
 
 import httpx
 import pytest
@@ -51,7 +53,7 @@ def test_only_the_mcp_headers_and_the_checked_lease_token_reach_the_container(st
     assert stand.post(call, grant.token, **{"mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}, **extra).status_code == 200
     (seen,) = stand.calls()
     assert seen["token"] == fingerprint(grant.token), "the lease header is the gateway's, never the client's"
-    let_through = set(seen["headers"]) - {"host", "content-length", "accept-encoding", "user-agent", "connection"}
+    let_through = set(cast(list[str], seen["headers"])) - {"host", "content-length", "accept-encoding", "user-agent", "connection"}
     assert let_through == {"accept", "content-type", "mcp-session-id", "mcp-protocol-version", "x-cinnamon-token"}, seen["headers"]
 
 
@@ -81,7 +83,7 @@ def test_every_refusal_has_its_status_a_json_body_and_forwards_nothing(stand: St
     grant = stand.grant()
     stale = grant.token
     other_host = ContainerRecord("container-001", "b" * 64, 1, "elsewhere", "http://127.0.0.1:1/mcp", ContainerState.STARTING)
-    cases = [
+    cases: list[tuple[str, Callable[[], httpx.Response], int, str | None]] = [
         ("no token", lambda: stand.post(initialize(), None), 401, "no_token"),
         ("not a bearer token", lambda: stand.post(initialize(), None, Authorization="Basic dXNlcjpwYXNz"), 401, "no_token"),
         ("forged token", lambda: stand.post(initialize(), f"{'0' * 16}:1:{'0' * 16}"), 403, "not_current"),

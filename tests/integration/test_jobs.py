@@ -23,7 +23,7 @@ from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerRecord, ContainerState, Holder
 from cinnamon_pool.worker import Worker
 from tests.conftest import ROOT, trusted_gateway
-from tests.support import burst
+from tests.support import burst, failure_of, returned, stream_entries
 
 pytestmark = pytest.mark.redis
 BIN = Path(sys.executable).parent
@@ -92,15 +92,15 @@ def test_a_test_failure_does_not_count_against_the_container_and_leaves_artifact
         worker_kind,
         [("tests.jobs.open_page", ("",), {"test_run_id": "run-pass"}), ("tests.jobs.open_page", ("assert",), {"test_run_id": "run-fail"})],
     )
-    assert passed.get_status() == JobStatus.FINISHED and "Checkout" not in (passed.latest_result().exc_string or "")
-    assert failed.get_status() == JobStatus.FAILED and "AssertionError" in (failed.latest_result().exc_string or "")
+    assert passed.get_status() == JobStatus.FINISHED and "Checkout" not in failure_of(passed)
+    assert failed.get_status() == JobStatus.FAILED and "AssertionError" in failure_of(failed)
     record = store.snapshot().containers["container-001"]
     assert record.error_count == 0 and record.state is ContainerState.AVAILABLE, "an assertion in the test is not the container's fault"
     artifacts = list((logs / "artifacts").glob("*/*"))
     assert [a.name for a in artifacts] == ["run-fail"], "artifacts for the failed job only"
     assert (artifacts[0] / "snapshot.md").read_text().count("Page URL") >= 1
     assert (artifacts[0] / "screenshot.png").read_bytes().startswith(b"\x89PNG")
-    released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
+    released = stream_entries(store.redis, store.keys.events, b"released")
     assert [f[b"outcome"] for f in released] == [b"ok", b"test_failed"]
     assert released[1][b"artifacts"].decode() == str(artifacts[0])
     assert (released[1][b"error"], released[1][b"context"]) == (b"AssertionError: expected the heading 'Thank you'", b"job")
@@ -126,7 +126,7 @@ def test_artifacts_always_or_never_and_every_release_carries_the_jobs_figures(
     assert kept == ["run-kept"], "always: a passing job's artifacts too; never: not even a failed job's"
     folder = next((logs / "artifacts").glob("*/run-kept"))
     assert {p.name for p in folder.iterdir()} >= {"snapshot.md", "screenshot.png"}
-    released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
+    released = stream_entries(store.redis, store.keys.events, b"released")
     assert [f[b"tool_calls"] for f in released] == [b"2", b"2"], "navigate and snapshot; saving artifacts is not the job's"
     assert all(0 < float(f[b"tool_p50_ms"]) <= float(f[b"tool_max_ms"]) for f in released), released
     assert released[1][b"artifacts"] == b"", "never: no traceback either"
@@ -139,7 +139,7 @@ def test_three_jobs_failing_on_a_broken_endpoint_send_the_container_to_restart(
     httpx.post(f"{fake_endpoint}/_fake/mode", json={"mode": "fail"}, timeout=5).raise_for_status()
     jobs = run_jobs(env, redis_server, worker_kind, [("tests.jobs.open_page", ("",), {}) for _ in range(3)])
     assert [j.get_status() for j in jobs] == [JobStatus.FAILED] * 3
-    released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
+    released = stream_entries(store.redis, store.keys.events, b"released")
     assert {(f[b"outcome"], f[b"context"]) for f in released} == {(b"infra_error", b"page_navigation")}, released
     record = store.snapshot().containers["container-001"]
     assert record.error_count == 3 and record.state is ContainerState.RESTARTING
@@ -157,7 +157,7 @@ def test_an_endpoint_that_accepts_and_never_answers_fails_the_job_as_an_infra_er
     assert job.started_at is not None and job.ended_at is not None
     ran_s = (job.ended_at - job.started_at).total_seconds()
     assert ran_s < 30, f"the job gave up on the silent endpoint after {ran_s:.1f} s instead of hanging"
-    released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
+    released = stream_entries(store.redis, store.keys.events, b"released")
     assert [f[b"outcome"] for f in released] == [b"infra_error"], "the silence counts against the container"
     assert released[0][b"context"] == b"session_start" and released[0][b"error"], released[0]
     assert store.snapshot().containers["container-001"].error_count == 1
@@ -171,7 +171,7 @@ def test_residue_found_by_the_canary_sends_the_container_to_restart(
     (job,) = run_jobs(env, redis_server, worker_kind, [("tests.jobs.open_page", ("",), {})])
     assert job.get_status() == JobStatus.FINISHED, "the job itself passed"
     assert store.snapshot().containers["container-001"].state is ContainerState.RESTARTING
-    released = [f for _id, f in store.redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
+    released = stream_entries(store.redis, store.keys.events, b"released")
     assert released[-1][b"cleanup_note"] == b"residue: cookies=1"
 
 
@@ -221,7 +221,7 @@ def test_an_exhausted_pool_can_requeue_the_job_instead_of_holding_the_worker(
         description="sign in as alice",
     )
     assert job.get_status() == JobStatus.FINISHED, output
-    again = job.return_value()["requeued_as"]
+    again = returned(job)["requeued_as"]
     registry = ScheduledJobRegistry("jobs", connection=client, serializer=JSONSerializer)
     assert again in registry.get_job_ids(), "the copy waits in the scheduled registry"
     copy = Job.fetch(again, connection=client, serializer=JSONSerializer)
@@ -239,7 +239,7 @@ def test_the_bare_decorator_runs_the_job_as_the_called_one_does(pool: tuple[Leas
     store, env, _logs = pool
     bare, called = run_jobs(env, redis_server, "forking", [("tests.jobs.open_page_bare", ("",), {}), ("tests.jobs.open_page", ("",), {})])
     assert bare.get_status() == called.get_status() == JobStatus.FINISHED, (bare.exc_info, called.exc_info)
-    assert bare.return_value() == called.return_value(), "bare and called decorators inject the same container"
+    assert returned(bare) == returned(called), "bare and called decorators inject the same container"
     assert store.snapshot().free == ["container-001"], "both released"
 
 
@@ -263,7 +263,7 @@ def test_rqs_own_logging_options_govern_the_job_sides_messages(pool: tuple[Lease
     store, env, _logs = pool
     held = store.acquire(Holder("someone-else"), timeout_s=1)
     output: list[str] = []
-    call = [("tests.jobs.wait_long_for_a_container", (), {})]
+    call: list[tuple[str, tuple[object, ...], dict[str, object]]] = [("tests.jobs.wait_long_for_a_container", (), {})]
     (job,) = run_jobs(env, redis_server, "forking", call, output, ("--logging_level", "ERROR"), job_timeout=8)
     store.release(held.name, held.token)
     assert "PoolExhausted" in (job.exc_info or ""), job.exc_info
@@ -301,9 +301,7 @@ def test_a_job_naming_a_function_outside_the_allowed_modules_fails_unrun(
     assert not planted.exists(), "the forged job ran"
     for job, name in ((forged, "os.system"), (lookalike, "tests.jobs_lookalike.run")):
         assert job.get_status() == JobStatus.FAILED
-        assert f"RefusedFunction: '{name}' is not in a module of [worker] allowed_functions (tests.jobs)" in (
-            job.latest_result().exc_string or ""
-        )
+        assert f"RefusedFunction: '{name}' is not in a module of [worker] allowed_functions (tests.jobs)" in (failure_of(job))
     assert "refused" in output[0] and "any function a job names" not in output[0]
 
 
@@ -329,16 +327,18 @@ def test_a_worker_told_to_stop_leaves_its_command_channel_at_once_whoever_reads_
     preempted right after sending is simulated by a pause there."""
     client = redis.Redis.from_url(redis_server)
     worker = Worker([Queue("jobs", connection=client, serializer=JSONSerializer)], connection=client, serializer=JSONSerializer)
-    worker.subscribe()
-    sent = worker.pubsub.unsubscribe
+    worker.subscribe()  # type: ignore[no-untyped-call]
+    pubsub = worker.pubsub
+    assert pubsub is not None
+    sent = pubsub.unsubscribe
 
     def sent_then_preempted(*args: Any, **kwargs: Any) -> None:
-        sent(*args, **kwargs)
+        sent(*args, **kwargs)  # type: ignore[no-untyped-call]
         time.sleep(0.3)
 
-    worker.pubsub.unsubscribe = sent_then_preempted  # type: ignore[method-assign]
+    pubsub.unsubscribe = sent_then_preempted  # type: ignore[method-assign]
     stopping = threading.Thread(target=worker.unsubscribe, daemon=True)
     stopping.start()
     stopping.join(timeout=10)  # the hang it guards against lasts 60 s
     assert not stopping.is_alive(), "unsubscribe hung on the listener thread"
-    assert not worker.pubsub_thread.is_alive()
+    assert worker.pubsub_thread is not None and not worker.pubsub_thread.is_alive()

@@ -24,7 +24,7 @@ from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerRecord, ContainerState, Holder
 from cinnamon_pool.tokens import fingerprint
 from tests.conftest import ROOT, trusted_gateway
-from tests.support import rq_worker_command
+from tests.support import failure_of, rq_worker_command, stream_entries
 
 pytestmark = pytest.mark.redis
 TTL_S = 1.5
@@ -99,7 +99,7 @@ def test_a_paused_holder_makes_no_call_after_the_new_holders_grant(
     worker.wait(timeout=60)
     job = Job.fetch(job.id, connection=real_redis, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.FAILED
-    assert "LeaseLost" in (job.latest_result().exc_string or ""), job.latest_result().exc_string
+    assert "LeaseLost" in failure_of(job), failure_of(job)
     calls = httpx.get(f"{fake_endpoint}/_fake/state", timeout=5).json()["calls"]
     first_token_calls = [c for c in calls if c["token"] and c["token"] != fingerprint(second.token)]
     assert first_token_calls, "the first holder should have called before it was paused"
@@ -146,7 +146,7 @@ def test_a_killed_rq_parent_leaves_its_work_horse_to_finish_and_release(
         time.sleep(0.05)
     snapshot = store.snapshot()
     assert snapshot.leases == {} and snapshot.free == ["container-001"], "the horse released the lease itself"
-    released = [f for _id, f in real_redis.xrange(store.keys.events) if f[b"kind"] == b"released"]
+    released = stream_entries(real_redis, store.keys.events, b"released")
     assert [f[b"outcome"] for f in released] == [b"ok"]
     assert Job.fetch(job.id, connection=real_redis, serializer=JSONSerializer).get_status() == JobStatus.FINISHED
 
@@ -187,9 +187,9 @@ def test_a_job_past_the_hard_cap_loses_its_lease_and_fails(
     assert worker.wait(timeout=60) == 0
     job = Job.fetch(job.id, connection=real_redis, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.FAILED
-    assert "LeaseLost" in (job.latest_result().exc_string or ""), job.latest_result().exc_string
+    assert "LeaseLost" in failure_of(job), failure_of(job)
     store.reap()
-    ended = [f for _id, f in real_redis.xrange(store.keys.events) if f[b"kind"] in {b"revoked", b"released"}]
+    ended = stream_entries(real_redis, store.keys.events, b"revoked", b"released")
     assert len(ended) == 1 and ended[0][b"kind"] == b"revoked", ended
     assert int(ended[0][b"duration_ms"]) >= 3000 and ended[0][b"reason"] in {b"hard cap", b"expired"}, ended
     calls = httpx.get(f"{fake_endpoint}/_fake/state", timeout=5).json()["calls"]

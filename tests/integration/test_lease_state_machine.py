@@ -16,6 +16,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pytest
 import redis
@@ -30,6 +31,7 @@ from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerState, Grant, Holder, Outcome
 from cinnamon_pool.tokens import claim, secret_digest
 from tests.lease_helpers import assert_one_lease_at_a_time, dump_state, record
+from tests.support import stream_entries
 
 pytestmark = pytest.mark.redis
 
@@ -189,7 +191,7 @@ class LeaseMachine(RuleBasedStateMachine):
         for lease in snapshot.leases.values():
             assert lease.expires_ms <= lease.cap_ms
             assert lease.cap_ms - lease.granted_ms == int(CAP_S * 1000)
-        for _id, fields in self.client.xrange(self.keys.events):
+        for fields in stream_entries(self.client, self.keys.events):
             if fields[b"kind"] == b"released":
                 assert int(fields[b"duration_ms"]) <= CAP_S * 1000, "a lease was released after its hard cap"
 
@@ -209,8 +211,9 @@ class LeaseMachine(RuleBasedStateMachine):
         """The oldest ticket whose deadline is surely ahead on the server's clock (None if unsure)."""
         seconds, micros = self.client.time()
         now_ms = seconds * 1000 + micros // 1000
-        deadlines = {t.decode(): d for t, d in self.client.zrange(self.keys.waiter_deadlines, 0, -1, withscores=True)}
-        for ticket in self.client.zrange(self.keys.waiters, 0, -1):
+        scored = cast(list[tuple[bytes, float]], self.client.zrange(self.keys.waiter_deadlines, 0, -1, withscores=True))
+        deadlines = {t.decode(): d for t, d in scored}
+        for ticket in cast(list[bytes], self.client.zrange(self.keys.waiters, 0, -1)):
             left_ms = deadlines.get(ticket.decode(), 0) - now_ms
             if left_ms > 50:
                 return str(ticket.decode())
@@ -263,6 +266,9 @@ LeaseMachine.TestCase.settings = settings(
 )
 
 
+TestCase: Any = LeaseMachine.TestCase
+
+
 @pytest.mark.usefixtures("machine_server")
-class TestLeaseProtocol(LeaseMachine.TestCase):  # type: ignore[name-defined]
+class TestLeaseProtocol(TestCase):  # type: ignore[misc]  # hypothesis makes TestCase when the class is defined
     pass

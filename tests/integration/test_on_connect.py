@@ -10,6 +10,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from cinnamon_pool.logs.events import event_record
 from cinnamon_pool.model import Holder
 from cinnamon_pool.tokens import fingerprint
 from tests.integration.gateway_stand import BIN, MCP_HEADERS, Stand, initialize
+from tests.support import stream_entries
 
 pytestmark = pytest.mark.redis
 TOKEN = re.compile(rb"[0-9a-f]{16}:\d{1,19}:[0-9a-f]{16}")
@@ -94,7 +96,7 @@ def test_a_client_with_a_key_gets_a_container_of_its_own_until_it_deletes_its_se
     assert gone.status_code < 300
     assert stand.store.snapshot().leases == {}, "DELETE released the lease"
     assert post(stand, key, CALL, **{"mcp-session-id": session}).status_code == 404
-    granted = [e for _id, e in stand.store.redis.xrange(PoolKeys("gw").events) if e[b"kind"] == b"granted"]
+    granted = stream_entries(stand.store.redis, PoolKeys("gw").events, b"granted")
     event = decode.event("1-0", granted[-1])
     [(_kind, allocated)] = event_record(event, {}, 3)
     assert allocated.detail("Client") == "agent" and allocated.detail("Test Run") == "agent-run-7", "the key named as the client"
@@ -175,7 +177,8 @@ def test_more_clients_wait_than_redis_pys_connection_cap_and_a_served_session_is
 
 def pool_values(stand: Stand) -> list[bytes]:
     """Every field, member and value of every key of the pool, whatever its type."""
-    client, found = stand.store.redis, []
+    client: Any = stand.store.redis  # whatever each key holds, read raw
+    found: list[bytes] = []
     for key in client.scan_iter("cinnamon:{gw}:*"):
         kind = client.type(key)
         if kind == b"string":
@@ -189,7 +192,7 @@ def pool_values(stand: Stand) -> list[bytes]:
         elif kind == b"zset":
             found += client.zrange(key, 0, -1)
         elif kind == b"stream":
-            found += [item for _id, fields in client.xrange(key) for pair in fields.items() for item in pair]
+            found += [item for fields in stream_entries(client, key) for pair in fields.items() for item in pair]
     return found
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import docker
 import pytest
@@ -18,7 +18,7 @@ import redis
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.pool import ContainerPool
 from tests.conftest import test_config
-from tests.integration.test_supervisor_docker import eventually
+from tests.integration.supervised import eventually
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 BIN = Path(sys.executable).parent
@@ -43,7 +43,7 @@ class Supervisors:
 
     def ready(self) -> bool:
         status = self.pool.status()
-        return status["available"] == 2 and status["total"] == 2
+        return bool(status["available"] == 2 and status["total"] == 2)
 
 
 G = TypeVar("G", bound=Supervisors)
@@ -77,15 +77,15 @@ def supervisors(
     yield from supervise_from_toml(Supervisors, config, redis_server, tmp_path)
 
 
-def pool_containers(client: docker.DockerClient, pool: str) -> list[dict[str, object]]:
+def pool_containers(client: docker.DockerClient, pool: str) -> list[dict[str, Any]]:
     """One listing call (no per-container inspect, which races with the supervisor's removals)."""
     return client.api.containers(all=True, filters={"label": f"cinnamon.pool={pool}"})  # type: ignore[no-any-return]
 
 
-def one_per_slot(client: docker.DockerClient, pool: str, status: Callable[[], dict[str, object]]) -> bool:
+def one_per_slot(client: docker.DockerClient, pool: str, status: Callable[[], dict[str, Any]]) -> bool:
     containers = pool_containers(client, pool)
-    slots = sorted(c["Labels"]["cinnamon.slot"] for c in containers)  # type: ignore[index]
-    registered = {c["container_id"] for c in status()["containers"] if c["state"] == "available"}  # type: ignore[attr-defined,index]
+    slots = sorted(c["Labels"]["cinnamon.slot"] for c in containers)
+    registered = {c["container_id"] for c in status()["containers"] if c["state"] == "available"}
     return slots == ["1", "2"] and registered == {c["Id"] for c in containers}
 
 

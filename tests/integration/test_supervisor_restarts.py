@@ -20,13 +20,14 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.typing import EncodableT, FieldT
 
 from cinnamon_pool.errors import LeaseError
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import Holder
 from tests.conftest import test_config
-from tests.integration.test_supervisor_docker import eventually
+from tests.integration.supervised import eventually
 from tests.integration.test_supervisor_processes import Supervisors, supervise_from_toml
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
@@ -230,7 +231,12 @@ def test_garbage_in_every_key_never_stops_supervise_or_status(
             elif kind == "zset":
                 real_redis.zadd(key, {first or b"m": float(second) if second not in (b"inf", b"-inf") else 0.0})
             elif kind == "stream":
-                fields = {b"kind": first[:20] or b"granted", b"name": second[:20], b"at_ms": second[:20], b"wait_ms": second}
+                fields: dict[FieldT, EncodableT] = {
+                    b"kind": first[:20] or b"granted",
+                    b"name": second[:20],
+                    b"at_ms": second[:20],
+                    b"wait_ms": second,
+                }
                 real_redis.xadd(key, {**fields, b"token": b"t", b"test_run_id": b"r", b"outcome": second, b"duration_ms": second})
             else:  # the wrong type under a pool key
                 real_redis.delete(key)
@@ -250,7 +256,7 @@ def test_garbage_in_every_key_never_stops_supervise_or_status(
 
     def converged() -> bool:  # (an idle pool may shrink to min_size = 1 meanwhile)
         status = host.pool.status()
-        return status["total"] >= 1 and status["available"] == status["total"] == len(containers(docker_client, pool_cleanup))
+        return bool(status["total"] >= 1 and status["available"] == status["total"] == len(containers(docker_client, pool_cleanup)))
 
     deadline = time.monotonic() + 30
     while not converged():

@@ -26,7 +26,7 @@ from tests.conftest import ROOT
 from tests.integration.gateway_stand import MCP_HEADERS, initialize
 from tests.integration.supervised import eventually
 from tests.lease_helpers import assert_one_lease_at_a_time
-from tests.support import free_port, rq_worker_command
+from tests.support import failure_of, free_port, returned, rq_worker_command
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 BIN = Path(sys.executable).parent
@@ -80,7 +80,7 @@ def two_hosts(
 def finished(jobs: list[Job], client: redis.Redis) -> list[Job]:
     fetched = [Job.fetch(job.id, connection=client, serializer=JSONSerializer) for job in jobs]
     failed = [job for job in fetched if job.get_status() == JobStatus.FAILED]
-    assert not failed, failed[0].latest_result().exc_string if failed[0].latest_result() else "failed"
+    assert not failed, failure_of(failed[0]) or "failed"
     return [job for job in fetched if job.get_status() == JobStatus.FINISHED]
 
 
@@ -107,14 +107,14 @@ def test_jobs_spread_over_two_hosts_keep_flowing_when_one_dies_and_it_comes_back
     try:
         before = [queue.enqueue("tests.faults.jobs.browse", 2, 0.2, retry=Retry(max=3), job_timeout=60) for _ in range(18)]
         eventually(lambda: len(finished(before, real_redis)) == len(before), seconds=90, what="the first jobs done")
-        used = {job.return_value()["container"] for job in finished(before, real_redis)}
+        used = {returned(job)["container"] for job in finished(before, real_redis)}
         assert used & {"container-001", "container-002"} and used & {"container-1001", "container-1002"}, f"jobs ran on both hosts: {used}"
 
         host_b.kill()  # its supervisor and its gateway: the host is gone
         after = [queue.enqueue("tests.faults.jobs.browse", 2, 0.05, retry=Retry(max=3), job_timeout=60) for _ in range(12)]
         eventually(lambda: len(finished(after, real_redis)) == len(after), seconds=90, what="jobs after host-b died")
         host_b_names = {"container-1001", "container-1002"}
-        assert not {job.return_value()["container"] for job in finished(after, real_redis)} & host_b_names, "later jobs ran on host-a"
+        assert not {returned(job)["container"] for job in finished(after, real_redis)} & host_b_names, "later jobs ran on host-a"
         available = {c["name"] for c in pool.status()["containers"] if c["state"] == "available"}
         assert not available & host_b_names, f"host-b's containers left the free set: {available}"
 

@@ -19,6 +19,7 @@ from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.checker import check
 from tests.soak.settings import CONNECT_GRACE_S, CONVERGE_LIMIT_S, MIN_COMPLETED_SHARE, RETRIES
+from tests.support import failure_of
 
 
 class Summary:
@@ -149,7 +150,7 @@ class Summary:
 
 def _reason(job: Job) -> str:
     """The failure's exception type and message head (ids and numbers kept out, so reasons group)."""
-    lines = [line for line in (job.latest_result().exc_string if job.latest_result() else "").splitlines() if line.strip()]  # type: ignore[union-attr]
+    lines = [line for line in failure_of(job).splitlines() if line.strip()]
     last = lines[-1] if lines else "unknown"
     return "".join("#" if ch.isdigit() else ch for ch in last)[:120]
 

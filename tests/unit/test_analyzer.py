@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,7 +110,7 @@ def report(tmp_path: Path) -> dict[str, object]:
     return Analyzer().feed(iter_records(tmp_path)).report()
 
 
-def test_per_container_figures(report: dict) -> None:
+def test_per_container_figures(report: dict[str, Any]) -> None:
     steady, leaky = report["containers"]["container-001"], report["containers"]["container-002"]
     assert (steady["tests"], steady["average_duration_s"], steady["memory_trend"], steady["error_rate"], steady["restarts"]) == (
         40,
@@ -126,12 +127,12 @@ def test_per_container_figures(report: dict) -> None:
     assert leaky["risk"] == "high", "25 % infra errors is above the 20 % line"
 
 
-def report_span_days(report: dict) -> float:
+def report_span_days(report: dict[str, Any]) -> float:
     first, last = (dt.datetime.fromisoformat(report[k]) for k in ("from", "until"))
     return (last - first).total_seconds() / 86400
 
 
-def test_error_patterns_fold_numbers_and_ids(report: dict) -> None:
+def test_error_patterns_fold_numbers_and_ids(report: dict[str, Any]) -> None:
     assert report["errors"]["common"] == [
         {"error": "TimeoutError: timeout after Ns on container N", "count": 5, "context": "page_navigation"}
     ]
@@ -141,7 +142,7 @@ def test_error_patterns_fold_numbers_and_ids(report: dict) -> None:
     assert normalize_error("took 5.3s on 3f2a9c1d7e8b") == "took Ns on N"
 
 
-def test_pool_figures(report: dict) -> None:
+def test_pool_figures(report: dict[str, Any]) -> None:
     pool = report["pool"]
     busy = 40 * 3 + 20 * 5
     assert pool["utilization"] == pytest.approx(busy / (2 * report_span_days(report) * 86400), abs=1e-4)

@@ -56,7 +56,12 @@ def test_only_requests_to_the_pools_containers_on_this_host_carry_their_own_secr
     door = door_for(config(tmp_path))
     assert isinstance(door, DoorAuth)
     sent: list[httpx.Request] = []
-    transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(200))
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    transport = httpx.MockTransport(answer)
     with httpx.Client(transport=transport, auth=door) as http:
         for url in ("http://127.0.0.1:3001/mcp", "http://127.0.0.1:3002/mcp", "http://127.0.0.1:8930/door/mcp", "http://gw-b:3001/mcp"):
             http.get(url)

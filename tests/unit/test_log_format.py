@@ -9,7 +9,7 @@ HOSTILE = st.sampled_from(
     ["\n", "\r", "\r\n", "\x1b[31m", "\u2028", "\u2029", "\u202e", "\\n", "  └─ Fake: 1", "[2025-01-08 14:30:15] INFO  x | Y", "\x00", ": "]
 )
 VALUES = st.lists(st.one_of(st.text(max_size=40), HOSTILE), max_size=4).map("".join)
-KEYS = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)
+KEYS = st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)
 
 
 def test_the_design_example_renders_exactly() -> None:

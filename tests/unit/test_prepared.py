@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import fakeredis
 import pytest
@@ -331,7 +332,7 @@ def test_an_offer_that_redis_did_not_answer_is_sent_again_and_the_container_does
             preparer.checked_at[keeper.field] = preparer.clock.monotonic()
             offer, failures = preparer._offer, [redis.ConnectionError("the primary is gone")]
 
-            async def failing_once(**arguments: object) -> object:
+            async def failing_once(**arguments: Any) -> Any:
                 if failures:
                     raise failures.pop()
                 return await offer(**arguments)
@@ -348,4 +349,4 @@ def test_an_offer_that_redis_did_not_answer_is_sent_again_and_the_container_does
     states = asyncio.run(scenario())
     assert states[0] is ContainerState.PREPARING, "the offer failed: still preparing"
     assert states[1:] == [ContainerState.AVAILABLE, ContainerState.AVAILABLE], "offered again by the next round"
-    assert json.loads(client.hget(store.keys.sessions, f"prepared|{grant.name}"))["session"] == "next-session"
+    assert json.loads(cast(bytes, client.hget(store.keys.sessions, f"prepared|{grant.name}")))["session"] == "next-session"

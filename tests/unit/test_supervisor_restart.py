@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
@@ -23,7 +24,7 @@ from cinnamon_pool.supervisor.loop import Supervisor
 from cinnamon_pool.tokens import claim, secret_digest
 from tests.fakes import FakeRuntime
 
-TABLES = {
+TABLES: dict[str, dict[str, Any]] = {
     "pool": {"name": "qa", "min_size": 1, "max_size": 4, "initial_size": 2},
     "container": {"image": "cinnamon-pool/fake-mcp:test"},
     "rules": {"scale_cooldown_s": 0, "idle_shrink_s": 60},

@@ -11,6 +11,7 @@ import os
 import zipfile
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_the_policy_keeps_a_trace_when_the_job_failed_or_always() -> None:
 
 
 def test_a_leases_trace_is_read_back_from_redis_only_when_it_names_a_trace_file() -> None:
-    good = {
+    good: dict[str, Any] = {
         "token": TOKEN,
         "sessions": ["s1"],
         "trace": {"session": "s1", "policy": "always", "path": "artifacts/2026-12-07/run-1/trace.zip"},

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from cinnamon_pool.canary import CANARY_CODE
 from cinnamon_pool.gateway.unsafe import is_unsafe, lists_tools, unsafe_calls, without_unsafe_tools
 
 
-def call(name: str, arguments: dict[str, object] | None = None, request_id: int = 1) -> dict[str, object]:
+def call(name: str, arguments: Mapping[str, object] | None = None, request_id: int = 1) -> dict[str, object]:
     return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name, "arguments": arguments or {}}}
 
 

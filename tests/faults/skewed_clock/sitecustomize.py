@@ -48,5 +48,5 @@ if _SKEW_S:
             return cls.now()
 
     _time.time, _time.time_ns = _time_skewed, _time_ns_skewed
-    _time.localtime, _time.gmtime = _localtime_skewed, _gmtime_skewed
+    _time.localtime, _time.gmtime = _localtime_skewed, _gmtime_skewed  # type: ignore[assignment]  # (their int-like arguments)
     _dt.datetime = _SkewedDatetime  # type: ignore[misc]

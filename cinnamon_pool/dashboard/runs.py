@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Detail, LogAction
 from cinnamon_pool.logs.files import iter_records
 from cinnamon_pool.logs.format import LogRecord
 from cinnamon_pool.safefiles import safe_name
@@ -71,9 +71,9 @@ def runs_of(records: Iterable[LogRecord]) -> list[Run]:
     errors: dict[tuple[str, str], LogRecord] = {}
     found = []
     for record in records:
-        key = (record.subject, record.detail("Test Run"))
+        key = (record.subject, record.detail(Detail.TEST_RUN))
         if record.action == LogAction.ALLOCATED:
-            waits[key] = record.detail("Wait Time")
+            waits[key] = record.detail(Detail.WAIT_TIME)
         elif record.action == LogAction.ERROR_OCCURRED and key[1]:
             errors[key] = record
         elif record.action == LogAction.RELEASED:
@@ -83,14 +83,14 @@ def runs_of(records: Iterable[LogRecord]) -> list[Run]:
                     at=record.at,
                     container=record.subject,
                     test_run_id=key[1],
-                    outcome=record.detail("Outcome"),
-                    duration=record.detail("Duration"),
+                    outcome=record.detail(Detail.OUTCOME),
+                    duration=record.detail(Detail.DURATION),
                     wait=waits.pop(key, ""),
-                    tool_calls=record.detail("Tool Calls"),
-                    console_errors=record.detail("Console Errors"),
-                    error=error.detail("Error") if error else "",
-                    context=error.detail("Context") if error else "",
-                    trace=record.detail("Trace"),
+                    tool_calls=record.detail(Detail.TOOL_CALLS),
+                    console_errors=record.detail(Detail.CONSOLE_ERRORS),
+                    error=error.detail(Detail.ERROR) if error else "",
+                    context=error.detail(Detail.CONTEXT) if error else "",
+                    trace=record.detail(Detail.TRACE),
                 )
             )
     found.reverse()
@@ -109,7 +109,7 @@ def recent_runs(logs_dir: str | Path, today: _dt.date, query: str = "", limit: i
 
 def records_of(logs_dir: str | Path, day: _dt.date, test_run_id: str) -> Iterator[LogRecord]:
     """Every record of one run on ``day`` (allocated, errors, released, cleanup)."""
-    return (record for record in iter_records(logs_dir, day, day) if record.detail("Test Run") == test_run_id)
+    return (record for record in iter_records(logs_dir, day, day) if record.detail(Detail.TEST_RUN) == test_run_id)
 
 
 def artifacts(logs_dir: str | Path, day: str, folder: str) -> dict[str, Path]:

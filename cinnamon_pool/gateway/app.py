@@ -51,7 +51,7 @@ from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.toolcalls import ToolCalls, is_tool_call, reports_error
 from cinnamon_pool.gateway.traces import Traces
 from cinnamon_pool.gateway.upstream import Upstream
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Details, LogAction
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
@@ -318,7 +318,7 @@ class Gateway:
             if self.traces is not None:  # what the lease's sessions wrote (its snapshots, a trace) goes too
                 await self.traces.empty(name)
 
-    def _note(self, container: str, action: LogAction, details: list[tuple[str, str]]) -> None:
+    def _note(self, container: str, action: LogAction, details: Details) -> None:
         self.writer.write(LogKind.ERRORS, action_record(self.clock.now(), container, action, details, "ERROR"))
 
     async def metrics(self, _request: Request) -> Response:

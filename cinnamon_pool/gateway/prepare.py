@@ -53,7 +53,7 @@ from cinnamon_pool.gateway.traces import Traces
 from cinnamon_pool.gateway.upstream import Upstream
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import COMPARE_AND_DELETE_KEY, Op, source
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Detail, Details, LogAction
 from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession
 
 BLANK = {"name": "browser_navigate", "arguments": {"url": "about:blank"}}
@@ -63,7 +63,7 @@ STOP_WITHIN_S = 2.0  # a stopping preparer waits this long for the preparations 
 KEEPALIVE_S = 240.0  # a keeper's tool call, well inside playwright-mcp's default idle timeout (1 h)
 
 
-Reporter = Callable[[str, LogAction, list[tuple[str, str]]], None]  # (container, action, details)
+Reporter = Callable[[str, LogAction, Details], None]  # (container, action, details)
 EndSessions = Callable[[str, str], Awaitable[None]]  # (container, token): end what that lease opened
 
 
@@ -245,7 +245,11 @@ class Preparer:
             result, detail = "failed", f"{type(error).__name__}: {error}"[:300]
             failures = self.retry.get(name, (0, 0.0))[0] + 1
             self.retry[name] = (failures, self.clock.monotonic() + backoff.after(backoff.PREPARE_FAILED, failures))
-            self.report(name, LogAction.ERROR_OCCURRED, [("Error", f"preparing the next session failed: {detail}"), ("Context", "prepare")])
+            self.report(
+                name,
+                LogAction.ERROR_OCCURRED,
+                [(Detail.ERROR, f"preparing the next session failed: {detail}"), (Detail.CONTEXT, "prepare")],
+            )
         if released:
             self.unanswered[name] = [name, purpose, result, detail, f"{(self.clock.monotonic() - started) * 1000:.1f}"]
             with contextlib.suppress(redis.RedisError):  # sent again by the loop (the supervisor's time-out is the last resort)

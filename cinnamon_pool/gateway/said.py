@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from cinnamon_pool.clock import Clock
 from cinnamon_pool.gateway.auth import Refusal
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Detail, LogAction
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
@@ -37,10 +37,19 @@ class Said:
         """ACCESS_DENIED (a 5xx: ERROR_OCCURRED) for ``refusal`` of ``client``'s request."""
         if not self._due((refusal.container, refusal.reason, client)):
             return
-        details = [("Reason", refusal.reason), ("Status", str(refusal.status)), ("Client", client), ("Detail", refusal.message)]
+        details = [
+            (Detail.REASON, refusal.reason),
+            (Detail.STATUS, str(refusal.status)),
+            (Detail.CLIENT, client),
+            (Detail.DETAIL, refusal.message),
+        ]
         if refusal.status in {502, 503, 504}:
             record = action_record(
-                self.clock.now(), refusal.container or "pool", LogAction.ERROR_OCCURRED, [("Error", refusal.message), *details[1:]], "ERROR"
+                self.clock.now(),
+                refusal.container or "pool",
+                LogAction.ERROR_OCCURRED,
+                [(Detail.ERROR, refusal.message), *details[1:]],
+                "ERROR",
             )
             self.writer.write(LogKind.ERRORS, record)
         else:
@@ -55,7 +64,7 @@ class Said:
             return
         kind = content_type.split(";")[0]
         details = [
-            ("Error", f"the container answered {method} with HTTP {status} ({kind})"),
-            ("Status", str(status)),
+            (Detail.ERROR, f"the container answered {method} with HTTP {status} ({kind})"),
+            (Detail.STATUS, str(status)),
         ]
         self.writer.write(LogKind.ERRORS, action_record(self.clock.now(), container, LogAction.ERROR_OCCURRED, details, "ERROR"))

@@ -32,6 +32,7 @@ import httpx
 from loguru import logger
 
 from cinnamon_pool.errors import SessionFailed
+from cinnamon_pool.logs.actions import Detail, Details
 from cinnamon_pool.model import HeldSession, LeaseTrace, keeps_artifacts
 from cinnamon_pool.safefiles import private_folder, safe_name, write_private
 
@@ -94,7 +95,7 @@ class Traces:
     url_of: Callable[[str], str]  # a container's MCP URL on this host
     logs_dir: Path
     max_bytes: int
-    report: Callable[[str, list[tuple[str, str]]], None]  # (container, ERROR_OCCURRED details)
+    report: Callable[[str, Details], None]  # (container, ERROR_OCCURRED details)
     video: bool = False
 
     def started(self) -> list[dict[str, Any]]:
@@ -137,7 +138,9 @@ class Traces:
             logger.info("{}: the lease's trace went with its container ({})", name, type(error).__name__)
             return None
         except Exception as error:  # the server's answer, the door, the disk: said, and the lease ends
-            self.report(name, [("Error", f"the lease's trace was not kept: {type(error).__name__}: {error}"[:300]), ("Context", "trace")])
+            self.report(
+                name, [(Detail.ERROR, f"the lease's trace was not kept: {type(error).__name__}: {error}"[:300]), (Detail.CONTEXT, "trace")]
+            )
             return None
 
     async def _stop(self, name: str, session: str, call_tool: CallTool) -> None:

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Detail, LogAction
 from cinnamon_pool.logs.advice import SLOW_WAIT_S, recommend
 from cinnamon_pool.logs.format import LogRecord
 from cinnamon_pool.logs.stats import (
@@ -164,7 +164,7 @@ class Analyzer:
         details = dict(record.details)
         get = details.get
         box = self.containers[record.subject] if record.subject != "pool" else None
-        memory_text = get("Memory Usage") or get("Memory After Cleanup") or get("Memory After")
+        memory_text = get(Detail.MEMORY_USAGE) or get(Detail.MEMORY_AFTER_CLEANUP) or get(Detail.MEMORY_AFTER)
         memory = megabytes(memory_text) if memory_text else None
         if box is not None and memory is not None:
             hours = (at - self._origin).total_seconds() / 3600
@@ -188,21 +188,21 @@ class Analyzer:
         if action == LogAction.RELEASED and box is not None:
             box.tests += 1
             self.jobs_by_minute[minute] += 1
-            outcome = get("Outcome", "")
-            duration = seconds(get("Duration", ""))
+            outcome = get(Detail.OUTCOME, "")
+            duration = seconds(get(Detail.DURATION, ""))
             if duration is not None:
                 box.duration_s += duration
                 self.busy_s += duration
                 self.duration_buckets[bucket_of(duration, DURATION_BUCKETS_S)] += 1
                 end = minute * 60 + at.second  # local seconds; made unix time for the report
                 job = (
-                    get("Tool Calls", ""),
-                    get("Tool Latency p50", ""),
-                    get("Tool Latency Max", ""),
-                    get("Peak Memory", ""),
-                    get("Console Errors", ""),
+                    get(Detail.TOOL_CALLS, ""),
+                    get(Detail.TOOL_LATENCY_P50, ""),
+                    get(Detail.TOOL_LATENCY_MAX, ""),
+                    get(Detail.PEAK_MEMORY, ""),
+                    get(Detail.CONSOLE_ERRORS, ""),
                 )
-                box.leases.append((end - duration, end, outcome, get("Test Run", ""), job))
+                box.leases.append((end - duration, end, outcome, get(Detail.TEST_RUN, ""), job))
                 if job[0].isdigit():
                     box.tool_calls += int(job[0])
                     box.tool_max_s = max(box.tool_max_s, seconds(job[2]) or 0.0)
@@ -211,15 +211,15 @@ class Analyzer:
             box.infra_errors += outcome == "infra_error"
             box.test_failures += outcome == "test_failed"
         elif action == LogAction.ALLOCATED:
-            wait = seconds(get("Wait Time", ""))
+            wait = seconds(get(Detail.WAIT_TIME, ""))
             bucket = bucket_of(wait or 0.0, WAIT_BUCKETS_S)
             if wait is not None:
                 self.wait_buckets[bucket] += 1
-            client = get("Client")
+            client = get(Detail.CLIENT)
             if client:
                 self.client_waits[client][bucket] += 1
         elif (action == LogAction.CONTAINER_RESTART or action == LogAction.CONTAINER_REPLACED) and box is not None:
-            reason = get("Reason", "")
+            reason = get(Detail.REASON, "")
             code = reason or "unknown"
             if action == LogAction.CONTAINER_RESTART:
                 box.restarts[code] += 1
@@ -231,8 +231,8 @@ class Analyzer:
         elif action == LogAction.CONTAINER_STARTED and box is not None and box.life.n:
             box.end_life()
         if action == LogAction.ERROR_OCCURRED or action == LogAction.MARKED_UNHEALTHY:
-            error_type, context = get("Error Type", ""), get("Context", "")
-            error_text, reason = get("Error", ""), get("Reason", "")
+            error_type, context = get(Detail.ERROR_TYPE, ""), get(Detail.CONTEXT, "")
+            error_text, reason = get(Detail.ERROR, ""), get(Detail.REASON, "")
             self.errors_by_minute[minute] += 1
             self.errors_by_type[error_type or action] += 1
             pattern = normalize_error(error_text or reason or error_type or action)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 
 from cinnamon_pool.events import EventKind, LeaseEvent
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Detail, Details, LogAction
 from cinnamon_pool.logs.format import LogKind, LogRecord
 from cinnamon_pool.model import client_of
 
@@ -22,22 +22,22 @@ def redact(value: str) -> str:
     return _TOKEN.sub(lambda m: "token#" + hashlib.sha256(m.group(0).encode()).hexdigest()[:8], value)
 
 
-def _job_figures(event: LeaseEvent, peak_mb: float | None) -> list[tuple[str, str]]:
+def _job_figures(event: LeaseEvent, peak_mb: float | None) -> Details:
     """The job's own figures on its RELEASED record: tool calls and their latency, the container's
     peak memory during the lease, console errors."""
     figures = []
     if event.has("tool_calls"):
-        figures.append(("Tool Calls", str(event.number("tool_calls"))))
-    for key, field_name in (("Tool Latency p50", "tool_p50_ms"), ("Tool Latency Max", "tool_max_ms")):
+        figures.append((Detail.TOOL_CALLS, str(event.number("tool_calls"))))
+    for key, field_name in ((Detail.TOOL_LATENCY_P50, "tool_p50_ms"), (Detail.TOOL_LATENCY_MAX, "tool_max_ms")):
         value = event.decimal(field_name)
         if value is not None:
             figures.append((key, f"{value / 1000:.3f}s"))
     if peak_mb is not None:
-        figures.append(("Peak Memory", f"{peak_mb:.0f}MB"))
+        figures.append((Detail.PEAK_MEMORY, f"{peak_mb:.0f}MB"))
     if event.has("console_errors"):
-        figures.append(("Console Errors", str(event.number("console_errors"))))
+        figures.append((Detail.CONSOLE_ERRORS, str(event.number("console_errors"))))
     if event.has("trace"):
-        figures.append(("Trace", event.text("trace")))
+        figures.append((Detail.TRACE, event.text("trace")))
     return figures
 
 
@@ -84,17 +84,17 @@ def restart_reason(text: str) -> str:
     return "other"
 
 
-def restart_details(reason: str, memory_mb: float | None, error_count: int, uptime_s: float | None) -> list[tuple[str, str]]:
+def restart_details(reason: str, memory_mb: float | None, error_count: int, uptime_s: float | None) -> Details:
     """CONTAINER_RESTART's fields: the seed's (Reason, Memory Usage, Error Count, Uptime), then the
     reason's full text."""
-    details = [("Reason", restart_reason(reason))]
-    details += [("Memory Usage", f"{memory_mb:.0f}MB")] if memory_mb is not None else []
-    details += [("Error Count", str(error_count))]
-    details += [("Uptime", uptime(uptime_s))] if uptime_s is not None else []
-    return [*details, ("Detail", reason)]
+    details = [(Detail.REASON, restart_reason(reason))]
+    details += [(Detail.MEMORY_USAGE, f"{memory_mb:.0f}MB")] if memory_mb is not None else []
+    details += [(Detail.ERROR_COUNT, str(error_count))]
+    details += [(Detail.UPTIME, uptime(uptime_s))] if uptime_s is not None else []
+    return [*details, (Detail.DETAIL, reason)]
 
 
-def action_record(at: _dt.datetime, subject: str, action: LogAction, details: list[tuple[str, str]], level: str = "INFO") -> LogRecord:
+def action_record(at: _dt.datetime, subject: str, action: LogAction, details: Details, level: str = "INFO") -> LogRecord:
     return LogRecord(at.replace(microsecond=0), level, subject, action, tuple((key, redact(value)) for key, value in details))
 
 
@@ -120,21 +120,21 @@ def _event_record(
     name = event.name
     at = _dt.datetime.fromtimestamp(event.at_ms / 1000).replace(microsecond=0)
     memory = memory_mb.get(name)
-    memory_detail = [("Memory Usage", f"{memory:.0f}MB")] if memory is not None else []
+    memory_detail = [(Detail.MEMORY_USAGE, f"{memory:.0f}MB")] if memory is not None else []
 
     if event.kind is EventKind.GRANTED:
         available = event.text("available") if event.has("available") else "?"
-        details = [("Test Run", event.text("test_run_id")), *memory_detail, ("Available Containers", available)]  # the seed's
+        details = [(Detail.TEST_RUN, event.text("test_run_id")), *memory_detail, (Detail.AVAILABLE_CONTAINERS, available)]  # the seed's
         if event.has("job_id"):
-            details.append(("Job", event.text("job_id")))
+            details.append((Detail.JOB, event.text("job_id")))
         worker = event.text("worker") if event.has("worker") else ""
         client = client_of(worker)
         if client is not None:  # a session on connect: the API key that opened it
-            details.append(("Client", client))
+            details.append((Detail.CLIENT, client))
         elif worker:
-            details.append(("Worker", worker))
+            details.append((Detail.WORKER, worker))
         if event.number("wait_ms"):
-            details.append(("Wait Time", f"{event.number('wait_ms') / 1000:.3f}s"))
+            details.append((Detail.WAIT_TIME, f"{event.number('wait_ms') / 1000:.3f}s"))
         return [(LogKind.USAGE, LogRecord(at, "INFO", name, LogAction.ALLOCATED, tuple(details)))]
 
     if event.kind is EventKind.RELEASED:
@@ -142,16 +142,16 @@ def _event_record(
 
     if event.kind is EventKind.REVOKED and event.text("reason") in {"expired", "hard cap"}:
         held_s = event.number("duration_ms") / 1000
-        expired = (("Test Run", event.text("test_run_id")), ("Reason", event.text("reason")), ("Held For", f"{held_s:.2f}s"))
+        expired = ((Detail.TEST_RUN, event.text("test_run_id")), (Detail.REASON, event.text("reason")), (Detail.HELD_FOR, f"{held_s:.2f}s"))
         return [(LogKind.POOL, LogRecord(at, "WARN", name, LogAction.LEASE_EXPIRED, expired))]
 
     if event.kind is EventKind.SCALED and event.has("from"):  # (not the first size a host stores)
         action = LogAction.POOL_EXPANDED if event.number("to") > event.number("from") else LogAction.POOL_SHRUNK
         details = [
-            ("Host", event.text("host")),
-            ("From", event.text("from") or "-"),
-            ("To", event.text("to")),
-            ("Reason", event.text("reason")),
+            (Detail.HOST, event.text("host")),
+            (Detail.FROM, event.text("from") or "-"),
+            (Detail.TO, event.text("to")),
+            (Detail.REASON, event.text("reason")),
         ]
         return [(LogKind.POOL, LogRecord(at, "INFO", "pool", action, tuple(details)))]
 
@@ -161,7 +161,7 @@ def _event_record(
 def _released(
     at: _dt.datetime,
     event: LeaseEvent,
-    memory: list[tuple[str, str]],
+    memory: Details,
     error_threshold: int,
     memory_after: float | None,
     peak_mb: float | None,
@@ -170,20 +170,26 @@ def _released(
     duration_s = event.number("duration_ms") / 1000
     threshold = event.number("threshold") or error_threshold
     errors = f"{event.number('error_count')}/{threshold}"
-    details = [("Test Run", run), ("Outcome", outcome), ("Duration", f"{duration_s:.2f}s"), *memory, ("Consecutive Errors", errors)]
+    details = [
+        (Detail.TEST_RUN, run),
+        (Detail.OUTCOME, outcome),
+        (Detail.DURATION, f"{duration_s:.2f}s"),
+        *memory,
+        (Detail.CONSECUTIVE_ERRORS, errors),
+    ]
     details += _job_figures(event, peak_mb)
     out = [(LogKind.USAGE, LogRecord(at, "INFO", name, LogAction.RELEASED, tuple(details)))]
     cleanup_ms = event.decimal("cleanup_ms")
     if cleanup_ms is not None:
-        cleanup = [("Test Run", run), ("Cleanup Duration", seconds(cleanup_ms / 1000))]
-        cleanup += [("Memory After Cleanup", f"{memory_after:.0f}MB")] if memory_after is not None else []
-        cleanup += [("Result", event.text("cleanup_note"))]
+        cleanup = [(Detail.TEST_RUN, run), (Detail.CLEANUP_DURATION, seconds(cleanup_ms / 1000))]
+        cleanup += [(Detail.MEMORY_AFTER_CLEANUP, f"{memory_after:.0f}MB")] if memory_after is not None else []
+        cleanup += [(Detail.RESULT, event.text("cleanup_note"))]
         out.append((LogKind.USAGE, LogRecord(at, "INFO", name, LogAction.CLEANUP_COMPLETED, tuple(cleanup))))
     if outcome in {"infra_error", "test_failed"}:
-        error = [("Test Run", run), ("Error", event.text("error") or outcome), ("Context", event.text("context") or "job")]
-        error += [("Consecutive Errors", errors), ("Error Type", outcome)]
-        error += [("Artifacts", event.text("artifacts"))] if event.has("artifacts") else []
-        error += [("Trace", event.text("trace"))] if event.has("trace") else []
+        error = [(Detail.TEST_RUN, run), (Detail.ERROR, event.text("error") or outcome), (Detail.CONTEXT, event.text("context") or "job")]
+        error += [(Detail.CONSECUTIVE_ERRORS, errors), (Detail.ERROR_TYPE, outcome)]
+        error += [(Detail.ARTIFACTS, event.text("artifacts"))] if event.has("artifacts") else []
+        error += [(Detail.TRACE, event.text("trace"))] if event.has("trace") else []
         out.append(
             (LogKind.ERRORS, LogRecord(at, "ERROR" if outcome == "infra_error" else "WARN", name, LogAction.ERROR_OCCURRED, tuple(error)))
         )

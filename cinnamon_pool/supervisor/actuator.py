@@ -16,7 +16,7 @@ from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.door import DoorAuth, container_env
 from cinnamon_pool.errors import RuntimeUnavailable
 from cinnamon_pool.lease.store import LeaseStore
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Detail, LogAction
 from cinnamon_pool.logs.events import restart_details, restart_reason
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.model import ContainerRecord, ContainerState, container_name, local_slot
@@ -66,7 +66,7 @@ class Actuator:
             LogKind.ERRORS if level == "ERROR" else LogKind.POOL,
             change.name,
             LogAction.marked(change.state),
-            [("Reason", change.reason)],
+            [(Detail.REASON, change.reason)],
             level=level,
         )
 
@@ -111,7 +111,7 @@ class Actuator:
         self.runtime.remove(action.container_id)
         if self.metrics is not None:
             self.metrics.replacements.labels(self.pool, reason_label(action.reason.removeprefix("container "))).inc()
-        details = [("Reason", reason), ("Old Container", action.container_id[:12])]
+        details = [(Detail.REASON, reason), (Detail.OLD_CONTAINER, action.container_id[:12])]
         self.journal.record(LogKind.POOL, container_name(action.slot), LogAction.CONTAINER_REPLACED, details, level="WARN")
         self._create(Create(action.slot, "replace"))
 
@@ -133,9 +133,9 @@ class Actuator:
         if idle is not None:
             self.state.idle_processes[name] = idle
         created = self.state.created_at.pop(action.slot, None)
-        details = [("Container ID", container.container_id[:12]), ("Endpoint", record.endpoint)]
+        details = [(Detail.CONTAINER_ID, container.container_id[:12]), (Detail.ENDPOINT, record.endpoint)]
         if created is not None:
-            details.append(("Startup Time", f"{self.clock.monotonic() - created:.2f}s"))
+            details.append((Detail.STARTUP_TIME, f"{self.clock.monotonic() - created:.2f}s"))
         self.journal.record(LogKind.POOL, name, LogAction.CONTAINER_STARTED, details)
 
     def _job_endpoint(self, name: str, container: ObservedContainer) -> str:
@@ -157,12 +157,12 @@ class Actuator:
         self.store.deregister(action.name, action.reason)
         self.state.forget_container(action.name)
         if action.untrusted:
-            details = [("Error", action.reason), ("Action", "record dropped; Docker was not touched")]
+            details = [(Detail.ERROR, action.reason), (Detail.ACTION, "record dropped; Docker was not touched")]
             self.journal.record(LogKind.ERRORS, action.name, LogAction.ERROR_OCCURRED, details, level="ERROR")
 
     def _remove_orphan(self, action: RemoveOrphan) -> None:
         self.runtime.remove(action.container_id)
-        details = [("Container", action.container_id[:12]), ("Reason", action.reason)]
+        details = [(Detail.CONTAINER, action.container_id[:12]), (Detail.REASON, action.reason)]
         self.journal.record(LogKind.POOL, "pool", LogAction.ORPHAN_REMOVED, details, level="WARN")
 
     def _retire(self, action: Retire) -> None:
@@ -172,4 +172,4 @@ class Actuator:
         self.runtime.remove(action.container_id)
         if action.name is not None:
             self.state.forget_container(action.name)
-        self.journal.record(LogKind.POOL, action.name or "pool", LogAction.CONTAINER_REMOVED, [("Reason", action.reason)])
+        self.journal.record(LogKind.POOL, action.name or "pool", LogAction.CONTAINER_REMOVED, [(Detail.REASON, action.reason)])

@@ -26,7 +26,7 @@ from cinnamon_pool.door import door_for
 from cinnamon_pool.errors import ImageMissing, RuntimeUnavailable
 from cinnamon_pool.gateway.prepare import Preparer
 from cinnamon_pool.lease.store import LeaseStore
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Details, LogAction
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
@@ -123,7 +123,7 @@ def keep_browsers_up(config: PoolConfig, host: str, election: LeaderElection, wr
     async def nothing_to_end(_name: str, _token: str) -> None:
         return None
 
-    def report(container: str, action: LogAction, details: list[tuple[str, str]]) -> None:
+    def report(container: str, action: LogAction, details: Details) -> None:
         writer.write(LogKind.ERRORS, action_record(SYSTEM_CLOCK.now(), container, action, details, "ERROR"))
 
     async def keep() -> None:

@@ -14,7 +14,7 @@ from cinnamon_pool.clock import Clock
 from cinnamon_pool.errors import ImageMissing, ImageRejected, RuntimeUnavailable
 from cinnamon_pool.events import EventKind, LeaseEvent
 from cinnamon_pool.lease.store import LeaseStore
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Detail, Details, LogAction
 from cinnamon_pool.logs.events import action_record, event_record
 from cinnamon_pool.logs.files import archive_earlier_months
 from cinnamon_pool.logs.format import LogKind
@@ -43,7 +43,7 @@ class Journal:
         self._last_error: tuple[str, float] | None = None
         self._archived_month: tuple[int, int] | None = None
 
-    def record(self, kind: LogKind, subject: str, action: LogAction, details: list[tuple[str, str]], level: str = "INFO") -> None:
+    def record(self, kind: LogKind, subject: str, action: LogAction, details: Details, level: str = "INFO") -> None:
         self.writer.write(kind, action_record(self.clock.now(), subject, action, details, level))
 
     def lease_events(self, memory_mb: Mapping[str, float]) -> int:
@@ -73,9 +73,9 @@ class Journal:
 
     def rejected(self, value: Rejected) -> None:
         """A value read from Redis that the decoder refused: one ERROR_OCCURRED record."""
-        details = [("Error", f"bad value in Redis: {value.reason}"), ("Key", value.key)]
-        details += [("Field", value.field)] if value.field else []
-        details += [("Value", value.value), ("Action", "skipped and dropped")]
+        details = [(Detail.ERROR, f"bad value in Redis: {value.reason}"), (Detail.KEY, value.key)]
+        details += [(Detail.FIELD, value.field)] if value.field else []
+        details += [(Detail.VALUE, value.value), (Detail.ACTION, "skipped and dropped")]
         self.record(LogKind.ERRORS, "pool", LogAction.ERROR_OCCURRED, details, level="ERROR")
 
     def error(self, error: Exception) -> None:
@@ -96,7 +96,7 @@ class Journal:
             kind = "redis"
         else:
             kind = "pool"
-        self.record(LogKind.ERRORS, "pool", LogAction.ERROR_OCCURRED, [("Error Type", kind), ("Error", message)], level="ERROR")
+        self.record(LogKind.ERRORS, "pool", LogAction.ERROR_OCCURRED, [(Detail.ERROR_TYPE, kind), (Detail.ERROR, message)], level="ERROR")
         logger.error("{}: {}", kind, message)
 
     def archive(self) -> None:

@@ -28,7 +28,7 @@ from cinnamon_pool.door import DoorAuth
 from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, RuntimeUnavailable
 from cinnamon_pool.health import liveness, readiness
 from cinnamon_pool.lease.store import LeaseStore
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Detail, LogAction
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.model import SLOTS_PER_HOST
@@ -257,7 +257,7 @@ class Supervisor:
                 LogKind.POOL,
                 "pool",
                 state,
-                [("Supervisor", self.election.identity), ("Host", self.runtime.host)],
+                [(Detail.SUPERVISOR, self.election.identity), (Detail.HOST, self.runtime.host)],
                 level="INFO" if leading else "WARN",
             )
             logger.log("INFO" if leading else "WARNING", "{} for host {}", "leading" if leading else "standing by", self.runtime.host)

@@ -16,7 +16,7 @@ from cinnamon_pool.clock import Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.lease.replication import Lineage, lost_writes
 from cinnamon_pool.lease.store import LeaseStore
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Detail, LogAction
 from cinnamon_pool.logs.format import LogKind
 from cinnamon_pool.model import ContainerState, PoolSnapshot, Rejected
 from cinnamon_pool.runtime.base import ContainerRuntime
@@ -59,7 +59,10 @@ class Upkeep:
             LogKind.ERRORS,
             "pool",
             LogAction.ERROR_OCCURRED,
-            [("Error", f"redis lost writes in a failover: {why}"), ("Action", "dropping the pool state and recycling every container")],
+            [
+                (Detail.ERROR, f"redis lost writes in a failover: {why}"),
+                (Detail.ACTION, "dropping the pool state and recycling every container"),
+            ],
             level="ERROR",
         )
         self.store.forget_state()
@@ -109,7 +112,7 @@ class Upkeep:
                 LogKind.ERRORS,
                 "pool",
                 LogAction.ERROR_OCCURRED,
-                [("Error", "redis lost the pool state (epoch changed)"), ("Action", "recycling every container")],
+                [(Detail.ERROR, "redis lost the pool state (epoch changed)"), (Detail.ACTION, "recycling every container")],
                 level="ERROR",
             )
             host = self.runtime.host
@@ -161,8 +164,8 @@ class Upkeep:
             self.store.drop_size_request(host, raw)
             return False
         if not policy.min_size <= wanted <= policy.max_size:
-            details = [("Error", f"scale {wanted} refused: outside pool.min_size..max_size ({policy.min_size}..{policy.max_size})")]
-            self.journal.record(LogKind.ERRORS, "pool", LogAction.ERROR_OCCURRED, [*details, ("Context", "scale")], level="ERROR")
+            details = [(Detail.ERROR, f"scale {wanted} refused: outside pool.min_size..max_size ({policy.min_size}..{policy.max_size})")]
+            self.journal.record(LogKind.ERRORS, "pool", LogAction.ERROR_OCCURRED, [*details, (Detail.CONTEXT, "scale")], level="ERROR")
             self.store.drop_size_request(host, raw)
             return False
         self.store.set_size(host, wanted, "operator: cinnamon-pool scale")
@@ -191,7 +194,7 @@ class Upkeep:
                     LogKind.POOL,
                     name,
                     LogAction.PREPARE_TIMEOUT,
-                    [("Reason", f"no prepared session within {timeout:g}s; offered cold")],
+                    [(Detail.REASON, f"no prepared session within {timeout:g}s; offered cold")],
                     level="WARN",
                 )
             since.pop(name, None)

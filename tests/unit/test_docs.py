@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cinnamon_pool.config import ENV_VARIABLES, PoolConfig
 from cinnamon_pool.lease.scripts import Status
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Detail, LogAction
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -29,6 +29,13 @@ def test_every_configuration_key_is_documented_and_no_documented_key_is_gone() -
 def test_every_environment_variable_is_documented_next_to_its_key() -> None:
     for variable, dotted in ENV_VARIABLES.items():
         assert re.search(rf"^\| `{re.escape(dotted)}` \|[^\n]*`{variable}`", README, flags=re.MULTILINE), f"{variable} ({dotted})"
+
+
+def test_every_detail_label_is_in_the_runbook_and_every_documented_one_exists() -> None:
+    runbook = (ROOT / "docs" / "operations.md").read_text()
+    table = runbook.split("## Detail labels", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| ([A-Z][A-Za-z0-9 ]+) \|", table, flags=re.MULTILINE)) - {"label"}
+    assert {label.value for label in Detail} == documented
 
 
 def test_every_log_action_is_in_the_runbook_and_every_documented_one_exists() -> None:

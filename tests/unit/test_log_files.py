@@ -14,7 +14,7 @@ from loguru import logger
 
 from cinnamon_pool import decode
 from cinnamon_pool.clock import ManualClock
-from cinnamon_pool.logs.actions import LogAction
+from cinnamon_pool.logs.actions import Detail, LogAction
 from cinnamon_pool.logs.events import action_record, event_record, redact
 from cinnamon_pool.logs.files import archive_earlier_months, iter_records
 from cinnamon_pool.logs.format import LogKind, LogRecord
@@ -104,7 +104,7 @@ def test_secrets_are_redacted_before_they_reach_a_file() -> None:
     token = "0123456789abcdef:42:fedcba9876543210"
     shown = redact(f"token {token} refused")
     assert token not in shown and shown.startswith("token token#") and len(shown) == len("token token#12345678 refused")
-    error = action_record(dt.datetime(2025, 1, 8), "pool", LogAction.ERROR_OCCURRED, [("Error", f"rediss://u:pw@host/0 with {token}")])
+    error = action_record(dt.datetime(2025, 1, 8), "pool", LogAction.ERROR_OCCURRED, [(Detail.ERROR, f"rediss://u:pw@host/0 with {token}")])
     assert "pw" not in error.detail("Error") and token not in error.detail("Error")
     fields = {"kind": "granted", "name": "container-001", "at_ms": "0", "token": token, "test_run_id": token, "wait_ms": "1500"}
     (granted,) = event_record(decode.event("1-0", fields), {}, 3)

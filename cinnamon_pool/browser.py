@@ -31,6 +31,7 @@ from cinnamon_pool import tokens
 from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.errors import CinnamonError, LeaseLost
 from cinnamon_pool.lease.handle import JOB_PHASE, ContainerLease, SessionFigures
+from cinnamon_pool.model import Artifacts
 from cinnamon_pool.safefiles import private_folder, safe_name, write_private
 
 TOKEN_HEADER = "X-Cinnamon-Token"
@@ -164,7 +165,7 @@ class Browser:
         artifacts = None
         policy = self.lease.artifacts
         try:
-            wanted = policy == "always" or (failed and policy == "failure")
+            wanted = policy == Artifacts.ALWAYS or (failed and policy == Artifacts.FAILURE)
             if wanted and self.lease.artifacts_root and self._requests is not None:
                 artifacts = self._save_artifacts()
         finally:

@@ -35,14 +35,40 @@ class Outcome(enum.StrEnum):
     INFRA_ERROR = "infra_error"
 
 
-ARTIFACTS = ("failure", "always", "never")  # when a lease's artifacts (trace, snapshot, screenshot, console) are kept
+class Artifacts(enum.StrEnum):
+    """When a lease's artifacts (trace, snapshot, screenshot, console) are kept: the holder's
+    policy (``@with_container(artifacts=...)``, ``X-Cinnamon-Artifacts``); plain strings work too."""
+
+    FAILURE = "failure"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+ARTIFACTS = tuple(policy.value for policy in Artifacts)
 ARTIFACT_POLICIES = ("", *ARTIFACTS)  # "" = not said: failure
+
+
+class SizeMode(enum.StrEnum):
+    """How a supervisor sets its host's desired size (set_size.lua)."""
+
+    SET = "set"
+    INIT = "init"  # adopt a size already stored (a restarted or standby supervisor)
+    GROW = "grow"  # only when no host of the pool grew within the cool-down (one host answers waiters)
+
+
+class Preparation(enum.StrEnum):
+    """How a preparation of a released container ended (prepared.lua): all but residue offer it."""
+
+    OK = "ok"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    RESIDUE = "residue"  # the canary found what a job left: restarted instead
 
 
 def keeps_artifacts(policy: str, outcome: str) -> bool:
     """Whether a lease's artifacts are kept: ``always``; ``failure`` (or not said) when the job did
     not end ``ok`` (it failed, or the lease ended without a release: expired, reclaimed); never ``never``."""
-    return policy == "always" or (policy in {"", "failure"} and outcome != Outcome.OK)
+    return policy == Artifacts.ALWAYS or (policy in {"", Artifacts.FAILURE} and outcome != Outcome.OK)
 
 
 _POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")

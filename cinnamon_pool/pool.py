@@ -39,7 +39,7 @@ from cinnamon_pool.gateway import toolcalls
 from cinnamon_pool.lease.handle import ContainerLease, error_context
 from cinnamon_pool.lease.heartbeat import Heartbeat
 from cinnamon_pool.lease.store import LeaseStore
-from cinnamon_pool.model import ARTIFACTS, ContainerState, Holder, Outcome, client_of, keeps_artifacts
+from cinnamon_pool.model import ARTIFACTS, Artifacts, ContainerState, Holder, Outcome, client_of, keeps_artifacts
 from cinnamon_pool.safefiles import private_folder, write_private
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
@@ -97,7 +97,7 @@ class Failure:
 
     def save_traceback(self, lease: ContainerLease) -> str | None:
         """Write ``traceback.txt`` into the job's artifacts folder; the folder, or None."""
-        if not self.traceback or not lease.artifacts_root or lease.artifacts == "never":
+        if not self.traceback or not lease.artifacts_root or lease.artifacts == Artifacts.NEVER:
             return None
         folder = Path(lease.artifacts_path or artifact_folder(lease))
         try:

@@ -54,7 +54,7 @@ from cinnamon_pool.gateway.upstream import Upstream
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import COMPARE_AND_DELETE_KEY, Op, source
 from cinnamon_pool.logs.actions import Detail, Details, LogAction
-from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession
+from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession, Preparation
 
 BLANK = {"name": "browser_navigate", "arguments": {"url": "about:blank"}}
 POLL_S = 0.1  # how often the gateway looks for containers to prepare
@@ -217,7 +217,7 @@ class Preparer:
             await asyncio.wait({before})
         name, upstream, started = record.name, self.upstream(record.name), self.clock.monotonic()
         released = purpose != "free"
-        result, detail = "ok", ""
+        result, detail = Preparation.OK, ""
         try:
             if released and purpose:
                 await self.end_sessions(name, purpose)
@@ -231,8 +231,8 @@ class Preparer:
                 )
                 if residue:
                     await upstream.end(session)
-                    result, detail = "residue", residue
-            if result == "ok":
+                    result, detail = Preparation.RESIDUE, residue
+            if result == Preparation.OK:
                 tracing = await asyncio.wait_for(self._start_trace(upstream, session), self.config.gateway.prepare_timeout_s)
                 now_ms = int(self.clock.now().timestamp() * 1000)
                 held = HeldSession("prepared", name, record.container_id, session, answer, now_ms, record.restarts, tracing)
@@ -242,7 +242,7 @@ class Preparer:
         except asyncio.CancelledError:
             raise
         except (SessionFailed, httpx.HTTPError, TimeoutError, redis.RedisError) as error:
-            result, detail = "failed", f"{type(error).__name__}: {error}"[:300]
+            result, detail = Preparation.FAILED, f"{type(error).__name__}: {error}"[:300]
             failures = self.retry.get(name, (0, 0.0))[0] + 1
             self.retry[name] = (failures, self.clock.monotonic() + backoff.after(backoff.PREPARE_FAILED, failures))
             self.report(

@@ -33,7 +33,7 @@ from loguru import logger
 
 from cinnamon_pool.errors import SessionFailed
 from cinnamon_pool.logs.actions import Detail, Details
-from cinnamon_pool.model import HeldSession, LeaseTrace, keeps_artifacts
+from cinnamon_pool.model import Artifacts, HeldSession, LeaseTrace, keeps_artifacts
 from cinnamon_pool.safefiles import private_folder, safe_name, write_private
 
 START = {"name": "browser_start_tracing", "arguments": {}}
@@ -112,7 +112,7 @@ class Traces:
         ``never`` has it stopped, and its files removed, before it gets the session."""
         if not handed.tracing:
             return None
-        if policy == "never":
+        if policy == Artifacts.NEVER:
             try:
                 for tool in self.stopping():
                     await call_tool(handed.session, tool)

@@ -13,7 +13,7 @@ import redis
 from cinnamon_pool import decode
 from cinnamon_pool.lease.client import ScriptClient
 from cinnamon_pool.lease.scripts import COMPARE_AND_DELETE_KEY, Op, Status
-from cinnamon_pool.model import ContainerRecord, ContainerState, Rejected, validate_container_name, validate_host, validate_token
+from cinnamon_pool.model import ContainerRecord, ContainerState, Rejected, SizeMode, validate_container_name, validate_host, validate_token
 
 
 class SupervisorSide(ScriptClient):
@@ -67,12 +67,11 @@ class SupervisorSide(ScriptClient):
         reply = self._run_as_leader(Op.DEREGISTER, validate_container_name(name), reason, "if_unleased" if only_if_unleased else "")
         return reply[0] == Status.OK and bool(int(reply[1]))
 
-    def set_size(self, host: str, size: int, reason: str, *, mode: str = "set", cooldown_s: float = 0.0) -> int:
+    def set_size(self, host: str, size: int, reason: str, *, mode: str = SizeMode.SET, cooldown_s: float = 0.0) -> int:
         """Set a Docker host's desired size (the slots it serves); returns the size in force.
 
-        ``mode``: "set"; "init" adopts a size already stored (a restarted or standby supervisor);
-        "grow" only when no host of the pool grew within ``cooldown_s`` (one host answers waiters)."""
-        if size < 0 or mode not in {"set", "init", "grow"}:
+        ``mode``: a :class:`SizeMode` (``grow`` waits ``cooldown_s`` since any host of the pool grew)."""
+        if size < 0 or mode not in set(SizeMode):
             raise ValueError(f"size {size}, mode {mode!r}: size >= 0, mode set, init or grow")
         reply = self._run_as_leader(Op.SET_SIZE, validate_host(host), size, mode, reason[:200], int(cooldown_s * 1000))
         return decode.integer(reply[1], "size")

@@ -21,7 +21,7 @@ from cinnamon_pool.lease.calls import acquire_request, claimed, counts_of, raise
 from cinnamon_pool.lease.client import ScriptClient
 from cinnamon_pool.lease.handle import JobFigures
 from cinnamon_pool.lease.scripts import Op, Status
-from cinnamon_pool.model import Grant, Holder, Outcome, validate_container_name, validate_ticket, validate_token
+from cinnamon_pool.model import Grant, Holder, Outcome, Preparation, validate_container_name, validate_ticket, validate_token
 
 NOT_READY_GRACE_S = 15.0  # how long an acquire waits for a supervisor to register the pool at all
 
@@ -171,7 +171,7 @@ class JobSide(ScriptClient):
         offers it, residue restarts it. ``token`` is the released lease's fingerprint, as the gateway
         reads it from ``last_tokens`` ('' = whichever). Returns
         where it went, or noop when it was not waiting for this preparation."""
-        if result not in {"ok", "failed", "timeout", "residue"}:
+        if result not in set(Preparation):
             raise ValueError(f"result={result!r}: use ok, failed, timeout or residue")
         reply = self._run(
             Op.PREPARED,

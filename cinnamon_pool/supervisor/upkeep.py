@@ -18,7 +18,7 @@ from cinnamon_pool.lease.replication import Lineage, lost_writes
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.actions import Detail, LogAction
 from cinnamon_pool.logs.format import LogKind
-from cinnamon_pool.model import ContainerState, PoolSnapshot, Rejected
+from cinnamon_pool.model import ContainerState, PoolSnapshot, Preparation, Rejected, SizeMode
 from cinnamon_pool.runtime.base import ContainerRuntime
 from cinnamon_pool.supervisor.journal import Journal
 from cinnamon_pool.supervisor.metrics import PoolMetrics
@@ -124,7 +124,7 @@ class Upkeep:
         """This host's desired size in Redis: stored once, then kept within pool.min_size..max_size."""
         stored = world.snapshot.desired.get(self.runtime.host)
         if stored is None:
-            self.store.set_size(self.runtime.host, world.observation.size, "initial size", mode="init")
+            self.store.set_size(self.runtime.host, world.observation.size, "initial size", mode=SizeMode.INIT)
         elif stored != world.observation.size:
             self.store.set_size(
                 self.runtime.host,
@@ -144,7 +144,7 @@ class Upkeep:
             return
         # The 'scaled' event becomes POOL_EXPANDED / POOL_SHRUNK. Growth for waiting jobs is
         # decided once per pool: one host grows per cool-down, not every host at once.
-        mode = "grow" if wanted > size else "set"
+        mode = SizeMode.GROW if wanted > size else SizeMode.SET
         self.store.set_size(self.runtime.host, wanted, reason, mode=mode, cooldown_s=self.scale_policy.cooldown_s)
         self.state.scaled_at = self.clock.monotonic()
 
@@ -189,7 +189,7 @@ class Upkeep:
         if not self.store.preparing_hosts([self.runtime.host]):
             timeout = 0.0  # this host's gateway stopped (or never prepared): nobody will offer them
         for name in find_overdue(records, {n: now - t for n, t in since.items()}, timeout):
-            if self.store.prepared(name, "", "timeout", f"not prepared within {timeout:g}s") != "noop":
+            if self.store.prepared(name, "", Preparation.TIMEOUT, f"not prepared within {timeout:g}s") != "noop":
                 self.journal.record(
                     LogKind.POOL,
                     name,

@@ -47,12 +47,11 @@ from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import SessionFailed
-from cinnamon_pool.gateway.sessions import COMPARE_AND_DELETE
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.traces import Traces
 from cinnamon_pool.gateway.upstream import Upstream
 from cinnamon_pool.keys import PoolKeys
-from cinnamon_pool.lease.scripts import COMPARE_AND_DELETE_KEY, Op, source
+from cinnamon_pool.lease.scripts import Op, Own, own, source
 from cinnamon_pool.logs.actions import Detail, Details, LogAction
 from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession, Preparation
 
@@ -89,8 +88,8 @@ class Preparer:
     def __post_init__(self) -> None:
         self.keys = PoolKeys(self.config.pool.name)
         self._offer = self.client.register_script(source(Op.PREPARED))
-        self._compare_and_delete = self.client.register_script(COMPARE_AND_DELETE)
-        self._compare_and_delete_key = self.client.register_script(COMPARE_AND_DELETE_KEY)
+        self._compare_and_delete = self.client.register_script(own(Own.COMPARE_AND_DELETE_FIELD))
+        self._compare_and_delete_key = self.client.register_script(own(Own.COMPARE_AND_DELETE))
         self._script_keys = self.keys.script_keys(self.host)
         idle = self.config.container.browser_idle_s
         self.keepalive_s = KEEPALIVE_S if idle is None else min(KEEPALIVE_S, idle / 3)

@@ -15,10 +15,10 @@ import redis.asyncio as aioredis
 
 from cinnamon_pool import decode
 from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.lease.scripts import Own, own
 from cinnamon_pool.model import LeaseTrace
 
 MAX_SESSIONS = 64  # per lease; a job opening more is refused a new one (clients open one or two)
-COMPARE_AND_DELETE = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0"
 
 
 class LeaseSessions:
@@ -26,7 +26,7 @@ class LeaseSessions:
         self.client, self.key = client, keys.lease_sessions
         self.open: dict[tuple[str, str], set[str]] = {}
         self.traces: dict[tuple[str, str], LeaseTrace] = {}  # the lease's handed session records a trace
-        self._compare_and_delete = client.register_script(COMPARE_AND_DELETE)
+        self._compare_and_delete = client.register_script(own(Own.COMPARE_AND_DELETE_FIELD))
 
     def __bool__(self) -> bool:
         return bool(self.open)

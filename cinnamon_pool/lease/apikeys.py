@@ -22,25 +22,11 @@ import redis.asyncio as aioredis
 from cinnamon_pool import decode
 from cinnamon_pool.errors import ConfigError
 from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.lease.scripts import Own, own
 from cinnamon_pool.model import ApiKey, validate_key_name
 
 KEY_PREFIX = "cpk_"
 KEY_RANDOM_HEX = 40
-# Create a name only when free, both hashes in one step (every key a script touches is in KEYS).
-CREATE = """
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return 1
-"""
-REVOKE = """
-local hash = redis.call('HGET', KEYS[2], ARGV[1])
-if not hash then return 0 end
-redis.call('HDEL', KEYS[1], hash)
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-return 1
-"""
 
 
 def digest(key: str) -> str:
@@ -57,8 +43,8 @@ class ApiKeys:
 
     def __init__(self, client: redis.Redis, pool: str) -> None:
         self.client, self.keys = client, PoolKeys(pool)
-        self._create = client.register_script(CREATE)
-        self._revoke = client.register_script(REVOKE)
+        self._create = client.register_script(own(Own.KEY_CREATE))
+        self._revoke = client.register_script(own(Own.KEY_REVOKE))
 
     def create(self, name: str, max_sessions: int = 4, *, unsafe_tools: bool = False) -> str:
         """A new key named ``name``; the key is returned once and stored only as its hash.

@@ -1,5 +1,6 @@
 """Load the lease scripts: one ``.lua`` file per operation, each prefixed with the generated
-KEYS prelude and ``_lib.lua``.
+KEYS prelude and ``_lib.lua``; and the few small scripts that take keys of their own
+(``lua/own/``: compare-and-delete, API keys), as they are.
 
 redis-py's ``Script`` runs them with EVALSHA and falls back to EVAL when the server's script
 cache was flushed, so a ``SCRIPT FLUSH`` never breaks the pool.
@@ -12,9 +13,6 @@ from functools import cache
 from importlib import resources
 
 from cinnamon_pool.keys import SCRIPT_KEYS
-
-# Delete a string key only while it holds ARGV[1] (an owner's own value; another's is kept).
-COMPARE_AND_DELETE_KEY = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class Op(enum.StrEnum):
@@ -31,6 +29,15 @@ class Op(enum.StrEnum):
     FORGET = "forget"
     HOST = "host"
     PREPARED = "prepared"
+
+
+class Own(enum.StrEnum):
+    """The scripts of ``lua/own/``, each with its KEYS and ARGV in its header."""
+
+    COMPARE_AND_DELETE = "compare_and_delete"
+    COMPARE_AND_DELETE_FIELD = "compare_and_delete_field"
+    KEY_CREATE = "key_create"
+    KEY_REVOKE = "key_revoke"
 
 
 class Status(enum.StrEnum):
@@ -61,3 +68,8 @@ def source(op: Op) -> str:
     library = (folder / "_lib.lua").read_text(encoding="utf-8")
     body = (folder / f"{op.value}.lua").read_text(encoding="utf-8")
     return f"{key_prelude()}\n{library}\n-- ===== {op.value}.lua =====\n{body}"
+
+
+@cache
+def own(script: Own) -> str:
+    return (resources.files("cinnamon_pool.lease") / "lua" / "own" / f"{script.value}.lua").read_text(encoding="utf-8")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import redis
 
+import cinnamon_pool
 from cinnamon_pool.clock import ManualClock
 from cinnamon_pool.errors import LeaseLost, LeaseNotOwned, PoolExhausted, PoolNotReady
 from cinnamon_pool.keys import PoolKeys
-from cinnamon_pool.lease.scripts import Op
+from cinnamon_pool.lease.scripts import Op, Own
 from cinnamon_pool.lease.store import NOT_READY_GRACE_S, LeaseStore
 from cinnamon_pool.model import ContainerState, Holder, Outcome
 from tests.lease_helpers import dump_state, record, store_with
@@ -195,3 +197,17 @@ def test_every_script_gets_its_keys_in_the_one_generated_order() -> None:
         declared = re.findall(r"^local (K_[A-Z_]+) = KEYS\[(\d+)\]", source(op), flags=re.MULTILINE)
         assert [(lua, int(i)) for lua, i in declared] == [(lua, i) for i, (lua, _attr) in enumerate(SCRIPT_KEYS, 1)], op
         assert "KEYS[" not in source(op).split("-- ===== ")[1], f"{op}.lua must use the generated names, not KEYS[i]"
+
+
+def test_every_lua_script_opens_with_its_contract() -> None:
+    """Each script file names itself and says what it is for, its KEYS, its ARGV and what it
+    returns, in its opening comment (as BullMQ's scripts do); no script is written inline."""
+    folder = Path(cinnamon_pool.__file__).parent / "lease" / "lua"
+    scripts = [path for path in [*folder.glob("*.lua"), *(folder / "own").glob("*.lua")] if path.name != "_lib.lua"]
+    assert len(scripts) == len(Op) + len(Own)
+    for path in scripts:
+        header = [line for line in path.read_text().splitlines() if line.startswith("--")]
+        assert header[0].startswith(f"-- {path.name}: "), path.name
+        assert any(line.startswith("-- KEYS") for line in header) and any(line.startswith("-- Returns") for line in header), path.name
+    inline = [p for p in (folder.parent.parent).rglob("*.py") if "redis.call(" in p.read_text()]
+    assert inline == [], "Lua belongs in lease/lua/"

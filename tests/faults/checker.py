@@ -3,8 +3,10 @@
 :func:`check` reads them back and returns the violations (an empty list is a pass):
 
 - from the containers' own records: no two lease tokens use one container at once, ever, epochs
-  or not (a token's span runs from its first to its last use there); no use by a token that was
-  never granted; no use served while the pool's Redis was down (the gateway must refuse what it
+  or not (a token's span runs from its first to its last use there); every use inside its
+  token's lease, from its grant to its end (from the stream, or the client's own grant when the
+  stream lost it), whoever made it; no use by a token that was never granted; no use served
+  while the pool's Redis was down (the gateway must refuse what it
   cannot check);
 - from the event stream: no overlapping grants per container within an epoch, FIFO among live
   waiters, no lease past the cap; an epoch change ends the old epoch's leases at that moment and
@@ -91,7 +93,7 @@ def check(directory: Path, max_lease_ms: int) -> Report:
     for records in clients:
         _check_client(records, leases, max_lease_ms, faults, offset, report)
     _check_exclusive_use(clients, offset, report)
-    _check_served(served, {*leases, *_granted_to_clients(clients)}, faults, report)
+    _check_served(served, {**_granted_to_clients(clients, offset), **leases}, faults, report)
     return report
 
 
@@ -112,14 +114,26 @@ def _mono(line: dict[str, Any], key: str, offset: float) -> float | None:
     return None if value is None else float(value) - offset
 
 
-def _granted_to_clients(clients: list[list[dict[str, Any]]]) -> set[str]:
-    return {line["token"] for records in clients for line in records if line["op"] == "acquire" and line["phase"] == "ok"}
+def _granted_to_clients(clients: list[list[dict[str, Any]]], offset: float) -> dict[str, _Lease]:
+    """Each client's own grants (from its acquire's invoke on: the grant happened after it), for
+    the tokens whose grant the copied stream lost; their end is not known from the clients."""
+    grants: dict[str, _Lease] = {}
+    for records in clients:
+        invoked: float | None = None
+        for line in records:
+            if line["op"] == "acquire" and line["phase"] == "invoke":
+                invoked = _mono(line, "t", offset)
+            elif line["op"] == "acquire" and line["phase"] == "ok":
+                grants[line["token"]] = _Lease(line["container"], line["token"], invoked if invoked is not None else float("-inf"))
+    return grants
 
 
-def _check_served(served: list[dict[str, Any]], granted: set[str], faults: list[dict[str, Any]], report: Report) -> None:
+def _check_served(served: list[dict[str, Any]], leases: dict[str, _Lease], faults: list[dict[str, Any]], report: Report) -> None:
     """The ground truth: on each container, the spans of different tokens never overlap; every
-    token was granted; nothing is served while Redis is down. The pool's own calls (readiness
-    probe, kept and prepared sessions, canary) carry no token and are not uses."""
+    use falls inside its token's lease (from its grant to its end, as the stream says, or from the
+    client's own grant when the stream lost it), whoever made it; nothing is served while Redis
+    is down. The token is the one the gateway forwarded (it replaces any the client sends). The
+    pool's own calls (readiness probe, kept and prepared sessions, canary) carry no token."""
     outages = [(float(f["mono"]), float(f.get("end_mono", f["mono"]))) for f in faults if f["fault"] in OUTAGES]
     spans: dict[str, dict[str, list[float]]] = defaultdict(dict)
     for use in served:
@@ -128,8 +142,13 @@ def _check_served(served: list[dict[str, Any]], granted: set[str], faults: list[
             continue
         report.served += 1
         start, end = float(use["start"]), float(use["end"])
-        if token not in granted:
+        lease = leases.get(token)
+        if lease is None:
             report.violations.append(f"{use['container']}: served {use['tool']} at {start:.0f} to {token}, a token never granted")
+        elif start < lease.granted_ms:
+            report.violations.append(f"{use['container']}: served {token} at {start:.0f}, before its grant at {lease.granted_ms:.0f}")
+        elif lease.ended_ms is not None and start > lease.ended_ms:
+            report.violations.append(f"{use['container']}: served {token} at {start:.0f}, after its lease ended at {lease.ended_ms:.0f}")
         for down, up in outages:
             if down + OUTAGE_GRACE_MS < start < up:
                 report.violations.append(

@@ -214,3 +214,24 @@ def test_the_served_moment_decides_for_a_holder_stopped_before_it_recorded_its_o
     write(tmp_path / "client-1.jsonl", stopped)
     violations = check(tmp_path, CAP_MS).violations
     assert any("after its lease ended" in v for v in violations) and any("still used it" in v for v in violations)
+
+
+def test_each_use_the_containers_served_is_checked_against_its_own_lease_whoever_logged_it(tmp_path: Path) -> None:
+    """No client logged these uses (their processes died, say): the containers' record alone
+    shows a use before its token's grant, one after its lease ended (a stale token), and one
+    under a token never granted; uses inside their lease pass."""
+    write(
+        tmp_path / "events.jsonl",
+        [granted("c1", "e:1:a", 100), released("c1", "e:1:a", 200), granted("c1", "e:2:b", 300), released("c1", "e:2:b", 400)],
+    )
+    inside = [served("abc", "e:1:a", 110, 120), served("abc", "e:2:b", 310, 390)]
+    write_served(tmp_path, [*inside, served("abc", "e:2:b", 250, 260), served("abc", "e:1:a", 450, 460), served("abc", "x:9:z", 470, 480)])
+    violations = check(tmp_path, CAP_MS).violations
+    assert violations == [
+        "abc: served e:2:b at 250, before its grant at 300",
+        "abc: served e:1:a at 450, after its lease ended at 200",
+        "abc: served browser_navigate at 470 to x:9:z, a token never granted",
+        "abc: served e:2:b from 250 while it still served e:1:a until 460 (the containers' own record)",
+    ], violations
+    write_served(tmp_path, inside)
+    assert check(tmp_path, CAP_MS).violations == []

@@ -22,8 +22,9 @@ must have been hit by a fault (one that began before it failed and ended less th
 ``CONNECT_GRACE_S`` before).
 
 Each fault is recorded in the history (faults.jsonl) with the rq jobs it hit: the job of a
-killed or stopped work horse or worker, the job holding a killed or paused container, every job
-in flight when Redis restarts. Every container records what it served, under which token
+killed or stopped work horse or worker, the job holding a killed or paused container (a killed
+one: every job granted it until the supervisor has replaced it), every job in flight when Redis
+restarts. Every container records what it served, under which token
 (fake-mcp, ``FAKE_MCP_RECORD_DIR``): the checker's ground truth.
 
 After each fault the soak measures the time until the pool is whole again (every registered
@@ -36,7 +37,11 @@ leaked containers, convergence max and p50. The soak fails (exit status 1) unles
 - every job completed, or failed and was hit by a recorded fault (none lost, none unexplained);
 - at least 99 % of the jobs no fault hit completed;
 - the pool was whole again within 10 s of every fault (a slower one is named);
-- no double grant, no other history violation, no leaked container.
+- no double grant, no other history violation, no leaked container;
+- the containers recorded uses (the checker's ground truth is not empty).
+
+The jobs that completed or failed only after an rq retry are reported with how many of them no
+recorded fault hit (``retried_unexplained``): a retry hides a failure; it is not judged yet.
 """
 
 from tests.soak.verdict import verdict

@@ -21,9 +21,10 @@ from rq import Worker
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from cinnamon_pool.model import container_name
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.history import monotonic_ms, record_fault
-from tests.soak.settings import PAUSE_S, TTL_S, children, say
+from tests.soak.settings import CONVERGE_LIMIT_S, PAUSE_S, TTL_S, children, say
 from tests.support import RedisHA, die_with_parent, start_redis_server
 
 
@@ -113,6 +114,21 @@ class Injector:
                 return [lease.job_id]
         return []
 
+    def granted_until_gone(self, name: str, container_id: str) -> list[str]:
+        """The jobs that hold ``name`` from now until the supervisor has replaced (or removed) the
+        container ``container_id`` behind it: a job granted the dead container in the meantime
+        loses its lease to the fault too."""
+        held: list[str] = []
+        deadline = time.monotonic() + CONVERGE_LIMIT_S
+        while time.monotonic() < deadline:
+            held += [job for job in self.jobs_holding(name) if job not in held]
+            with contextlib.suppress(redis.RedisError):
+                record = self.pool.store.snapshot().containers.get(name)
+                if record is None or record.container_id != container_id or record.state.value in {"restarting", "draining"}:
+                    break
+            time.sleep(0.05)
+        return held
+
     def jobs_in_flight(self) -> list[str]:
         """Every job a worker has started (holding a container or waiting for one)."""
         return list(StartedJobRegistry("soak", connection=self.queue_client, serializer=JSONSerializer).get_job_ids())
@@ -153,7 +169,8 @@ class Injector:
             if not running:
                 return time.monotonic(), over
             target = self.random.choice(running)
-            name = target["Labels"].get("cinnamon.slot", "")
+            slot = str(target["Labels"].get("cinnamon.slot", ""))
+            name = container_name(int(slot)) if slot.isdigit() else ""  # leases are by name, not slot
             hit = self.jobs_holding(name)
             with contextlib.suppress(docker.errors.APIError):
                 if fault == "kill-container":
@@ -163,7 +180,10 @@ class Injector:
                     self.docker.api.pause(target["Id"])
                     time.sleep(PAUSE_S)
                     self.docker.api.unpause(target["Id"])
-            hit += [job for job in self.jobs_holding(name) if job not in hit]  # granted while it was paused
+            if fault == "kill-container":
+                hit += [job for job in self.granted_until_gone(name, target["Id"]) if job not in hit]
+            else:
+                hit += [job for job in self.jobs_holding(name) if job not in hit]  # granted while it was paused
             record_fault(self.history, client, fault, target=f"{name} {target['Id'][:12]}", jobs=hit, began_mono=began)
         elif fault == "kill-supervisor":
             assert self.supervisor is not None

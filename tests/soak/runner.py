@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     out(
         f"soak {args.duration:g} s, seed {seed}: faults {sum(results['faults_injected'].values())} {results['faults_injected']}\n"
         f"  jobs submitted {jobs['submitted']}, completed {jobs['completed']}, failed {jobs['failed']}, lost {jobs['lost']} "
-        f"({jobs['retried']} completed or failed after a retry)\n"
+        f"({jobs['retried']} completed or failed after a retry, {jobs['retried_unexplained']} of them not hit by a recorded fault)\n"
         f"  failed by reason: {jobs['failed_by_reason']}\n"
         f"  failed by fault: {jobs['failed_by_fault']}; failed with no fault to explain it: {jobs['failed_unexplained']}\n"
         f"  jobs hit by a fault {jobs['hit_by_a_fault']}; of the {jobs['not_hit']} others {jobs['not_hit_completed_share']:.2%} completed "

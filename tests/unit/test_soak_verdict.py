@@ -13,6 +13,7 @@ PASSING: dict[str, Any] = {
     "violations": [],
     "leaked_containers": 0,
     "convergence_s": {"over_limit": []},
+    "history": {"served_by_containers": 812},
 }
 
 
@@ -36,6 +37,9 @@ def test_each_failure_is_named() -> None:
     assert verdict(changed("double_grants", 1)) == ["double grants: 1"]
     assert verdict(changed("violations", ["c1: ..."])) == ["history violations: 1"]
     assert verdict(changed("leaked_containers", 1)) == ["leaked containers: 1"]
+    assert verdict(changed("history.served_by_containers", 0)) == [
+        "the containers recorded no use: the history checker had no ground truth"
+    ]
     assert verdict(changed("convergence_s.over_limit", ["restart-redis (12.5 s)"])) == [
         "not whole within 10 s after restart-redis (12.5 s)"
     ]

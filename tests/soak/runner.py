@@ -20,6 +20,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import httpx
 import redis
 from rq import Queue, Retry
 from rq.registry import StartedJobRegistry
@@ -194,10 +195,13 @@ class Soak(Injector, Summary):
 
     def whole(self) -> bool:
         """Every registered container running and serving (or leased), Docker and the registry
-        agreeing, at least the minimum size."""
+        agreeing, at least the minimum size, and the gateway answering (its metrics page)."""
         try:
             status = self.pool.status()
-        except redis.RedisError:
+            answered = httpx.get(f"{self.config.gateway.base_url}/metrics", timeout=2).status_code == 200
+        except (redis.RedisError, httpx.HTTPError):
+            return False
+        if not answered:
             return False
         registered = {c["container_id"]: c["state"] for c in status["containers"]}
         running = {c["Id"] for c in self.pool_containers() if c["State"] == "running"}

@@ -13,14 +13,13 @@ import contextlib
 import datetime
 import functools
 import logging
-import os
 import socket
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from rq import Callback, Queue, Retry, get_current_job
 
-from cinnamon_pool.config import ENV_VARIABLES, PoolConfig
+from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import PoolExhausted
 from cinnamon_pool.model import ARTIFACTS
 from cinnamon_pool.pool import ContainerPool
@@ -39,25 +38,6 @@ def _log() -> logging.Logger:
 
 DEFAULT_ACQUIRE_TIMEOUT_S = 300.0
 JOB_SHARE_OF_TIMEOUT = 0.5  # of an rq job's timeout, the acquire wait may take at most this share
-
-
-_CONFIG_VARIABLES = ("CINNAMON_CONFIG", *ENV_VARIABLES)
-
-
-def config_from_environment() -> PoolConfig:
-    """The CLI's configuration, parsed again only when the file or a CINNAMON_* variable changed."""
-    variables = tuple((k, os.environ[k]) for k in _CONFIG_VARIABLES if k in os.environ)
-    path = os.environ.get("CINNAMON_CONFIG")
-    try:
-        stamp = os.stat(path).st_mtime_ns if path else 0
-    except OSError:
-        stamp = -1  # let load() report the missing file
-    return _parsed_config(variables, stamp)
-
-
-@functools.lru_cache(maxsize=8)
-def _parsed_config(variables: tuple[tuple[str, str], ...], stamp: int) -> PoolConfig:
-    return PoolConfig.load(environ=dict(variables))
 
 
 def _pool_for(config: PoolConfig) -> ContainerPool:
@@ -211,7 +191,7 @@ def with_container(
         def run_with_container(*args: P.args, **kwargs: P.kwargs) -> R:
             if "container" in kwargs:
                 raise TypeError(f"{function.__name__}() was given 'container', which @with_container injects")
-            pool = _pool_for(fixed_config or config_from_environment())
+            pool = _pool_for(fixed_config or PoolConfig.from_environment())
             job = _current_job()
             job_id = str(job.id) if job is not None else ""
             worker = str(getattr(job, "worker_name", None) or socket.gethostname())

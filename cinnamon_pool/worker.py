@@ -25,7 +25,7 @@ from rq.worker import WorkerStatus
 
 import cinnamon_pool.browser
 import cinnamon_pool.job
-from cinnamon_pool.config import WorkerSettings
+from cinnamon_pool.config import PoolConfig, WorkerSettings
 from cinnamon_pool.errors import RefusedFunction
 
 PRELOADED = (cinnamon_pool.browser.__name__, cinnamon_pool.job.__name__)
@@ -36,7 +36,7 @@ class Worker(RqWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.guard: WorkerSettings = cinnamon_pool.job.config_from_environment().worker
+        self.guard: WorkerSettings = PoolConfig.from_environment().worker
         if self.serializer.loads is pickle.loads and not self.guard.allow_pickle:
             raise SystemExit(
                 "cinnamon_pool.worker.Worker does not run pickled jobs: whoever can write to the Redis "

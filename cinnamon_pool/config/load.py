@@ -9,6 +9,8 @@ No module reads the environment on its own: callers pass ``environ``.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,6 +57,19 @@ class PoolConfig:
                 section, key = dotted.split(".")
                 tables.setdefault(section, {})[key] = _from_env(variable, environ[variable], section, key)
         return cls.from_tables(tables)
+
+    @classmethod
+    def from_environment(cls) -> PoolConfig:
+        """The configuration of this process's environment (``CINNAMON_CONFIG`` and the
+        ``CINNAMON_*`` variables), for the job side (rq workers and their work horses): parsed
+        again only when the file or a variable changed."""
+        variables = tuple((k, os.environ[k]) for k in _CONFIG_VARIABLES if k in os.environ)
+        path = os.environ.get("CINNAMON_CONFIG")
+        try:
+            stamp = os.stat(path).st_mtime_ns if path else 0
+        except OSError:
+            stamp = -1  # let load() report the missing file
+        return _parsed(variables, stamp)
 
     @classmethod
     def from_tables(cls, tables: Mapping[str, Any]) -> PoolConfig:
@@ -181,3 +196,11 @@ def _coerce(dotted: str, value: Any, default: Any) -> Any:
             raise ConfigError(dotted, value, "must be a table of strings")
         return dict(value)
     raise ConfigError(dotted, value, "has no known type")  # pragma: no cover - every field is covered above
+
+
+_CONFIG_VARIABLES = ("CINNAMON_CONFIG", *ENV_VARIABLES)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(variables: tuple[tuple[str, str], ...], stamp: int) -> PoolConfig:
+    return PoolConfig.load(environ=dict(variables))

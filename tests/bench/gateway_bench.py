@@ -90,11 +90,13 @@ class Session:
 
 
 def paired(direct: Session, through: Session, measure: str, samples: int, **arguments: object) -> tuple[list[float], list[float]]:
-    """Alternate direct and gateway calls, so drift on the machine hits both alike."""
+    """Alternate direct and gateway calls, so drift on the machine hits both alike, and which goes
+    first in each pair, so neither always runs on the warmer path."""
     plain: list[float] = []
     gated: list[float] = []
-    for _ in range(samples):
-        for session, out in ((direct, plain), (through, gated)):
+    for i in range(samples):
+        pair = [(direct, plain), (through, gated)]
+        for session, out in pair if i % 2 == 0 else pair[::-1]:
             out.append(session.call("ping") if measure == "ping" else session.tool(measure, arguments))
     return plain, gated
 
@@ -179,6 +181,6 @@ def run(redis_url: str, workdir: Path, hold_s: float = 60.0) -> list[Row]:
         Row("gateway", "gateway overhead per request, p50 (paired)", percentile(overhead, 50) * 1000, None, "ms", "value <= 1"),
         Row("gateway", "browser_snapshot through the gateway, p50 (vs direct)", percentile(gated_snap, 50) * 1000, snap_p50 * 1000, "ms", "ratio <= 1.02"),
         Row("gateway", "browser_snapshot through the gateway, p99 (vs direct)", percentile(gated_snap, 99) * 1000, percentile(plain_snap, 99) * 1000, "ms", "ratio <= 1.1"),
-        Row("gateway", "small requests per second, 32 clients (vs direct)", gateway_rps, direct_rps, "req/s", "value >= 2000"),
+        Row("gateway", "small requests per second, 32 clients (vs direct)", gateway_rps, direct_rps, "req/s", "ratio >= 0.9"),
         Row("gateway", f"gateway RSS after {opened} streams held {hold_s:.0f} s (vs before)", rss_after, rss_before, "MB", "ratio <= 1.05"),
     ]  # fmt: skip

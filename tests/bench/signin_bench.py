@@ -114,7 +114,9 @@ def idle_session_navigates(pool: ContainerPool, samples: int, idle_s: float = 2.
 
 
 def fresh_container_jobs(runtime: DockerRuntime, config: PoolConfig, pool: str, samples: int) -> list[float]:
-    """(c): docker run, wait for readiness, run the job against it directly, remove it."""
+    """(c): docker run, wait for readiness, run the job against it directly; then remove it, out
+    of the timed window (a user would remove it after the job, off its path, as the pool's
+    restarts are off the job's path too)."""
     seconds = []
     port = config.container.host_ports[-1]
     for i in range(samples):
@@ -139,9 +141,9 @@ def fresh_container_jobs(runtime: DockerRuntime, config: PoolConfig, pool: str, 
                 fence_after_s=600,
             )
             sign_in(lease, f"fresh{i}@example.test")
+            seconds.append(time.perf_counter() - started)
         finally:
             runtime.remove(observed.container_id)
-        seconds.append(time.perf_counter() - started)
         print(f"  fresh container job {i + 1}/{samples}: {seconds[-1]:.2f} s", flush=True)
     return seconds
 
@@ -209,7 +211,9 @@ def run(redis_url: str, workdir: Path, cpus: float = 0.5) -> list[Row]:
         config = supervisor.config
         with gateway(redis_url, config, listen, workdir, prepared=False) as pool:
             cold = pool_jobs(pool, SAMPLES, prepared=False)
-            cold_rate, cold_passed, cold_restarts, _ = worker_run(redis_url, config, listen, workdir, FLOW_JOBS, prepared=False)
+            cold_rate, cold_passed, _, _ = worker_run(redis_url, config, listen, workdir, FLOW_JOBS, prepared=False)
+            # jobs per memory restart from runs of equal length on both sides
+            _, cold_memory_passed, cold_restarts, _ = worker_run(redis_url, config, listen, workdir, MEMORY_JOBS, prepared=False)
         with gateway(redis_url, config, listen, workdir, prepared=True) as pool:
             warm = pool_jobs(pool, SAMPLES, prepared=True)
             idle = idle_session_navigates(pool, 10)
@@ -278,9 +282,9 @@ def run(redis_url: str, workdir: Path, cpus: float = 0.5) -> list[Row]:
         ),
         Row(
             "signin",
-            f"sign-in jobs per memory restart, prepared, {memory_passed} jobs, {memory_restarts} restarts (vs cold run: {cold_restarts} in {cold_passed})",
+            f"sign-in jobs per memory restart, prepared, {memory_passed} jobs, {memory_restarts} restarts (vs cold run: {cold_restarts} in {cold_memory_passed})",
             memory_passed / max(memory_restarts, 1),
-            cold_passed / max(cold_restarts, 1),
+            cold_memory_passed / max(cold_restarts, 1),
             "jobs",
             "value >= 50",
         ),

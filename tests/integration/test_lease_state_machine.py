@@ -16,7 +16,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import pytest
 import redis
@@ -266,9 +266,6 @@ LeaseMachine.TestCase.settings = settings(
 )
 
 
-TestCase: Any = LeaseMachine.TestCase
-
-
 @pytest.mark.usefixtures("machine_server")
-class TestLeaseProtocol(TestCase):  # type: ignore[misc]  # hypothesis makes TestCase when the class is defined
+class TestLeaseProtocol(LeaseMachine.TestCase):  # type: ignore[valid-type, misc]  # hypothesis makes TestCase at run time
     pass

@@ -1,5 +1,5 @@
 """``cinnamon-pool``: parse, configure the daemons' console logging, run the command, and turn
-what it raised into an exit code. The only place, with config.py, that reads the environment."""
+what it raised into an exit code. With config/ the only place that reads the environment."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import redis
 
 from cinnamon_pool import decode
 from cinnamon_pool.lease.client import ScriptClient
-from cinnamon_pool.lease.scripts import Op, Own, Status, own
+from cinnamon_pool.lease.scripts import Op, Status
 from cinnamon_pool.model import ContainerRecord, ContainerState, Rejected, SizeMode, validate_container_name, validate_host, validate_token
 
 
@@ -58,7 +58,7 @@ class SupervisorSide(ScriptClient):
 
     def drop_size_request(self, host: str, raw: bytes | str) -> None:
         """Delete the request once applied (or refused), unless another arrived meanwhile."""
-        self.redis.eval(own(Own.COMPARE_AND_DELETE), 1, self.keys.size_request(host), raw)
+        self._compare_and_delete(keys=[self.keys.size_request(host)], args=[raw])
 
     def deregister(self, name: str, reason: str, *, only_if_unleased: bool = False) -> bool:
         """Remove a container's record (revoking its lease unless ``only_if_unleased``).

@@ -11,7 +11,7 @@ from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.errors import NotLeader
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.calls import text
-from cinnamon_pool.lease.scripts import Op, Status, source
+from cinnamon_pool.lease.scripts import Op, Own, Status, own, source
 
 
 class ScriptClient:
@@ -41,6 +41,7 @@ class ScriptClient:
         self.host = host
         self.leader_id = ""  # set by an elected supervisor: its writes are then fenced
         self._scripts = {op: client.register_script(source(op)) for op in Op}
+        self._compare_and_delete = client.register_script(own(Own.COMPARE_AND_DELETE))
         self._keys = self.keys.script_keys(host)
 
     def _run(self, op: Op, *args: Any) -> list[Any]:

@@ -21,7 +21,7 @@ from rq import Worker
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from cinnamon_pool.model import container_name
+from cinnamon_pool.model import ContainerState, container_name
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.history import monotonic_ms, record_fault
 from tests.soak.settings import CONVERGE_LIMIT_S, PAUSE_S, TTL_S, children, say
@@ -124,7 +124,11 @@ class Injector:
             held += [job for job in self.jobs_holding(name) if job not in held]
             with contextlib.suppress(redis.RedisError):
                 record = self.pool.store.snapshot().containers.get(name)
-                if record is None or record.container_id != container_id or record.state.value in {"restarting", "draining"}:
+                if (
+                    record is None
+                    or record.container_id != container_id
+                    or record.state in {ContainerState.RESTARTING, ContainerState.DRAINING}
+                ):
                     break
             time.sleep(0.05)
         return held

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.faults.clock import Clock
+
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
     with path.open() as source:
@@ -85,36 +87,30 @@ def check(directory: Path, max_lease_ms: int) -> Report:
     clients = [list(_lines(path)) for path in sorted(directory.glob("client-*.jsonl"))]
     faults = list(_lines(directory / "faults.jsonl")) if (directory / "faults.jsonl").exists() else []
     served = [line for path in sorted(directory.glob("served/served-*.jsonl")) for line in _lines(path)]
-    offset = _redis_minus_monotonic(clients)
+    clock = Clock.of(line for records in clients for line in records)
     for event in events:
         if "at_ms" in event:
-            event["at_ms"] = int(event["at_ms"]) - offset
+            event["at_ms"] = clock.to_mono(float(event["at_ms"]), event.get("after_mono"), event.get("before_mono"))
     leases = _check_server(events, max_lease_ms, report)
     for records in clients:
-        _check_client(records, leases, max_lease_ms, faults, offset, report)
-    _check_exclusive_use(clients, offset, report)
-    _check_served(served, {**_granted_to_clients(clients, offset), **leases}, faults, report)
+        _check_client(records, leases, max_lease_ms, faults, clock, report)
+    _check_exclusive_use(clients, clock, report)
+    _check_served(served, {**_granted_to_clients(clients, clock), **leases}, faults, report)
     return report
 
 
-def _redis_minus_monotonic(clients: list[list[dict[str, Any]]]) -> float:
-    """How far Redis time (ms) runs ahead of the host's monotonic clock: the median over client
-    lines that read both (one host; 0 for histories with Redis time only)."""
-    differences = sorted(
-        line["t"] - line["mono"] for records in clients for line in records if line.get("t") is not None and "mono" in line
-    )
-    return differences[len(differences) // 2] if differences else 0.0
-
-
-def _mono(line: dict[str, Any], key: str, offset: float) -> float | None:
-    """``line[key]`` on the monotonic clock: ``mono`` as written, a Redis-time field converted."""
+def _mono(line: dict[str, Any], key: str, clock: Clock, after: dict[str, Any] | None = None) -> float | None:
+    """``line[key]`` on the monotonic clock: ``mono`` as written, a wall-clock field placed before
+    the line was written (and after the line ``after``, its invoke, was)."""
     if key == "t" and "mono" in line:
         return float(line["mono"])
     value = line.get(key)
-    return None if value is None else float(value) - offset
+    if value is None:
+        return None
+    return clock.to_mono(float(value), None if after is None else after.get("mono"), line.get("mono"))
 
 
-def _granted_to_clients(clients: list[list[dict[str, Any]]], offset: float) -> dict[str, _Lease]:
+def _granted_to_clients(clients: list[list[dict[str, Any]]], clock: Clock) -> dict[str, _Lease]:
     """Each client's own grants (from its acquire's invoke on: the grant happened after it), for
     the tokens whose grant the copied stream lost; their end is not known from the clients."""
     grants: dict[str, _Lease] = {}
@@ -122,7 +118,7 @@ def _granted_to_clients(clients: list[list[dict[str, Any]]], offset: float) -> d
         invoked: float | None = None
         for line in records:
             if line["op"] == "acquire" and line["phase"] == "invoke":
-                invoked = _mono(line, "t", offset)
+                invoked = _mono(line, "t", clock)
             elif line["op"] == "acquire" and line["phase"] == "ok":
                 grants[line["token"]] = _Lease(line["container"], line["token"], invoked if invoked is not None else float("-inf"))
     return grants
@@ -226,11 +222,12 @@ def _check_server(events: list[dict[str, Any]], max_lease_ms: int, report: Repor
 
 
 def _check_client(
-    records: list[dict[str, Any]], leases: dict[str, _Lease], cap_ms: int, faults: list[dict[str, Any]], offset: float, report: Report
+    records: list[dict[str, Any]], leases: dict[str, _Lease], cap_ms: int, faults: list[dict[str, Any]], clock: Clock, report: Report
 ) -> None:
     """Uses happen inside their own lease, before its cap; every acquire gets an outcome, or its
     process was killed by a recorded fault."""
     pending: dict[str, dict[str, Any]] = {}  # op -> its open invoke
+    by_moment = _invokes_by_moment(records)
     own: dict[str, _Lease] = {}  # this client's grants, for tokens the copied stream lost
     for record in records:
         op, phase = record["op"], record["phase"]
@@ -239,17 +236,18 @@ def _check_client(
         if phase == "invoke":
             pending[op] = record
             continue
-        invoke = pending.pop(op, None)
+        invoke = pending.pop(op, None) or by_moment.get(record.get("invoked_t"))
         if op == "acquire" and phase == "ok" and invoke is not None:
-            granted = _mono(invoke, "t", offset)
+            granted = _mono(invoke, "t", clock)
             if granted is not None:  # the grant happened between the invoke and this outcome
                 own[record["token"]] = _Lease(record["container"], record["token"], granted)
         if op != "use" or phase != "ok":
             continue
         report.uses += 1
-        used = _mono(record, "served_t", offset) if "served_t" in record else _mono(record, "invoked_t", offset)
-        if used is None and invoke is not None:
-            used = _mono(invoke, "t", offset)
+        if "served_t" in record:
+            used = _mono(record, "served_t", clock, after=invoke)
+        else:  # when it was invoked: its invoke line's moment, else the outcome's copy of it
+            used = _mono(invoke, "t", clock) if invoke is not None else _mono(record, "invoked_t", clock)
         lease = leases.get(record["token"]) or own.get(record["token"])
         if lease is None or used is None:
             report.violations.append(f"pid {record['pid']}: used {record['container']} under {record['token']}, never granted to it")
@@ -266,13 +264,20 @@ def _check_client(
             report.violations.append(f"{record['container']}: {record['token']} used {used - lease.granted_ms:.0f} ms after its grant")
     if "acquire" in pending:
         invoke = pending["acquire"]
-        invoked = _mono(invoke, "t", offset)
+        invoked = _mono(invoke, "t", clock)
         kill = next((f for f in faults if invoke["pid"] in f.get("pids", []) and (invoked is None or _struck(f) >= invoked)), None)
         if records[-1] is invoke and kill is not None:
             report.unresolved_killed += 1  # the process died waiting: its ticket expires
         else:
             why = "no recorded fault killed its process" if kill is None else "its process went on after it"
             report.violations.append(f"pid {invoke['pid']}: an acquire at {invoked} never got an outcome ({why})")
+
+
+def _invokes_by_moment(records: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """One client's invoke lines by their Redis time: an outcome's ``invoked_t`` names the line
+    of its invoke, whose monotonic moment bounds what the outcome reports (a session's first use
+    was invoked by its acquire)."""
+    return {line["t"]: line for line in records if line["phase"] == "invoke" and line.get("t") is not None}
 
 
 def _struck(fault: dict[str, Any]) -> float:
@@ -282,12 +287,13 @@ def _struck(fault: dict[str, Any]) -> float:
     return float(fault.get("killed_mono", fault.get("end_mono", fault["mono"])))
 
 
-def _check_exclusive_use(clients: list[list[dict[str, Any]]], offset: float, report: Report) -> None:
+def _check_exclusive_use(clients: list[list[dict[str, Any]]], clock: Clock, report: Report) -> None:
     """No two tokens use one container at overlapping times, as the clients measured them (the
     served moment when the container said it, else the interval around the call)."""
     spans: dict[str, dict[str, list[float]]] = defaultdict(dict)
     for records in clients:
         invokes: dict[str, dict[str, Any]] = {}
+        by_moment = _invokes_by_moment(records)
         for record in records:
             if record["op"] != "use":
                 continue
@@ -296,12 +302,12 @@ def _check_exclusive_use(clients: list[list[dict[str, Any]]], offset: float, rep
                 continue
             if record["phase"] != "ok":
                 continue
+            invoke = invokes.get(record["token"]) or by_moment.get(record.get("invoked_t"))
             if "served_t" in record:
-                start = end = _mono(record, "served_t", offset)
+                start = end = _mono(record, "served_t", clock, after=invoke)
             else:
-                invoke = invokes.get(record["token"])
-                start = _mono(invoke, "t", offset) if invoke is not None else _mono(record, "invoked_t", offset)
-                end = _mono(record, "t", offset)
+                start = _mono(invoke, "t", clock) if invoke is not None else _mono(record, "invoked_t", clock)
+                end = _mono(record, "t", clock)
             if start is not None and end is not None:
                 span = spans[record["container"]].setdefault(record["token"], [start, end])
                 span[0], span[1] = min(span[0], start), max(span[1], end)

@@ -14,7 +14,9 @@ Three files in one directory make a history:
   not move, so the checker prefers it.
 - ``events.jsonl``: the pool's event stream, copied by :class:`StreamTail` as it grows, so a
   Redis that restarts empty loses at most the events of its last moments; a
-  ``stream_restarted`` line marks where a new stream began.
+  ``stream_restarted`` line marks where a new stream began. Each entry copied for the first time
+  carries ``after_mono`` and ``before_mono``: it was appended between them (host monotonic ms),
+  which places its Redis time on the monotonic clock even when the wall clock is stepped.
 - ``faults.jsonl``: what the fault injector did, ``{"t", "mono", "killed_mono", "end_mono", "fault",
   "target", "pids", "jobs"}``: when it began, struck and ended (host monotonic ms), the processes it killed or
   stopped, and the rq jobs it hit.
@@ -156,6 +158,9 @@ def instrument(store_class: type[LeaseStore], history: ClientHistory) -> None:
     store_class.acquire, store_class.renew, store_class.release = acquire, renew, release  # type: ignore[method-assign]
 
 
+COPIED_PER_READ = 1000
+
+
 class StreamTail:
     """Copies the pool's event stream to ``events.jsonl`` as it grows, in a thread. When another
     server answers (Redis restarted, or Sentinel promoted a replica), it goes on where it was if
@@ -169,6 +174,16 @@ class StreamTail:
         self.thread = threading.Thread(target=self._run, name="stream-tail", daemon=True)
 
     def __enter__(self) -> StreamTail:
+        self.client = (
+            redis.Redis.from_url(self.source, socket_timeout=5, decode_responses=True) if isinstance(self.source, str) else self.source()
+        )
+        self.after: float | None = None  # every entry not copied yet was appended after this
+        try:
+            asked = monotonic_ms()
+            if self.client.xlen(self.key) == 0:  # an empty stream: all of it is appended from now on
+                self.after = asked
+        except redis.RedisError:
+            pass  # not answering yet: what the first read copies was appended at an unknown moment
         self.thread.start()
         return self
 
@@ -178,27 +193,46 @@ class StreamTail:
         self.thread.join(timeout=10)
 
     def _run(self) -> None:
-        if isinstance(self.source, str):
-            client = redis.Redis.from_url(self.source, socket_timeout=5, decode_responses=True)
-        else:
-            client = self.source()
+        client, after = self.client, self.after
         last, server = "0-0", ""
+        newest = (0, 0)  # the newest entry ever copied: an older one is a copy of one already placed
         with self.path.open("a") as out:
             while not self.stop.is_set():
                 try:
                     run_id = client.info("server")["run_id"]
                     if server and run_id != server and not (last != "0-0" and client.xrange(self.key, last, last)):
                         last = "0-0"  # a new stream (Redis restarted empty): from its beginning
-                        out.write(json.dumps({"kind": "stream_restarted", "at_ms": redis_ms(client) or 0}) + "\n")
+                        asked = monotonic_ms()
+                        now = redis_ms(client) or 0
+                        out.write(
+                            json.dumps({"kind": "stream_restarted", "at_ms": now, "after_mono": asked, "before_mono": monotonic_ms()})
+                            + "\n"
+                        )
                     server = run_id
-                    read = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], client.xread({self.key: last}, count=1000, block=200))
+                    asked = monotonic_ms()
+                    read = cast(
+                        list[tuple[str, list[tuple[str, dict[str, str]]]]], client.xread({self.key: last}, count=COPIED_PER_READ, block=200)
+                    )
+                    copied, count = monotonic_ms(), 0
                     for _, entries in read or []:
+                        count += len(entries)
                         for entry_id, fields in entries:
-                            out.write(json.dumps({"id": entry_id, **fields}) + "\n")
+                            line: dict[str, Any] = {"id": entry_id, **fields}
+                            if _entry_order(entry_id) > newest:
+                                newest = _entry_order(entry_id)
+                                line.update({"before_mono": copied} if after is None else {"after_mono": after, "before_mono": copied})
+                            out.write(json.dumps(line) + "\n")
                             last = entry_id
                     out.flush()
+                    if count < COPIED_PER_READ:  # all there was: what comes next is appended after this read
+                        after = asked
                 except redis.RedisError:
                     time.sleep(0.2)
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 def record_fault(

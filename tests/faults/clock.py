@@ -76,3 +76,33 @@ def _clamp(value: float, low: float | None, high: float | None) -> float:
     if high is not None:
         value = min(value, high)
     return value
+
+
+STEP_MS = 1_000.0  # a change of the wall clock's offset this large is a step, not noise
+STEP_SAMPLES = 9  # ... when the medians of this many samples either side of it differ so
+
+
+def steps(lines: Iterable[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Where the wall clock was stepped during a history, from the lines that read both clocks:
+    ``(monotonic ms of the first sample after it, its size in ms)``, in order. A sample read
+    while its process was stopped between the two readings is one outlier, not a step: the
+    medians of STEP_SAMPLES samples either side must differ by STEP_MS."""
+    samples = sorted(
+        (float(line["mono"]), float(line["t"]) - float(line["mono"])) for line in lines if line.get("t") is not None and "mono" in line
+    )
+    found: list[tuple[float, float]] = []
+    index = STEP_SAMPLES
+    while index <= len(samples) - STEP_SAMPLES:
+        before = statistics.median(offset for _, offset in samples[index - STEP_SAMPLES : index])
+        after = statistics.median(offset for _, offset in samples[index : index + STEP_SAMPLES])
+        if abs(after - before) >= STEP_MS:
+            first = next(
+                i
+                for i in range(index - STEP_SAMPLES // 2, index + STEP_SAMPLES)
+                if abs(samples[i][1] - after) < abs(samples[i][1] - before)
+            )
+            found.append((samples[first][0], after - before))
+            index = first + STEP_SAMPLES
+        else:
+            index += 1
+    return found

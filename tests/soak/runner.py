@@ -376,6 +376,10 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         f"over {CONVERGE_LIMIT_S:g} s: {converge['over_limit'] or 'none'}\n"
         f"  written to {args.out}; logs and history in {workdir}"
     )
+    for step in results["clock_steps"]:
+        out(
+            f"  the machine's wall clock stepped {step['size_ms']:+d} ms at monotonic {step['mono']:.0f} ms: a fault nobody injected, {step['jobs']} jobs in flight"
+        )
     connect = results["connect"]
     if connect["clients"]:
         out(

@@ -18,6 +18,7 @@ from rq.serializers import JSONSerializer
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.checker import check
+from tests.faults.clock import steps
 from tests.soak.settings import CONNECT_GRACE_S, CONVERGE_LIMIT_S, MIN_COMPLETED_SHARE, RETRIES
 from tests.support import failure_of
 
@@ -78,6 +79,8 @@ class Summary:
             if (self.history / "faults.jsonl").exists()
             else []
         )
+        stepped = clock_steps(self.history, self.config.rules.lease_ttl_s * 1000)
+        faults += stepped
         hit = {job: fault["fault"] for fault in faults for job in fault["jobs"]}
         unexplained = [job_id for job_id in failed if job_id not in hit]
         retried_unexplained = [job_id for job_id in retried if job_id not in hit]
@@ -91,6 +94,7 @@ class Summary:
             "duration_s": self.duration_s,
             "seed": self.seed,
             "faults_injected": dict(injected),
+            "clock_steps": [{"mono": step["mono"], "size_ms": step["size_ms"], "jobs": len(step["jobs"])} for step in stepped],
             "jobs": {
                 "submitted": len(self.submitted),
                 "completed": len(completed),
@@ -149,6 +153,31 @@ class Summary:
             "failed_unexplained": len(unexplained),
             "failed_unexplained_each": unexplained[:20],
         }
+
+
+def clock_steps(history: Path, lease_ttl_ms: float) -> list[dict[str, Any]]:
+    """The machine's wall-clock steps the clients' readings show (tests/faults/clock.py), each
+    as the fault it is: lease time is Redis time, so a step forward ends the leases in flight
+    early and a step back makes them last longer. The jobs in flight at it are hit by it, and
+    its window lasts a lease TTL. Nobody injects it; it is found, and reported."""
+    lines = [line for path in sorted(history.glob("client-*.jsonl")) for line in _history_lines(path)]
+    spans: dict[str, list[float]] = {}
+    for line in lines:
+        if line.get("job"):
+            span = spans.setdefault(line["job"], [line["mono"], line["mono"]])
+            span[0], span[1] = min(span[0], line["mono"]), max(span[1], line["mono"])
+    return [
+        {
+            "fault": "clock-step",
+            "mono": at,
+            "end_mono": at + lease_ttl_ms,
+            "size_ms": round(size),
+            "target": f"{size:+.0f} ms",
+            "pids": [],
+            "jobs": sorted(job for job, (first, last) in spans.items() if first <= at <= last),
+        }
+        for at, size in steps(lines)
+    ]
 
 
 def _reason(job: Job) -> str:

@@ -14,8 +14,9 @@ import redis
 
 from cinnamon_pool.keys import PoolKeys
 from tests.faults.checker import check
-from tests.faults.clock import Clock
+from tests.faults.clock import Clock, steps
 from tests.faults.history import StreamTail
+from tests.soak.verdict import clock_steps
 
 WALL_AHEAD = 1_700_000_000_000.0  # wall ms minus monotonic ms before the step
 STEP_AT = 1_000_600.0  # monotonic ms
@@ -110,3 +111,19 @@ def test_the_stream_tail_bounds_each_new_entry_by_its_reads(tmp_path: Path, redi
             time.sleep(0.01)
     entries = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert tail.after is not None and all(tail.after <= entry["after_mono"] <= entry["before_mono"] for entry in entries), entries
+
+
+def test_a_step_is_found_and_a_process_stopped_between_its_two_readings_is_not_one(tmp_path: Path) -> None:
+    samples = [
+        {"t": wall(mono, -12_000), "mono": mono, "job": "early" if mono < 1_000_300 else "late"} for mono in range(1_000_000, 1_001_200, 10)
+    ]
+    samples[30]["mono"] += 5_000  # stopped 5 s between reading Redis time and the monotonic clock
+    assert steps(samples) == [(STEP_AT, -12_000)]
+    samples[30]["mono"] -= 5_000
+    assert steps([sample for sample in samples if sample["mono"] < STEP_AT]) == [], "one clock: no step"
+    spanning = {"t": wall(1_000_250, -12_000), "mono": 1_000_250, "job": "spanning"}
+    after = {"t": wall(1_000_700, -12_000), "mono": 1_000_700, "job": "spanning"}
+    write(tmp_path / "client-1.jsonl", [*samples, spanning, after])
+    (found,) = clock_steps(tmp_path, 4_000)
+    assert (found["fault"], found["mono"], found["end_mono"], found["size_ms"]) == ("clock-step", STEP_AT, STEP_AT + 4_000, -12_000)
+    assert found["jobs"] == ["late", "spanning"], "the jobs in flight at the step are hit by it"

@@ -90,7 +90,8 @@ def check(directory: Path, max_lease_ms: int) -> Report:
     clock = Clock.of(line for records in clients for line in records)
     for event in events:
         if "at_ms" in event:
-            event["at_ms"] = clock.to_mono(float(event["at_ms"]), event.get("after_mono"), event.get("before_mono"))
+            bounds = event.get("after_mono"), event.get("before_mono")
+            event["at_ms"] = clock.to_mono(float(event["at_ms"]), *bounds, earliest=event.get("kind") == "granted")
     leases = _check_server(events, max_lease_ms, report)
     for records in clients:
         _check_client(records, leases, max_lease_ms, faults, clock, report)

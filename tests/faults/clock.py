@@ -40,7 +40,7 @@ class Clock:
         samples = sorted((float(line["t"]), float(line["mono"])) for line in lines if line.get("t") is not None and "mono" in line)
         return cls(tuple(wall for wall, _ in samples), tuple(mono for _, mono in samples))
 
-    def to_mono(self, wall_ms: float, after: float | None = None, before: float | None = None) -> float:
+    def to_mono(self, wall_ms: float, after: float | None = None, before: float | None = None, *, earliest: bool = False) -> float:
         """``wall_ms`` on the monotonic clock; ``after`` and ``before`` (monotonic ms), when
         known, bound when it was read, and the result never leaves them.
 
@@ -49,8 +49,10 @@ class Clock:
         a step), and the highest offset of that clock within ``NEAR_MS`` errs least. A step
         forward leaves no samples between its two sides' wall times, so the nearest are on the
         reading's side; a step back repeats wall times, and the bounds tell the sides apart
-        (those of a stream event are the tail's reads around it: a few ms). Without samples:
-        the wall time itself (a history with one clock only)."""
+        (those of a stream event are the tail's reads around it: tens of ms). ``earliest``: when
+        a step back smaller than the bounds leaves both sides fitting, the earlier placement (a
+        grant's: the checker then judges only what holds whichever side it was read on). Without
+        samples: the wall time itself (a history with one clock only)."""
         if not self.walls:
             return _clamp(wall_ms, after, before)
         low, high = float("-inf") if after is None else after - FIT_MS, float("inf") if before is None else before + FIT_MS
@@ -59,6 +61,8 @@ class Clock:
         if not fitting:  # no sample near it fits: the nearest sample's offset, within its bounds
             nearest = min(self._near(wall_ms, float("inf"), 1), key=lambda i: abs(self.walls[i] - wall_ms))
             return _clamp(wall_ms - (self.walls[nearest] - self.monos[nearest]), after, before)
+        if earliest:
+            return _clamp(wall_ms - max(offset for _, offset in fitting), after, before)
         clock = statistics.median(offset for _, offset in fitting[:5])
         return _clamp(wall_ms - max(offset for _, offset in fitting if abs(offset - clock) <= LEVEL_MS), after, before)
 

@@ -79,7 +79,7 @@ def one_session(client: httpx.Client, url: str, history: ClientHistory, run: int
     for page in range(PAGES):
         call = {"jsonrpc": "2.0", "id": page + 2, "method": "tools/call",
                 "params": {"name": "browser_navigate", "arguments": {"url": f"data:text/html,connect page {page}"}}}  # fmt: skip
-        use_invoked = history.record("use", "invoke", container, token) if token else None
+        use_invoked = history.record("use", "invoke", container, token)  # the first: before the answer names the lease
         try:
             reply = client.post(url, content=json.dumps(call), headers=session)
             if reply.status_code != 200:
@@ -96,7 +96,6 @@ def one_session(client: httpx.Client, url: str, history: ClientHistory, run: int
         if not token:
             token = lease.group(1) if lease else ""
             history.record("acquire", "ok", container, token, invoked_t=invoked)
-            use_invoked = invoked
         history.record("use", "ok", container, token, invoked_t=use_invoked, served_t=int(served.group(1)) if served else None)
         time.sleep(PAUSE_S)
     released = history.record("release", "invoke", container, token)

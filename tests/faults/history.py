@@ -159,6 +159,7 @@ def instrument(store_class: type[LeaseStore], history: ClientHistory) -> None:
 
 
 COPIED_PER_READ = 1000
+BLOCK_MS = 200  # how long a read of the stream waits for a new entry
 
 
 class StreamTail:
@@ -211,7 +212,8 @@ class StreamTail:
                     server = run_id
                     asked = monotonic_ms()
                     read = cast(
-                        list[tuple[str, list[tuple[str, dict[str, str]]]]], client.xread({self.key: last}, count=COPIED_PER_READ, block=200)
+                        list[tuple[str, list[tuple[str, dict[str, str]]]]],
+                        client.xread({self.key: last}, count=COPIED_PER_READ, block=BLOCK_MS),
                     )
                     copied, count = monotonic_ms(), 0
                     for _, entries in read or []:
@@ -224,7 +226,9 @@ class StreamTail:
                             out.write(json.dumps(line) + "\n")
                             last = entry_id
                     out.flush()
-                    if count < COPIED_PER_READ:  # all there was: what comes next is appended after this read
+                    if not read:  # nothing was appended while the server blocked it, 200 ms at least
+                        after = asked + BLOCK_MS
+                    elif count < COPIED_PER_READ:  # all there was: what comes next is appended after this read
                         after = asked
                 except redis.RedisError:
                     time.sleep(0.2)

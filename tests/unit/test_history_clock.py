@@ -114,7 +114,7 @@ def test_the_stream_tail_bounds_each_new_entry_by_its_reads(tmp_path: Path, redi
 
 
 def test_a_step_is_found_and_a_process_stopped_between_its_two_readings_is_not_one(tmp_path: Path) -> None:
-    samples = [
+    samples: list[dict[str, Any]] = [
         {"t": wall(mono, -12_000), "mono": mono, "job": "early" if mono < 1_000_300 else "late"} for mono in range(1_000_000, 1_001_200, 10)
     ]
     samples[30]["mono"] += 5_000  # stopped 5 s between reading Redis time and the monotonic clock

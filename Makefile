@@ -46,10 +46,10 @@ DURATION ?= 300
 faults: venv images
 	$(BIN)/python -m pytest tests/faults
 
-# make soak DURATION=300: the concurrent lease clients for 10x the steps of `make test`, then jobs
+# make soak DURATION=300: the concurrent lease clients and the model machine for 10x the steps of `make test`, then jobs
 # flow while faults are injected; summary in soak-results.json.
 soak: venv images
-	CINNAMON_CONCURRENT_STEPS=60000 $(BIN)/python -m pytest -q tests/integration/test_concurrent_leases.py
+	CINNAMON_CONCURRENT_STEPS=60000 CINNAMON_MODEL_STEPS=50000 $(BIN)/python -m pytest -q tests/integration/test_concurrent_leases.py tests/integration/test_lease_model.py
 	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2
 
 unit: venv

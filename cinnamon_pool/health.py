@@ -25,10 +25,22 @@ class ProbeResult:
     timed_out: bool = False  # no answer within the timeout (the seed's "no answer for 5 s")
 
 
-def liveness(endpoint: str, timeout_s: float = 5.0, clock: Clock = SYSTEM_CLOCK, auth: httpx.Auth | None = None) -> ProbeResult:
+def probe_client(auth: httpx.Auth | None = None) -> httpx.Client:
+    """One HTTP client for many probes. Making one costs ~30 ms of CPU (its TLS context), more
+    than the probe itself: a supervisor of 100 containers that made one per probe spent 3 s a
+    health round on it. It keeps no connection, so each probe still opens its own."""
+    return httpx.Client(auth=auth, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+def liveness(
+    endpoint: str, timeout_s: float = 5.0, clock: Clock = SYSTEM_CLOCK, auth: httpx.Auth | None = None, client: httpx.Client | None = None
+) -> ProbeResult:
     started = clock.monotonic()
     try:
-        response = httpx.get(endpoint, timeout=timeout_s, auth=auth)
+        if client is not None:
+            response = client.get(endpoint, timeout=timeout_s, auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth)
+        else:
+            response = httpx.get(endpoint, timeout=timeout_s, auth=auth)
     except httpx.TimeoutException:
         return ProbeResult(False, clock.monotonic() - started, f"no answer within {timeout_s:g}s", timed_out=True)
     except httpx.HTTPError as error:

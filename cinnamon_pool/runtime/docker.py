@@ -38,6 +38,12 @@ _retry_transient = retry(
     reraise=True,
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUPS_KEPT = 4096  # cgroup directories remembered (a few per container)
+
+
+def _read(path: str) -> str:
+    with open(path) as file:
+        return file.read()
 
 
 def _translate(what: str, call: Callable[[], T]) -> T:
@@ -62,6 +68,7 @@ class DockerRuntime:
         self.api = self.client.api
         self.host = host or str(info.get("Name") or info.get("ID") or "docker")
         self.cgroup_root = cgroup_root
+        self._cgroups: dict[tuple[tuple[str, ...], str], str] = {}  # (controllers, container id) -> its cgroup directory
 
     # -- observe ---------------------------------------------------------------------------
     def list(self, pool: str) -> list[ObservedContainer]:
@@ -83,30 +90,41 @@ class DockerRuntime:
         usage = int(memory["usage"]) - int(inner.get("total_inactive_file", inner.get("inactive_file", 0)))
         return round(usage / (1024 * 1024), 1)
 
-    def _cgroup_dirs(self, controller: str, container_id: str) -> tuple[Path, ...]:
-        """Where the container's cgroup may be: v1, then v2 with the systemd or cgroupfs driver."""
-        root = self.cgroup_root
-        return (
-            root / controller / "docker" / container_id,
-            root / "system.slice" / f"docker-{container_id}.scope",
-            root / "docker" / container_id,
-        )
-
-    def _cgroup_memory(self, container_id: str) -> int | None:
-        for directory in self._cgroup_dirs("memory", container_id):
-            v1 = (directory / "memory.usage_in_bytes").exists()
+    def _cgroup(self, controllers: tuple[str, ...], container_id: str, read: Callable[[str], T | None]) -> T | None:
+        """``read(directory)`` in the container's cgroup for these controllers: in the directory
+        found before (a container's cgroup does not move, and a pool of 100 read three times a
+        tick must not look for it every time), else in each place it may be: v1, then v2 with
+        the systemd or cgroupfs driver. None when no directory can be read."""
+        key, root = (controllers, container_id), self.cgroup_root
+        known = self._cgroups.get(key)
+        v1 = [f"{root}/{controller}/docker/{container_id}" for controller in controllers]
+        places = [known] if known else [*v1, f"{root}/system.slice/docker-{container_id}.scope", f"{root}/docker/{container_id}"]
+        for directory in places:
             try:
-                usage = int((directory / ("memory.usage_in_bytes" if v1 else "memory.current")).read_text())
-                stat = (directory / "memory.stat").read_text()
+                value = read(directory)
             except (OSError, ValueError):
                 continue
+            if value is not None:
+                if known is None:
+                    if len(self._cgroups) >= CGROUPS_KEPT:  # containers come and go: forget the old ones now and then
+                        self._cgroups.clear()
+                    self._cgroups[key] = directory
+                return value
+        self._cgroups.pop(key, None)  # gone (removed, or restarted into another cgroup): look again next time
+        return None
+
+    def _cgroup_memory(self, container_id: str) -> int | None:
+        def read(directory: str) -> int:
+            v1 = os.path.exists(f"{directory}/memory.usage_in_bytes")
+            usage = int(_read(f"{directory}/memory.usage_in_bytes" if v1 else f"{directory}/memory.current"))
             inactive_key = "total_inactive_file" if v1 else "inactive_file"
-            for line in stat.splitlines():
+            for line in _read(f"{directory}/memory.stat").splitlines():
                 key, _, value = line.partition(" ")
                 if key == inactive_key:
                     return max(0, usage - int(value))
             return usage
-        return None
+
+        return self._cgroup(("memory",), container_id, read)
 
     def memory_mb_cheap(self, container_id: str) -> float | None:
         usage = self._cgroup_memory(container_id)
@@ -115,38 +133,35 @@ class DockerRuntime:
     def cpu_seconds(self, container_id: str) -> float | None:
         """The cgroup's CPU counter: v2 ``cpu.stat`` usage_usec, v1 ``cpuacct.usage`` (ns). No
         ``docker stats`` fallback: a reading must stay as cheap as a file read."""
-        for directory in (*self._cgroup_dirs("cpuacct", container_id), *self._cgroup_dirs("cpu,cpuacct", container_id)):
-            try:
-                if (directory / "cpuacct.usage").exists():
-                    return int((directory / "cpuacct.usage").read_text()) / 1e9
-                for line in (directory / "cpu.stat").read_text().splitlines():
-                    key, _, value = line.partition(" ")
-                    if key == "usage_usec":
-                        return int(value) / 1e6
-            except (OSError, ValueError):
-                continue
-        return None
+
+        def read(directory: str) -> float | None:
+            if os.path.exists(f"{directory}/cpuacct.usage"):
+                return int(_read(f"{directory}/cpuacct.usage")) / 1e9
+            for line in _read(f"{directory}/cpu.stat").splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) / 1e6
+            return None
+
+        return self._cgroup(("cpuacct", "cpu,cpuacct"), container_id, read)
 
     def _frozen(self, container_id: str) -> bool:
         """Whether the container's cgroup is frozen (docker pause): v1 freezer.state, v2 cgroup.freeze."""
-        for directory in self._cgroup_dirs("freezer", container_id):
+
+        def read(directory: str) -> bool:
             for name, frozen in (("freezer.state", "FROZEN"), ("cgroup.freeze", "1")):
-                try:
-                    if (directory / name).read_text().strip() in {frozen, "FREEZING"}:
-                        return True
-                except OSError:
-                    continue
-        return False
+                with contextlib.suppress(OSError):
+                    return _read(f"{directory}/{name}").strip() in {frozen, "FREEZING"}
+            raise OSError(f"no freezer file in {directory}")
+
+        return bool(self._cgroup(("freezer",), container_id, read))
 
     def _cgroup_pids(self, container_id: str) -> tuple[int, ...] | None:
         """The host pids of the container's processes (its cgroup's ``cgroup.procs``); None when
         the cgroup files are not visible (a supervisor that runs in a container itself)."""
-        for directory in self._cgroup_dirs("pids", container_id):
-            try:
-                return tuple(int(pid) for pid in (directory / "cgroup.procs").read_text().split())
-            except (OSError, ValueError):
-                continue
-        return None
+        return self._cgroup(
+            ("pids",), container_id, lambda directory: tuple(int(pid) for pid in _read(f"{directory}/cgroup.procs").split())
+        )
 
     def process_count(self, container_id: str) -> int | None:
         """How many processes (not threads: a server's request threads come and go) run in the
@@ -232,8 +247,7 @@ class DockerRuntime:
             raise RuntimeUnavailable(f"egress rules: no network {network!r}")
         bridge = (named[0].get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{named[0]['Id'][:12]}"
         try:
-            egress.sweep([n.get("Name", "") for n in _translate("network list", self.api.networks)])
-            egress.apply(network, bridge, allow)
+            egress.enforce(network, bridge, allow, [n.get("Name", "") for n in _translate("network list", self.api.networks)])
         except egress.EgressUnenforced as error:
             raise RuntimeUnavailable(
                 f"egress rules for {network}: {error} (the supervisor needs root in the host's network namespace; "

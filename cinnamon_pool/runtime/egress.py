@@ -17,14 +17,18 @@ namespace; where that is missing, :class:`EgressUnenforced` says so.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from cinnamon_pool.errors import CinnamonError
 
 BLOCKED = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10")
 PREFIX = "cinnamon-egress:"
 CHAINS = ("INPUT", "DOCKER-USER")
+LOCK_PATH = "/run/lock/cinnamon-pool-egress.lock" if os.path.isdir("/run/lock") else "/tmp/cinnamon-pool-egress.lock"
 
 Run = Callable[[Sequence[str]], str]
 
@@ -58,9 +62,35 @@ def rules(network: str, bridge: str, allow: Iterable[str]) -> list[tuple[str, li
     return ordered
 
 
+@contextlib.contextmanager
+def _host_lock() -> Iterator[None]:
+    """One change of the rules at a time on this host. Supervisors of several pool hosts on one
+    engine (threads or processes) apply theirs at once, and the remove-then-insert of one must
+    not interleave with another's (a rule one listed and another deleted: "Bad rule")."""
+    with open(LOCK_PATH, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def enforce(network: str, bridge: str, allow: Iterable[str], networks: Iterable[str], run: Run = _iptables) -> None:
+    """The rules of every network gone from ``networks`` removed, and those of ``network`` put in
+    place, as one change on this host."""
+    with _host_lock():
+        _sweep(networks, run)
+        _apply(network, bridge, allow, run)
+
+
 def apply(network: str, bridge: str, allow: Iterable[str], run: Run = _iptables) -> None:
     """Put the rules of ``network`` in place, replacing any it had."""
-    remove(network, run)
+    with _host_lock():
+        _apply(network, bridge, allow, run)
+
+
+def _apply(network: str, bridge: str, allow: Iterable[str], run: Run) -> None:
+    _remove(network, run)
     position = dict.fromkeys(CHAINS, 1)
     for chain, rule in rules(network, bridge, allow):
         run(["-I", chain, str(position[chain]), *rule])
@@ -83,6 +113,11 @@ def _ours(run: Run) -> list[tuple[str, str, list[str]]]:
 
 def remove(network: str, run: Run = _iptables) -> int:
     """Remove the rules of ``network``; how many there were."""
+    with _host_lock():
+        return _remove(network, run)
+
+
+def _remove(network: str, run: Run) -> int:
     removed = 0
     for chain, owner, rule in _ours(run):
         if owner == network:
@@ -93,6 +128,11 @@ def remove(network: str, run: Run = _iptables) -> int:
 
 def sweep(networks: Iterable[str], run: Run = _iptables) -> int:
     """Remove the rules of every network not in ``networks`` (the ones that still exist)."""
+    with _host_lock():
+        return _sweep(networks, run)
+
+
+def _sweep(networks: Iterable[str], run: Run) -> int:
     alive = set(networks)
     gone = {owner for _chain, owner, _rule in _ours(run) if owner not in alive}
-    return sum(remove(owner, run) for owner in gone)
+    return sum(_remove(owner, run) for owner in gone)

@@ -26,7 +26,7 @@ from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.door import DoorAuth
 from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, RuntimeUnavailable
-from cinnamon_pool.health import liveness, readiness
+from cinnamon_pool.health import liveness, probe_client, readiness
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.actions import Detail, LogAction
 from cinnamon_pool.logs.format import LogKind
@@ -99,14 +99,17 @@ class Supervisor:
         rules = config.rules
         self.health_policy = HealthPolicy(rules.max_memory_mb, rules.health_failures, rules.health_timeout_s, rules.residue_processes)
         self.scale_policy = ScalePolicy(config.pool.min_size, config.pool.max_size, rules.idle_shrink_s, rules.scale_cooldown_s)
-        self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cinnamon-probe")
+        # Probes wait on the containers (other processes, other cores): one thread per container
+        # up to 32, so a health round over a large host is a few waits, not size/8 of them.
+        self._probes = ThreadPoolExecutor(max_workers=max(8, min(32, config.pool.max_size)), thread_name_prefix="cinnamon-probe")
+        self._http = probe_client(door)  # the default probes' (with the host's door)
         self.observer = Observer(
             config,
             store,
             runtime,
             self._probes,
-            readiness=probe or functools.partial(readiness, auth=door),
-            liveness=health_probe or functools.partial(liveness, auth=door),
+            readiness=probe or functools.partial(readiness, client=self._http),
+            liveness=health_probe or functools.partial(liveness, client=self._http),
             clock=clock,
             watch_hosts=election is not None,
         )
@@ -143,6 +146,7 @@ class Supervisor:
             if self.election is not None:
                 self.election.resign()
             self._probes.shutdown(wait=False, cancel_futures=True)
+            self._http.close()
 
     def _back_off(self, stop: threading.Event, delay: float, unreachable: bool) -> None:
         deadline = self.clock.monotonic() + delay

@@ -4,7 +4,7 @@ Each row carries a baseline measured in the same run and a checkable target (tes
 the misses are listed at the end and the exit status is 1 when there is any. `python -m tests.bench
 lease` runs one section; `--cpus 1` sets the playwright-mcp containers' CPU share for the signin
 section. Sections: signin (the sign-in job as users feel it), traces (a trace per lease, the dashboard), lease (real redis-server), pool,
-supervisor, gateway and connect (real Docker, fake-mcp and playwright-mcp), jobs, logs.
+supervisor, scale, gateway and connect (real Docker, fake-mcp and playwright-mcp), jobs, logs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tests.bench import (
     lease_bench,
     logs_bench,
     pool_bench,
+    scale_bench,
     signin_bench,
     supervisor_bench,
     traces_bench,
@@ -30,7 +31,7 @@ from tests.support import start_redis_server, stop
 ROOT = Path(__file__).resolve().parents[2]
 
 
-SECTIONS = ("signin", "traces", "lease", "pool", "supervisor", "gateway", "connect", "jobs", "logs")
+SECTIONS = ("signin", "traces", "lease", "pool", "supervisor", "scale", "gateway", "connect", "jobs", "logs")
 
 
 def main(argv: list[str]) -> int:
@@ -69,6 +70,9 @@ def main(argv: list[str]) -> int:
             if "supervisor" in chosen:
                 print("section supervisor: replacement after docker kill, observe pass, resident memory", flush=True)
                 rows += supervisor_bench.run(url, Path(scratch))
+            if "scale" in chosen:
+                print("section scale: 10, 30 and 100 fake-mcp containers on 1 and 3 hosts (each figure vs its value at 10)", flush=True)
+                rows += scale_bench.run(url, Path(scratch))
             if "gateway" in chosen:
                 print("section gateway: each MCP request through the gateway vs sent direct (real playwright-mcp)", flush=True)
                 rows += gateway_bench.run(url, Path(scratch))

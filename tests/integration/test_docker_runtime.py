@@ -166,3 +166,26 @@ def test_a_paused_container_is_killed_while_frozen_so_it_serves_nothing_more(
         assert status["State"].startswith(("D", "S")), status["State"]
     runtime.remove(observed.container_id)
     assert runtime.list(pool_cleanup) == []
+
+
+def test_a_containers_cgroup_is_found_once_and_looked_for_again_when_it_moves(runtime: DockerRuntime, tmp_path: Path) -> None:
+    """The readings of a tick go straight to the directory found before; when it is gone (the
+    container removed, or restarted elsewhere) the next reading looks in every place again."""
+    planted = DockerRuntime(runtime.client, cgroup_root=tmp_path)
+    container_id = "c" * 64
+    v1 = tmp_path / "memory" / "docker" / container_id
+    v1.mkdir(parents=True)
+    (v1 / "memory.usage_in_bytes").write_text(str(300 * 1024 * 1024))
+    (v1 / "memory.stat").write_text("cache 1\ntotal_inactive_file 0\n")
+    assert planted.memory_mb_cheap(container_id) == 300.0
+    (v1 / "memory.usage_in_bytes").write_text(str(310 * 1024 * 1024))
+    assert planted.memory_mb_cheap(container_id) == 310.0
+    for child in v1.iterdir():
+        child.unlink()
+    v1.rmdir()
+    assert planted.memory_mb_cheap(container_id) is None, "its directory is gone: no reading, and it is forgotten"
+    v2 = tmp_path / "system.slice" / f"docker-{container_id}.scope"
+    v2.mkdir(parents=True)
+    (v2 / "memory.current").write_text(str(200 * 1024 * 1024))
+    (v2 / "memory.stat").write_text("inactive_file 0\n")
+    assert planted.memory_mb_cheap(container_id) == 200.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 
 from cinnamon_pool.runtime import egress
@@ -53,3 +55,37 @@ def test_applying_again_replaces_and_a_gone_network_loses_its_rules_only() -> No
     assert not [r for rules in tables.chains.values() for r in rules if "pool-net" in r]
     assert sum("other-net" in r for rules in tables.chains.values() for r in rules) == 1 + len(egress.BLOCKED)
     assert tables.chains["INPUT"][-1] == "-j ACCEPT-ALL-OTHERS"
+
+
+class SlowIptables(FakeIptables):
+    """Each command takes a moment, as the real one does (another thread runs meanwhile); -D of
+    a rule that is not there fails, as iptables' "Bad rule" does."""
+
+    def __call__(self, args: Sequence[str]) -> str:
+        time.sleep(0.001)
+        try:
+            return super().__call__(args)
+        except ValueError:
+            raise egress.EgressUnenforced(f"iptables {' '.join(args)}: Bad rule (does a matching rule exist in that chain?)") from None
+
+
+def test_supervisors_that_apply_the_same_networks_rules_at_once_do_not_trip_over_each_other() -> None:
+    """Three hosts' supervisors on one engine share the pool network (the scale bench's 3 hosts
+    failed one container start on "Bad rule" before the rules were changed under a host lock)."""
+    tables = SlowIptables()
+    failures: list[BaseException] = []
+
+    def supervisor() -> None:
+        try:
+            for _ in range(5):
+                egress.enforce("pool-net", "br-1", [], ["pool-net"], tables)
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=supervisor) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert sum("pool-net" in r for rules in tables.chains.values() for r in rules) == 1 + len(egress.BLOCKED), "one set of rules"

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from cinnamon_pool.browser import Browser, mcp_session
     from cinnamon_pool.config import PoolConfig
     from cinnamon_pool.errors import (
+        BrowserSessionEnded,
         CinnamonError,
         ConfigError,
         LeaseError,
@@ -36,6 +37,7 @@ _EXPORTS = {
     "Browser": "cinnamon_pool.browser",
     "mcp_session": "cinnamon_pool.browser",
     "PoolConfig": "cinnamon_pool.config",
+    "BrowserSessionEnded": "cinnamon_pool.errors",
     "CinnamonError": "cinnamon_pool.errors",
     "ConfigError": "cinnamon_pool.errors",
     "LeaseError": "cinnamon_pool.errors",
@@ -51,6 +53,7 @@ _EXPORTS = {
 
 __all__ = [
     "Browser",
+    "BrowserSessionEnded",
     "CinnamonError",
     "ConfigError",
     "ContainerLease",

@@ -29,7 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from cinnamon_pool import tokens
 from cinnamon_pool.canary import CANARY_CODE, residue_in
-from cinnamon_pool.errors import CinnamonError, LeaseLost
+from cinnamon_pool.errors import BrowserSessionEnded, CinnamonError, LeaseLost
 from cinnamon_pool.lease.handle import JOB_PHASE, ContainerLease, SessionFigures
 from cinnamon_pool.model import Artifacts
 from cinnamon_pool.safefiles import private_folder, safe_name, write_private
@@ -126,6 +126,14 @@ async def mcp_session(lease: ContainerLease, *, timeout_s: float = 60.0) -> Asyn
         async with Client(transport, mode="legacy", read_timeout_seconds=timeout_s) as client:
             lease.enter(JOB_PHASE)
             yield FencedClient(client, lease)
+
+
+def _ending(session: concurrent.futures.Future[None]) -> str:
+    """Why a session's task ended: its exception (the first of a group), or that it ended."""
+    error = session.exception() if not session.cancelled() else None
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return "it ended" if error is None else f"{type(error).__name__}: {error}"
 
 
 class Browser:
@@ -250,6 +258,9 @@ class Browser:
                 reason = self.lease.lost_reason
                 if reason is not None:
                     raise LeaseLost(self.lease.name, reason) from None
+                ended = self._session_done
+                if ended is not None and ended.done() and not result.done():  # it will never answer
+                    raise BrowserSessionEnded(self.lease.name, _ending(ended)) from None
                 if self.lease.clock.monotonic() >= deadline:
                     raise
 

@@ -121,3 +121,12 @@ class UntrustedEndpoint(CinnamonError):
 class SessionFailed(CinnamonError):
     """An MCP request of a session the gateway holds (prepared, keeper, a trace's) did not get a
     good answer."""
+
+
+class BrowserSessionEnded(CinnamonError):
+    """The job's MCP session ended under a call (the gateway or the container went away): the
+    call fails at once, instead of waiting out its time-out."""
+
+    def __init__(self, container: str, cause: str) -> None:
+        super().__init__(f"the MCP session on {container} ended during the call: {cause}")
+        self.container, self.cause = container, cause

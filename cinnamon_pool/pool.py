@@ -33,7 +33,7 @@ from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import redis_client
 from cinnamon_pool.endpoints import check_endpoint
-from cinnamon_pool.errors import LeaseError, LeaseLost, StoreUnavailable, UntrustedEndpoint
+from cinnamon_pool.errors import BrowserSessionEnded, LeaseError, LeaseLost, StoreUnavailable, UntrustedEndpoint
 from cinnamon_pool.events import EventKind, LeaseEvent
 from cinnamon_pool.gateway import toolcalls
 from cinnamon_pool.lease.handle import ContainerLease, error_context
@@ -44,6 +44,7 @@ from cinnamon_pool.safefiles import private_folder, write_private
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
     LeaseLost,
+    BrowserSessionEnded,
     MCPError,
     httpx.TransportError,
     httpx2.TransportError,

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from cinnamon_pool.browser import Browser
+from cinnamon_pool.errors import BrowserSessionEnded
 from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.model import ContainerRecord, ContainerState
 from cinnamon_pool.tokens import fingerprint
@@ -306,3 +307,19 @@ def test_a_lease_may_name_only_its_own_sessions_also_after_a_gateway_restart(sta
         time.sleep(0.1)
     ended = httpx.post(f"{stand.fake}/mcp", content=json.dumps(ping), headers={**MCP_HEADERS, "mcp-session-id": mine}, timeout=10)
     assert ended.status_code == 404, "and ended at the container"
+
+
+def test_a_call_in_flight_fails_at_once_with_the_reason_when_the_gateway_dies(stand: Stand) -> None:
+    """The soak's kill-gateway found jobs waiting out their whole time-out (60 s here) for an
+    answer that could not come: the MCP client ends its session, and the call says so now."""
+    grant = stand.grant()
+    lease = ContainerLease.from_grant("gw", grant, fence_after_s=120)
+    with Browser(lease, timeout_s=60) as browser:
+        assert "one" in browser.navigate("data:text/html,<h1>one</h1>")
+        httpx.post(f"{stand.fake}/_fake/mode", json={"mode": "hang"}, timeout=5).raise_for_status()
+        killer = threading.Timer(1.0, stand.gateway.kill)
+        killer.start()
+        with pytest.raises(BrowserSessionEnded, match="container-001 ended during the call"):
+            browser.navigate("data:text/html,<h1>two</h1>")
+        killer.join()
+    httpx.post(f"{stand.fake}/_fake/mode", json={"mode": "ok"}, timeout=5).raise_for_status()

@@ -11,6 +11,7 @@ forking `rq worker` processes (kept at their number, as a process manager would)
   kill-container   docker kill a pool container
   pause-container  docker pause a pool container for 5 s (past the health rule), then unpause
   kill-supervisor  SIGKILL the supervisor and start a new one
+  kill-gateway     SIGKILL the gateway and start a new one half a second later (every job in flight is hit)
   restart-redis    kill the pool's Redis and start it again empty (amnesia; the soak restores its API key)
   kill-client      SIGKILL a client on connect mid-session (with --connect-clients); a new one is started
 
@@ -23,8 +24,10 @@ must have been hit by a fault (one that began before it failed and ended less th
 
 Each fault is recorded in the history (faults.jsonl) with the rq jobs it hit: the job of a
 killed or stopped work horse or worker, the job holding a killed or paused container (a killed
-one: every job granted it until the supervisor has replaced it), every job in flight when Redis
-restarts. Every container records what it served, under which token
+one: every job granted it from the moment the injector picked it until the supervisor has
+replaced it), every job in flight when Redis restarts or fails over or the gateway dies, and every
+job whose history has a line from the moment such a fault began until it ended (a job can fail,
+and be queued again for its retry, between two reads of rq's registries). Every container records what it served, under which token
 (fake-mcp, ``FAKE_MCP_RECORD_DIR``): the checker's ground truth.
 
 After each fault the soak measures the time until the pool is whole again (every registered

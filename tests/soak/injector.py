@@ -34,6 +34,7 @@ class Injector:
 
     clients: list[subprocess.Popen[bytes]]
     docker: docker.DockerClient
+    gateway: subprocess.Popen[bytes]
     history: Path
     pool: ContainerPool
     pool_port: int
@@ -53,6 +54,9 @@ class Injector:
         raise NotImplementedError("made by Soak")
 
     def start_supervisor(self) -> None:
+        raise NotImplementedError("made by Soak")
+
+    def start_gateway(self) -> None:
         raise NotImplementedError("made by Soak")
 
     def horses(self) -> list[int]:
@@ -133,6 +137,22 @@ class Injector:
             time.sleep(0.05)
         return held
 
+    def jobs_in_history(self, since_mono: float, granted: str = "") -> list[str]:
+        """The jobs whose processes wrote a history line from ``since_mono`` until now (``granted``:
+        only those granted that container meanwhile): what a fault struck while it was being
+        done, though they had failed and been queued again before any registry could be read."""
+        until = monotonic_ms()
+        found: list[str] = []
+        for path in self.history.glob("client-*.jsonl"):
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(ValueError, KeyError):
+                    record = json.loads(line)
+                    if not since_mono <= record["mono"] <= until or not record.get("job") or record["job"] in found:
+                        continue
+                    if not granted or (record["op"] == "acquire" and record["phase"] == "ok" and record["container"] == granted):
+                        found.append(record["job"])
+        return found
+
     def jobs_in_flight(self) -> list[str]:
         """Every job a worker has started (holding a container or waiting for one)."""
         return list(StartedJobRegistry("soak", connection=self.queue_client, serializer=JSONSerializer).get_job_ids())
@@ -188,6 +208,7 @@ class Injector:
                 hit += [job for job in self.granted_until_gone(name, target["Id"]) if job not in hit]
             else:
                 hit += [job for job in self.jobs_holding(name) if job not in hit]  # granted while it was paused
+            hit += [job for job in self.jobs_in_history(began, granted=name) if job not in hit]  # and gone since
             record_fault(self.history, client, fault, target=f"{name} {target['Id'][:12]}", jobs=hit, began_mono=began)
         elif fault == "kill-supervisor":
             assert self.supervisor is not None
@@ -208,7 +229,17 @@ class Injector:
             time.sleep(0.5)
             self.pool_redis_process, _ = start_redis_server(self.workdir, self.pool_port, die_with_parent)
             self.restore_api_key()
-            hit += [job for job in self.jobs_in_flight() if job not in hit]
+            hit += [job for job in [*self.jobs_in_flight(), *self.jobs_in_history(began)] if job not in hit]
+            record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began, killed_mono=struck)
+        elif fault == "kill-gateway":
+            hit = self.jobs_in_flight()  # every job reaches its container through the gateway
+            victim = self.gateway
+            struck = monotonic_ms()
+            victim.kill()
+            victim.wait()
+            time.sleep(0.5)  # down a moment: its process manager starts it again
+            self.start_gateway()
+            hit += [job for job in [*self.jobs_in_flight(), *self.jobs_in_history(began)] if job not in hit]
             record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began, killed_mono=struck)
         elif fault == "kill-client":
             victim = self.random.choice([c for c in self.clients if c.poll() is None])
@@ -222,7 +253,7 @@ class Injector:
             hit = self.jobs_in_flight()
             old, new = self.redis_ha.kill_primary()  # returns once Sentinel has promoted the replica
             say(f"failover-redis: primary {old} killed, Sentinel promoted {new}", self.started)
-            hit += [job for job in self.jobs_in_flight() if job not in hit]
+            hit += [job for job in [*self.jobs_in_flight(), *self.jobs_in_history(began)] if job not in hit]
             record_fault(self.history, client, fault, target=f"{old} -> {new}", jobs=hit, began_mono=began)
             self.redis_ha.restart(old)  # as an operator would: it comes back as the new primary's replica
         return time.monotonic(), over

@@ -144,7 +144,7 @@ class Soak(Injector, Summary):
             "CINNAMON_TEST_HISTORY": str(self.history),
         }
         self.start_supervisor()
-        self._spawn([str(Path(sys.executable).parent / "cinnamon-pool"), "gateway"], "gateway.log")  # jobs reach containers through it
+        self.start_gateway()  # jobs reach containers through it
         for _ in range(self.worker_count):
             self.start_worker()
         if self.client_count:
@@ -159,6 +159,9 @@ class Soak(Injector, Summary):
 
     def start_supervisor(self) -> None:
         self.supervisor = self._spawn([str(Path(sys.executable).parent / "cinnamon-pool"), "supervise"], "supervisor.log")
+
+    def start_gateway(self) -> None:
+        self.gateway = self._spawn([str(Path(sys.executable).parent / "cinnamon-pool"), "gateway"], "gateway.log")
 
     def start_worker(self) -> None:
         self.workers.append(self._spawn(rq_worker_command(self.queue_url, "soak", burst=False, root=ROOT), "workers.log"))

@@ -15,7 +15,16 @@ PAUSE_S = 5.0  # past the health rule (2 failed probes, 1 s apart): the paused c
 CONVERGE_LIMIT_S = 10.0  # the pool is whole again this soon after each fault, or the soak fails naming it
 CONVERGE_WAIT_S = 60.0  # how long a slower convergence is still measured
 MIN_COMPLETED_SHARE = 0.99  # of the jobs no fault hit
-FAULTS = ("kill-worker", "kill-horse", "stop-horse", "kill-container", "pause-container", "kill-supervisor", "restart-redis")
+FAULTS = (
+    "kill-worker",
+    "kill-horse",
+    "stop-horse",
+    "kill-container",
+    "pause-container",
+    "kill-supervisor",
+    "kill-gateway",
+    "restart-redis",
+)
 HA_FAULTS = (*FAULTS[:-1], "failover-redis")  # with --redis-ha: the pool's Redis is a primary, a replica and a Sentinel
 CLIENT_FAULTS = ("kill-client",)  # with --connect-clients
 CONNECT_IDLE_S = 2.0  # gateway.session_idle_s: a killed client's session ends this soon

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from cinnamon_pool import ContainerLease, LeaseLost, Outcome, decode, with_container
+from cinnamon_pool import BrowserSessionEnded, ContainerLease, LeaseLost, Outcome, decode, with_container
 from cinnamon_pool.browser import ToolError
 from cinnamon_pool.job import acquire_wait_s
 from cinnamon_pool.logs.events import event_record
@@ -47,6 +47,7 @@ def test_bad_options_name_the_value() -> None:
         (httpx.ConnectError("connection refused"), Outcome.INFRA_ERROR),
         (TimeoutError(), Outcome.INFRA_ERROR),
         (LeaseLost("container-001", "expired"), Outcome.INFRA_ERROR),
+        (BrowserSessionEnded("container-001", "RemoteProtocolError: Server disconnected"), Outcome.INFRA_ERROR),
         (ExceptionGroup("task group", [ValueError("x"), httpx.ReadTimeout("slow")]), Outcome.INFRA_ERROR),
         (RuntimeError("wrapped"), Outcome.TEST_FAILED),
     ],

@@ -47,10 +47,12 @@ faults: venv images
 	$(BIN)/python -m pytest tests/faults
 
 # make soak DURATION=300: the concurrent lease clients and the model machine for 10x the steps of `make test`, then jobs
-# flow while faults are injected; summary in soak-results.json.
+# flow while faults are injected, every kind at least once: on one Redis (restart-redis), then on a primary, a replica
+# and a Sentinel (failover-redis); summaries in soak-results.json and soak-ha-results.json.
 soak: venv images
 	CINNAMON_CONCURRENT_STEPS=60000 CINNAMON_MODEL_STEPS=50000 $(BIN)/python -m pytest -q tests/integration/test_concurrent_leases.py tests/integration/test_lease_model.py
-	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2
+	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2 --every-fault
+	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2 --every-fault --redis-ha --out soak-ha-results.json
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q

@@ -3,7 +3,7 @@
 Real parts: two private redis-servers (rq's queue on one; the pool's lease store on the other,
 which the soak restarts empty), the real Docker engine with the fake-mcp image, a
 `cinnamon-pool supervise` process, a `cinnamon-pool gateway` process (the jobs' way in) and
-forking `rq worker` processes (kept at their number, as a process manager would). Every few seconds one fault, picked at random:
+forking `rq worker` processes (kept at their number, as a process manager would). Every few seconds one fault, in rounds (each kind once per round, in a random order; ``--every-fault`` fails the run unless each ran):
 
   kill-worker      SIGKILL an rq worker (its work horse goes on); a new worker is started
   kill-horse       SIGKILL a work horse mid-job

@@ -66,12 +66,14 @@ class Soak(Injector, Summary):
         redis_ha: bool = False,
         faults: tuple[str, ...] = (),
         connect_clients: int = 0,
+        every_fault: bool = False,
     ) -> None:
         self.workdir, self.duration_s, self.interval_s, self.worker_count = workdir, duration_s, interval_s, workers
         self.redis_ha: RedisHA | None = None
         self.ha = redis_ha
         self.faults = faults or (*(HA_FAULTS if redis_ha else FAULTS), *(CLIENT_FAULTS if connect_clients else ()))
         self.client_count = connect_clients
+        self.every_fault = every_fault  # the verdict fails unless each of self.faults ran
         self.clients: list[subprocess.Popen[bytes]] = []
         self.client_pids: set[int] = set()
         self.clients_on = False  # like jobs, clients come once the pool is whole, and go at the drain
@@ -258,12 +260,14 @@ class Soak(Injector, Summary):
         with StreamTail(lambda: redis_client(self.config.redis, socket_timeout=5, decode_responses=True), self.pool_name, self.history):
             submitter.start()
             end = time.monotonic() + self.duration_s
+            deck: list[str] = []  # the faults in rounds: each kind once per round, in a random order
             while True:
                 pause = self.interval_s * self.random.uniform(0.5, 1.0)
                 if time.monotonic() + pause + PAUSE_S > end:
                     break
                 time.sleep(pause)
-                fault = self.random.choice(self.faults)
+                deck = deck or self.random.sample(self.faults, len(self.faults))
+                fault = deck.pop()
                 injected[fault] += 1
                 say(f"fault: {fault} ({len(self.submitted)} jobs submitted so far)", self.started)
                 self.wait_whole(fault, *self.inject(fault))
@@ -348,6 +352,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     )
     parser.add_argument("--faults", default="", help="comma-separated faults to pick from (default: all of the mode's)")
     parser.add_argument("--seed", type=int, default=None, help="the fault sequence's seed (default: random, printed)")
+    parser.add_argument("--every-fault", action="store_true", help="fail unless every fault kind ran at least once (make soak)")
     parser.add_argument("--out", type=Path, default=ROOT / "soak-results.json")
     parser.add_argument("--workdir", type=Path, default=None, help="where logs and the history go (default: .run/soak-<pid>)")
     args = parser.parse_args(argv)
@@ -360,7 +365,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     for name in faults:
         if name not in known:
             parser.error(f"--faults: unknown fault {name!r} (known{' with --redis-ha' if args.redis_ha else ''}: {', '.join(known)})")
-    with soak(Soak(workdir, args.duration, args.interval, args.workers, seed, args.redis_ha, faults, args.connect_clients)) as run:
+    chosen = Soak(workdir, args.duration, args.interval, args.workers, seed, args.redis_ha, faults, args.connect_clients, args.every_fault)
+    with soak(chosen) as run:
         results = run.run()
     results["workdir"] = str(workdir)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -28,6 +28,8 @@ class Summary:
     is declared here, and made by ``Soak``)."""
 
     client_count: int
+    every_fault: bool
+    faults: tuple[str, ...]
     client_pids: set[int]
     config: PoolConfig
     convergence: list[dict[str, Any]]
@@ -94,6 +96,7 @@ class Summary:
             "duration_s": self.duration_s,
             "seed": self.seed,
             "faults_injected": dict(injected),
+            "faults_never_run": [fault for fault in self.faults if not injected[fault]] if self.every_fault else [],
             "clock_steps": [{"mono": step["mono"], "size_ms": step["size_ms"], "jobs": len(step["jobs"])} for step in stepped],
             "jobs": {
                 "submitted": len(self.submitted),
@@ -213,6 +216,8 @@ def verdict(results: dict[str, Any]) -> list[str]:
         problems.append(
             f"of the {jobs['not_hit']} jobs no fault hit, {jobs['not_hit_completed_share']:.2%} completed (at least {MIN_COMPLETED_SHARE:.0%})"
         )
+    if results.get("faults_never_run"):
+        problems.append(f"fault kinds that never ran (--every-fault): {', '.join(results['faults_never_run'])}")
     if not results["history"]["served_by_containers"]:
         problems.append("the containers recorded no use: the history checker had no ground truth")
     for fault in results["convergence_s"]["over_limit"]:

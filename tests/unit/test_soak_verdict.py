@@ -43,6 +43,9 @@ def test_each_failure_is_named() -> None:
     assert verdict(changed("convergence_s.over_limit", ["restart-redis (12.5 s)"])) == [
         "not whole within 10 s after restart-redis (12.5 s)"
     ]
+    assert verdict(changed("faults_never_run", ["kill-gateway", "pause-container"])) == [
+        "fault kinds that never ran (--every-fault): kill-gateway, pause-container"
+    ]
 
 
 def test_fewer_than_99_percent_of_the_jobs_no_fault_hit_completed_fails() -> None:

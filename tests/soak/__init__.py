@@ -41,10 +41,10 @@ leaked containers, convergence max and p50. The soak fails (exit status 1) unles
 - at least 99 % of the jobs no fault hit completed;
 - the pool was whole again within 10 s of every fault (a slower one is named);
 - no double grant, no other history violation, no leaked container;
-- the containers recorded uses (the checker's ground truth is not empty).
-
-The jobs that completed or failed only after an rq retry are reported with how many of them no
-recorded fault hit (``retried_unexplained``): a retry hides a failure; it is not judged yet.
+- the containers recorded uses (the checker's ground truth is not empty);
+- no job was retried by rq unless a recorded fault hit it (``retried_unexplained``: a retry
+  hides a failure);
+- with ``--every-fault``, every fault kind ran.
 """
 
 from tests.soak.verdict import verdict

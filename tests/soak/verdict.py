@@ -103,7 +103,7 @@ class Summary:
                 "completed": len(completed),
                 "failed": len(failed),
                 "retried": len(retried),
-                "retried_unexplained": len(retried_unexplained),  # reported, not yet judged (README, Faults)
+                "retried_unexplained": len(retried_unexplained),  # a retry hides a failure: judged as one
                 "retried_unexplained_ids": retried_unexplained[:20],
                 "failed_by_reason": dict(reasons.most_common()),
                 "failed_by_fault": dict(collections.Counter(hit[job_id] for job_id in failed if job_id in hit).most_common()),
@@ -207,6 +207,7 @@ def verdict(results: dict[str, Any]) -> list[str]:
         ("double grants", results["double_grants"]),
         ("lost jobs", jobs["lost"]),
         ("failed jobs no injected fault explains", jobs["failed_unexplained"]),
+        ("jobs retried with no injected fault to explain it", jobs.get("retried_unexplained", 0)),
         ("leaked containers", results["leaked_containers"]),
         ("history violations", len(results["violations"])),
     ):

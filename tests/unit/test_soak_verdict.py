@@ -34,6 +34,7 @@ def test_a_clean_run_passes() -> None:
 def test_each_failure_is_named() -> None:
     assert verdict(changed("jobs.failed_unexplained", 1)) == ["failed jobs no injected fault explains: 1"]
     assert verdict(changed("jobs.lost", 2)) == ["lost jobs: 2"]
+    assert verdict(changed("jobs.retried_unexplained", 1)) == ["jobs retried with no injected fault to explain it: 1"]
     assert verdict(changed("double_grants", 1)) == ["double grants: 1"]
     assert verdict(changed("violations", ["c1: ..."])) == ["history violations: 1"]
     assert verdict(changed("leaked_containers", 1)) == ["leaked containers: 1"]

@@ -263,7 +263,7 @@ def measure(redis_url: str, workdir: Path, hosts: int) -> dict[int, Figures]:
                 f" tick p50 {percentile(ticks, 50):.1f} ms p99 {percentile(ticks, 99):.1f} ms, {sent:.0f} Redis commands;"
                 f" observe p50 {percentile(observe, 50):.1f} ms; memory sweep {percentile(sweep, 50):.1f} ms;"
                 f" acquire p50 {percentile(acquires, 50):.1f} ms p99 {percentile(acquires, 99):.1f} ms"
-                f" ({4 * size} clients); hand-off p50 {percentile(handoffs, 50) if handoffs else float('nan'):.2f} ms; supervise RSS {rss:.0f} MB",
+                f" ({4 * size} clients); hand-off p50 {percentile(handoffs, 50):.2f} ms p99 {percentile(handoffs, 99):.2f} ms; supervise RSS {rss:.0f} MB",
                 flush=True,
             )
     return figures

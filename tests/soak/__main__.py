@@ -2,6 +2,6 @@
 
 import sys
 
-from tests.soak.runner import main
+from tests.soak.cli import main
 
 sys.exit(main())

@@ -267,7 +267,11 @@ def _check_client(
         invoke = pending["acquire"]
         invoked = _mono(invoke, "t", clock)
         kill = next((f for f in faults if invoke["pid"] in f.get("pids", []) and (invoked is None or _struck(f) >= invoked)), None)
-        if records[-1] is invoke and kill is not None:
+        later = records[next(i for i, record in enumerate(records) if record is invoke) + 1 :]
+        # A session on connect calls its first tool before the answer names its lease: that
+        # tokenless use is the acquire still going on, not the process going on after it.
+        went_on = [record for record in later if not (record["op"] == "use" and record["phase"] == "invoke" and not record["token"])]
+        if not went_on and kill is not None:
             report.unresolved_killed += 1  # the process died waiting: its ticket expires
         else:
             why = "no recorded fault killed its process" if kill is None else "its process went on after it"

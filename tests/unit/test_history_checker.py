@@ -176,6 +176,19 @@ def test_a_kill_that_struck_during_the_acquire_explains_it_though_the_fault_bega
     assert any("never got an outcome" in v for v in check(tmp_path, CAP_MS).violations)
 
 
+def test_a_client_on_connect_killed_during_its_first_call_died_waiting_for_its_acquire(tmp_path: Path) -> None:
+    """fc20's HA soak: a session's first tool call is invoked before the answer names the lease
+    (no token yet); killed then, the acquire is unanswered but its process did not go on."""
+    acquire = {"op": "acquire", "phase": "invoke", "t": 1, "mono": 1.0, "pid": 369, "container": "", "token": ""}
+    first_call = {**acquire, "op": "use", "t": 2, "mono": 2.0}
+    write(tmp_path / "client-369.jsonl", [acquire, first_call])
+    write(tmp_path / "faults.jsonl", [fault("kill-client", 5, pids=[369])])
+    report = check(tmp_path, CAP_MS)
+    assert report.unresolved_killed == 1 and report.violations == [], report.violations
+    write(tmp_path / "client-369.jsonl", [acquire, first_call, {**first_call, "phase": "ok", "token": "e:1:a", "t": 3, "mono": 3.0}])
+    assert any("its process went on after it" in v for v in check(tmp_path, CAP_MS).violations)
+
+
 def test_an_epoch_change_ends_every_lease_of_the_old_epoch(tmp_path: Path) -> None:
     write(tmp_path / "events.jsonl", [granted("c1", "old:1:a", 100), granted("c1", "new:1:b", 500)])
     report = check(tmp_path, CAP_MS)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from loguru import logger
 
 from cinnamon_pool import tokens
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
@@ -25,6 +26,7 @@ from cinnamon_pool.model import ContainerState, Grant, Holder, Outcome, validate
 
 T = TypeVar("T")
 WAITER_TTL_S = 10.0  # as the sync store's: a waiter that dies drops out of the queue by itself
+LEAVE_RETRY_S = 0.05  # the first pause before leaving the queue is tried again (doubling to 1 s)
 
 
 class AsyncLeaseClient:
@@ -80,13 +82,28 @@ class AsyncLeaseClient:
                     with contextlib.suppress(InvalidIdentifier):  # pushed by someone else: not ours
                         return claimed(woken[1], secret)
         except BaseException:
-            # gave up (time-out, cancelled: the client went away): leave the queue; a grant
-            # handed over meanwhile comes back to the pool through the ticket's expiry
-            # Shielded: a second cancellation (the request's task cancelled while this one is
-            # unwinding) must not abort the cancel and leave the ticket queued for its whole TTL.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._run(Op.CANCEL, validate_ticket(ticket)))
+            # gave up (time-out, cancelled: the client went away): leave the queue. Shielded: a
+            # second cancellation (the request's task cancelled while this one unwinds) must not
+            # abort the leaving and leave the ticket queued.
+            await asyncio.shield(self._leave(validate_ticket(ticket)))
             raise
+
+    async def _leave(self, ticket: str) -> None:
+        """Take ``ticket`` out of the queue (a grant handed to it meanwhile goes back to the pool).
+        Tried again while Redis does not answer (a burst of clients hanging up together opens as
+        many connections at once), until the ticket's own expiry would drop it anyway."""
+        deadline, delay = self.clock.monotonic() + WAITER_TTL_S, LEAVE_RETRY_S
+        while True:
+            try:
+                await self._run(Op.CANCEL, ticket)
+                return
+            except (StoreUnavailable, redis.RedisError) as error:
+                if self.clock.monotonic() + delay >= deadline:
+                    logger.warning("ticket {} stays queued until it expires: {}", ticket, error)
+                    return
+                logger.info("ticket {}: leaving the queue, tried again in {:g} s: {}", ticket, delay, error)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
     async def renew(self, name: str, token: str) -> int:
         reply = await self._run(Op.RENEW, validate_container_name(name), tokens.fingerprint(token), int(self.lease_ttl_s * 1000))

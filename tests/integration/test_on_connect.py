@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,21 @@ def post(stand: Stand, key: str | None, body: object, **headers: str) -> httpx.R
     return httpx.post(connect_url(stand), content=json.dumps(body), headers=sent, timeout=15)
 
 
-def eventually(condition: object, seconds: float, what: str) -> None:
+def eventually(condition: Callable[[], object], seconds: float, what: str, context: Callable[[], str] = str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return
         time.sleep(0.05)
-    pytest.fail(f"{what} did not hold within {seconds} s")
+    pytest.fail(f"{what} did not hold within {seconds} s{context()}")
+
+
+def gateway_said(stand: Stand) -> str:
+    """For a failure's message: Redis's clients and the gateway log's last lines."""
+    clients = stand.store.redis.info("clients")
+    limit = stand.store.redis.config_get("maxclients")
+    tail = "\n".join(stand.gateway_log.read_text(errors="replace").splitlines()[-40:])
+    return f"\nRedis: {clients.get('connected_clients')} clients of at most {limit}; the gateway's log ends:\n{tail}"
 
 
 def test_keys_are_made_listed_and_revoked_through_the_cli_and_redis_keeps_only_their_hash(stand: Stand) -> None:
@@ -172,7 +181,7 @@ def test_more_clients_wait_than_redis_pys_connection_cap_and_a_served_session_is
         served = post(stand, holder, CALL, **{"mcp-session-id": session})
         assert served.status_code == 200, served.text
     assert {answer.result() for answer in answers} == {httpx.ReadTimeout}, "every waiter waited until it hung up"
-    eventually(lambda: stand.store.snapshot().waiting == 0, 5, "the waiters gone from the queue")
+    eventually(lambda: stand.store.snapshot().waiting == 0, 5, "the waiters gone from the queue", lambda: gateway_said(stand))
 
 
 def pool_values(stand: Stand) -> list[bytes]:

@@ -34,11 +34,15 @@ clients: services $(CLIENTS)
 demo: venv images
 	$(BIN)/python -m workers.demo
 
-# Every test, then two short soaks (jobs under random faults, checked): one with Redis failovers.
+# Every test, then three short soaks (jobs under random faults, checked): on one Redis, then with failovers of a
+# primary watched by Sentinel, then of the primary of the pool's slot in a Redis Cluster.
 test: venv images clients
 	$(BIN)/python -m pytest
 	$(BIN)/python -m tests.soak --duration $(SHORT_SOAK) --interval 10 --connect-clients 2
-	$(BIN)/python -m tests.soak --duration 60 --interval 10 --redis-ha --faults failover-redis,kill-horse,kill-container,kill-client --connect-clients 2 --out soak-ha-results.json
+	$(BIN)/python -m tests.soak --duration 60 --interval 10 --redis-ha --faults $(FAILOVER_FAULTS) --connect-clients 2 --out soak-ha-results.json
+	$(BIN)/python -m tests.soak --duration 60 --interval 10 --redis-cluster --faults $(FAILOVER_FAULTS) --connect-clients 2 --out soak-cluster-results.json
+
+FAILOVER_FAULTS = failover-redis,kill-horse,kill-container,kill-client
 
 SHORT_SOAK ?= 90
 DURATION ?= 300
@@ -47,12 +51,14 @@ faults: venv images
 	$(BIN)/python -m pytest tests/faults
 
 # make soak DURATION=300: the concurrent lease clients and the model machine for 10x the steps of `make test`, then jobs
-# flow while faults are injected, every kind at least once: on one Redis (restart-redis), then on a primary, a replica
-# and a Sentinel (failover-redis); summaries in soak-results.json and soak-ha-results.json.
+# flow while faults are injected, every kind at least once: on one Redis (restart-redis), on a primary, a replica and
+# a Sentinel, then on a Redis Cluster (failover-redis); summaries in soak-results.json, soak-ha-results.json and
+# soak-cluster-results.json.
 soak: venv images
 	CINNAMON_CONCURRENT_STEPS=60000 CINNAMON_MODEL_STEPS=50000 $(BIN)/python -m pytest -q tests/integration/test_concurrent_leases.py tests/integration/test_lease_model.py
 	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2 --every-fault
 	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2 --every-fault --redis-ha --out soak-ha-results.json
+	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2 --every-fault --redis-cluster --out soak-cluster-results.json
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q

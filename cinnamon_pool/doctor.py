@@ -152,7 +152,7 @@ def eviction_policy(client: redis.Redis) -> str:
 
 
 def _redis_checks(config: PoolConfig) -> Iterator[Check]:
-    client = redis_client(config.redis, socket_timeout=5)
+    client = redis_client(config.redis, pool=config.pool.name, socket_timeout=5)
     shown = config.redis.url.rpartition("@")[2]  # never print a password
     try:
         client.ping()

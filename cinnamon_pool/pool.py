@@ -122,9 +122,9 @@ class ContainerPool:
         rules = config.rules
         # Before each use a job asks Redis whether its lease still holds, on connections with a
         # short timeout: an unreachable Redis must not stall the job (its local deadline decides).
-        self._confirm_client = client or redis_client(config.redis, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._confirm_client = client or redis_client(config.redis, pool=config.pool.name, socket_timeout=1.0, socket_connect_timeout=1.0)
         self.store = LeaseStore(
-            client or redis_client(config.redis, socket_timeout=30, health_check_interval=30),
+            client or redis_client(config.redis, pool=config.pool.name, socket_timeout=30, health_check_interval=30),
             config.pool.name,
             lease_ttl_s=rules.lease_ttl_s,
             max_lease_s=rules.max_lease_s,

@@ -61,7 +61,7 @@ def report(args: argparse.Namespace) -> int:
 def keys(args: argparse.Namespace) -> int:
     """API keys for leases on connect: create prints only the key; list; revoke."""
     config = config_of(args)
-    api_keys = ApiKeys(redis_client(config.redis, socket_timeout=10), config.pool.name)
+    api_keys = ApiKeys(redis_client(config.redis, pool=config.pool.name, socket_timeout=10), config.pool.name)
     if args.keys_command == "create":
         print(api_keys.create(args.name, args.max_sessions, unsafe_tools=args.unsafe_tools))
         return 0

@@ -10,6 +10,7 @@ from cinnamon_pool.errors import ConfigError, InvalidIdentifier
 from cinnamon_pool.model import SLOTS_PER_HOST, validate_host, validate_pool_name
 
 _MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.?")
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 _URL = r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~%/-]*)?"
 
 
@@ -17,28 +18,48 @@ _URL = r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~%/-]*)?"
 class RedisSettings:
     """Where the lease store lives. With ``sentinels``, the primary of ``service`` as Redis
     Sentinel reports it (followed across failovers); ``url`` then gives only the database number
-    and the credentials. ``wait_replicas``: how many replicas must acknowledge a grant before it
-    is returned (Redis WAIT); -1 means 1 with sentinels and 0 without."""
+    and the credentials. With ``cluster`` (or a ``redis+cluster://`` URL), a Redis Cluster that
+    ``url`` names one node of: the pool's keys share one hash slot, and the store talks to the
+    primary serving it (followed across failovers). ``wait_replicas``: how many replicas must
+    acknowledge a grant before it is returned (Redis WAIT); -1 means 1 with sentinels or a
+    cluster, and 0 without."""
 
     url: str = "redis://127.0.0.1:6379/0"
     sentinels: tuple[str, ...] = ()  # "host:port" of each Sentinel
     service: str = ""  # the primary's name in Sentinel (its `sentinel monitor <name> ...` line)
+    cluster: bool = False
     wait_replicas: int = -1
     wait_timeout_ms: int = 500
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.cluster or self.url.startswith(CLUSTER_SCHEMES)
+
+    @property
+    def node_url(self) -> str:
+        """``url`` with the scheme redis-py reads (``redis+cluster://`` -> ``redis://``)."""
+        scheme, sep, rest = self.url.partition("://")
+        return f"{scheme.removesuffix('+cluster')}{sep}{rest}"
 
     @property
     def replicas_to_wait(self) -> int:
         if self.wait_replicas >= 0:
             return self.wait_replicas
-        return 1 if self.sentinels else 0
+        return 1 if self.sentinels or self.is_cluster else 0
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         return [(host, int(port)) for host, _, port in (entry.rpartition(":") for entry in self.sentinels)]
 
     def validate(self) -> None:
-        if not re.fullmatch(r"(redis|rediss|unix)://.+", self.url):
-            raise ConfigError("redis.url", redact(self.url), "must start with redis://, rediss:// or unix://")
+        if not re.fullmatch(r"(redis|rediss|unix|redis\+cluster|rediss\+cluster)://.+", self.url):
+            raise ConfigError(
+                "redis.url", redact(self.url), "must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
+            )
+        if self.is_cluster and self.sentinels:
+            raise ConfigError("redis.sentinels", ", ".join(self.sentinels), "a Redis Cluster fails over by itself: use one or the other")
+        if self.is_cluster and not re.fullmatch(r"rediss?(\+cluster)?://[^/]+(/0?)?", self.url):
+            raise ConfigError("redis.url", redact(self.url), "a Redis Cluster node (redis://host:port): a cluster has only database 0")
         for entry in self.sentinels:
             if not re.fullmatch(r"[^\s:]+:\d{1,5}", entry) or not 0 < int(entry.rpartition(":")[2]) <= 65535:
                 raise ConfigError("redis.sentinels", entry, 'each must be "host:port" of a Sentinel')

@@ -18,7 +18,7 @@ def run(config: PoolConfig) -> int:
     """Serve the dashboard on ``dashboard.listen`` until a signal."""
     check_exposure(config)
     dashboard = Dashboard(config)
-    client, keys = async_redis_client(config.redis, socket_timeout=5), PoolKeys(config.pool.name)
+    client, keys = async_redis_client(config.redis, pool=config.pool.name, socket_timeout=5), PoolKeys(config.pool.name)
 
     async def key_valid(key: str) -> bool:
         return await look_up(client, keys, key) is not None

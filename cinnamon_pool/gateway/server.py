@@ -53,7 +53,7 @@ def run(config: PoolConfig) -> int:
     # Every waiting session holds a connection in BLPOP, and each request in flight may need one:
     # redis-py's own cap (100 since 8.x) would leave waiters out of the queue and requests stalled.
     connections = settings.max_connections + settings.max_waiting_sessions + 16
-    client = async_redis_client(config.redis, socket_timeout=5, max_connections=connections)
+    client = async_redis_client(config.redis, pool=config.pool.name, socket_timeout=5, max_connections=connections)
     gateway = Gateway(config, client, host, DailyLogWriter(config.logs.dir), door=door_for(config))
     bind, port = settings.host_port
     print(

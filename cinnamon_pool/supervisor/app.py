@@ -39,7 +39,7 @@ from cinnamon_pool.supervisor.metrics import PoolMetrics
 def run(config: PoolConfig) -> int:
     """Supervise this host's part of the pool until a signal; 2 when Redis may evict leases."""
     rules = config.rules
-    client = redis_client(config.redis, socket_timeout=10)
+    client = redis_client(config.redis, pool=config.pool.name, socket_timeout=10)
     try:
         policy = waiting_for(f"Redis at {describe(config.redis)}", lambda e: unavailable(e, config.redis) is not None)(
             eviction_policy, client
@@ -129,7 +129,7 @@ def keep_browsers_up(config: PoolConfig, host: str, election: LeaderElection, wr
     async def keep() -> None:
         timeout = httpx.Timeout(config.gateway.prepare_timeout_s, connect=config.gateway.connect_timeout_s)
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-            client = async_redis_client(config.redis, socket_timeout=10)
+            client = async_redis_client(config.redis, pool=config.pool.name, socket_timeout=10)
             preparer = Preparer(config, client, host, http, nothing_to_end, report, keep_only=True, active=lambda: election.leading)
             await preparer.run()
 

@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 import httpx
-import redis
 
-from tests.faults.history import ClientHistory
+from tests.faults.history import ClientHistory, pool_redis_from_env
 
 PAGES = 3
 PAUSE_S = 0.15
@@ -105,7 +104,7 @@ def one_session(client: httpx.Client, url: str, history: ClientHistory, run: int
 
 def main(argv: list[str]) -> int:
     url, key, directory = argv
-    history = ClientHistory(Path(directory), redis.Redis.from_url(os.environ["CINNAMON_REDIS_URL"]))
+    history = ClientHistory(Path(directory), pool_redis_from_env())
     headers = {**HEADERS, "Authorization": f"Bearer {key}"}
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

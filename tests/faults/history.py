@@ -44,12 +44,22 @@ from typing import Any, TypeVar, cast
 
 import redis
 
+from cinnamon_pool.config import PoolConfig
+from cinnamon_pool.connect import redis_client
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.tokens import fingerprint
 
 T = TypeVar("T")
 REJECTIONS = ("LeaseLost", "LeaseNotOwned", "PoolExhausted", "PoolNotReady")
+
+
+def pool_redis_from_env() -> redis.Redis:
+    """The pool's Redis as this process's environment names it (``CINNAMON_CONFIG``,
+    ``CINNAMON_REDIS_URL``, read as the job side reads them): on a Redis Cluster, the primary of
+    the pool's slot, whose clock the scripts read."""
+    config = PoolConfig.load(environ=os.environ)
+    return redis_client(config.redis, pool=config.pool.name, socket_timeout=5)
 
 
 def redis_ms(client: redis.Redis) -> int | None:

@@ -13,15 +13,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import redis
-
 from cinnamon_pool import Browser, ContainerLease, with_container
 from cinnamon_pool.lease.store import LeaseStore
-from tests.faults.history import ClientHistory, instrument
+from tests.faults.history import ClientHistory, instrument, pool_redis_from_env
 
 HISTORY: ClientHistory | None = None
 if os.environ.get("CINNAMON_TEST_HISTORY"):
-    HISTORY = ClientHistory(Path(os.environ["CINNAMON_TEST_HISTORY"]), redis.Redis.from_url(os.environ["CINNAMON_REDIS_URL"]))
+    HISTORY = ClientHistory(Path(os.environ["CINNAMON_TEST_HISTORY"]), pool_redis_from_env())
     instrument(LeaseStore, HISTORY)
 
 

@@ -9,6 +9,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -16,7 +17,7 @@ import redis
 from cinnamon_pool.errors import LeaseLost, PoolExhausted
 from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.logs.files import iter_records
-from cinnamon_pool.model import Holder
+from cinnamon_pool.model import Grant, Holder
 from tests.conftest import test_config
 from tests.integration.supervised import eventually
 from tests.integration.test_supervisor_processes import BIN, Supervisors, supervise_from_toml
@@ -98,11 +99,11 @@ def test_status_shows_each_leases_age_and_the_wait_queue(operated: Supervisors) 
     eventually(operated.ready, what="pool ready")
     store = operated.pool.store
     held = [store.acquire(Holder(f"holder-{i}"), timeout_s=10) for i in range(2)]
-    outcome: list[BaseException] = []
+    outcome: list[Grant | BaseException] = []
 
     def wait_in_line() -> None:
         try:
-            store.acquire(Holder("in-line", worker="w-7"), timeout_s=6)
+            outcome.append(store.acquire(Holder("in-line", worker="w-7"), timeout_s=60))
         except PoolExhausted as error:
             outcome.append(error)
 
@@ -111,8 +112,10 @@ def test_status_shows_each_leases_age_and_the_wait_queue(operated: Supervisors) 
     eventually(lambda: operated.pool.status()["waiting"] == 1, what="one job waits")
     shown = cli(operated, "status")
     as_json = json.loads(cli(operated, "status", "--json").stdout)
+    store.release(held[0].name, held[0].token)  # the pool cannot grow (2 of 2): the waiter gets this one
     waiting.join()
-    assert len(outcome) == 1, "a pool of 2 with 2 leases: the third job waited its whole time"
+    assert [getattr(got, "name", got) for got in outcome] == [held[0].name], "the third job waited in line for a container"
+    held[0] = cast(Grant, outcome[0])
     assert shown.returncode == 0, shown.stderr
     assert "LEASE AGE" in shown.stdout and "waiting, first in line first" in shown.stdout
     assert "in-line" in shown.stdout and "w-7" in shown.stdout

@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         action="store_true",
         help="the pool's Redis is a primary, a replica and a Sentinel; failover-redis replaces restart-redis",
     )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="the pool's keys live on a Redis Cluster (3 primaries, 3 replicas); failover-redis kills the primary of the pool's slot",
+    )
     parser.add_argument("--faults", default="", help="comma-separated faults to pick from (default: all of the mode's)")
     parser.add_argument("--seed", type=int, default=None, help="the fault sequence's seed (default: random, printed)")
     parser.add_argument("--every-fault", action="store_true", help="fail unless every fault kind ran at least once (make soak)")
@@ -39,14 +44,28 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     args = parser.parse_args(argv)
     if args.duration < args.interval * 2:
         parser.error(f"--duration {args.duration:g} must be at least twice --interval {args.interval:g}")
+    if args.redis_ha and args.redis_cluster:
+        parser.error("--redis-ha and --redis-cluster: choose one")
+    replicated = args.redis_ha or args.redis_cluster
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     workdir = args.workdir or ROOT / ".run" / f"soak-{os.getpid()}"
     faults = tuple(name.strip() for name in args.faults.split(",") if name.strip()) if args.faults else ()
-    known = (*(HA_FAULTS if args.redis_ha else FAULTS), *(CLIENT_FAULTS if args.connect_clients else ()))
+    known = (*(HA_FAULTS if replicated else FAULTS), *(CLIENT_FAULTS if args.connect_clients else ()))
     for name in faults:
         if name not in known:
-            parser.error(f"--faults: unknown fault {name!r} (known{' with --redis-ha' if args.redis_ha else ''}: {', '.join(known)})")
-    chosen = Soak(workdir, args.duration, args.interval, args.workers, seed, args.redis_ha, faults, args.connect_clients, args.every_fault)
+            parser.error(f"--faults: unknown fault {name!r} (known{' with a replicated Redis' if replicated else ''}: {', '.join(known)})")
+    chosen = Soak(
+        workdir,
+        args.duration,
+        args.interval,
+        args.workers,
+        seed,
+        args.redis_ha,
+        faults,
+        args.connect_clients,
+        args.every_fault,
+        args.redis_cluster,
+    )
     with soak(chosen) as run:
         results = run.run()
     results["workdir"] = str(workdir)

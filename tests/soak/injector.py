@@ -21,9 +21,11 @@ from rq import Worker
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.model import ContainerState, container_name
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.history import monotonic_ms, record_fault
+from tests.redis_cluster import RedisClusterSet
 from tests.soak.settings import CONVERGE_LIMIT_S, PAUSE_S, TTL_S, children, say
 from tests.support import RedisHA, die_with_parent, start_redis_server
 
@@ -41,7 +43,8 @@ class Injector:
     pool_redis_process: subprocess.Popen[bytes]
     queue_client: redis.Redis
     random: random.Random
-    redis_ha: RedisHA | None
+    pool_name: str
+    redis_ha: RedisHA | RedisClusterSet | None  # with --redis-ha or --redis-cluster
     started: float
     supervisor: subprocess.Popen[bytes] | None
     workdir: Path
@@ -251,8 +254,11 @@ class Injector:
         elif fault == "failover-redis":
             assert self.redis_ha is not None
             hit = self.jobs_in_flight()
-            old, new = self.redis_ha.kill_primary()  # returns once Sentinel has promoted the replica
-            say(f"failover-redis: primary {old} killed, Sentinel promoted {new}", self.started)
+            if isinstance(self.redis_ha, RedisClusterSet):  # the primary of the pool's slot
+                old, new = self.redis_ha.kill_primary_of(PoolKeys(self.pool_name).meta)
+            else:
+                old, new = self.redis_ha.kill_primary()  # returns once Sentinel has promoted the replica
+            say(f"failover-redis: primary {old} killed, {new} promoted", self.started)
             hit += [job for job in [*self.jobs_in_flight(), *self.jobs_in_history(began)] if job not in hit]
             record_fault(self.history, client, fault, target=f"{old} -> {new}", jobs=hit, began_mono=began)
             self.redis_ha.restart(old)  # as an operator would: it comes back as the new primary's replica

@@ -31,6 +31,7 @@ from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.apikeys import ApiKeys
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.history import StreamTail, monotonic_ms, record_fault
+from tests.redis_cluster import RedisClusterSet
 from tests.soak.injector import Injector
 from tests.soak.settings import (
     CLIENT_FAULTS,
@@ -63,11 +64,13 @@ class Soak(Injector, Summary):
         faults: tuple[str, ...] = (),
         connect_clients: int = 0,
         every_fault: bool = False,
+        redis_cluster: bool = False,
     ) -> None:
         self.workdir, self.duration_s, self.interval_s, self.worker_count = workdir, duration_s, interval_s, workers
-        self.redis_ha: RedisHA | None = None
-        self.ha = redis_ha
-        self.faults = faults or (*(HA_FAULTS if redis_ha else FAULTS), *(CLIENT_FAULTS if connect_clients else ()))
+        self.redis_ha: RedisHA | RedisClusterSet | None = None
+        self.ha, self.cluster = redis_ha, redis_cluster
+        replicated = redis_ha or redis_cluster
+        self.faults = faults or (*(HA_FAULTS if replicated else FAULTS), *(CLIENT_FAULTS if connect_clients else ()))
         self.client_count = connect_clients
         self.every_fault = every_fault  # the verdict fails unless each of self.faults ran
         self.clients: list[subprocess.Popen[bytes]] = []
@@ -109,10 +112,13 @@ class Soak(Injector, Summary):
         self.sweep_stale()
         self.queue_redis_process, self.queue_url = start_redis_server(self.workdir, preexec_fn=die_with_parent)
         if self.ha:
-            self.redis_ha = RedisHA(self.workdir / "redis-ha", die_with_parent)
-            self.pool_port = self.redis_ha.primary_port() or 0
+            ha = self.redis_ha = RedisHA(self.workdir / "redis-ha", die_with_parent)
+            self.pool_port = ha.primary_port() or 0
             self.pool_url = f"redis://127.0.0.1:{self.pool_port}/0"
-            sentinel = f'sentinels = {json.dumps(self.redis_ha.sentinels)}\nservice = "{RedisHA.SERVICE}"\n'
+            sentinel = f'sentinels = {json.dumps(ha.sentinels)}\nservice = "{RedisHA.SERVICE}"\n'
+        elif self.cluster:  # the pool's keys on a Redis Cluster; rq's queue stays on its own server
+            cluster = self.redis_ha = RedisClusterSet(self.workdir / "redis-cluster", die_with_parent)
+            self.pool_url, self.pool_port, sentinel = cluster.url, 0, ""
         else:
             self.pool_port = free_port()
             self.pool_redis_process, self.pool_url = start_redis_server(self.workdir, self.pool_port, die_with_parent)
@@ -132,7 +138,7 @@ class Soak(Injector, Summary):
             f"session_idle_s = {CONNECT_IDLE_S}\n"
         )
         self.config = PoolConfig.load(self.config_path)
-        self.pool = ContainerPool(self.config, client=redis_client(self.config.redis, socket_timeout=2))
+        self.pool = ContainerPool(self.config, client=redis_client(self.config.redis, pool=self.pool_name, socket_timeout=2))
         self.queue_client = redis.Redis.from_url(self.queue_url)
         self.queue = Queue("soak", connection=self.queue_client, serializer=JSONSerializer)
         self.env = {
@@ -253,7 +259,11 @@ class Soak(Injector, Summary):
         stop_submitting = threading.Event()
         submitter = threading.Thread(target=self.submit, args=(stop_submitting,), daemon=True)
         injected: collections.Counter[str] = collections.Counter()
-        with StreamTail(lambda: redis_client(self.config.redis, socket_timeout=5, decode_responses=True), self.pool_name, self.history):
+        with StreamTail(
+            lambda: redis_client(self.config.redis, pool=self.pool_name, socket_timeout=5, decode_responses=True),
+            self.pool_name,
+            self.history,
+        ):
             submitter.start()
             end = time.monotonic() + self.duration_s
             deck: list[str] = []  # the faults in rounds: each kind once per round, in a random order

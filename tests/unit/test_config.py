@@ -82,6 +82,10 @@ def test_the_shipped_local_config_is_valid() -> None:
         ({"sentinels": ["127.0.0.1:26379"]}, "redis.service", ""),
         ({"wait_replicas": -2}, "redis.wait_replicas", -2),
         ({"wait_timeout_ms": 0}, "redis.wait_timeout_ms", 0),
+        ({"url": "http://127.0.0.1:6379"}, "redis.url", "http://127.0.0.1:6379"),
+        ({"url": "redis+cluster://127.0.0.1:7000/3"}, "redis.url", "redis+cluster://127.0.0.1:7000/3"),
+        ({"url": "redis://:pw@127.0.0.1:7000/1", "cluster": True}, "redis.url", "redis://:***@127.0.0.1:7000/1"),
+        ({"cluster": True, "sentinels": ["127.0.0.1:26379"], "service": "s"}, "redis.sentinels", "127.0.0.1:26379"),
     ],
 )
 def test_bad_sentinel_settings_name_the_key_and_the_value(tables: dict[str, object], key: str, value: object) -> None:
@@ -96,6 +100,15 @@ def test_grants_wait_for_one_replica_with_sentinels_and_for_none_without_unless_
     assert PoolConfig.from_tables({"redis": ha}).redis.replicas_to_wait == 1
     assert PoolConfig.from_tables({"redis": {**ha, "wait_replicas": 0}}).redis.replicas_to_wait == 0
     assert PoolConfig.from_tables({"redis": ha}).redis.sentinel_addresses == [("10.0.0.1", 26379), ("10.0.0.2", 26379)]
+
+
+def test_a_cluster_is_named_by_its_url_scheme_or_by_cluster_true_and_waits_for_one_replica() -> None:
+    by_scheme = PoolConfig.from_tables({"redis": {"url": "rediss+cluster://u:p@10.0.0.5:6379"}}).redis
+    assert by_scheme.is_cluster and by_scheme.node_url == "rediss://u:p@10.0.0.5:6379"
+    assert by_scheme.replicas_to_wait == 1
+    by_key = PoolConfig.from_tables({"redis": {"url": "redis://10.0.0.5:6379/0", "cluster": True, "wait_replicas": 0}}).redis
+    assert by_key.is_cluster and by_key.node_url == "redis://10.0.0.5:6379/0" and by_key.replicas_to_wait == 0
+    assert not PoolConfig.from_tables({}).redis.is_cluster
 
 
 def test_the_pool_turns_webmcp_off_and_passes_the_idle_timeout_unless_told_otherwise() -> None:

@@ -56,9 +56,9 @@ faults: venv images
 # soak-cluster-results.json.
 soak: venv images
 	CINNAMON_CONCURRENT_STEPS=60000 CINNAMON_MODEL_STEPS=50000 $(BIN)/python -m pytest -q tests/integration/test_concurrent_leases.py tests/integration/test_lease_model.py
-	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2 --every-fault
-	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2 --every-fault --redis-ha --out soak-ha-results.json
-	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2 --every-fault --redis-cluster --out soak-cluster-results.json
+	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2 --every-fault --overlap
+	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2 --every-fault --overlap --redis-ha --out soak-ha-results.json
+	$(BIN)/python -m tests.soak --duration $(DURATION) --connect-clients 2 --every-fault --overlap --redis-cluster --out soak-cluster-results.json
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit -q

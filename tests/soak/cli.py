@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     )
     parser.add_argument("--faults", default="", help="comma-separated faults to pick from (default: all of the mode's)")
     parser.add_argument("--seed", type=int, default=None, help="the fault sequence's seed (default: random, printed)")
+    parser.add_argument(
+        "--overlap", action="store_true", help="inject each fault while another is under way, in pairs of two families (make soak)"
+    )
     parser.add_argument("--every-fault", action="store_true", help="fail unless every fault kind ran at least once (make soak)")
     parser.add_argument("--out", type=Path, default=ROOT / "soak-results.json")
     parser.add_argument("--workdir", type=Path, default=None, help="where logs and the history go (default: .run/soak-<pid>)")

@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from cinnamon_pool.model import ContainerState, container_name
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.history import monotonic_ms, record_fault
 from tests.redis_cluster import RedisClusterSet
-from tests.soak.settings import CONVERGE_LIMIT_S, PAUSE_S, TTL_S, children, say
+from tests.soak.settings import CONVERGE_LIMIT_S, OVERLAP_AFTER_S, PAUSE_S, TTL_S, children, say
 from tests.support import RedisHA, die_with_parent, start_redis_server
 
 
@@ -159,6 +160,29 @@ class Injector:
     def jobs_in_flight(self) -> list[str]:
         """Every job a worker has started (holding a container or waiting for one)."""
         return list(StartedJobRegistry("soak", connection=self.queue_client, serializer=JSONSerializer).get_job_ids())
+
+    def overlapping(self, first: str, second: str) -> tuple[float, Callable[[], bool]]:
+        """Inject ``first``, and ``second`` while ``first`` is under way (it begins 0.2-2 s after
+        it; a stop or a pause lasts seconds); as :meth:`inject`, for both: the later moment the
+        pool is left to itself, and both faults' conditions for their end."""
+        outcome: list[tuple[float, Callable[[], bool]] | BaseException] = []
+
+        def inject_first() -> None:
+            try:
+                outcome.append(self.inject(first))
+            except BaseException as error:  # raised again below, in the soak's own thread
+                outcome.append(error)
+
+        thread = threading.Thread(target=inject_first, name=f"fault {first}")
+        thread.start()
+        time.sleep(self.random.uniform(*OVERLAP_AFTER_S))
+        say(f"fault: {second}, while {first} is under way", self.started)
+        left_second, over_second = self.inject(second)
+        thread.join()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        left_first, over_first = outcome[0]
+        return max(left_first, left_second), lambda: over_first() and over_second()
 
     def inject(self, fault: str) -> tuple[float, Callable[[], bool]]:
         """Do ``fault`` and record it with the jobs it hit; returns when the pool is left to itself

@@ -38,6 +38,7 @@ from tests.soak.settings import (
     CONNECT_IDLE_S,
     CONVERGE_WAIT_S,
     FAKE_IMAGE,
+    FAMILIES,
     FAULTS,
     HA_FAULTS,
     PAUSE_S,
@@ -65,6 +66,7 @@ class Soak(Injector, Summary):
         connect_clients: int = 0,
         every_fault: bool = False,
         redis_cluster: bool = False,
+        overlap: bool = False,
     ) -> None:
         self.workdir, self.duration_s, self.interval_s, self.worker_count = workdir, duration_s, interval_s, workers
         self.redis_ha: RedisHA | RedisClusterSet | None = None
@@ -73,6 +75,7 @@ class Soak(Injector, Summary):
         self.faults = faults or (*(HA_FAULTS if replicated else FAULTS), *(CLIENT_FAULTS if connect_clients else ()))
         self.client_count = connect_clients
         self.every_fault = every_fault  # the verdict fails unless each of self.faults ran
+        self.overlap = overlap  # every fault has a second one injected while it is under way
         self.clients: list[subprocess.Popen[bytes]] = []
         self.client_pids: set[int] = set()
         self.clients_on = False  # like jobs, clients come once the pool is whole, and go at the drain
@@ -276,7 +279,12 @@ class Soak(Injector, Summary):
                 fault = deck.pop()
                 injected[fault] += 1
                 say(f"fault: {fault} ({len(self.submitted)} jobs submitted so far)", self.started)
-                self.wait_whole(fault, *self.inject(fault))
+                second = self.overlap_with(fault, deck) if self.overlap else None
+                if second is None:
+                    self.wait_whole(fault, *self.inject(fault))
+                else:
+                    injected[second] += 1
+                    self.wait_whole(f"{fault}+{second}", *self.overlapping(fault, second))
             while time.monotonic() < end:
                 self.keep_workers()
                 time.sleep(0.2)
@@ -284,6 +292,16 @@ class Soak(Injector, Summary):
             submitter.join()
             self.drain()
         return self.summary(injected)
+
+    def overlap_with(self, fault: str, deck: list[str]) -> str | None:
+        """The next fault of ``deck`` (taken from it) to inject while ``fault`` is under way: none
+        of its family (the round is refilled when it holds only those)."""
+        family = next((names for names in FAMILIES if fault in names), {fault})
+        if not any(name not in family for name in deck):
+            deck[:0] = self.random.sample(self.faults, len(self.faults))
+        second = next(name for name in reversed(deck) if name not in family)
+        deck.remove(second)
+        return second
 
     def drain(self) -> None:
         """Let the submitted jobs finish, then stop the workers; jobs a killed worker left

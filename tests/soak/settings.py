@@ -27,6 +27,9 @@ FAULTS = (
 )
 HA_FAULTS = (*FAULTS[:-1], "failover-redis")  # with --redis-ha: the pool's Redis is a primary, a replica and a Sentinel
 CLIENT_FAULTS = ("kill-client",)  # with --connect-clients
+# With --overlap, two faults under way at once are never of one family (they would pick the same victim)
+FAMILIES = ({"kill-horse", "stop-horse", "kill-worker"}, {"kill-container", "pause-container"})
+OVERLAP_AFTER_S = (0.2, 2.0)  # the second fault of a pair begins this long after the first (uniform)
 CONNECT_IDLE_S = 2.0  # gateway.session_idle_s: a killed client's session ends this soon
 CONNECT_GRACE_S = 15.0  # a session that fails this long after a fault ended is still its doing
 

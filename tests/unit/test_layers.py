@@ -159,6 +159,23 @@ def test_only_the_docker_adapter_imports_docker() -> None:
     assert importers == ["runtime.docker"]
 
 
+REDIS_CLIENT_MAKERS = {"Redis", "RedisCluster", "Sentinel", "StrictRedis", "from_url", "from_pool", "ConnectionPool"}
+
+
+def test_only_connect_makes_redis_clients() -> None:
+    """Every part reaches the pool's Redis the same way (one server, the primary Sentinel names,
+    or the primary of the pool's slot in a cluster): a client made anywhere else would skip it."""
+    makers = []
+    for module, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                if called in REDIS_CLIENT_MAKERS:
+                    makers.append(f"{module}:{node.lineno} {called}")
+    assert all(maker.startswith("connect:") for maker in makers), makers
+    assert makers, "connect.py makes them (the test sees calls)"
+
+
 def test_the_package_imports_lazily() -> None:
     """The supervisor's pure parts, and the package itself, load neither mcp nor rq."""
     import subprocess

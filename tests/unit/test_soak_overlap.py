@@ -1,0 +1,31 @@
+"""The soak's overlapping faults: the second of a pair is never of the first's family."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+from tests.soak.runner import Soak
+from tests.soak.settings import FAMILIES, HA_FAULTS
+
+
+def test_the_second_fault_of_a_pair_is_of_another_family_and_every_kind_still_comes() -> None:
+    soak = SimpleNamespace(random=random.Random(7), faults=HA_FAULTS)
+    deck: list[str] = []
+    seen: list[str] = []
+    for _ in range(200):
+        deck = deck or soak.random.sample(soak.faults, len(soak.faults))
+        first = deck.pop()
+        second = Soak.overlap_with(soak, first, deck)  # type: ignore[arg-type]
+        assert second is not None and second != first
+        assert not any(first in family and second in family for family in FAMILIES), (first, second)
+        seen += [first, second]
+    assert set(seen) == set(HA_FAULTS), "every kind is drawn"
+
+
+def test_a_round_left_with_only_the_first_faults_family_is_refilled() -> None:
+    soak = SimpleNamespace(random=random.Random(1), faults=HA_FAULTS)
+    deck = ["stop-horse"]
+    second = Soak.overlap_with(soak, "kill-horse", deck)  # type: ignore[arg-type]
+    assert second not in {"kill-horse", "stop-horse", "kill-worker"}
+    assert "stop-horse" in deck, "the round's own fault is kept for later"

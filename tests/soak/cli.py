@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         faults,
         args.connect_clients,
         args.every_fault,
-        args.redis_cluster,
+        redis_cluster=args.redis_cluster,
+        overlap=args.overlap,
     )
     with soak(chosen) as run:
         results = run.run()

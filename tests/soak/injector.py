@@ -27,7 +27,7 @@ from cinnamon_pool.model import ContainerState, container_name
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.history import monotonic_ms, record_fault
 from tests.redis_cluster import RedisClusterSet
-from tests.soak.settings import CONVERGE_LIMIT_S, OVERLAP_AFTER_S, PAUSE_S, TTL_S, children, say
+from tests.soak.settings import CONVERGE_LIMIT_S, OVERLAP_AFTER_S, PAUSE_S, SPAWNING, TTL_S, children, say
 from tests.support import RedisHA, die_with_parent, start_redis_server
 
 
@@ -164,25 +164,33 @@ class Injector:
     def overlapping(self, first: str, second: str) -> tuple[float, Callable[[], bool]]:
         """Inject ``first``, and ``second`` while ``first`` is under way (it begins 0.2-2 s after
         it; a stop or a pause lasts seconds); as :meth:`inject`, for both: the later moment the
-        pool is left to itself, and both faults' conditions for their end."""
+        pool is left to itself, and both faults' conditions for their end. The one that starts a
+        process again (at most one: ``SPAWNING``) is injected from this thread, the other from a
+        thread of its own."""
+        later = self.random.uniform(*OVERLAP_AFTER_S)
+        here, there = (first, second) if first in SPAWNING else (second, first)
         outcome: list[tuple[float, Callable[[], bool]] | BaseException] = []
 
-        def inject_first() -> None:
+        def inject(fault: str, after_s: float) -> tuple[float, Callable[[], bool]]:
+            time.sleep(after_s)
+            if fault == second:
+                say(f"fault: {second}, while {first} is under way", self.started)
+            return self.inject(fault)
+
+        def inject_there() -> None:
             try:
-                outcome.append(self.inject(first))
+                outcome.append(inject(there, later if there == second else 0.0))
             except BaseException as error:  # raised again below, in the soak's own thread
                 outcome.append(error)
 
-        thread = threading.Thread(target=inject_first, name=f"fault {first}")
+        thread = threading.Thread(target=inject_there, name=f"fault {there}")
         thread.start()
-        time.sleep(self.random.uniform(*OVERLAP_AFTER_S))
-        say(f"fault: {second}, while {first} is under way", self.started)
-        left_second, over_second = self.inject(second)
+        left_here, over_here = inject(here, later if here == second else 0.0)
         thread.join()
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
-        left_first, over_first = outcome[0]
-        return max(left_first, left_second), lambda: over_first() and over_second()
+        left_there, over_there = outcome[0]
+        return max(left_here, left_there), lambda: over_here() and over_there()
 
     def inject(self, fault: str) -> tuple[float, Callable[[], bool]]:
         """Do ``fault`` and record it with the jobs it hit; returns when the pool is left to itself

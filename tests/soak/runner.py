@@ -45,6 +45,7 @@ from tests.soak.settings import (
     PORTS,
     RETRIES,
     ROOT,
+    SPAWNING,
     TTL_S,
     children,
     say,
@@ -295,11 +296,13 @@ class Soak(Injector, Summary):
 
     def overlap_with(self, fault: str, deck: list[str]) -> str | None:
         """The next fault of ``deck`` (taken from it) to inject while ``fault`` is under way: none
-        of its family (the round is refilled when it holds only those)."""
+        of its family, and not a second one that starts a process again (the round is refilled
+        when it holds only those)."""
         family = next((names for names in FAMILIES if fault in names), {fault})
-        if not any(name not in family for name in deck):
+        barred = family | (SPAWNING if fault in SPAWNING else set())
+        if not any(name not in barred for name in deck):
             deck[:0] = self.random.sample(self.faults, len(self.faults))
-        second = next(name for name in reversed(deck) if name not in family)
+        second = next(name for name in reversed(deck) if name not in barred)
         deck.remove(second)
         return second
 

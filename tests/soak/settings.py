@@ -30,6 +30,9 @@ CLIENT_FAULTS = ("kill-client",)  # with --connect-clients
 # With --overlap, two faults under way at once are never of one family (they would pick the same victim)
 FAMILIES = ({"kill-horse", "stop-horse", "kill-worker"}, {"kill-container", "pause-container"})
 OVERLAP_AFTER_S = (0.2, 2.0)  # the second fault of a pair begins this long after the first (uniform)
+# Faults that start a process again (its replacement): injected from the soak's main thread, as the
+# processes it starts die with the thread that started them (PR_SET_PDEATHSIG); a pair holds one at most
+SPAWNING = {"kill-supervisor", "kill-gateway", "restart-redis", "failover-redis"}
 CONNECT_IDLE_S = 2.0  # gateway.session_idle_s: a killed client's session ends this soon
 CONNECT_GRACE_S = 15.0  # a session that fails this long after a fault ended is still its doing
 

@@ -1,4 +1,5 @@
-"""The soak's overlapping faults: the second of a pair is never of the first's family."""
+"""The soak's overlapping faults: the second of a pair is never of the first's family, and at
+most one of the two starts a process again."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import random
 from types import SimpleNamespace
 
 from tests.soak.runner import Soak
-from tests.soak.settings import FAMILIES, HA_FAULTS
+from tests.soak.settings import FAMILIES, HA_FAULTS, SPAWNING
 
 
 def test_the_second_fault_of_a_pair_is_of_another_family_and_every_kind_still_comes() -> None:
@@ -19,6 +20,7 @@ def test_the_second_fault_of_a_pair_is_of_another_family_and_every_kind_still_co
         second = Soak.overlap_with(soak, first, deck)  # type: ignore[arg-type]
         assert second is not None and second != first
         assert not any(first in family and second in family for family in FAMILIES), (first, second)
+        assert not (first in SPAWNING and second in SPAWNING), (first, second)
         seen += [first, second]
     assert set(seen) == set(HA_FAULTS), "every kind is drawn"
 

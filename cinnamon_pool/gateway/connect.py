@@ -18,9 +18,9 @@ import contextlib
 import dataclasses
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 import redis
@@ -37,7 +37,8 @@ from cinnamon_pool.gateway.auth import Refusal
 from cinnamon_pool.gateway.proxy import forwarded_headers, initialize_request, open_upstream, read_body, relay, request_headers
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.aio import AsyncLeaseClient
-from cinnamon_pool.lease.apikeys import look_up
+from cinnamon_pool.lease.apikeys import live_sessions, look_up
+from cinnamon_pool.lease.scripts import Own, own
 from cinnamon_pool.model import ARTIFACTS, CLIENT_PREFIX, ApiKey, ConnectSession, Holder, Outcome, keeps_artifacts, validate_test_run_id
 
 T = TypeVar("T")
@@ -83,6 +84,7 @@ class OnConnect:
             error_threshold=rules.error_threshold,
             clock=self.clock,
         )
+        self._forget = self.client.register_script(own(Own.COMPARE_AND_DELETE_FIELD))
 
     # -- requests --------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
@@ -238,12 +240,18 @@ class OnConnect:
         return held
 
     async def _open_count(self, key_name: str) -> int:
-        raw: Mapping[Any, Any] = await self.client.hgetall(self.keys.connect_sessions)
-        count = 0
-        for field_name, value in raw.items():
-            with contextlib.suppress(decode.BadValue):
-                count += decode.connect_session(field_name, value).key == key_name
-        return count
+        """The key's sessions whose lease still holds. A binding whose lease has ended is forgotten
+        here: a gateway that died (or lost Redis) with sessions open could not, and their holders
+        may never come back to end them (they would count against the key's max for ever)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hgetall(self.keys.connect_sessions)
+        pipe.hgetall(self.keys.leases)
+        pipe.time()
+        bindings, leases, (seconds, micros) = await pipe.execute()
+        live, ended = live_sessions(bindings, leases, int(seconds) * 1000 + int(micros) // 1000)
+        for field_name, value in ended:  # only while it still holds what was read
+            await self._forget(keys=[self.keys.connect_sessions], args=[field_name, value])
+        return sum(binding.key == key_name for binding in live)
 
     async def _end(self, held: _Held, outcome: Outcome | None) -> None:
         """Release the session's lease (once) with its outcome, and forget the session."""

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
@@ -23,7 +24,7 @@ from cinnamon_pool import decode
 from cinnamon_pool.errors import ConfigError
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.scripts import Own, own
-from cinnamon_pool.model import ApiKey, validate_key_name
+from cinnamon_pool.model import ApiKey, ConnectSession, validate_key_name
 
 KEY_PREFIX = "cpk_"
 KEY_RANDOM_HEX = 40
@@ -76,13 +77,15 @@ class ApiKeys:
         return sorted(found, key=lambda k: k.name)
 
     def open_sessions(self) -> dict[str, int]:
-        """Per key name, the sessions open on connect now (as the gateways bound them)."""
+        """Per key name, the sessions open on connect now: bound by a gateway, their lease holding."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hgetall(self.keys.connect_sessions)
+        pipe.hgetall(self.keys.leases)
+        pipe.time()
+        bindings, leases, (seconds, micros) = pipe.execute()
         counts: dict[str, int] = {}
-        raw: dict[Any, Any] = self.client.hgetall(self.keys.connect_sessions)
-        for field_name, value in raw.items():
-            with suppress(decode.BadValue):
-                name = decode.connect_session(field_name, value).key
-                counts[name] = counts.get(name, 0) + 1
+        for binding in live_sessions(bindings, leases, int(seconds) * 1000 + int(micros) // 1000)[0]:
+            counts[binding.key] = counts.get(binding.key, 0) + 1
         return counts
 
     def revoke(self, name: str) -> bool:
@@ -115,3 +118,29 @@ async def look_up(client: aioredis.Redis, keys: PoolKeys, key: str) -> ApiKey | 
     stored = await client.hget(keys.api_key_names, found.name)
     ok = stored is not None and hmac.compare_digest(stored.decode() if isinstance(stored, bytes) else str(stored), hashed)
     return found if ok else None
+
+
+def live_sessions(
+    bindings: Mapping[Any, Any], leases: Mapping[Any, Any], now_ms: int
+) -> tuple[list[ConnectSession], list[tuple[Any, Any]]]:
+    """Of the on-connect sessions' bindings (``connect_sessions``, as read), those whose lease
+    still holds (the token they were bound to is the container's current, unexpired lease), and
+    the field and value of each other one: its lease has ended, and the gateway that should have
+    forgotten it could not (it died, or Redis did not answer). Unreadable values are neither."""
+    current: dict[str, str] = {}
+    for name, value in leases.items():
+        with suppress(decode.BadValue):
+            lease = decode.lease(name, value)
+            if now_ms < lease.expires_ms:
+                current[lease.container] = lease.token
+    live, ended = [], []
+    for field_name, value in bindings.items():
+        try:
+            binding = decode.connect_session(field_name, value)
+        except decode.BadValue:
+            continue
+        if current.get(binding.container) == binding.token:
+            live.append(binding)
+        else:
+            ended.append((field_name, value))
+    return live, ended

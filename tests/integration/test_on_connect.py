@@ -19,10 +19,10 @@ import pytest
 from cinnamon_pool import decode
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.logs.events import event_record
-from cinnamon_pool.model import Holder
+from cinnamon_pool.model import ContainerRecord, ContainerState, Holder
 from cinnamon_pool.tokens import fingerprint
-from tests.integration.gateway_stand import BIN, MCP_HEADERS, Stand, initialize
-from tests.support import stream_entries
+from tests.integration.gateway_stand import BIN, HOST, MCP_HEADERS, Stand, initialize, start_gateway
+from tests.support import stream_entries, wait_for_http
 
 pytestmark = pytest.mark.redis
 TOKEN = re.compile(rb"[0-9a-f]{16}:\d{1,19}:[0-9a-f]{16}")
@@ -182,6 +182,37 @@ def test_more_clients_wait_than_redis_pys_connection_cap_and_a_served_session_is
         assert served.status_code == 200, served.text
     assert {answer.result() for answer in answers} == {httpx.ReadTimeout}, "every waiter waited until it hung up"
     eventually(lambda: stand.store.snapshot().waiting == 0, 5, "the waiters gone from the queue", lambda: gateway_said(stand))
+
+
+def test_sessions_a_killed_gateway_left_stop_counting_against_their_key_once_their_leases_end(stand: Stand) -> None:
+    config = Path(stand.env["CINNAMON_CONFIG"])
+    config.write_text(config.read_text() + "[rules]\nlease_ttl_s = 1.5\n")  # nobody renews it once its gateway dies
+    stand.restart_gateway()
+    key = new_key(stand, "crashed", "--max-sessions", "1")
+    assert post(stand, key, initialize()).status_code == 200
+    assert post(stand, key, initialize()).status_code == 429, "while its lease holds, the session counts"
+    stand.gateway.kill()  # SIGKILL: it forgets nothing; its client never comes back either
+    stand.gateway.wait()
+    stand.gateway = start_gateway(stand.env, stand.gateway_log)
+    wait_for_http(f"{stand.base}/metrics")
+
+    reaped: list[str] = []  # the lease expires unrenewed; the supervisor reaps it and restarts the container
+
+    def reap() -> list[str]:
+        reaped.extend(stand.store.reap())
+        return reaped
+
+    eventually(reap, 10, "the lease reaped once expired")
+    assert reaped == ["container-001"]
+    endpoint = stand.config.gateway.endpoint("gw", "container-001")
+    stand.store.register(ContainerRecord("container-001", "a" * 64, 1, HOST, endpoint, ContainerState.STARTING))
+    eventually(lambda: stand.store.snapshot().free, 10, "the container offered again")
+    reopened = post(stand, key, initialize())
+    assert reopened.status_code == 200, reopened.text
+    bound = stand.store.redis.hkeys(PoolKeys("gw").connect_sessions)
+    assert bound == [reopened.headers["mcp-session-id"].encode()], "the ended session's binding is forgotten"
+    listed = keys(stand, "list")
+    assert re.search(r"^crashed +1 +1 ", listed.stdout, re.M), listed.stdout
 
 
 def pool_values(stand: Stand) -> list[bytes]:

@@ -123,7 +123,8 @@ async def flood(url: str, token: str, session: str, seconds: float, concurrency:
     return done
 
 
-STREAMS = 100  # held open at once: one per container of a 100-container pool (the scale section's largest)
+STREAMS = 100  # held open at once, as a 100-container pool's holders would (the scale section's largest)
+LEASES = 2  # they are spread over: a lease opens at most 64 MCP sessions (gateway/sessions.py)
 
 
 async def hold_streams(url: str, token: str, count: int, seconds: float, opened_all: threading.Event | None = None) -> int:
@@ -133,9 +134,11 @@ async def hold_streams(url: str, token: str, count: int, seconds: float, opened_
     async with httpx.AsyncClient(
         timeout=httpx.Timeout(30, read=None), headers=headers, limits=httpx.Limits(max_connections=2 * count)
     ) as client:
-        sessions = []
+        sessions: list[str] = []
         for _ in range(count):
             answer = await client.post(url, content=json.dumps(INITIALIZE))
+            if "mcp-session-id" not in answer.headers:
+                raise RuntimeError(f"session {len(sessions) + 1} of {count}: HTTP {answer.status_code} {answer.text[:300]}")
             sessions.append(answer.headers["mcp-session-id"])
         async with contextlib.AsyncExitStack() as stack:
             opened = 0
@@ -152,11 +155,16 @@ async def hold_streams(url: str, token: str, count: int, seconds: float, opened_
     return opened
 
 
+def hold_on(grant: Grant, count: int, seconds: float, opened_all: threading.Event) -> int:
+    """:func:`hold_streams` on ``grant``'s lease, in a thread of its own."""
+    return asyncio.run(hold_streams(grant.endpoint, grant.token, count, seconds, opened_all))
+
+
 def run(redis_url: str, workdir: Path, hold_s: float = 60.0) -> list[Row]:
     ports, listen = "3930-3931", f"127.0.0.1:{free_port()}"
-    with supervised(redis_url, PLAYWRIGHT, 1, workdir, ports, gateway=listen, canary_share=0.0) as (supervisor, store, _engine):
+    with supervised(redis_url, PLAYWRIGHT, LEASES, workdir, ports, gateway=listen, canary_share=0.0) as (supervisor, store, _engine):
         config = supervisor.config
-        more = f"max_streams_per_lease = {STREAMS + 8}\n"  # the streams and the paired requests beside them, all under one lease
+        more = f"max_streams_per_lease = {STREAMS // LEASES + 8}\n"  # a lease's streams and the paired requests beside them
         with gateway_process(redis_url, config.pool.name, ports, listen, workdir, extra=more) as gateway:
             grant: Grant = store.acquire(Holder("bench-gateway"), timeout_s=30)
             heartbeat = Heartbeat(store, ContainerLease.from_grant(config.pool.name, grant, fence_after_s=20)).start()
@@ -176,15 +184,19 @@ def run(redis_url: str, workdir: Path, hold_s: float = 60.0) -> list[Row]:
             gateway_rps = asyncio.run(flood(grant.endpoint, grant.token, session_id, 5.0, 32)) / 5.0
             print(f"  small requests/s: direct {direct_rps:.0f}, gateway {gateway_rps:.0f}", flush=True)
             rss_before = rss_mb(gateway.pid)
-            opened_all, held = threading.Event(), concurrent.futures.ThreadPoolExecutor(1)
-            holding = held.submit(lambda: asyncio.run(hold_streams(grant.endpoint, grant.token, STREAMS, hold_s, opened_all)))
-            if not opened_all.wait(60):
-                raise RuntimeError(
-                    f"{STREAMS} streams did not open within 60 s: {holding.exception(0) if holding.done() else 'still opening'}"
-                )
-            busy_ping, busy_gated = paired(direct, through, "ping", 500)
-            opened = holding.result()
-            held.shutdown()
+            other: Grant = store.acquire(Holder("bench-gateway-streams"), timeout_s=60)
+            renewing = Heartbeat(store, ContainerLease.from_grant(config.pool.name, other, fence_after_s=20)).start()
+            share = STREAMS // LEASES
+            events = [threading.Event() for _ in range(LEASES)]
+            with concurrent.futures.ThreadPoolExecutor(LEASES) as held:
+                holding = [held.submit(hold_on, g, share, hold_s, e) for g, e in zip((grant, other), events, strict=True)]
+                for event, future in zip(events, holding, strict=True):
+                    if not event.wait(60):
+                        raise RuntimeError(f"streams did not open within 60 s: {future.exception(0) if future.done() else 'still opening'}")
+                busy_ping, busy_gated = paired(direct, through, "ping", 500)
+                opened = sum(future.result() for future in holding)
+            renewing.stop()
+            store.release(other.name, other.token)
             rss_after = rss_mb(gateway.pid)
             print(f"  {opened} streams held {hold_s:.0f} s: gateway RSS {rss_before:.1f} -> {rss_after:.1f} MB", flush=True)
             direct.close()

@@ -143,13 +143,10 @@ class SlotPrimary:
         """The primary of the slot in ``ranges`` (a ``CLUSTER SLOTS`` reply), keeping its nodes."""
         found = None
         for start, end, *nodes in ranges:
-            for node in nodes:
-                address = ((node[0].decode() if isinstance(node[0], bytes) else str(node[0])) or asked[0], int(node[1]))
-                if address not in self.nodes:
-                    self.nodes.append(address)
+            addresses = [_address(node, asked) for node in nodes]  # the primary first, then its replicas
+            self.nodes += [address for address in addresses if address not in self.nodes]
             if int(start) <= self.slot <= int(end):
-                primary = nodes[0]
-                found = ((primary[0].decode() if isinstance(primary[0], bytes) else str(primary[0])) or asked[0], int(primary[1]))
+                found = addresses[0]
         return found
 
     def discover_master(self, _service: str) -> tuple[str, int]:
@@ -167,6 +164,13 @@ class SlotPrimary:
 
     def discover_slaves(self, _service: str) -> list[tuple[str, int]]:
         return []
+
+
+def _address(node: Any, asked: tuple[str, int]) -> tuple[str, int]:
+    """A node's (host, port) in a ``CLUSTER SLOTS`` entry; a node that does not know its own
+    address reports "": it is the one that was asked."""
+    host = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
+    return host or asked[0], int(node[1])
 
 
 class AsyncSlotPrimary:

@@ -97,9 +97,10 @@ class AsyncLeaseClient:
             try:
                 await self._run(Op.CANCEL, ticket)
                 return
-            except (StoreUnavailable, redis.RedisError) as error:
-                if self.clock.monotonic() + delay >= deadline:
-                    logger.warning("ticket {} stays queued until it expires: {}", ticket, error)
+            except Exception as error:  # logged, never raised: it would hide why the acquire ended
+                retried = isinstance(error, (StoreUnavailable, redis.RedisError))
+                if not retried or self.clock.monotonic() + delay >= deadline:
+                    logger.warning("ticket {} stays queued until it expires: {}: {}", ticket, type(error).__name__, error)
                     return
                 logger.info("ticket {}: leaving the queue, tried again in {:g} s: {}", ticket, delay, error)
             await asyncio.sleep(delay)

@@ -88,6 +88,16 @@ def async_redis_client(settings: RedisSettings, *, pool: str | None = None, **op
     return client
 
 
+def slot_primary(client: redis.Redis) -> str:
+    """For a cluster client, where the pool lives now ("slot S on host:port"); "" for others."""
+    pool = client.connection_pool
+    slots = getattr(getattr(pool, "proxy", None), "sentinel_manager", None)
+    if not isinstance(pool, SentinelConnectionPool) or not isinstance(slots, SlotPrimary):
+        return ""
+    host, port = pool.get_master_address()
+    return f"slot {slots.slot} on {host}:{port}"
+
+
 def describe(settings: RedisSettings) -> str:
     """How the pool finds its Redis, for messages: never with its password."""
     if settings.is_cluster:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from cinnamon_pool.config import PoolConfig
-from cinnamon_pool.connect import redis_client
+from cinnamon_pool.connect import redis_client, slot_primary
 from cinnamon_pool.door import IMAGE_LABEL, key_path, load_key
 from cinnamon_pool.errors import CinnamonError, ConfigError
 
@@ -159,7 +159,8 @@ def _redis_checks(config: PoolConfig) -> Iterator[Check]:
     except redis.RedisError as error:
         yield Check("FAIL", "redis", f"{shown}: {error}", "start redis-server (make services) or fix redis.url / CINNAMON_REDIS_URL")
         return
-    yield Check("OK", "redis", f"{shown} answers")
+    where = slot_primary(client)
+    yield Check("OK", "redis", f"{shown} answers" + (f" (the pool's {where})" if where else ""))
     try:
         policy = eviction_policy(client)
         persistence = client.config_get("appendonly").get("appendonly", "?")

@@ -122,4 +122,7 @@ def test_the_cli_works_on_a_cluster_url(cluster: RedisClusterSet, tmp_path: Path
     status = cli("status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["pool"] == POOL, status.stdout + status.stderr
     doctor = cli("doctor")
-    assert re.search(r"^OK +redis: redis\+cluster://127\.0\.0\.1:\d+/0 answers$", doctor.stdout, re.M), doctor.stdout
+    slot = int(primary.execute_command("CLUSTER", "KEYSLOT", PoolKeys(POOL).meta))
+    said = rf"^OK +redis: redis\+cluster://127\.0\.0\.1:\d+/0 answers \(the pool's slot {slot} on 127\.0\.0\.1:(\d+)\)$"
+    found = re.search(said, doctor.stdout, re.M)
+    assert found and int(found.group(1)) == cluster.primary_of(PoolKeys(POOL).meta), doctor.stdout

@@ -45,7 +45,7 @@ def test_waiters_cancelled_while_redis_refuses_connections_leave_the_queue_when_
         leases = AsyncLeaseClient(client, POOL, HOST, lease_ttl_s=60, max_lease_s=600, error_threshold=3)
         waiters = [asyncio.ensure_future(leases.acquire(Holder(f"waiter-{i}", "", "w"), 60)) for i in range(3)]
         await queued(store, 3)
-        limit = real_redis.config_get("maxclients")["maxclients"]
+        limit = str(real_redis.config_get("maxclients")["maxclients"])
         real_redis.config_set("maxclients", 1)  # this admin connection stays; new ones are refused
         try:
             for waiter in waiters:

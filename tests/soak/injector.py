@@ -45,7 +45,7 @@ class Injector:
     queue_client: redis.Redis
     random: random.Random
     pool_name: str
-    redis_ha: RedisHA | RedisClusterSet | None  # with --redis-ha or --redis-cluster
+    replicated: RedisHA | RedisClusterSet | None  # the pool's Redis with --redis-ha or --redis-cluster
     started: float
     supervisor: subprocess.Popen[bytes] | None
     workdir: Path
@@ -284,14 +284,14 @@ class Injector:
             victim.wait()
             record_fault(self.history, client, fault, [victim.pid], began_mono=began, killed_mono=struck)
         elif fault == "failover-redis":
-            assert self.redis_ha is not None
+            assert self.replicated is not None
             hit = self.jobs_in_flight()
-            if isinstance(self.redis_ha, RedisClusterSet):  # the primary of the pool's slot
-                old, new = self.redis_ha.kill_primary_of(PoolKeys(self.pool_name).meta)
+            if isinstance(self.replicated, RedisClusterSet):  # the primary of the pool's slot
+                old, new = self.replicated.kill_primary_of(PoolKeys(self.pool_name).meta)
             else:
-                old, new = self.redis_ha.kill_primary()  # returns once Sentinel has promoted the replica
+                old, new = self.replicated.kill_primary()  # returns once Sentinel has promoted the replica
             say(f"failover-redis: primary {old} killed, {new} promoted", self.started)
             hit += [job for job in [*self.jobs_in_flight(), *self.jobs_in_history(began)] if job not in hit]
             record_fault(self.history, client, fault, target=f"{old} -> {new}", jobs=hit, began_mono=began)
-            self.redis_ha.restart(old)  # as an operator would: it comes back as the new primary's replica
+            self.replicated.restart(old)  # as an operator would: it comes back as the new primary's replica
         return time.monotonic(), over

@@ -70,7 +70,7 @@ class Soak(Injector, Summary):
         overlap: bool = False,
     ) -> None:
         self.workdir, self.duration_s, self.interval_s, self.worker_count = workdir, duration_s, interval_s, workers
-        self.redis_ha: RedisHA | RedisClusterSet | None = None
+        self.replicated: RedisHA | RedisClusterSet | None = None  # the pool's Redis, replicated
         self.ha, self.cluster = redis_ha, redis_cluster
         replicated = redis_ha or redis_cluster
         self.faults = faults or (*(HA_FAULTS if replicated else FAULTS), *(CLIENT_FAULTS if connect_clients else ()))
@@ -116,12 +116,12 @@ class Soak(Injector, Summary):
         self.sweep_stale()
         self.queue_redis_process, self.queue_url = start_redis_server(self.workdir, preexec_fn=die_with_parent)
         if self.ha:
-            ha = self.redis_ha = RedisHA(self.workdir / "redis-ha", die_with_parent)
+            ha = self.replicated = RedisHA(self.workdir / "redis-ha", die_with_parent)
             self.pool_port = ha.primary_port() or 0
             self.pool_url = f"redis://127.0.0.1:{self.pool_port}/0"
             sentinel = f'sentinels = {json.dumps(ha.sentinels)}\nservice = "{RedisHA.SERVICE}"\n'
         elif self.cluster:  # the pool's keys on a Redis Cluster; rq's queue stays on its own server
-            cluster = self.redis_ha = RedisClusterSet(self.workdir / "redis-cluster", die_with_parent)
+            cluster = self.replicated = RedisClusterSet(self.workdir / "redis-cluster", die_with_parent)
             self.pool_url, self.pool_port, sentinel = cluster.url, 0, ""
         else:
             self.pool_port = free_port()
@@ -345,8 +345,8 @@ class Soak(Injector, Summary):
         with contextlib.suppress(docker.errors.APIError, docker.errors.NotFound):
             self.docker.networks.get(self.network).remove()
         sweep_egress(self.docker)  # the firewall rules its supervisors kept for the network
-        if self.redis_ha is not None:
-            self.redis_ha.stop()
+        if self.replicated is not None:
+            self.replicated.stop()
         for name in ("pool_redis_process", "queue_redis_process"):
             server: subprocess.Popen[bytes] | None = getattr(self, name, None)
             if server is not None:

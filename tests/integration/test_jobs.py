@@ -183,14 +183,15 @@ def test_one_sigterm_lets_the_job_finish_and_release(
     job = Queue("jobs", connection=client, serializer=JSONSerializer).enqueue(
         "tests.jobs.hold_and_sleep", 1.5, str(tmp_path / "pid"), job_timeout=60
     )
-    command = [str(BIN / "rq"), "worker", "-S", "json", "--path", str(ROOT), "--url", redis_server, "jobs"]
-    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the README's worker: plain rq 3.0 may spend 60 s of a warm shutdown unsubscribing (tests/support.py burst)
+    command = [str(BIN / "rq"), "worker", "-S", "json", "-w", "cinnamon_pool.worker.Worker", "--path", str(ROOT), "--url", redis_server]
+    worker = subprocess.Popen([*command, "jobs"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not (tmp_path / "pid").exists():
         assert time.monotonic() < deadline, "the job did not start"
         time.sleep(0.02)
     worker.send_signal(signal.SIGTERM)  # warm shutdown: finish the current job, then stop
-    assert worker.wait(timeout=90) == 0  # (plain rq 3.0 may spend 60 s of it unsubscribing: tests/support.py burst)
+    assert worker.wait(timeout=90) == 0
     job = Job.fetch(job.id, connection=client, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.FINISHED
     snapshot = store.snapshot()

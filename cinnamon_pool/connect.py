@@ -42,6 +42,7 @@ from cinnamon_pool.config import RedisSettings, redact
 from cinnamon_pool.errors import StoreUnavailable
 from cinnamon_pool.keys import PoolKeys
 
+Client = redis.Redis  # what redis_client makes: other modules name the type from here, not from redis-py
 SENTINEL_TIMEOUT_S = 1.0  # a Sentinel that does not answer this soon is skipped for the next
 
 
@@ -109,7 +110,11 @@ def describe(settings: RedisSettings) -> str:
 
 def unavailable(error: BaseException, settings: RedisSettings) -> StoreUnavailable | None:
     """``error`` as the project's own when it says Redis cannot be reached (down, cut off,
-    refusing the credentials), naming where without the password; else None."""
+    refusing the credentials), naming where without the password; else None. A
+    :class:`StoreUnavailable` from ``lease/`` is said again with where (the lease store knows only
+    its client)."""
+    if isinstance(error, StoreUnavailable) and error.__cause__ is not None:
+        error = error.__cause__
     if isinstance(error, (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError)):
         detail = " ".join(str(error).split()) or type(error).__name__
         return StoreUnavailable(describe(settings), detail.replace(settings.url, describe(settings)))

@@ -10,12 +10,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import redis
-
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import redis_client, slot_primary
 from cinnamon_pool.door import IMAGE_LABEL, key_path, load_key
-from cinnamon_pool.errors import CinnamonError, ConfigError
+from cinnamon_pool.errors import CinnamonError, ConfigError, StoreError
+from cinnamon_pool.lease.reads import PoolReads
 
 if TYPE_CHECKING:
     from cinnamon_pool.runtime.docker import DockerRuntime
@@ -144,32 +143,32 @@ def _pin_check(runtime: DockerRuntime, config: PoolConfig) -> Iterator[Check]:
         )
 
 
-def eviction_policy(client: redis.Redis) -> str:
+def eviction_policy(store: PoolReads) -> str:
     """Redis's ``maxmemory-policy``; any other than ``noeviction`` may drop lease keys under
-    memory pressure, which would free a container still in use. Raises RedisError when CONFIG
+    memory pressure, which would free a container still in use. Raises StoreError when CONFIG
     is not allowed (a managed Redis)."""
-    return str(client.config_get("maxmemory-policy").get("maxmemory-policy", "?"))
+    return store.server_settings("maxmemory-policy").get("maxmemory-policy", "?")
 
 
 def _redis_checks(config: PoolConfig) -> Iterator[Check]:
     client = redis_client(config.redis, pool=config.pool.name, socket_timeout=5)
     shown = config.redis.url.rpartition("@")[2]  # never print a password
+    store = PoolReads(client, config.pool.name)
     try:
-        client.ping()
-    except redis.RedisError as error:
-        yield Check("FAIL", "redis", f"{shown}: {error}", "start redis-server (make services) or fix redis.url / CINNAMON_REDIS_URL")
+        store.ping()
+    except StoreError as error:
+        yield Check("FAIL", "redis", f"{shown}: {error.detail}", "start redis-server (make services) or fix redis.url / CINNAMON_REDIS_URL")
         return
     where = slot_primary(client)
     yield Check("OK", "redis", f"{shown} answers" + (f" (the pool's {where})" if where else ""))
     try:
-        policy = eviction_policy(client)
-        persistence = client.config_get("appendonly").get("appendonly", "?")
-        save = client.config_get("save").get("save", "")
-    except redis.RedisError as error:
+        settings = store.server_settings("maxmemory-policy", "appendonly", "save")
+    except StoreError as error:
         yield Check(
-            "WARN", "redis settings", f"cannot read CONFIG ({error})", "check maxmemory-policy noeviction and appendonly yes by hand"
+            "WARN", "redis settings", f"cannot read CONFIG ({error.detail})", "check maxmemory-policy noeviction and appendonly yes by hand"
         )
         return
+    policy, persistence, save = settings.get("maxmemory-policy", "?"), settings.get("appendonly", "?"), settings.get("save", "")
     if policy == "noeviction":
         yield Check("OK", "redis eviction", "maxmemory-policy noeviction")
     else:

@@ -28,12 +28,25 @@ class InvalidIdentifier(CinnamonError, ValueError):
         super().__init__(f"invalid {kind} {shown!r}: {reason}")
 
 
-class StoreUnavailable(CinnamonError):
-    """The pool's Redis does not answer (down, cut off, refusing the credentials)."""
+class StoreError(CinnamonError):
+    """The pool's Redis refused a command (a read-only replica, a key of the wrong type), or did
+    not answer: then :class:`StoreUnavailable`."""
 
     def __init__(self, where: str, detail: str) -> None:
         self.where, self.detail = where, detail
-        super().__init__(f"Redis at {where} does not answer: {detail}")
+        super().__init__(self._say(where, detail))
+
+    @staticmethod
+    def _say(where: str, detail: str) -> str:
+        return f"Redis at {where} refused a command: {detail}"
+
+
+class StoreUnavailable(StoreError):
+    """The pool's Redis does not answer (down, cut off, refusing the credentials)."""
+
+    @staticmethod
+    def _say(where: str, detail: str) -> str:
+        return f"Redis at {where} does not answer: {detail}"
 
 
 class LeaseError(CinnamonError):

@@ -24,17 +24,15 @@ from typing import Any
 
 import httpx
 import httpx2
-import redis
 from mcp.shared.exceptions import MCPError
 
-from cinnamon_pool import decode
 from cinnamon_pool.browser import ToolError, artifact_folder, find_residue
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
-from cinnamon_pool.connect import redis_client
+from cinnamon_pool.connect import Client, redis_client
 from cinnamon_pool.endpoints import check_endpoint
 from cinnamon_pool.errors import BrowserSessionEnded, LeaseError, LeaseLost, StoreUnavailable, UntrustedEndpoint
-from cinnamon_pool.events import EventKind, LeaseEvent
+from cinnamon_pool.events import EventKind
 from cinnamon_pool.gateway import toolcalls
 from cinnamon_pool.lease.handle import ContainerLease, error_context
 from cinnamon_pool.lease.heartbeat import Heartbeat
@@ -116,7 +114,7 @@ class Cleanup:
 
 
 class ContainerPool:
-    def __init__(self, config: PoolConfig, *, client: redis.Redis | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, config: PoolConfig, *, client: Client | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self.clock = clock
         rules = config.rules
@@ -226,7 +224,7 @@ class ContainerPool:
         """The pool as ``cinnamon-pool status --json`` prints it (the documented contract)."""
         snapshot = self.store.snapshot()
         jobs = self._recent_jobs(snapshot.now_ms - STATUS_WINDOW_MS)
-        tool_calls = toolcalls.summary(self._tool_calls_raw(), snapshot.containers)
+        tool_calls = toolcalls.summary(self.store.tool_call_figures(), snapshot.containers)
         containers = []
         for name, record in sorted(snapshot.containers.items()):
             lease = snapshot.leases.get(name)
@@ -276,34 +274,15 @@ class ContainerPool:
             "containers": containers,
         }
 
-    def _tool_calls_raw(self) -> Mapping[Any, Any]:
-        """The gateways' tool-call figures as Redis has them ({} when the key is not a hash)."""
-        try:
-            raw: Mapping[Any, Any] = self.store.redis.hgetall(self.store.keys.tool_calls)
-        except redis.ResponseError:
-            return {}
-        return raw
-
     def _recent_jobs(self, since_ms: int, sample: int = 2000) -> dict[str, tuple[int, int]]:
         """Per container, (jobs released, of them infra errors) since ``since_ms``, from the event
         stream's newest ``sample`` events."""
         jobs: dict[str, tuple[int, int]] = {}
-        for event in self._recent_events(since_ms, sample):
+        for event in self.store.recent_events(since_ms, sample):
             if event.kind is EventKind.RELEASED:
                 released, infra = jobs.get(event.name, (0, 0))
                 jobs[event.name] = (released + 1, infra + (event.text("outcome") == Outcome.INFRA_ERROR))
         return jobs
-
-    def _recent_events(self, since_ms: int, sample: int) -> Iterator[LeaseEvent]:
-        entries: Any = self.store.redis.xrevrange(self.store.keys.events, count=sample)
-        for entry_id, fields in entries:
-            try:
-                event = decode.event(entry_id, fields)
-            except decode.BadValue:
-                continue  # not written by the scripts: the supervisor reports it
-            if event.at_ms < since_ms:
-                return
-            yield event
 
     def stats(self, window_s: float = 3600.0, sample: int = 2000) -> dict[str, Any]:
         """Pool statistics from the event stream's newest ``sample`` events within ``window_s``:
@@ -312,7 +291,7 @@ class ContainerPool:
         since_ms = snapshot.now_ms - int(window_s * 1000)
         waits: list[int] = []
         released = infra = 0
-        for event in self._recent_events(since_ms, sample):
+        for event in self.store.recent_events(since_ms, sample):
             if event.kind is EventKind.GRANTED:
                 waits.append(event.number("wait_ms"))
             elif event.kind is EventKind.RELEASED:

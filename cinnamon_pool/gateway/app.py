@@ -17,8 +17,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import redis
-import redis.asyncio as aioredis
 from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,7 +26,7 @@ from starlette.routing import Route
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.door import DoorAuth
-from cinnamon_pool.errors import StoreUnavailable
+from cinnamon_pool.errors import StoreError
 from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
 from cinnamon_pool.gateway.codeguard import CodeGuard
 from cinnamon_pool.gateway.connect import OnConnect
@@ -51,6 +49,7 @@ from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.toolcalls import ToolCalls, is_tool_call, reports_error
 from cinnamon_pool.gateway.traces import Traces
 from cinnamon_pool.gateway.upstream import Upstream
+from cinnamon_pool.lease.gatewayside import GatewayStore
 from cinnamon_pool.logs.actions import Details, LogAction
 from cinnamon_pool.logs.events import action_record
 from cinnamon_pool.logs.format import LogKind
@@ -70,8 +69,7 @@ class Gateway:
     def __init__(
         self,
         config: PoolConfig,
-        client: aioredis.Redis,
-        host: str,
+        store: GatewayStore,
         writer: DailyLogWriter,
         *,
         clock: Clock = SYSTEM_CLOCK,
@@ -80,8 +78,9 @@ class Gateway:
         """``door``: this host's (door.door_for): every request to a container carries its secret."""
         self.config, self.writer, self.clock, self.door = config, writer, clock, door
         self.pool = config.pool.name
-        self.authorizer = Authorizer(config, client, host)
-        self.code_guard = CodeGuard(config, client, host)
+        self.store = store
+        self.authorizer = Authorizer(config, store)
+        self.code_guard = CodeGuard(config, store)
         self.streams = Streams()
         self.meters = GatewayMetrics(self.pool, self.streams.count)
         self.tool_calls = ToolCalls()
@@ -92,7 +91,7 @@ class Gateway:
         self.traces: Traces | None = None  # the pool records a trace per lease (gateway/traces.py)
         self._ending: dict[str, asyncio.Lock] = {}  # per container: one lease end at a time
         # The MCP sessions each lease opened or was handed: the only ones it may name; ended with it.
-        self.sessions = LeaseSessions(client, self.authorizer.keys)
+        self.sessions = LeaseSessions(store)
 
     # -- the application -----------------------------------------------------------------
     def app(self) -> Starlette:
@@ -118,9 +117,7 @@ class Gateway:
             # The door key makes each session's token secret again after a restart; a gateway
             # without a door (tests) keeps a key of its own, so its sessions end with it.
             secret_key = self.door.key if self.door is not None else secrets.token_bytes(32)
-            self.on_connect = OnConnect(
-                self.config, self.authorizer.client, self.authorizer.host, connect_http, secret_key, clock=self.clock
-            )
+            self.on_connect = OnConnect(self.config, self.store, connect_http, secret_key, clock=self.clock)
             tasks = [
                 asyncio.create_task(self.on_connect.keep(), name="cinnamon-gateway-on-connect"),
                 asyncio.create_task(self._watch_leases(), name="cinnamon-gateway-leases"),
@@ -140,8 +137,7 @@ class Gateway:
                     )
                 self.preparer = Preparer(
                     self.config,
-                    self.authorizer.client,
-                    self.authorizer.host,
+                    self.store,
                     sessions_http,
                     self.end_sessions,
                     self._note,
@@ -211,7 +207,7 @@ class Gateway:
                 self.said.container_error(target.name, request.method, upstream.status_code, upstream.headers.get("content-type", "-"))
             if "mcp-session-id" in upstream.headers and initialize is not None:
                 await self._opened(target, upstream.headers["mcp-session-id"])
-        except (redis.RedisError, StoreUnavailable):
+        except StoreError:
             return self._refuse(Refusal(503, "store_unreachable", "the lease store does not answer: try again", name), request)
         except Refusal as refusal:
             return self._refuse(refusal, request)
@@ -246,7 +242,7 @@ class Gateway:
                 raise Refusal(404, "unknown_pool", f"this gateway serves pool {self.pool!r}")
             assert self.on_connect is not None, "the lifespan made it"
             response = await self.on_connect.handle(request)
-        except (redis.RedisError, StoreUnavailable):
+        except StoreError:
             return self._refuse(Refusal(503, "store_unreachable", "the lease store does not answer: try again"), request)
         except Refusal as refusal:
             return self._refuse(refusal, request)
@@ -288,11 +284,8 @@ class Gateway:
             await asyncio.sleep(PUBLISH_EVERY_S)
             figures = self.tool_calls.figures(int(self.clock.now().timestamp() * 1000))
             if figures:
-                pipe = self.authorizer.client.pipeline(transaction=False)
-                for container, value in figures.items():
-                    pipe.hset(self.authorizer.keys.tool_calls, container, value)
-                with contextlib.suppress(redis.RedisError):
-                    await pipe.execute()
+                with contextlib.suppress(StoreError):
+                    await self.store.publish_tool_calls(figures)
 
     # -- the sessions of a lease -------------------------------------------------------------
     async def _opened(self, target: Target, session: str, trace: LeaseTrace | None = None) -> None:
@@ -355,8 +348,8 @@ class Gateway:
             if not streams and not sessions:
                 continue
             try:
-                current = await self.authorizer.current(sorted({name for name, _token in [*streams, *sessions]}))
-            except redis.RedisError:  # Redis unreachable: keep the streams; the holders fence themselves
+                current = await self.store.current_leases(sorted({name for name, _token in [*streams, *sessions]}))
+            except StoreError:  # Redis unreachable: keep the streams; the holders fence themselves
                 continue
             for name, token in streams:
                 if current.get(name) != token:
@@ -365,5 +358,5 @@ class Gateway:
                         await close()
             for name, token in sessions:
                 if current.get(name) != token:
-                    with contextlib.suppress(redis.RedisError):
+                    with contextlib.suppress(StoreError):
                         await self.end_sessions(name, token)

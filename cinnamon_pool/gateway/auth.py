@@ -11,12 +11,10 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from cinnamon_pool import decode, tokens
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.errors import CinnamonError, InvalidIdentifier
-from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.lease.gatewayside import GatewayStore
 from cinnamon_pool.model import local_slot, validate_container_name, validate_token
 
 MAX_TOKEN_CHARS = 64  # epoch:generation:random is at most 53
@@ -64,9 +62,8 @@ def bearer_token(header: str | None) -> str:
 
 
 class Authorizer:
-    def __init__(self, config: PoolConfig, client: aioredis.Redis, host: str) -> None:
-        self.config, self.client, self.host = config, client, host
-        self.keys = PoolKeys(config.pool.name)
+    def __init__(self, config: PoolConfig, store: GatewayStore) -> None:
+        self.config, self.store, self.host = config, store, store.host
 
     def route(self, pool: str, name: str) -> str:
         """404 for another pool or a name that cannot be a container of this gateway's host."""
@@ -82,11 +79,7 @@ class Authorizer:
 
     async def authorize(self, name: str, token: str) -> Target:
         """One round trip: the container's record, its lease and Redis' clock."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.keys.containers, name)
-        pipe.hget(self.keys.leases, name)
-        pipe.time()
-        raw_record, raw_lease, (seconds, micros) = await pipe.execute()
+        raw_record, raw_lease, now_ms = await self.store.record_and_lease(name)
         if raw_record is None:
             raise Refusal(404, "unknown_container", "no such container in the pool", name)
         try:
@@ -101,7 +94,6 @@ class Authorizer:
                 lease = decode.lease(name, raw_lease)
             except decode.BadValue:
                 lease = None
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
         fence = tokens.fingerprint(token)  # what Redis keeps: a value read from Redis is no bearer
         if lease is None or not hmac.compare_digest(lease.token, fence) or now_ms >= lease.expires_ms:
             raise Refusal(403, "not_current", "the token is not this container's current lease", name)
@@ -112,10 +104,7 @@ class Authorizer:
     async def last_outcome(self, name: str, token: str) -> str:
         """The outcome lease ``token`` on ``name`` was released with; "lost" when it ended without
         a release of its own (expired, reclaimed, its container gone)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hget(self.keys.last_tokens, name)
-        pipe.hget(self.keys.containers, name)
-        last, raw_record = await pipe.execute()
+        last, raw_record = await self.store.last_release(name)
         if last is None or last.decode(errors="replace") != token or raw_record is None:
             return "lost"
         try:
@@ -125,22 +114,3 @@ class Authorizer:
 
     def upstream(self, name: str) -> str:
         return self.config.container.local_url(name)
-
-    async def current(self, names: list[str]) -> dict[str, str | None]:
-        """The current, unexpired lease (its token's fingerprint) of each container (None: none
-        that holds)."""
-        if not names:
-            return {}
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(self.keys.leases, names)
-        pipe.time()
-        raw, (seconds, micros) = await pipe.execute()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        tokens: dict[str, str | None] = {}
-        for name, value in zip(names, raw, strict=True):
-            try:
-                lease = None if value is None else decode.lease(name, value)
-            except decode.BadValue:
-                lease = None
-            tokens[name] = lease.token if lease is not None and now_ms < lease.expires_ms else None
-        return tokens

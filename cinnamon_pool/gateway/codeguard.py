@@ -7,31 +7,19 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import redis.asyncio as aioredis
 from starlette.responses import Response
 
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.gateway.auth import Refusal, Target
 from cinnamon_pool.gateway.proxy import forwarded_headers
 from cinnamon_pool.gateway.unsafe import lists_tools, unsafe_calls, without_unsafe_tools
-from cinnamon_pool.keys import PoolKeys
-from cinnamon_pool.lease.aio import AsyncLeaseClient
-from cinnamon_pool.lease.apikeys import by_name
+from cinnamon_pool.lease.gatewayside import GatewayStore
 from cinnamon_pool.model import CLIENT_PREFIX
 
 
 class CodeGuard:
-    def __init__(self, config: PoolConfig, client: aioredis.Redis, host: str) -> None:
-        self.config, self.client, self.keys = config, client, PoolKeys(config.pool.name)
-        rules = config.rules
-        self.leases = AsyncLeaseClient(
-            client,
-            config.pool.name,
-            host,
-            lease_ttl_s=rules.lease_ttl_s,
-            max_lease_s=rules.max_lease_s,
-            error_threshold=rules.error_threshold,
-        )
+    def __init__(self, config: PoolConfig, store: GatewayStore) -> None:
+        self.config, self.store, self.leases = config, store, store.lease_client(config.rules)
 
     async def check(self, target: Target, body: bytes) -> bool:
         """Refuse a call of a tool that runs code in the browser server unless the pool or the
@@ -42,7 +30,7 @@ class CodeGuard:
             return False
         allowed = self.config.container.unsafe_tools
         if not allowed and target.holder.startswith(CLIENT_PREFIX):
-            key = await by_name(self.client, self.keys, target.holder.removeprefix(CLIENT_PREFIX))
+            key = await self.store.api_key(target.holder.removeprefix(CLIENT_PREFIX))
             allowed = key is not None and key.unsafe_tools
         if called and not allowed:
             raise Refusal(

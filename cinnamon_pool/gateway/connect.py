@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import httpx
-import redis
-import redis.asyncio as aioredis
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -32,13 +30,10 @@ from cinnamon_pool import decode, tokens
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.endpoints import check_endpoint
-from cinnamon_pool.errors import InvalidIdentifier, LeaseError, PoolExhausted, PoolNotReady, StoreUnavailable, UntrustedEndpoint
+from cinnamon_pool.errors import InvalidIdentifier, LeaseError, PoolExhausted, PoolNotReady, StoreError, UntrustedEndpoint
 from cinnamon_pool.gateway.auth import Refusal
 from cinnamon_pool.gateway.proxy import forwarded_headers, initialize_request, open_upstream, read_body, relay, request_headers
-from cinnamon_pool.keys import PoolKeys
-from cinnamon_pool.lease.aio import AsyncLeaseClient
-from cinnamon_pool.lease.apikeys import live_sessions, look_up
-from cinnamon_pool.lease.scripts import Own, own
+from cinnamon_pool.lease.gatewayside import GatewayStore
 from cinnamon_pool.model import ARTIFACTS, CLIENT_PREFIX, ApiKey, ConnectSession, Holder, Outcome, keeps_artifacts, validate_test_run_id
 
 T = TypeVar("T")
@@ -64,8 +59,7 @@ class _Held:
 @dataclass
 class OnConnect:
     config: PoolConfig
-    client: aioredis.Redis
-    host: str
+    store: GatewayStore
     http: httpx.AsyncClient
     secret_key: bytes  # makes each session's token secret from its nonce (this host's door key)
     clock: Clock = SYSTEM_CLOCK
@@ -73,18 +67,7 @@ class OnConnect:
     waiting: int = 0
 
     def __post_init__(self) -> None:
-        rules = self.config.rules
-        self.keys = PoolKeys(self.config.pool.name)
-        self.leases = AsyncLeaseClient(
-            self.client,
-            self.config.pool.name,
-            self.host,
-            lease_ttl_s=rules.lease_ttl_s,
-            max_lease_s=rules.max_lease_s,
-            error_threshold=rules.error_threshold,
-            clock=self.clock,
-        )
-        self._forget = self.client.register_script(own(Own.COMPARE_AND_DELETE_FIELD))
+        self.leases = self.store.lease_client(self.config.rules, self.clock)
 
     # -- requests --------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
@@ -112,7 +95,7 @@ class OnConnect:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Refusal(401, "no_key", "send Authorization: Bearer <API key> (cinnamon-pool keys create NAME)")
-        found = await look_up(self.client, self.keys, value.strip())
+        found = await self.store.api_key_of(value.strip())
         if found is None:
             raise Refusal(403, "bad_key", "unknown or revoked API key")
         return found
@@ -150,7 +133,7 @@ class OnConnect:
         try:
             check_endpoint(self.config, grant.endpoint)
         except UntrustedEndpoint as error:  # a forged record: the token is not sent there
-            with contextlib.suppress(LeaseError, StoreUnavailable, redis.RedisError):
+            with contextlib.suppress(LeaseError, StoreError):
                 await self.leases.release(grant.name, grant.token, Outcome.INFRA_ERROR)
             raise Refusal(502, "untrusted_endpoint", str(error), grant.name) from None
         now, opened_ms = self.clock.monotonic(), grant.granted_ms
@@ -169,9 +152,9 @@ class OnConnect:
         held.binding = dataclasses.replace(binding, session=session)
         held.trace = upstream.headers.get("x-cinnamon-trace", "")
         self.held[session] = held
-        await self.client.hset(self.keys.connect_sessions, session, json.dumps({**held.binding.to_json(), "endpoint": held.endpoint}))
-        with contextlib.suppress(redis.RedisError):
-            await self.client.hset(self.keys.api_key_used, key.name, int(self.clock.now().timestamp() * 1000))
+        await self.store.bind(session, json.dumps({**held.binding.to_json(), "endpoint": held.endpoint}))
+        with contextlib.suppress(StoreError):
+            await self.store.key_used(key.name, int(self.clock.now().timestamp() * 1000))
         return self._stream(held, upstream)
 
     async def _forward(self, request: Request, held: _Held, body: bytes) -> Response:
@@ -218,7 +201,7 @@ class OnConnect:
             return held
         if len(session) > 128:
             return None
-        raw = await self.client.hget(self.keys.connect_sessions, session)
+        raw = await self.store.binding(session)
         if raw is None:
             return None
         try:
@@ -243,40 +226,31 @@ class OnConnect:
         """The key's sessions whose lease still holds. A binding whose lease has ended is forgotten
         here: a gateway that died (or lost Redis) with sessions open could not, and their holders
         may never come back to end them (they would count against the key's max for ever)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hgetall(self.keys.connect_sessions)
-        pipe.hgetall(self.keys.leases)
-        pipe.time()
-        bindings, leases, (seconds, micros) = await pipe.execute()
-        live, ended = live_sessions(bindings, leases, int(seconds) * 1000 + int(micros) // 1000)
-        for field_name, value in ended:  # only while it still holds what was read
-            await self._forget(keys=[self.keys.connect_sessions], args=[field_name, value])
-        return sum(binding.key == key_name for binding in live)
+        return sum(binding.key == key_name for binding in await self.store.live_bindings())
 
     async def _end(self, held: _Held, outcome: Outcome | None) -> None:
         """Release the session's lease (once) with its outcome, and forget the session."""
         if outcome is None:
             outcome = Outcome.INFRA_ERROR if held.infra_error else Outcome.OK
         self.held.pop(held.binding.session, None)
-        with contextlib.suppress(LeaseError, StoreUnavailable, redis.RedisError):
+        with contextlib.suppress(LeaseError, StoreError):
             trace = held.trace if keeps_artifacts(held.artifacts, outcome) else ""
             await self.leases.release(held.binding.container, held.bearer, outcome, trace=trace)
-        with contextlib.suppress(redis.RedisError):
-            await self.client.hdel(self.keys.connect_sessions, held.binding.session)
+        with contextlib.suppress(StoreError):
+            await self.store.unbind(held.binding.session)
 
     async def keep(self) -> None:
         """Renew the leases of sessions in use; end idle ones and those of revoked keys."""
         while True:
             await asyncio.sleep(CHECK_EVERY_S)
-            with contextlib.suppress(redis.RedisError, StoreUnavailable):
+            with contextlib.suppress(StoreError):
                 await self._round()
 
     async def _round(self) -> None:
         if not self.held:
             return
         names = sorted({held.binding.key for held in self.held.values()})
-        present = await self.client.hmget(self.keys.api_key_names, names)
-        revoked = {name for name, value in zip(names, present, strict=True) if value is None}
+        revoked = await self.store.revoked(names)
         now = self.clock.monotonic()
         for held in list(self.held.values()):
             idle = held.in_flight == 0 and now - held.last_used > self.config.gateway.session_idle_s
@@ -288,7 +262,7 @@ class OnConnect:
                     held.renewed = now
                 except LeaseError:  # ended elsewhere: killed, past the cap, container gone
                     self.held.pop(held.binding.session, None)
-                    await self.client.hdel(self.keys.connect_sessions, held.binding.session)
+                    await self.store.unbind(held.binding.session)
 
 
 def _not_a_session_opener(body: bytes) -> Response:

@@ -38,20 +38,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import redis
-import redis.asyncio as aioredis
 from loguru import logger
 
 from cinnamon_pool import backoff, decode
 from cinnamon_pool.canary import CANARY_CODE, residue_in
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
-from cinnamon_pool.errors import SessionFailed
+from cinnamon_pool.errors import SessionFailed, StoreError
 from cinnamon_pool.gateway.tasks import stop
 from cinnamon_pool.gateway.traces import Traces
 from cinnamon_pool.gateway.upstream import Upstream
-from cinnamon_pool.keys import PoolKeys
-from cinnamon_pool.lease.scripts import Op, Own, own, source
+from cinnamon_pool.lease.gatewayside import GatewayStore
 from cinnamon_pool.logs.actions import Detail, Details, LogAction
 from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession, Preparation
 
@@ -69,8 +66,7 @@ EndSessions = Callable[[str, str], Awaitable[None]]  # (container, token): end w
 @dataclass
 class Preparer:
     config: PoolConfig
-    client: aioredis.Redis
-    host: str
+    store: GatewayStore
     http: httpx.AsyncClient
     end_sessions: EndSessions
     report: Reporter
@@ -86,11 +82,6 @@ class Preparer:
     active: Callable[[], bool] = lambda: True
 
     def __post_init__(self) -> None:
-        self.keys = PoolKeys(self.config.pool.name)
-        self._offer = self.client.register_script(source(Op.PREPARED))
-        self._compare_and_delete = self.client.register_script(own(Own.COMPARE_AND_DELETE_FIELD))
-        self._compare_and_delete_key = self.client.register_script(own(Own.COMPARE_AND_DELETE))
-        self._script_keys = self.keys.script_keys(self.host)
         idle = self.config.container.browser_idle_s
         self.keepalive_s = KEEPALIVE_S if idle is None else min(KEEPALIVE_S, idle / 3)
         self.refresh_s = self.config.gateway.prepare_refresh_s if idle is None else min(self.config.gateway.prepare_refresh_s, idle / 2)
@@ -105,10 +96,10 @@ class Preparer:
         while True:
             try:
                 if not self.keep_only and self.clock.monotonic() - announced >= 1.0:
-                    await self.client.set(self.keys.preparer(self.host), self.identity, px=ANNOUNCE_MS)
+                    await self.store.announce(self.identity, ANNOUNCE_MS)
                     announced = self.clock.monotonic()
                 await self.step()
-            except redis.RedisError:
+            except StoreError:
                 pass  # Redis away: try again next round
             except Exception as error:  # a defect here must not end preparing for good: say it, go on
                 logger.opt(exception=error).error("preparing sessions: {}: {}", type(error).__name__, error)
@@ -119,14 +110,11 @@ class Preparer:
         """Start what this host's containers need: a keeper, a prepared session, a refresh."""
         if not self.active():
             return
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(self.keys.containers)
-        pipe.hgetall(self.keys.sessions)
-        raw_records, raw_sessions = await pipe.execute()
+        raw_records, raw_sessions = await self.store.records_and_sessions()
         records = self._records(raw_records)
         preparing = [name for name, record in records.items() if record.state is ContainerState.PREPARING]
         # the released token of each preparing container: its preparation's purpose
-        released = dict(zip(preparing, await self.client.hmget(self.keys.last_tokens, preparing), strict=True)) if preparing else {}
+        released = await self.store.released_tokens(preparing)
         held = self._held(raw_sessions)
         await self._drop_orphans(raw_records, raw_sessions, held)
         now_ms = int(self.clock.now().timestamp() * 1000)
@@ -158,14 +146,14 @@ class Preparer:
 
     async def _delete_if_unchanged(self, field_name: bytes, value: bytes) -> None:
         """Delete the field only while it still holds ``value`` (another writer's is kept)."""
-        await self._compare_and_delete(keys=[self.keys.sessions], args=[field_name, value])
+        await self.store.forget_session(field_name, value)
 
     def _records(self, raw: Mapping[bytes, bytes]) -> dict[str, ContainerRecord]:
         records = {}
         for field_name, value in raw.items():
             with contextlib.suppress(decode.BadValue):
                 record = decode.record(field_name, value)
-                if record.host == self.host:
+                if record.host == self.store.host:
                     records[record.name] = record
         return records
 
@@ -235,12 +223,12 @@ class Preparer:
                 tracing = await asyncio.wait_for(self._start_trace(upstream, session), self.config.gateway.prepare_timeout_s)
                 now_ms = int(self.clock.now().timestamp() * 1000)
                 held = HeldSession("prepared", name, record.container_id, session, answer, now_ms, record.restarts, tracing)
-                await self.client.hset(self.keys.sessions, held.field, held.to_json())
+                await self.store.put_session(held.field, held.to_json())
                 self.checked_at[held.field] = self.clock.monotonic()
                 self.retry.pop(name, None)
         except asyncio.CancelledError:
             raise
-        except (SessionFailed, httpx.HTTPError, TimeoutError, redis.RedisError) as error:
+        except (SessionFailed, httpx.HTTPError, TimeoutError, StoreError) as error:
             result, detail = Preparation.FAILED, f"{type(error).__name__}: {error}"[:300]
             failures = self.retry.get(name, (0, 0.0))[0] + 1
             self.retry[name] = (failures, self.clock.monotonic() + backoff.after(backoff.PREPARE_FAILED, failures))
@@ -251,7 +239,7 @@ class Preparer:
             )
         if released:
             self.unanswered[name] = [name, purpose, result, detail, f"{(self.clock.monotonic() - started) * 1000:.1f}"]
-            with contextlib.suppress(redis.RedisError):  # sent again by the loop (the supervisor's time-out is the last resort)
+            with contextlib.suppress(StoreError):  # sent again by the loop (the supervisor's time-out is the last resort)
                 await self._send_offer(name)
 
     async def _send_offer(self, name: str) -> None:
@@ -259,7 +247,7 @@ class Preparer:
         preparation, so sending it again is safe). Kept until Redis answers: an offer lost to a
         failover would otherwise leave the container 'preparing' until the supervisor's time-out."""
         args = self.unanswered[name]
-        await self._offer(keys=self._script_keys, args=args)
+        await self.store.offer(args)
         if self.unanswered.get(name) is args:
             del self.unanswered[name]
 
@@ -308,7 +296,7 @@ class Preparer:
         """A tool call on the keeper (the server's idle timer starts over); a new keeper when it
         is gone (the container restarted, the gateway is new and the old one is dead)."""
         upstream = self.upstream(record.name)
-        with contextlib.suppress(SessionFailed, httpx.HTTPError, TimeoutError, redis.RedisError):
+        with contextlib.suppress(SessionFailed, httpx.HTTPError, TimeoutError, StoreError):
             if keeper is not None and keeper.lives_in(record.container_id, record.restarts):
                 try:
                     await asyncio.wait_for(upstream.call_tool(keeper.session, BLANK), self.config.gateway.prepare_timeout_s)
@@ -319,7 +307,7 @@ class Preparer:
             session, answer = await asyncio.wait_for(self._open(upstream), self.config.gateway.prepare_timeout_s)
             now_ms = int(self.clock.now().timestamp() * 1000)
             held = HeldSession("keeper", record.name, record.container_id, session, answer, now_ms, record.restarts)
-            await self.client.hset(self.keys.sessions, held.field, held.to_json())
+            await self.store.put_session(held.field, held.to_json())
             self.checked_at[held.field] = self.clock.monotonic()
 
     # -- handing over ----------------------------------------------------------------------------
@@ -343,12 +331,9 @@ class Preparer:
 
     async def _take_field(self, field_name: str) -> HeldSession | None:
         """Read and delete in one transaction: whoever deletes it owns it, so it is handed out once."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hget(self.keys.sessions, field_name)
-        pipe.hdel(self.keys.sessions, field_name)
-        raw, deleted = await pipe.execute()
+        raw = await self.store.take_session(field_name)
         self.checked_at.pop(field_name, None)
-        if not deleted or raw is None:
+        if raw is None:
             return None
         try:
             return decode.held_session(field_name, raw)
@@ -357,8 +342,8 @@ class Preparer:
 
     async def close(self) -> None:
         """Stop announcing (releases go straight back to the pool) and stop what is under way."""
-        with contextlib.suppress(redis.RedisError, TimeoutError):  # unannounced, it lapses in ANNOUNCE_MS anyway
-            await asyncio.wait_for(self._compare_and_delete_key(keys=[self.keys.preparer(self.host)], args=[self.identity]), STOP_WITHIN_S)
+        with contextlib.suppress(StoreError, TimeoutError):  # unannounced, it lapses in ANNOUNCE_MS anyway
+            await asyncio.wait_for(self.store.unannounce(self.identity), STOP_WITHIN_S)
         await stop([*self.tasks.values(), *self.keepers.values()], STOP_WITHIN_S)
 
 

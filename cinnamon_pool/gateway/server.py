@@ -19,6 +19,7 @@ from cinnamon_pool.door import door_for
 from cinnamon_pool.errors import ConfigError
 from cinnamon_pool.gateway.app import Gateway
 from cinnamon_pool.gateway.protocol import uvicorn_options
+from cinnamon_pool.lease.gatewayside import GatewayStore
 from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.runtime.docker import DockerRuntime
 from cinnamon_pool.supervisor.app import docker_down, waiting_for
@@ -54,7 +55,7 @@ def run(config: PoolConfig) -> int:
     # redis-py's own cap (100 since 8.x) would leave waiters out of the queue and requests stalled.
     connections = settings.max_connections + settings.max_waiting_sessions + 16
     client = async_redis_client(config.redis, pool=config.pool.name, socket_timeout=5, max_connections=connections)
-    gateway = Gateway(config, client, host, DailyLogWriter(config.logs.dir), door=door_for(config))
+    gateway = Gateway(config, GatewayStore(client, config.pool.name, host), DailyLogWriter(config.logs.dir), door=door_for(config))
     bind, port = settings.host_port
     print(
         f"cinnamon-pool gateway: pool {config.pool.name!r}, host {host!r}, listening on {bind}:{port}; "

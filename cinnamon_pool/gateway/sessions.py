@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import json
 
-import redis.asyncio as aioredis
-
 from cinnamon_pool import decode
-from cinnamon_pool.keys import PoolKeys
-from cinnamon_pool.lease.scripts import Own, own
+from cinnamon_pool.lease.gatewayside import GatewayStore
 from cinnamon_pool.model import LeaseTrace
 
 MAX_SESSIONS = 64  # per lease; a job opening more is refused a new one (clients open one or two)
 
 
 class LeaseSessions:
-    def __init__(self, client: aioredis.Redis, keys: PoolKeys) -> None:
-        self.client, self.key = client, keys.lease_sessions
+    def __init__(self, store: GatewayStore) -> None:
+        self.store = store
         self.open: dict[tuple[str, str], set[str]] = {}
         self.traces: dict[tuple[str, str], LeaseTrace] = {}  # the lease's handed session records a trace
-        self._compare_and_delete = client.register_script(own(Own.COMPARE_AND_DELETE_FIELD))
 
     def __bool__(self) -> bool:
         return bool(self.open)
@@ -46,7 +42,7 @@ class LeaseSessions:
         entry: dict[str, object] = {"token": token, "sessions": sorted(held)}
         if (name, token) in self.traces:
             entry["trace"] = self.traces[(name, token)].to_json_dict()
-        await self.client.hset(self.key, name, json.dumps(entry))
+        await self.store.put_lease_sessions(name, json.dumps(entry))
         return True
 
     async def owns(self, name: str, token: str, session: str) -> bool:
@@ -64,17 +60,17 @@ class LeaseSessions:
         """The sessions of the ended lease ``token`` on ``name`` and the trace one of them records,
         forgotten here and in Redis."""
         sessions, trace = self.open.pop((name, token), set()), self.traces.pop((name, token), None)
-        raw = await self.client.hget(self.key, name)
+        raw = await self.store.lease_sessions(name)
         stored = self._decoded(name, raw)
         if stored is not None and stored[0] == token:
             sessions |= set(stored[1])
             trace = trace or stored[2]
         if raw is not None and (stored is None or stored[0] == token):
-            await self._compare_and_delete(keys=[self.key], args=[name, raw])
+            await self.store.forget_lease_sessions(name, raw)
         return sessions, trace
 
     async def _stored(self, name: str) -> tuple[str, list[str], LeaseTrace | None] | None:
-        return self._decoded(name, await self.client.hget(self.key, name))
+        return self._decoded(name, await self.store.lease_sessions(name))
 
     @staticmethod
     def _decoded(name: str, raw: object) -> tuple[str, list[str], LeaseTrace | None] | None:

@@ -1,7 +1,8 @@
 """The asyncio lease client: what the gateway needs to hold leases for clients that connect
 (acquire in the FIFO queue, renew, release), over the same Lua files, keys and arguments as the
 sync :class:`~cinnamon_pool.lease.store.LeaseStore`. Redis errors leave here as
-:class:`~cinnamon_pool.errors.StoreUnavailable`.
+:class:`~cinnamon_pool.errors.StoreError`
+(:class:`~cinnamon_pool.errors.StoreUnavailable` when Redis does not answer).
 """
 
 from __future__ import annotations
@@ -9,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-import redis
 import redis.asyncio as aioredis
 from loguru import logger
 
 from cinnamon_pool import tokens
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
-from cinnamon_pool.errors import InvalidIdentifier, PoolExhausted, PoolNotReady, StoreUnavailable
+from cinnamon_pool.errors import InvalidIdentifier, PoolExhausted, PoolNotReady, StoreError
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.calls import acquire_request, claimed, counts_of, raise_rejection, release_args, text
+from cinnamon_pool.lease.redis_errors import awaiting
 from cinnamon_pool.lease.scripts import Op, Status, source
 from cinnamon_pool.model import ContainerState, Grant, Holder, Outcome, validate_container_name, validate_ticket, validate_token
 
@@ -48,7 +49,7 @@ class AsyncLeaseClient:
         self._keys = self.keys.script_keys(host)
 
     async def _run(self, op: Op, *args: Any) -> list[Any]:
-        reply = await _door(self._scripts[op](keys=self._keys, args=list(args)))
+        reply = await awaiting(self._scripts[op](keys=self._keys, args=list(args)))
         return [text(item) for item in reply] if isinstance(reply, list) else [reply]
 
     async def acquire(
@@ -77,7 +78,7 @@ class AsyncLeaseClient:
                 remaining = deadline - self.clock.monotonic()
                 if remaining <= 0:
                     raise PoolExhausted(self.pool, self.clock.monotonic() - started, counts)
-                woken = await _door(self.client.blpop([self.keys.wake(ticket)], timeout=max(0.01, min(remaining, WAITER_TTL_S / 3))))
+                woken = await awaiting(self.client.blpop([self.keys.wake(ticket)], timeout=max(0.01, min(remaining, WAITER_TTL_S / 3))))
                 if woken is not None:
                     with contextlib.suppress(InvalidIdentifier):  # pushed by someone else: not ours
                         return claimed(woken[1], secret)
@@ -98,7 +99,7 @@ class AsyncLeaseClient:
                 await self._run(Op.CANCEL, ticket)
                 return
             except Exception as error:  # logged, never raised: it would hide why the acquire ended
-                retried = isinstance(error, (StoreUnavailable, redis.RedisError))
+                retried = isinstance(error, StoreError)
                 if not retried or self.clock.monotonic() + delay >= deadline:
                     logger.warning("ticket {} stays queued until it expires: {}: {}", ticket, type(error).__name__, error)
                     return
@@ -128,10 +129,3 @@ class AsyncLeaseClient:
         guard = f"if_token:{validate_token(fence)}"
         reply = await self._run(Op.SET_STATE, validate_container_name(name), ContainerState.DRAINING.value, reason, guard, "")
         return bool(reply[0] == Status.OK)
-
-
-async def _door(call: Awaitable[T]) -> T:
-    try:
-        return await call
-    except (redis.ConnectionError, redis.TimeoutError) as error:
-        raise StoreUnavailable("the pool's Redis", " ".join(str(error).split())) from error

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from cinnamon_pool import decode
 from cinnamon_pool.errors import ConfigError
 from cinnamon_pool.keys import PoolKeys
+from cinnamon_pool.lease.redis_errors import translating
 from cinnamon_pool.lease.scripts import Own, own
 from cinnamon_pool.model import ApiKey, ConnectSession, validate_key_name
 
@@ -47,6 +48,7 @@ class ApiKeys:
         self._create = client.register_script(own(Own.KEY_CREATE))
         self._revoke = client.register_script(own(Own.KEY_REVOKE))
 
+    @translating
     def create(self, name: str, max_sessions: int = 4, *, unsafe_tools: bool = False) -> str:
         """A new key named ``name``; the key is returned once and stored only as its hash.
         ``unsafe_tools``: its sessions may run code in the browser server (gateway/unsafe.py)."""
@@ -61,6 +63,7 @@ class ApiKeys:
             raise ConfigError("NAME", name, "a key of that name exists: revoke it first, or pick another name")
         return key
 
+    @translating
     def list(self) -> list[ApiKey]:
         hashes: dict[Any, Any] = self.client.hgetall(self.keys.api_keys)
         used: dict[Any, Any] = self.client.hgetall(self.keys.api_key_used)
@@ -76,6 +79,7 @@ class ApiKeys:
             found.append(key)
         return sorted(found, key=lambda k: k.name)
 
+    @translating
     def open_sessions(self) -> dict[str, int]:
         """Per key name, the sessions open on connect now: bound by a gateway, their lease holding."""
         pipe = self.client.pipeline(transaction=True)
@@ -88,6 +92,7 @@ class ApiKeys:
             counts[binding.key] = counts.get(binding.key, 0) + 1
         return counts
 
+    @translating
     def revoke(self, name: str) -> bool:
         validate_key_name(name)
         return bool(self._revoke(keys=[self.keys.api_keys, self.keys.api_key_names, self.keys.api_key_used], args=[name]))

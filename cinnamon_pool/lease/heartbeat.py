@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import threading
 
-import redis
-
-from cinnamon_pool.errors import LeaseError
+from cinnamon_pool.errors import LeaseError, StoreError
 from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.lease.store import LeaseStore
 
@@ -47,7 +45,7 @@ class Heartbeat:
             except LeaseError as error:
                 self.lease.mark_lost(str(error))
                 return
-            except (redis.ConnectionError, redis.TimeoutError):
+            except StoreError:
                 continue  # transient: the self-fence deadline decides when this stops being safe
             # Count the renewal from when it was sent: the server extended the lease no earlier.
             self.lease.mark_renewed(sent_at)

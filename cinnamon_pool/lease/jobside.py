@@ -16,10 +16,11 @@ import redis
 from tenacity import Retrying, retry_if_exception_type
 
 from cinnamon_pool import backoff, decode, tokens
-from cinnamon_pool.errors import InvalidIdentifier, LeaseError, PoolExhausted, PoolNotReady, ReplicasMissing
+from cinnamon_pool.errors import InvalidIdentifier, LeaseError, PoolExhausted, PoolNotReady, ReplicasMissing, StoreError
 from cinnamon_pool.lease.calls import acquire_request, claimed, counts_of, raise_rejection, release_args
 from cinnamon_pool.lease.client import ScriptClient
 from cinnamon_pool.lease.handle import JobFigures
+from cinnamon_pool.lease.redis_errors import translating
 from cinnamon_pool.lease.scripts import Op, Status
 from cinnamon_pool.model import Grant, Holder, Outcome, Preparation, validate_container_name, validate_ticket, validate_token
 
@@ -27,6 +28,7 @@ NOT_READY_GRACE_S = 15.0  # how long an acquire waits for a supervisor to regist
 
 
 class JobSide(ScriptClient):
+    @translating
     def acquire(self, holder: Holder, timeout_s: float = 60.0, *, wait: bool = True) -> Grant:
         """Grant a container to ``holder``, waiting in FIFO order up to ``timeout_s``."""
         ticket, secret = secrets.token_hex(16), tokens.new_secret()
@@ -102,13 +104,14 @@ class JobSide(ScriptClient):
             acknowledged = -1  # the primary went away: whether the replicas have it is unknown
         if acknowledged >= self.wait_replicas:
             return grant
-        with suppress(LeaseError, redis.RedisError):
+        with suppress(LeaseError, StoreError):
             self.release(grant.name, grant.token)
         if self.clock.monotonic() + 0.1 >= deadline:
             raise ReplicasMissing(self.pool, self.wait_replicas, max(0, acknowledged), self.wait_timeout_ms)
         self.clock.sleep(0.1)
         return None
 
+    @translating
     def holds(self, name: str, token: str, client: redis.Redis | None = None) -> bool | None:
         """Whether ``token`` (the holder's own) is the current lease on ``name`` (one HGET, no
         script); None when Redis does not answer. ``client`` may be one with a short socket timeout."""
@@ -121,15 +124,18 @@ class JobSide(ScriptClient):
         except decode.BadValue:
             return False  # not a lease the scripts wrote: not ours either
 
+    @translating
     def cancel(self, ticket: str) -> None:
         self._run(Op.CANCEL, validate_ticket(ticket))
 
+    @translating
     def renew(self, name: str, token: str) -> int:
         """Extend the lease by its TTL; returns the new expiry (Redis ms). Raises if not ours."""
         reply = self._run(Op.RENEW, validate_container_name(name), tokens.fingerprint(token), int(self.lease_ttl_s * 1000))
         raise_rejection(name, reply)
         return int(reply[1])
 
+    @translating
     def release(
         self,
         name: str,
@@ -166,6 +172,7 @@ class JobSide(ScriptClient):
         raise_rejection(name, reply)
         return str(reply[1])
 
+    @translating
     def prepared(self, name: str, token: str, result: str, detail: str = "", seconds: float | None = None) -> str:
         """Offer a 'preparing' container again (see prepared.lua): ``result`` ok, failed or timeout
         offers it, residue restarts it. ``token`` is the released lease's fingerprint, as the gateway

@@ -13,10 +13,12 @@ from cinnamon_pool.events import LeaseEvent
 from cinnamon_pool.keys import EVENTS_CONSUMER_GROUP
 from cinnamon_pool.lease.calls import text
 from cinnamon_pool.lease.client import ScriptClient
+from cinnamon_pool.lease.redis_errors import translating
 from cinnamon_pool.model import Rejected
 
 
 class EventStream(ScriptClient):
+    @translating
     def ensure_consumer_group(self) -> None:
         try:
             self.redis.xgroup_create(self.keys.events, EVENTS_CONSUMER_GROUP, id="0", mkstream=True)
@@ -24,6 +26,7 @@ class EventStream(ScriptClient):
             if "BUSYGROUP" not in str(error):
                 raise
 
+    @translating
     def read_events(self, consumer: str, count: int = 500, block_ms: int | None = None) -> Iterator[tuple[str, LeaseEvent | Rejected]]:
         """Yield new events for this consumer, pending ones (read, never acknowledged) first: the
         entry id and the decoded event, or a :class:`Rejected` for an entry that does not decode
@@ -43,6 +46,21 @@ class EventStream(ScriptClient):
                         shown = " ".join(f"{decode.shorten(k, 20)}={decode.shorten(v, 30)}" for k, v in fields.items())
                         yield entry, Rejected("events", entry, decode.shorten(shown, 120), str(error))
 
+    @translating
     def ack_events(self, entry_ids: Sequence[str]) -> None:
         if entry_ids:
             self.redis.xack(self.keys.events, EVENTS_CONSUMER_GROUP, *entry_ids)
+
+    @translating
+    def recent_events(self, since_ms: int, sample: int) -> Iterator[LeaseEvent]:
+        """The stream's events since ``since_ms``, newest first, among its newest ``sample``
+        (entries that do not decode are skipped: the supervisor reports them)."""
+        entries: Any = self.redis.xrevrange(self.keys.events, count=sample)
+        for entry_id, fields in entries:
+            try:
+                event = decode.event(entry_id, fields)
+            except decode.BadValue:
+                continue
+            if event.at_ms < since_ms:
+                return
+            yield event

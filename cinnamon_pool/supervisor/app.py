@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import redis
 from loguru import logger
 from tenacity import Retrying, retry_if_exception
 
@@ -23,8 +22,10 @@ from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import async_redis_client, describe, redis_client, unavailable
 from cinnamon_pool.doctor import eviction_policy
 from cinnamon_pool.door import door_for
-from cinnamon_pool.errors import ImageMissing, RuntimeUnavailable
+from cinnamon_pool.errors import ImageMissing, RuntimeUnavailable, StoreError
 from cinnamon_pool.gateway.prepare import Preparer
+from cinnamon_pool.lease.gatewayside import GatewayStore
+from cinnamon_pool.lease.reads import PoolReads
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.actions import Details, LogAction
 from cinnamon_pool.logs.events import action_record
@@ -42,9 +43,9 @@ def run(config: PoolConfig) -> int:
     client = redis_client(config.redis, pool=config.pool.name, socket_timeout=10)
     try:
         policy = waiting_for(f"Redis at {describe(config.redis)}", lambda e: unavailable(e, config.redis) is not None)(
-            eviction_policy, client
+            eviction_policy, PoolReads(client, config.pool.name)
         )
-    except redis.ResponseError:
+    except StoreError:
         policy = "noeviction"  # CONFIG not allowed (a managed Redis): `doctor` says to check by hand
     if policy != "noeviction":
         logger.critical(
@@ -130,7 +131,8 @@ def keep_browsers_up(config: PoolConfig, host: str, election: LeaderElection, wr
         timeout = httpx.Timeout(config.gateway.prepare_timeout_s, connect=config.gateway.connect_timeout_s)
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
             client = async_redis_client(config.redis, pool=config.pool.name, socket_timeout=10)
-            preparer = Preparer(config, client, host, http, nothing_to_end, report, keep_only=True, active=lambda: election.leading)
+            store = GatewayStore(client, config.pool.name, host)
+            preparer = Preparer(config, store, http, nothing_to_end, report, keep_only=True, active=lambda: election.leading)
             await preparer.run()
 
     threading.Thread(target=asyncio.run, args=(keep(),), name="cinnamon-keepers", daemon=True).start()

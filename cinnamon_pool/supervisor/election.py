@@ -14,9 +14,8 @@ import os
 import secrets
 import socket
 
-import redis
-
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
+from cinnamon_pool.errors import StoreError
 from cinnamon_pool.lease.store import LeaseStore
 
 
@@ -52,7 +51,7 @@ class LeaderElection:
             return True
         try:
             held = self.store.leadership("renew" if self._renewed_at is not None else "claim", self.identity, self.lease_s)
-        except redis.RedisError:
+        except StoreError:
             held = None  # unknown: keep acting only until the renew deadline
         if held:
             self._renewed_at = now
@@ -62,6 +61,6 @@ class LeaderElection:
 
     def resign(self) -> None:
         if self._renewed_at is not None:
-            with contextlib.suppress(redis.RedisError):  # else the key expires by itself
+            with contextlib.suppress(StoreError):  # else the key expires by itself
                 self.store.leadership("resign", self.identity, self.lease_s)
         self._renewed_at = None

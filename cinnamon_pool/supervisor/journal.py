@@ -7,11 +7,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-import redis
 from loguru import logger
 
 from cinnamon_pool.clock import Clock
-from cinnamon_pool.errors import ImageMissing, ImageRejected, RuntimeUnavailable
+from cinnamon_pool.errors import ImageMissing, ImageRejected, RuntimeUnavailable, StoreError
 from cinnamon_pool.events import EventKind, LeaseEvent
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.actions import Detail, Details, LogAction
@@ -92,7 +91,7 @@ class Journal:
             kind = "image missing"
         elif isinstance(error, RuntimeUnavailable):
             kind = "docker"
-        elif isinstance(error, redis.RedisError):
+        elif isinstance(error, StoreError):
             kind = "redis"
         else:
             kind = "pool"

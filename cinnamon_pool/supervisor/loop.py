@@ -18,14 +18,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import redis
 from loguru import logger
 
 from cinnamon_pool import backoff
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.door import DoorAuth
-from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, RuntimeUnavailable
+from cinnamon_pool.errors import CinnamonError, ImageMissing, NotLeader, RuntimeUnavailable, StoreUnavailable
 from cinnamon_pool.health import liveness, probe_client, readiness
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.actions import Detail, LogAction
@@ -156,9 +155,9 @@ class Supervisor:
 
     def _dependencies_answer(self) -> bool:
         try:
-            self.store.redis.ping()
+            self.store.ping()
             self.runtime.list(self.pool)
-        except (CinnamonError, redis.RedisError):
+        except CinnamonError:
             return False
         return True
 
@@ -178,9 +177,9 @@ class Supervisor:
                 self.state.lineage = None  # what Redis did meanwhile is the leader's to judge, not ours later
                 return report
             self._tick(report)
-        except (CinnamonError, redis.RedisError) as error:
+        except CinnamonError as error:
             report.error = str(error)
-            report.unreachable = isinstance(error, (redis.ConnectionError, redis.TimeoutError)) or (
+            report.unreachable = isinstance(error, StoreUnavailable) or (
                 isinstance(error, RuntimeUnavailable) and not isinstance(error, ImageMissing)
             )
             self.journal.error(error)

@@ -9,12 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
-
 from cinnamon_pool import decode
 from cinnamon_pool.clock import Clock
 from cinnamon_pool.config import PoolConfig
-from cinnamon_pool.lease.replication import Lineage, lost_writes
+from cinnamon_pool.lease.replication import lost_writes
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.actions import Detail, LogAction
 from cinnamon_pool.logs.format import LogKind
@@ -47,13 +45,10 @@ class Upkeep:
     def lost_writes(self) -> bool:
         """A failover lost writes (lease/replication.py): drop the pool's state, as if Redis had
         lost it, so every token dies and every container is recycled."""
-        try:
-            now = Lineage.from_info(self.store.redis.info("replication"))
-        except redis.ResponseError:
-            now = None  # INFO not allowed here: the check is off
+        now = self.store.lineage()  # None: INFO not allowed here, the check is off
         before, self.state.lineage = self.state.lineage, now
         why = lost_writes(before, now) if before is not None and now is not None else None
-        if why is None or self.state.epoch is None or not self.store.redis.hexists(self.store.keys.meta, "epoch"):
+        if why is None or self.state.epoch is None or not self.store.has_epoch():
             return False  # nothing lost, nothing of ours in Redis yet, or all of it lost (amnesia: the epoch check's)
         self.journal.record(
             LogKind.ERRORS,

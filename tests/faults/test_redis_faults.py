@@ -12,7 +12,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cinnamon_pool.errors import LeaseLost, LeaseNotOwned
+from cinnamon_pool.errors import LeaseLost, LeaseNotOwned, StoreUnavailable
 from cinnamon_pool.lease.handle import ContainerLease
 from cinnamon_pool.lease.heartbeat import Heartbeat
 from cinnamon_pool.lease.store import LeaseStore
@@ -90,6 +90,7 @@ def test_an_acquire_rides_out_a_redis_outage_shorter_than_its_timeout(real_redis
     assert waiting.release(grant.name, grant.token) == "available"
     proxy.set(Fault.DOWN)
     started = time.monotonic()
-    with pytest.raises(redis.ConnectionError):
+    with pytest.raises(StoreUnavailable) as raised:
         waiting.acquire(Holder("impatient"), timeout_s=1)
-    assert time.monotonic() - started < 3, "past its timeout the connection error propagates"
+    assert time.monotonic() - started < 3, "past its timeout the store's StoreUnavailable propagates"
+    assert isinstance(raised.value.__cause__, redis.ConnectionError)

@@ -22,6 +22,7 @@ from rq import Worker
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from cinnamon_pool.errors import StoreError
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.model import ContainerState, container_name
 from cinnamon_pool.pool import ContainerPool
@@ -90,7 +91,7 @@ class Injector:
         def gone() -> bool:
             try:
                 return token is None or all(lease.token != token for lease in self.pool.store.snapshot().leases.values())
-            except redis.RedisError:
+            except StoreError:
                 return False
 
         return gone
@@ -116,7 +117,7 @@ class Injector:
 
     def jobs_holding(self, container: str) -> list[str]:
         """The rq job that holds ``container``'s lease, if any."""
-        with contextlib.suppress(redis.RedisError):
+        with contextlib.suppress(StoreError):
             lease = self.pool.store.snapshot().leases.get(container)
             if lease is not None and lease.job_id:
                 return [lease.job_id]
@@ -130,7 +131,7 @@ class Injector:
         deadline = time.monotonic() + CONVERGE_LIMIT_S
         while time.monotonic() < deadline:
             held += [job for job in self.jobs_holding(name) if job not in held]
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(StoreError):
                 record = self.pool.store.snapshot().containers.get(name)
                 if (
                     record is None

@@ -27,6 +27,7 @@ from rq.serializers import JSONSerializer
 
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.connect import redis_client
+from cinnamon_pool.errors import StoreError
 from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.apikeys import ApiKeys
 from cinnamon_pool.pool import ContainerPool
@@ -210,7 +211,7 @@ class Soak(Injector, Summary):
         try:
             status = self.pool.status()
             answered = httpx.get(f"{self.config.gateway.base_url}/metrics", timeout=2).status_code == 200
-        except (redis.RedisError, httpx.HTTPError):
+        except (StoreError, httpx.HTTPError):
             return False
         if not answered:
             return False

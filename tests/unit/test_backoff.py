@@ -8,6 +8,7 @@ import redis
 
 from cinnamon_pool import backoff
 from cinnamon_pool.clock import ManualClock
+from cinnamon_pool.errors import StoreUnavailable
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import Holder
 from tests.lease_helpers import store_with
@@ -50,8 +51,9 @@ def test_acquire_retries_while_redis_does_not_answer_then_is_granted() -> None:
     assert sleeps == pytest.approx([0.1, 0.2, 0.4, 0.8])
 
 
-def test_acquire_gives_up_with_the_connection_error_when_the_next_pause_passes_its_deadline() -> None:
+def test_acquire_gives_up_with_store_unavailable_when_the_next_pause_passes_its_deadline() -> None:
     store, _clock, sleeps = store_failing(100)
-    with pytest.raises(redis.ConnectionError):
+    with pytest.raises(StoreUnavailable) as raised:
         store.acquire(Holder("run-1"), timeout_s=2.0)
+    assert isinstance(raised.value.__cause__, redis.ConnectionError), "redis-py's error stays attached as the cause"
     assert sleeps == pytest.approx([0.1, 0.2, 0.4, 0.8]), "1.5 s slept; the next 1.6 s would pass the 2 s deadline"

@@ -1,4 +1,5 @@
-"""Imports point down the layers of STYLE.md; only the Docker adapter imports docker."""
+"""Imports point down the layers of STYLE.md; only the Docker adapter imports docker, only lease/ and
+connect.py import redis."""
 
 from __future__ import annotations
 
@@ -38,7 +39,17 @@ LAYERS = {
         "gateway.traces",
         "mcpwire",
     ],
-    2: ["endpoints", "door", "supervisor.reconcile", "supervisor.rules", "supervisor.state", "logs.events", "logs.analyzer", "logs.html"],
+    2: [
+        "lease.redis_errors",
+        "endpoints",
+        "door",
+        "supervisor.reconcile",
+        "supervisor.rules",
+        "supervisor.state",
+        "logs.events",
+        "logs.analyzer",
+        "logs.html",
+    ],
     3: [
         "lease.calls",
         "lease.client",
@@ -67,6 +78,7 @@ LAYERS = {
         "connect",
         "lease.apikeys",
         "lease.aio",
+        "lease.gatewayside",
         "dashboard.runs",
         "dashboard.pages",
     ],
@@ -157,6 +169,14 @@ def test_pure_modules_import_no_io_library() -> None:
 def test_only_the_docker_adapter_imports_docker() -> None:
     importers = sorted(m for m, p in modules().items() if any(n.split(".")[0] == "docker" for n in imports(p)))
     assert importers == ["runtime.docker"]
+
+
+def test_only_lease_and_connect_import_redis() -> None:
+    """Redis has one owner: ``connect.py`` makes the clients, ``lease/`` runs every command and
+    translates every error (lease/redis_errors.py); the rest sees the project's own types."""
+    importers = sorted(m for m, p in modules().items() if any(n.split(".")[0] == "redis" for n in imports(p)))
+    assert importers, "lease/ and connect.py import it (the test sees imports)"
+    assert [m for m in importers if not (m == "connect" or m.startswith("lease."))] == []
 
 
 REDIS_CLIENT_MAKERS = {"Redis", "RedisCluster", "Sentinel", "StrictRedis", "from_url", "from_pool", "ConnectionPool"}

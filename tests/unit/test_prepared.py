@@ -18,6 +18,7 @@ from cinnamon_pool.clock import ManualClock
 from cinnamon_pool.config import idle_timeout_s
 from cinnamon_pool.errors import PoolExhausted
 from cinnamon_pool.gateway.proxy import initialize_request
+from cinnamon_pool.lease.gatewayside import GatewayStore
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.model import ContainerRecord, ContainerState, HeldSession, Holder
@@ -227,13 +228,13 @@ def test_a_prepared_session_is_handed_once_and_never_from_an_earlier_container_o
             return None
 
         async with httpx.AsyncClient() as http:
-            preparer = Preparer(config, client, "h", http, nothing, lambda *_: None)
+            preparer = Preparer(config, GatewayStore(client, "qa", "h"), http, nothing, lambda *_: None)
             handed: list[str | None] = []
             # replaced (another id); restarted in place (same id, a later start: the server lost its
             # sessions; found by `make bench`, whose memory restarts left dead prepared sessions); live
             for container_id, restarts, session in (("a" * 64, 3, "old"), ("b" * 64, 2, "before-restart"), ("b" * 64, 3, "new")):
                 held = HeldSession("prepared", "container-001", container_id, session, {"protocolVersion": "2025-11-25"}, 1, restarts)
-                await client.hset(preparer.keys.sessions, held.field, held.to_json())
+                await client.hset(preparer.store.keys.sessions, held.field, held.to_json())
                 got = await preparer.take("container-001", "b" * 64, 3, "2025-11-25")
                 handed.append(got.session if got else None)
             again = await preparer.take("container-001", "b" * 64, 3, "2025-11-25")
@@ -262,7 +263,7 @@ def test_a_session_opened_while_the_watcher_reads_the_leases_is_not_ended_as_sta
 
     async def scenario() -> set[str]:
         config = PoolConfig.from_tables({"pool": {"name": "qa", "max_size": 2}, "container": {"host_port_range": "3990-3991"}})
-        gateway = Gateway(config, fakeredis.aioredis.FakeRedis(), "h", DailyLogWriter(tmp_path))
+        gateway = Gateway(config, GatewayStore(fakeredis.aioredis.FakeRedis(), "qa", "h"), DailyLogWriter(tmp_path))
         reading = asyncio.Event()
 
         async def current(names: list[str]) -> dict[str, str | None]:
@@ -270,7 +271,7 @@ def test_a_session_opened_while_the_watcher_reads_the_leases_is_not_ended_as_sta
             await asyncio.sleep(0.05)  # the new lease's initialize is answered during this read
             return dict.fromkeys(names, old)  # as read: the old lease still held it
 
-        gateway.authorizer.current = current  # type: ignore[method-assign]
+        gateway.store.current_leases = current  # type: ignore[method-assign]
         async with httpx.AsyncClient() as http:
             gateway._http = http
             await gateway.sessions.add("container-001", old, "old-session")
@@ -325,19 +326,21 @@ def test_an_offer_that_redis_did_not_answer_is_sent_again_and_the_container_does
             return None
 
         async with httpx.AsyncClient() as http:
-            preparer = Preparer(config, fakeredis.aioredis.FakeRedis(server=server), runtime.host, http, nothing, lambda *_: None)
+            preparer = Preparer(
+                config, GatewayStore(fakeredis.aioredis.FakeRedis(server=server), "qa", runtime.host), http, nothing, lambda *_: None
+            )
             preparer.upstream = lambda _name: Container()  # type: ignore[assignment,method-assign,return-value]
             keeper = HeldSession("keeper", grant.name, record.container_id, "keeper-session", {}, 1)
-            await preparer.client.hset(preparer.keys.sessions, keeper.field, keeper.to_json())
+            await preparer.store.client.hset(preparer.store.keys.sessions, keeper.field, keeper.to_json())
             preparer.checked_at[keeper.field] = preparer.clock.monotonic()
-            offer, failures = preparer._offer, [redis.ConnectionError("the primary is gone")]
+            offer, failures = preparer.store._offer, [redis.ConnectionError("the primary is gone")]
 
             async def failing_once(**arguments: Any) -> Any:
                 if failures:
                     raise failures.pop()
                 return await offer(**arguments)
 
-            preparer._offer = failing_once  # type: ignore[assignment]
+            preparer.store._offer = failing_once  # type: ignore[assignment]
             assert store.release(grant.name, grant.token) == "preparing"
             states = []
             for _ in range(3):

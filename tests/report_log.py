@@ -50,7 +50,8 @@ class Log:
         self.writer.write(LogKind.ERRORS, LogRecord(at, "ERROR", name, "ERROR_OCCURRED", details))
 
     def report(self) -> dict[str, Any]:
-        return Analyzer().feed(iter_records(self.root)).report()
+        """The ``report --json`` document of the log (the analyzer's typed report, as JSON)."""
+        return Analyzer().feed(iter_records(self.root)).report().to_json()
 
 
 def an_afternoon(root: Path, start: dt.datetime = dt.datetime(2026, 11, 30, 14, 0, 0)) -> Log:

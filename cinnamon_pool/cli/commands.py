@@ -52,7 +52,7 @@ def report(args: argparse.Namespace) -> int:
         Path(args.html).write_text(render_html(made), encoding="utf-8")
         print(f"wrote {args.html}", file=sys.stderr)
     if args.json:
-        print(json.dumps(made, indent=2))
+        print(json.dumps(made.to_json(), indent=2))
         return 0
     print("\n".join(report_lines(made, config.logs.dir)))
     return 0

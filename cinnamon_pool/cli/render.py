@@ -11,6 +11,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from cinnamon_pool.logs.report import Report
 from cinnamon_pool.model import ApiKey
 
 STATE_STYLES = {"available": "green", "allocated": "cyan", "preparing": "blue", "draining": "yellow", "restarting": "yellow"}
@@ -75,29 +76,28 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def report_lines(report: dict[str, Any], logs_dir: str) -> Iterator[str]:
+def report_lines(report: Report, logs_dir: str) -> Iterator[str]:
     """The analyzer's report as ``cinnamon-pool report`` prints it."""
-    pool = report["pool"]
-    yield f"{report['records']} records from {report['from']} to {report['until']} in {logs_dir}"
-    for advice in report["recommendations"]:
-        yield f"{advice['severity'].upper():<5} {advice['kind']}: {advice['message']}"
+    pool = report.pool
+    yield f"{report.records} records from {report.since} to {report.until} in {logs_dir}"
+    for advice in report.recommendations:
+        yield f"{advice.severity.upper():<5} {advice.kind}: {advice.message}"
     yield (
-        f"pool: utilization {pool['utilization']:.1%}, wait p50 {pool['wait_p50_s']} s, p95 {pool['wait_p95_s']} s, "
-        f"{pool['throughput_per_hour']} jobs/hour"
+        f"pool: utilization {pool.utilization:.1%}, wait p50 {pool.wait_p50_s} s, p95 {pool.wait_p95_s} s, "
+        f"{pool.throughput_per_hour} jobs/hour"
     )
     row = "{:<15} {:>6} {:>9} {:<11} {:>8} {:>9} {:<6}"
     yield row.format("CONTAINER", "TESTS", "AVG TEST", "MEMORY", "ERRORS", "RESTARTS", "RISK")
-    for name, c in report["containers"].items():
-        average = "-" if c["average_duration_s"] is None else f"{c['average_duration_s']:.2f}s"
-        yield row.format(name, c["tests"], average, c["memory_trend"], f"{c['error_rate']:.1%}", c["restarts"], c["risk"])
-    for name, c in report["clients"].items():
-        yield f"client {name}: {c['sessions']} sessions on connect, wait p50 {c['wait_p50_s']} s, p95 {c['wait_p95_s']} s"
-    errors = report["errors"]
-    for entry in errors["common"]:
-        yield f"  {entry['count']:>6} x {entry['error']}" + (f" (in {entry['context']})" if entry["context"] else "")
+    for name, c in report.containers.items():
+        average = "-" if c.average_duration_s is None else f"{c.average_duration_s:.2f}s"
+        yield row.format(name, c.tests, average, c.memory_trend, f"{c.error_rate:.1%}", c.restarts, c.risk)
+    for name, client in report.clients.items():
+        yield f"client {name}: {client.sessions} sessions on connect, wait p50 {client.wait_p50_s} s, p95 {client.wait_p95_s} s"
+    errors = report.errors
+    for entry in errors.common:
+        yield f"  {entry.count:>6} x {entry.error}" + (f" (in {entry.context})" if entry.context else "")
     yield (
-        f"leaking: {', '.join(errors['leaking_containers']) or 'none'}; "
-        f"restarted often: {', '.join(errors['frequently_restarted']) or 'none'}"
+        f"leaking: {', '.join(errors.leaking_containers) or 'none'}; restarted often: {', '.join(errors.frequently_restarted) or 'none'}"
     )
 
 

@@ -35,6 +35,17 @@ from typing import Any
 from cinnamon_pool.logs.actions import Detail, LogAction
 from cinnamon_pool.logs.advice import SLOW_WAIT_S, recommend
 from cinnamon_pool.logs.format import LogRecord
+from cinnamon_pool.logs.report import (
+    ClientFigures,
+    CommonError,
+    ContainerFigures,
+    ErrorFigures,
+    MemoryTrend,
+    PoolFigures,
+    Report,
+    Risk,
+    Timeline,
+)
 from cinnamon_pool.logs.stats import (
     MINUTES_PER_DAY,
     Fit,
@@ -47,7 +58,6 @@ from cinnamon_pool.logs.stats import (
     unix_time,
 )
 
-SCHEMA_VERSION = 2  # of ``report --json`` (docs/report.md)
 LEAK_MB_PER_HOUR = 20.0
 STABLE_MB_PER_HOUR = 5.0
 HIGH_ERROR_RATE, MEDIUM_ERROR_RATE, MIN_JOBS_FOR_RATE = 0.20, 0.05, 10
@@ -96,6 +106,13 @@ class _Container:
 
 _NUMBER = re.compile(r"\b[0-9a-f]{8,}\b|\d+(\.\d+)?")
 _PARENTHESES = re.compile(r"\s*\(.*\)$")
+
+
+@dataclass(frozen=True)
+class _Judged:
+    figures: ContainerFigures
+    risk_leaking: bool  # its memory grows past LEAK_MB_PER_HOUR
+    often_restarted: bool
 
 
 def normalize_error(message: str) -> str:
@@ -242,116 +259,100 @@ class Analyzer:
                 self.error_contexts[(pattern, context)] += 1
 
     # -- the report ----------------------------------------------------------------------
-    def report(self) -> dict[str, Any]:
+    def report(self) -> Report:
         span_s = max(1.0, (self.last - self.first).total_seconds()) if self.first and self.last else 1.0
-        days = max(span_s / 86400, 1 / 24)
-        per_container: dict[str, dict[str, Any]] = {}
-        leaking: list[str] = []
-        often_restarted: list[str] = []
-        for name, box in sorted(self.containers.items()):
-            overall, within = box.memory.slope(), box.life_slope()
-            steepest = max((s for s in (overall, within) if s is not None), default=None)
-            trend = (
-                "unknown"
-                if steepest is None
-                else "increasing"
-                if steepest > STABLE_MB_PER_HOUR
-                else "decreasing"
-                if overall is not None and overall < -STABLE_MB_PER_HOUR
-                else "stable"
-            )
-            judged = box.tests >= MIN_JOBS_FOR_RATE
-            error_rate = box.infra_errors / box.tests if box.tests else 0.0
-            restarts = sum(box.restarts.values()) + sum(box.replaced.values())
-            restarts_per_day = restarts / days
-            leaks = steepest is not None and steepest > LEAK_MB_PER_HOUR
-            if leaks:
-                leaking.append(name)
-            if restarts >= MEDIUM_RESTARTS and restarts_per_day > MEDIUM_RESTARTS_PER_DAY:
-                often_restarted.append(name)
-            if (
-                leaks
-                or (judged and error_rate > HIGH_ERROR_RATE)
-                or (restarts >= HIGH_RESTARTS and restarts_per_day > HIGH_RESTARTS_PER_DAY)
-            ):
-                risk = "high"
-            elif (
-                (judged and error_rate > MEDIUM_ERROR_RATE)
-                or (restarts >= MEDIUM_RESTARTS and restarts_per_day > MEDIUM_RESTARTS_PER_DAY)
-                or box.restarts["memory_limit_exceeded"]
-            ):
-                risk = "medium"
-            else:
-                risk = "low"
-            per_container[name] = {
-                "tests": box.tests,
-                "average_duration_s": round(box.duration_s / box.tests, 3) if box.tests else None,
-                "memory_trend": trend,
-                "memory_slope_mb_per_hour": None if overall is None else round(overall, 2),
-                "memory_slope_within_lives_mb_per_hour": None if within is None else round(within, 2),
-                "peak_memory_mb": box.peak_mb or None,
-                "error_rate": round(error_rate, 4),
-                "infra_errors": box.infra_errors,
-                "test_failures": box.test_failures,
-                "restarts": sum(box.restarts.values()),
-                "replacements": sum(box.replaced.values()),
-                "restarts_by_reason": dict(box.restarts.most_common()),
-                "replacements_by_reason": dict(box.replaced.most_common()),
-                "restarts_per_day": round(restarts_per_day, 2),
-                "tool_calls": box.tool_calls,
-                "tool_latency_max_s": round(box.tool_max_s, 3) if box.tool_calls else None,
-                "console_errors": box.console_errors,
-                "risk": risk,
-            }
+        per_container = {name: self._figures(box, span_s) for name, box in sorted(self.containers.items())}
         containers = len(per_container) or 1
         jobs = sum(self.jobs_by_minute.values())
         waited = sum(n for bound, n in self.wait_buckets.items() if bound > SLOW_WAIT_S)
-        pool = {
-            "containers": len(per_container),
-            "jobs": jobs,
-            "utilization": round(min(1.0, self.busy_s / (containers * span_s)), 4),
-            "wait_p50_s": percentile(self.wait_buckets, WAIT_BUCKETS_S, 50),
-            "wait_p95_s": percentile(self.wait_buckets, WAIT_BUCKETS_S, 95),
-            "waited_over_1s_share": round(waited / sum(self.wait_buckets.values()), 4) if self.wait_buckets else 0.0,
-            "duration_p50_s": percentile(self.duration_buckets, DURATION_BUCKETS_S, 50),
-            "duration_p95_s": percentile(self.duration_buckets, DURATION_BUCKETS_S, 95),
-            "throughput_per_hour": round(jobs / max(span_s / 3600, 1 / 60), 2),
-            "jobs_per_hour": self._per_hour(self.jobs_by_minute),
-            "errors_per_hour": self._per_hour(self.errors_by_minute),
-        }
-        report: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "records": self.records,
-            "from": self.first.isoformat(sep=" ") if self.first else None,
-            "until": self.last.isoformat(sep=" ") if self.last else None,
-            "containers": per_container,
-            "errors": {
-                "common": [{"error": e, "count": n, "context": self._context_of(e)} for e, n in self.errors.most_common(10)],
-                "by_type": dict(self.errors_by_type.most_common()),
-                "by_context": dict(self.errors_by_context.most_common()),
-                "leaking_containers": leaking,
-                "frequently_restarted": often_restarted,
-            },
-            "pool": pool,
-            "clients": {
-                name: {
-                    "sessions": sum(waits.values()),
-                    "wait_p50_s": percentile(waits, WAIT_BUCKETS_S, 50),
-                    "wait_p95_s": percentile(waits, WAIT_BUCKETS_S, 95),
-                }
+        pool = PoolFigures(
+            containers=len(per_container),
+            jobs=jobs,
+            utilization=round(min(1.0, self.busy_s / (containers * span_s)), 4),
+            wait_p50_s=percentile(self.wait_buckets, WAIT_BUCKETS_S, 50),
+            wait_p95_s=percentile(self.wait_buckets, WAIT_BUCKETS_S, 95),
+            waited_over_1s_share=round(waited / sum(self.wait_buckets.values()), 4) if self.wait_buckets else 0.0,
+            duration_p50_s=percentile(self.duration_buckets, DURATION_BUCKETS_S, 50),
+            duration_p95_s=percentile(self.duration_buckets, DURATION_BUCKETS_S, 95),
+            throughput_per_hour=round(jobs / max(span_s / 3600, 1 / 60), 2),
+            jobs_per_hour=self._per_hour(self.jobs_by_minute),
+            errors_per_hour=self._per_hour(self.errors_by_minute),
+        )
+        errors = ErrorFigures(
+            common=tuple(CommonError(e, n, self._context_of(e)) for e, n in self.errors.most_common(10)),
+            by_type=dict(self.errors_by_type.most_common()),
+            by_context=dict(self.errors_by_context.most_common()),
+            leaking_containers=tuple(name for name, figures in per_container.items() if figures.risk_leaking),
+            frequently_restarted=tuple(name for name, figures in per_container.items() if figures.often_restarted),
+        )
+        typed = {name: figures.figures for name, figures in per_container.items()}
+        return Report(
+            records=self.records,
+            since=self.first.isoformat(sep=" ") if self.first else None,
+            until=self.last.isoformat(sep=" ") if self.last else None,
+            containers=typed,
+            errors=errors,
+            pool=pool,
+            clients={
+                name: ClientFigures(sum(waits.values()), percentile(waits, WAIT_BUCKETS_S, 50), percentile(waits, WAIT_BUCKETS_S, 95))
                 for name, waits in sorted(self.client_waits.items())
             },
-            "timeline": self._timeline(span_s),
-            "histograms": {
+            timeline=self._timeline(span_s),
+            histograms={
                 "wait_s": histogram(self.wait_buckets, WAIT_BUCKETS_S),
                 "duration_s": histogram(self.duration_buckets, DURATION_BUCKETS_S),
             },
-            "memory_series": {n: b.memory_points for n, b in sorted(self.containers.items()) if b.memory_points},
-            "restart_marks": {n: list(b.marks) for n, b in sorted(self.containers.items()) if b.marks},
-            "leases": {n: [_lease(*lease) for lease in b.leases] for n, b in sorted(self.containers.items()) if b.leases},
-        }
-        report["recommendations"] = recommend(report)
-        return report
+            memory_series={n: b.memory_points for n, b in sorted(self.containers.items()) if b.memory_points},
+            restart_marks={n: list(b.marks) for n, b in sorted(self.containers.items()) if b.marks},
+            leases={n: [_lease(*lease) for lease in b.leases] for n, b in sorted(self.containers.items()) if b.leases},
+            recommendations=tuple(recommend(pool, typed, errors)),
+        )
+
+    def _figures(self, box: _Container, span_s: float) -> _Judged:
+        days = max(span_s / 86400, 1 / 24)
+        overall, within = box.memory.slope(), box.life_slope()
+        steepest = max((s for s in (overall, within) if s is not None), default=None)
+        if steepest is None:
+            trend = MemoryTrend.UNKNOWN
+        elif steepest > STABLE_MB_PER_HOUR:
+            trend = MemoryTrend.INCREASING
+        elif overall is not None and overall < -STABLE_MB_PER_HOUR:
+            trend = MemoryTrend.DECREASING
+        else:
+            trend = MemoryTrend.STABLE
+        judged = box.tests >= MIN_JOBS_FOR_RATE
+        error_rate = box.infra_errors / box.tests if box.tests else 0.0
+        restarts = sum(box.restarts.values()) + sum(box.replaced.values())
+        restarts_per_day = restarts / days
+        leaks = steepest is not None and steepest > LEAK_MB_PER_HOUR
+        often = restarts >= MEDIUM_RESTARTS and restarts_per_day > MEDIUM_RESTARTS_PER_DAY
+        if leaks or (judged and error_rate > HIGH_ERROR_RATE) or (restarts >= HIGH_RESTARTS and restarts_per_day > HIGH_RESTARTS_PER_DAY):
+            risk = Risk.HIGH
+        elif (judged and error_rate > MEDIUM_ERROR_RATE) or often or box.restarts["memory_limit_exceeded"]:
+            risk = Risk.MEDIUM
+        else:
+            risk = Risk.LOW
+        figures = ContainerFigures(
+            tests=box.tests,
+            average_duration_s=round(box.duration_s / box.tests, 3) if box.tests else None,
+            memory_trend=trend,
+            memory_slope_mb_per_hour=None if overall is None else round(overall, 2),
+            memory_slope_within_lives_mb_per_hour=None if within is None else round(within, 2),
+            peak_memory_mb=box.peak_mb or None,
+            error_rate=round(error_rate, 4),
+            infra_errors=box.infra_errors,
+            test_failures=box.test_failures,
+            restarts=sum(box.restarts.values()),
+            replacements=sum(box.replaced.values()),
+            restarts_by_reason=dict(box.restarts.most_common()),
+            replacements_by_reason=dict(box.replaced.most_common()),
+            restarts_per_day=round(restarts_per_day, 2),
+            tool_calls=box.tool_calls,
+            tool_latency_max_s=round(box.tool_max_s, 3) if box.tool_calls else None,
+            console_errors=box.console_errors,
+            risk=risk,
+        )
+        return _Judged(figures, leaks, often)
 
     def _context_of(self, pattern: str) -> str | None:
         contexts = [(n, context) for (p, context), n in self.error_contexts.items() if p == pattern]
@@ -364,7 +365,7 @@ class Analyzer:
             hours[minute_label(minute - minute % 60)] += count
         return dict(sorted(hours.items()))
 
-    def _timeline(self, span_s: float) -> dict[str, Any]:
+    def _timeline(self, span_s: float) -> Timeline:
         """Jobs and errors in buckets that fit the window: minutes up to 3 hours, hours up to 3
         days, days beyond."""
         size, unit = (1, "minute") if span_s <= 3 * 3600 else (60, "hour") if span_s <= 3 * 86400 else (MINUTES_PER_DAY, "day")
@@ -377,4 +378,4 @@ class Analyzer:
         if keys:
             keys = list(range(keys[0], keys[-1] + size, size))  # empty buckets too: the axis is time
         labels = [minute_label(k)[: 10 if unit == "day" else 16] for k in keys]
-        return {"bucket": unit, "labels": labels, "jobs": [jobs[k] for k in keys], "errors": [errors[k] for k in keys]}
+        return Timeline(unit, tuple(labels), tuple(jobs[k] for k in keys), tuple(errors[k] for k in keys))

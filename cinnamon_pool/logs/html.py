@@ -10,10 +10,13 @@ errors by pattern and by context.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from cinnamon_pool.logs.report import Report
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#d62728")
 OUTCOME_COLORS = {"ok": "#2ca02c", "test_failed": "#ff7f0e", "infra_error": "#d62728"}
@@ -178,9 +181,9 @@ STYLE = (
 )
 
 
-def render_html(report: Mapping[str, Any], title: str = "cinnamon-pool report") -> str:
-    pool, errors, timeline = report["pool"], report["errors"], report["timeline"]
-    containers = [{"container": name, **figures} for name, figures in report["containers"].items()]
+def render_html(report: Report, title: str = "cinnamon-pool report") -> str:
+    pool, errors, timeline = report.pool, report.errors, report.timeline
+    containers = [{"container": name, **dataclasses.asdict(figures)} for name, figures in report.containers.items()]
     columns = [
         "container",
         "tests",
@@ -193,29 +196,27 @@ def render_html(report: Mapping[str, Any], title: str = "cinnamon-pool report") 
         "risk",
     ]
     advice = (
-        "".join(
-            f'<div class="advice {_e(a["severity"])}"><b>{_e(a["kind"])}</b>: {_e(a["message"])}</div>' for a in report["recommendations"]
-        )
+        "".join(f'<div class="advice {_e(a.severity)}"><b>{_e(a.kind)}</b>: {_e(a.message)}</div>' for a in report.recommendations)
         or "<p>Nothing to change: the pool's size, memory and errors look right for this window.</p>"
     )
-    histograms = report["histograms"]
-    by_context = [{"context": k, "count": v} for k, v in errors["by_context"].items()]
+    histograms = report.histograms
+    by_context = [{"context": k, "count": v} for k, v in errors.by_context.items()]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{STYLE}</style></head><body>
 <h1>{_e(title)}</h1>
-<p>{report["records"]} records from {_e(report["from"])} to {_e(report["until"])}.</p>
+<p>{report.records} records from {_e(report.since)} to {_e(report.until)}.</p>
 <h2>Recommendations</h2>{advice}
-<p class="figures"><span>Jobs {pool["jobs"]}</span><span>Utilization {pool["utilization"]:.1%}</span>
-<span>Wait p50 {pool["wait_p50_s"]} s, p95 {pool["wait_p95_s"]} s</span><span>Job p50 {pool["duration_p50_s"]} s, p95 {pool["duration_p95_s"]} s</span>
-<span>{pool["throughput_per_hour"]} jobs per hour</span></p>
+<p class="figures"><span>Jobs {pool.jobs}</span><span>Utilization {pool.utilization:.1%}</span>
+<span>Wait p50 {pool.wait_p50_s} s, p95 {pool.wait_p95_s} s</span><span>Job p50 {pool.duration_p50_s} s, p95 {pool.duration_p95_s} s</span>
+<span>{pool.throughput_per_hour} jobs per hour</span></p>
 <h2>Containers</h2>{_table(containers, columns)}
-<h2>Leases</h2>{lease_timeline(report["leases"], report["restart_marks"])}
-<h2>Jobs and errors per {_e(timeline["bucket"])}</h2>{bars(f"jobs and errors per {timeline['bucket']}", timeline["labels"], [("jobs", timeline["jobs"], COLORS[0]), ("errors", timeline["errors"], RESTART_COLOR)])}
+<h2>Leases</h2>{lease_timeline(report.leases, report.restart_marks)}
+<h2>Jobs and errors per {_e(timeline.bucket)}</h2>{bars(f"jobs and errors per {timeline.bucket}", list(timeline.labels), [("jobs", list(timeline.jobs), COLORS[0]), ("errors", list(timeline.errors), RESTART_COLOR)])}
 <h2>Job durations</h2>{_histogram("job durations", histograms["duration_s"], "s", COLORS[2])}
 <h2>Waits for a container</h2>{_histogram("waits for a container", histograms["wait_s"], "s", COLORS[1])}
-<h2>Memory</h2>{memory_chart(report["memory_series"], report["restart_marks"])}
-<h2>Errors</h2>{_table(errors["common"], ["error", "count", "context"])}
+<h2>Memory</h2>{memory_chart(report.memory_series, report.restart_marks)}
+<h2>Errors</h2>{_table([dataclasses.asdict(entry) for entry in errors.common], ["error", "count", "context"])}
 <h3>By context</h3>{_table(by_context, ["context", "count"])}
-<p>Leaking: {_e(", ".join(errors["leaking_containers"]) or "none")}. Restarted often: {_e(", ".join(errors["frequently_restarted"]) or "none")}.</p>
+<p>Leaking: {_e(", ".join(errors.leaking_containers) or "none")}. Restarted often: {_e(", ".join(errors.frequently_restarted) or "none")}.</p>
 </body></html>
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -13,6 +14,7 @@ from cinnamon_pool.cli import main
 from cinnamon_pool.logs.analyzer import Analyzer, normalize_error
 from cinnamon_pool.logs.files import iter_records
 from cinnamon_pool.logs.format import LogKind, LogRecord
+from cinnamon_pool.logs.report import MemoryTrend, Risk
 from cinnamon_pool.logs.writer import DailyLogWriter
 
 START = dt.datetime(2025, 1, 6, 8, 0, 0)
@@ -106,8 +108,9 @@ def write_month(root: Path) -> None:
 
 @pytest.fixture
 def report(tmp_path: Path) -> dict[str, object]:
+    """The month's ``report --json`` document."""
     write_month(tmp_path)
-    return Analyzer().feed(iter_records(tmp_path)).report()
+    return Analyzer().feed(iter_records(tmp_path)).report().to_json()
 
 
 def test_per_container_figures(report: dict[str, Any]) -> None:
@@ -154,7 +157,7 @@ def test_pool_figures(report: dict[str, Any]) -> None:
 def test_since_until_and_one_container(tmp_path: Path) -> None:
     write_month(tmp_path)
     day3 = Analyzer(since=dt.datetime(2025, 1, 8), until=dt.datetime(2025, 1, 9), container="container-001")
-    assert day3.feed(iter_records(tmp_path, dt.date(2025, 1, 8), dt.date(2025, 1, 8))).report()["containers"]["container-001"]["tests"] == 4
+    assert day3.feed(iter_records(tmp_path, dt.date(2025, 1, 8), dt.date(2025, 1, 8))).report().containers["container-001"].tests == 4
 
 
 def test_report_command_json_and_html(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,3 +174,21 @@ def test_report_command_json_and_html(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "<script" not in page and "http" not in page.split("<body>")[1], "one self-contained file"
     assert main(["report", "--since", "January"]) == 2, "bad input: exit 2, as argparse does"
     assert "--since='January'" in capsys.readouterr().err
+
+
+def test_the_report_is_typed_and_its_json_says_the_same(tmp_path: Path) -> None:
+    """The CLI, the HTML report and the dashboard read typed fields; ``report --json`` is their
+    plain form (modes as strings, tuples as lists)."""
+    write_month(tmp_path)
+    typed = Analyzer().feed(iter_records(tmp_path)).report()
+    document = typed.to_json()
+    figures = typed.containers["container-001"]
+    assert isinstance(figures.risk, Risk) and isinstance(figures.memory_trend, MemoryTrend)
+    assert document["containers"]["container-001"]["risk"] == figures.risk.value
+    assert document["pool"]["jobs"] == typed.pool.jobs and document["from"] == typed.since
+    assert document["recommendations"] == [
+        {"kind": a.kind.value, "severity": a.severity.value, "message": a.message} for a in typed.recommendations
+    ]
+    assert json.loads(json.dumps(document)) == document, "plain JSON values only"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        typed.pool.jobs = 0  # type: ignore[misc]

@@ -76,7 +76,7 @@ class _Lease:
     ended_ms: float | None = None
 
 
-OUTAGES = {"restart-redis", "failover-redis"}  # faults during which the pool's Redis does not answer
+OUTAGES = {"restart-redis", "failover-redis", "partition-gateway"}  # faults during which the gateway cannot reach Redis
 OUTAGE_GRACE_MS = 250.0  # a request the gateway checked just before Redis went down may still be served
 
 
@@ -149,7 +149,7 @@ def _check_served(served: list[dict[str, Any]], leases: dict[str, _Lease], fault
         for down, up in outages:
             if down + OUTAGE_GRACE_MS < start < up:
                 report.violations.append(
-                    f"{use['container']}: served {use['tool']} at {start:.0f} to {token} while Redis was down ({down:.0f}-{up:.0f})"
+                    f"{use['container']}: served {use['tool']} at {start:.0f} to {token} while Redis was out of the gateway's reach ({down:.0f}-{up:.0f})"
                 )
         span = spans[use["container"]].setdefault(token, [start, end])
         span[0], span[1] = min(span[0], start), max(span[1], end)

@@ -259,11 +259,13 @@ def record_fault(
     jobs: list[str] | None = None,
     began_mono: float | None = None,
     killed_mono: float | None = None,
+    ended_mono: float | None = None,
 ) -> None:
     """One line for one injected fault, written once it is done: when it began (``began_mono``,
     default now), when its signal struck (``killed_mono``, for kills: the moment that decides
-    what the killed process could still have started) and when it ended, what it hit."""
-    end = monotonic_ms()
+    what the killed process could still have started) and when it ended (``ended_mono``, default
+    now: a partition ends when it heals, before its hits are listed), what it hit."""
+    end = ended_mono if ended_mono is not None else monotonic_ms()
     line = {
         "t": redis_ms(client) or int(time.time() * 1000),
         "mono": began_mono if began_mono is not None else end,

@@ -27,8 +27,21 @@ from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.model import ContainerState, container_name
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.history import monotonic_ms, record_fault
+from tests.faults.proxy import Fault, FaultProxy
 from tests.redis_cluster import RedisClusterSet
-from tests.soak.settings import CONVERGE_LIMIT_S, OVERLAP_AFTER_S, PAUSE_S, SPAWNING, TTL_S, children, say
+from tests.soak.settings import (
+    CONVERGE_LIMIT_S,
+    FULL_DISK_S,
+    OVERLAP_AFTER_S,
+    PARTITION_S,
+    PAUSE_S,
+    SLOW_CHUNK_S,
+    SLOW_S,
+    SPAWNING,
+    TTL_S,
+    children,
+    say,
+)
 from tests.support import RedisHA, die_with_parent, start_redis_server
 
 
@@ -43,6 +56,8 @@ class Injector:
     pool: ContainerPool
     pool_port: int
     pool_redis_process: subprocess.Popen[bytes]
+    logs: Path  # the daemons' logs folder (with full-disk: a tmpfs of its own)
+    proxies: dict[str, FaultProxy]  # on one Redis: "workers" and "gateway", each their way to it
     queue_client: redis.Redis
     random: random.Random
     pool_name: str
@@ -284,6 +299,45 @@ class Injector:
             victim.kill()
             victim.wait()
             record_fault(self.history, client, fault, [victim.pid], began_mono=began, killed_mono=struck)
+        elif fault in {"partition-workers", "partition-gateway", "slow-redis"}:
+            partition = fault.startswith("partition-")
+            cut = [self.proxies[fault.removeprefix("partition-")]] if partition else [*self.proxies.values()]
+            hit = self.jobs_in_flight() if partition else []  # a slow network must fail no job
+            struck = monotonic_ms()
+            for proxy in cut:
+                if partition:  # a job cut off from Redis fences itself; a gateway cut off refuses (503)
+                    proxy.set(Fault.DOWN)
+                else:
+                    proxy.set(Fault.LATENCY, SLOW_CHUNK_S)
+            time.sleep(PARTITION_S if partition else SLOW_S)
+            for proxy in cut:
+                proxy.set(Fault.NONE)
+            healed = monotonic_ms()
+            if partition:
+                hit += [job for job in [*self.jobs_in_flight(), *self.jobs_in_history(began)] if job not in hit]
+            where = fault.removeprefix("partition-") if partition else "workers' and gateway's"
+            record_fault(
+                self.history,
+                client,
+                fault,
+                target=f"{where} way to Redis",
+                jobs=hit,
+                began_mono=began,
+                killed_mono=struck,
+                ended_mono=healed,
+            )
+        elif fault == "full-disk":
+            filler = self.logs / "filler"
+            with filler.open("wb") as out, contextlib.suppress(OSError):  # to the last byte: ENOSPC ends it
+                while True:
+                    out.write(bytes(1 << 20))
+                    out.flush()
+            time.sleep(FULL_DISK_S)
+            filler.unlink()
+            healed = time.time()
+            # over once the pool writes its daily files again (a release's record comes within seconds)
+            over = lambda: any(path.stat().st_mtime > healed for path in (self.logs / "containers").glob("*.log"))  # noqa: E731
+            record_fault(self.history, client, fault, target=str(self.logs), began_mono=began)  # no job may fail for it
         elif fault == "failover-redis":
             assert self.replicated is not None
             hit = self.jobs_in_flight()

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.lease.apikeys import ApiKeys
 from cinnamon_pool.pool import ContainerPool
 from tests.faults.history import StreamTail, monotonic_ms, record_fault
+from tests.faults.proxy import FaultProxy
 from tests.redis_cluster import RedisClusterSet
 from tests.soak.injector import Injector
 from tests.soak.settings import (
@@ -42,6 +44,7 @@ from tests.soak.settings import (
     FAMILIES,
     FAULTS,
     HA_FAULTS,
+    LOGS_TMPFS_SIZE,
     PAUSE_S,
     PORTS,
     RETRIES,
@@ -98,6 +101,9 @@ class Soak(Injector, Summary):
         self.submitted: list[str] = []
         self.convergence: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.proxies: dict[str, FaultProxy] = {}
+        self.logs, self.logs_mounted = workdir / "logs", False
+        self.part_env: dict[str, dict[str, str]] = {}
 
     def sweep_stale(self) -> None:
         """Containers and networks of an earlier soak that was killed before its teardown."""
@@ -128,6 +134,13 @@ class Soak(Injector, Summary):
             self.pool_port = free_port()
             self.pool_redis_process, self.pool_url = start_redis_server(self.workdir, self.pool_port, die_with_parent)
             sentinel = ""
+            self.proxies = {part: FaultProxy(self.pool_port) for part in ("workers", "gateway")}  # network faults go here
+        if "full-disk" in self.faults:  # the daemons' logs on a filesystem the fault can fill
+            self.logs.mkdir()
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={LOGS_TMPFS_SIZE}", f"cinnamon-soak-{os.getpid()}", str(self.logs)], check=True
+            )
+            self.logs_mounted = True
         self.docker.networks.create(self.network, driver="bridge", labels={"cinnamon.test": "soak"})
         self.config_path = self.workdir / "pool.toml"
         self.config_path.write_text(
@@ -139,7 +152,7 @@ class Soak(Injector, Summary):
             f"[rules]\nlease_ttl_s = {TTL_S}\nmax_lease_s = 60\ntick_s = 0.5\nhealth_interval_s = 1\nhealth_timeout_s = 1\n"
             "health_failures = 2\nscale_cooldown_s = 5\nidle_shrink_s = 20\nleader_lease_s = 3\nleader_renew_deadline_s = 2\n"
             "leader_retry_s = 0.3\ncanary_share = 0.2\ncanary_timeout_s = 5\n"
-            f'[logs]\ndir = "{self.workdir / "logs"}"\n[metrics]\nport = 0\n[gateway]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[logs]\ndir = "{self.logs}"\n[metrics]\nport = 0\n[gateway]\nlisten = "127.0.0.1:{free_port()}"\n'
             f"session_idle_s = {CONNECT_IDLE_S}\n"
         )
         self.config = PoolConfig.load(self.config_path)
@@ -152,6 +165,9 @@ class Soak(Injector, Summary):
             "CINNAMON_REDIS_URL": self.pool_url,
             "CINNAMON_TEST_HISTORY": str(self.history),
         }
+        self.part_env = {
+            part: {**self.env, "CINNAMON_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"} for part, proxy in self.proxies.items()
+        }
         self.start_supervisor()
         self.start_gateway()  # jobs reach containers through it
         for _ in range(self.worker_count):
@@ -160,9 +176,11 @@ class Soak(Injector, Summary):
             self.api_key = ApiKeys(self.pool.store.redis, self.pool_name).create("soak", max_sessions=self.client_count + 2)
             self.api_key_records = self.pool.store.redis.hgetall(PoolKeys(self.pool_name).api_keys)
 
-    def _spawn(self, command: list[str], log: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, command: list[str], log: str, part: str = "") -> subprocess.Popen[bytes]:
+        """Start one of the soak's processes; a ``part`` with a proxy reaches the pool's Redis through it."""
         out = (self.workdir / log).open("ab")
-        process = subprocess.Popen(command, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=die_with_parent)
+        env = self.part_env.get(part, self.env)
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=die_with_parent)
         self.processes.append(process)
         return process
 
@@ -170,10 +188,10 @@ class Soak(Injector, Summary):
         self.supervisor = self._spawn([str(Path(sys.executable).parent / "cinnamon-pool"), "supervise"], "supervisor.log")
 
     def start_gateway(self) -> None:
-        self.gateway = self._spawn([str(Path(sys.executable).parent / "cinnamon-pool"), "gateway"], "gateway.log")
+        self.gateway = self._spawn([str(Path(sys.executable).parent / "cinnamon-pool"), "gateway"], "gateway.log", "gateway")
 
     def start_worker(self) -> None:
-        self.workers.append(self._spawn(rq_worker_command(self.queue_url, "soak", burst=False, root=ROOT), "workers.log"))
+        self.workers.append(self._spawn(rq_worker_command(self.queue_url, "soak", burst=False, root=ROOT), "workers.log", "workers"))
 
     def start_client(self) -> None:
         url = f"{self.config.gateway.base_url}/{self.pool_name}/mcp"
@@ -346,6 +364,12 @@ class Soak(Injector, Summary):
         with contextlib.suppress(docker.errors.APIError, docker.errors.NotFound):
             self.docker.networks.get(self.network).remove()
         sweep_egress(self.docker)  # the firewall rules its supervisors kept for the network
+        for proxy in self.proxies.values():
+            proxy.close()
+        if self.logs_mounted:  # the logs go with it: copy what is left beside the history first
+            with contextlib.suppress(OSError):
+                shutil.copytree(self.logs, self.workdir / "logs-kept", dirs_exist_ok=True)
+            subprocess.run(["umount", "--lazy", str(self.logs)], check=False)
         if self.replicated is not None:
             self.replicated.stop()
         for name in ("pool_redis_process", "queue_redis_process"):

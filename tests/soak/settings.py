@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -15,20 +16,26 @@ PAUSE_S = 5.0  # past the health rule (2 failed probes, 1 s apart): the paused c
 CONVERGE_LIMIT_S = 10.0  # the pool is whole again this soon after each fault, or the soak fails naming it
 CONVERGE_WAIT_S = 60.0  # how long a slower convergence is still measured
 MIN_COMPLETED_SHARE = 0.99  # of the jobs no fault hit
-FAULTS = (
-    "kill-worker",
-    "kill-horse",
-    "stop-horse",
-    "kill-container",
-    "pause-container",
-    "kill-supervisor",
-    "kill-gateway",
-    "restart-redis",
-)
-HA_FAULTS = (*FAULTS[:-1], "failover-redis")  # with --redis-ha: the pool's Redis is a primary, a replica and a Sentinel
+PROCESS_FAULTS = ("kill-worker", "kill-horse", "stop-horse", "kill-container", "pause-container", "kill-supervisor", "kill-gateway")
+# On one Redis the workers and the gateway reach it through fault proxies (tests/faults/proxy.py): a
+# partition refuses and drops their connections for PARTITION_S, a slow network delays each chunk
+NETWORK_FAULTS = ("partition-workers", "partition-gateway", "slow-redis")
+# The logs folder on a small tmpfs of its own (mounting needs root: elsewhere the fault is left out),
+# filled to the last byte for FULL_DISK_S: records are dropped, no job may fail, writing resumes
+DISK_FAULTS = ("full-disk",) if os.geteuid() == 0 else ()
+LOGS_TMPFS_SIZE, FULL_DISK_S = "64m", 5.0
+FAULTS = (*PROCESS_FAULTS, "restart-redis", *NETWORK_FAULTS, *DISK_FAULTS)
+# with --redis-ha or --redis-cluster the clients find the primary themselves, past any proxy
+HA_FAULTS = (*PROCESS_FAULTS, "failover-redis", *DISK_FAULTS)
+PARTITION_S = TTL_S + 1.0  # longer than a lease's TTL: holders cut off from Redis must fence themselves
+SLOW_S, SLOW_CHUNK_S = 5.0, 0.05  # slow-redis: this long, each chunk each way delayed this much
 CLIENT_FAULTS = ("kill-client",)  # with --connect-clients
 # With --overlap, two faults under way at once are never of one family (they would pick the same victim)
-FAMILIES = ({"kill-horse", "stop-horse", "kill-worker"}, {"kill-container", "pause-container"})
+FAMILIES = (
+    {"kill-horse", "stop-horse", "kill-worker"},
+    {"kill-container", "pause-container"},
+    {*NETWORK_FAULTS},  # the proxies hold one fault at a time
+)
 OVERLAP_AFTER_S = (0.2, 2.0)  # the second fault of a pair begins this long after the first (uniform)
 # Faults that start a process again (its replacement): injected from the soak's main thread, as the
 # processes it starts die with the thread that started them (PR_SET_PDEATHSIG); a pair holds one at most

@@ -31,10 +31,12 @@ from tests.faults.proxy import Fault, FaultProxy
 from tests.redis_cluster import RedisClusterSet
 from tests.soak.settings import (
     CONVERGE_LIMIT_S,
+    DOCKERD_PID,
     FULL_DISK_S,
     OVERLAP_AFTER_S,
     PARTITION_S,
     PAUSE_S,
+    ROOT,
     SLOW_CHUNK_S,
     SLOW_S,
     SPAWNING,
@@ -326,6 +328,19 @@ class Injector:
                 killed_mono=struck,
                 ended_mono=healed,
             )
+        elif fault == "restart-dockerd":
+            pid = int(DOCKERD_PID.read_text()) if DOCKERD_PID.exists() else 0
+            if not pid or not Path(f"/proc/{pid}").exists():
+                raise RuntimeError(f"restart-dockerd: no live dockerd in {DOCKERD_PID}: not restarting a daemon the project did not start")
+            hit = self.jobs_in_flight()  # every container dies with the engine (restart policy "no")
+            struck = monotonic_ms()
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            subprocess.run(["bash", str(ROOT / "compose" / "scripts" / "services.sh")], check=True, capture_output=True, timeout=180)
+            hit += [job for job in [*self.jobs_in_flight(), *self.jobs_in_history(began)] if job not in hit]
+            record_fault(self.history, client, fault, [pid], jobs=hit, began_mono=began, killed_mono=struck)
         elif fault == "full-disk":
             filler = self.logs / "filler"
             with filler.open("wb") as out, contextlib.suppress(OSError):  # to the last byte: ENOSPC ends it

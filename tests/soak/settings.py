@@ -24,22 +24,26 @@ NETWORK_FAULTS = ("partition-workers", "partition-gateway", "slow-redis")
 # filled to the last byte for FULL_DISK_S: records are dropped, no job may fail, writing resumes
 DISK_FAULTS = ("full-disk",) if os.geteuid() == 0 else ()
 LOGS_TMPFS_SIZE, FULL_DISK_S = "64m", 5.0
-FAULTS = (*PROCESS_FAULTS, "restart-redis", *NETWORK_FAULTS, *DISK_FAULTS)
+# Opt-in, as for the tests (CINNAMON_DESTRUCTIVE_TESTS=1): SIGTERM the dockerd that
+# compose/scripts/services.sh started (every container dies with it), then the script starts it again
+DOCKERD_PID = ROOT / ".run" / "dockerd.pid"
+DOCKERD_FAULTS = ("restart-dockerd",) if os.environ.get("CINNAMON_DESTRUCTIVE_TESTS") == "1" else ()
+FAULTS = (*PROCESS_FAULTS, "restart-redis", *NETWORK_FAULTS, *DISK_FAULTS, *DOCKERD_FAULTS)
 # with --redis-ha or --redis-cluster the clients find the primary themselves, past any proxy
-HA_FAULTS = (*PROCESS_FAULTS, "failover-redis", *DISK_FAULTS)
+HA_FAULTS = (*PROCESS_FAULTS, "failover-redis", *DISK_FAULTS, *DOCKERD_FAULTS)
 PARTITION_S = TTL_S + 1.0  # longer than a lease's TTL: holders cut off from Redis must fence themselves
 SLOW_S, SLOW_CHUNK_S = 5.0, 0.05  # slow-redis: this long, each chunk each way delayed this much
 CLIENT_FAULTS = ("kill-client",)  # with --connect-clients
 # With --overlap, two faults under way at once are never of one family (they would pick the same victim)
 FAMILIES = (
     {"kill-horse", "stop-horse", "kill-worker"},
-    {"kill-container", "pause-container"},
+    {"kill-container", "pause-container", "restart-dockerd"},
     {*NETWORK_FAULTS},  # the proxies hold one fault at a time
 )
 OVERLAP_AFTER_S = (0.2, 2.0)  # the second fault of a pair begins this long after the first (uniform)
 # Faults that start a process again (its replacement): injected from the soak's main thread, as the
 # processes it starts die with the thread that started them (PR_SET_PDEATHSIG); a pair holds one at most
-SPAWNING = {"kill-supervisor", "kill-gateway", "restart-redis", "failover-redis"}
+SPAWNING = {"kill-supervisor", "kill-gateway", "restart-redis", "failover-redis", "restart-dockerd"}
 CONNECT_IDLE_S = 2.0  # gateway.session_idle_s: a killed client's session ends this soon
 CONNECT_GRACE_S = 15.0  # a session that fails this long after a fault ended is still its doing
 

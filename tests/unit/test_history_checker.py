@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import fakeredis
+import pytest
 
 from cinnamon_pool.model import Holder
 from cinnamon_pool.tokens import fingerprint
@@ -82,13 +83,23 @@ def test_a_use_by_a_token_never_granted_is_caught(tmp_path: Path) -> None:
     assert any("e:9:forged, a token never granted" in v for v in check(tmp_path, CAP_MS).violations)
 
 
-def test_a_use_served_during_a_redis_outage_is_caught_but_not_one_checked_just_before(tmp_path: Path) -> None:
+@pytest.mark.parametrize("outage", ["restart-redis", "failover-redis", "partition-gateway"])
+def test_a_use_served_during_a_redis_outage_is_caught_but_not_one_checked_just_before(tmp_path: Path, outage: str) -> None:
+    """The gateway checks every token in Redis: while it cannot reach Redis, nothing is served."""
     write(tmp_path / "client-1.jsonl", acquired(1, "c1", "e:1:a", 100))
-    write(tmp_path / "faults.jsonl", [fault("restart-redis", 1000, until=3000)])
+    write(tmp_path / "faults.jsonl", [fault(outage, 1000, until=3000)])
     write_served(tmp_path, [served("abc", "e:1:a", 1100, 1101)])  # in flight when Redis went down: allowed
     assert check(tmp_path, CAP_MS).violations == []
     write_served(tmp_path, [served("abc", "e:1:a", 2000, 2001)])
     assert any("while Redis was out of the gateway's reach (1000-3000)" in v for v in check(tmp_path, CAP_MS).violations)
+
+
+def test_a_partition_of_the_workers_is_no_outage_for_the_gateway(tmp_path: Path) -> None:
+    """Cut off from Redis, a job fences itself; its lease still holds, and the gateway serves it."""
+    write(tmp_path / "client-1.jsonl", acquired(1, "c1", "e:1:a", 100))
+    write(tmp_path / "faults.jsonl", [fault("partition-workers", 1000, until=3000)])
+    write_served(tmp_path, [served("abc", "e:1:a", 2000, 2001)])
+    assert check(tmp_path, CAP_MS).violations == []
 
 
 def test_a_use_whose_grant_the_stream_lost_is_checked_against_the_clients_own_grant(tmp_path: Path) -> None:

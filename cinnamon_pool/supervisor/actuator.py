@@ -1,4 +1,5 @@
-"""Apply: carry out the plan's actions and the rules' state changes, one handler per type.
+"""Apply: carry out the plan's actions, the rules' state changes and the upkeep's chores, one
+handler per type. The supervisor's only writer, to Docker and to Redis alike.
 
 Every Docker call names a container id that the plan took from the engine's own listing (see
 ``reconcile.plan``); records written to Redis carry the endpoint built from the engine's port
@@ -19,8 +20,9 @@ from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.actions import Detail, LogAction
 from cinnamon_pool.logs.events import restart_details, restart_reason
 from cinnamon_pool.logs.format import LogKind
-from cinnamon_pool.model import ContainerRecord, ContainerState, container_name, local_slot
+from cinnamon_pool.model import SLOTS_PER_HOST, ContainerRecord, ContainerState, Preparation, container_name, local_slot
 from cinnamon_pool.runtime.base import ContainerRuntime, ContainerSpec, ObservedContainer, pool_labels
+from cinnamon_pool.supervisor.chores import AnswerSizeRequest, Chore, DropRejected, OfferCold, PublishReadings, RecycleAll, SetSize
 from cinnamon_pool.supervisor.journal import Journal
 from cinnamon_pool.supervisor.metrics import PoolMetrics, reason_label
 from cinnamon_pool.supervisor.reconcile import Action, Create, Deregister, Recycle, Register, RemoveOrphan, Replace, Retire
@@ -38,11 +40,14 @@ class Actuator:
         state: SupervisorState,
         clock: Clock,
         endpoint: Callable[[ObservedContainer], str],
+        restart_all: Callable[[list[str]], None],
         metrics: PoolMetrics | None = None,
         door: DoorAuth | None = None,
     ) -> None:
+        """``restart_all``: restart these containers together (in parallel: a pool of browsers
+        restarts in the time of one)."""
         self.config, self.store, self.runtime, self.journal = config, store, runtime, journal
-        self.door = door
+        self.door, self.restart_all = door, restart_all
         self.state, self.clock, self.endpoint, self.metrics = state, clock, endpoint, metrics
         self.pool = config.pool.name
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -53,10 +58,39 @@ class Actuator:
             Deregister: self._deregister,
             RemoveOrphan: self._remove_orphan,
             Retire: self._retire,
+            PublishReadings: self._publish_readings,
+            DropRejected: self._drop_rejected,
+            RecycleAll: self._recycle_all,
+            SetSize: self._set_size,
+            AnswerSizeRequest: self._answer_size_request,
+            OfferCold: self._offer_cold,
         }
 
-    def apply(self, action: Action) -> None:
+    def apply(self, action: Action | Chore) -> None:
         self._handlers[type(action)](action)
+
+    def housekeep(self) -> None:
+        """The event stream's consumer group made (once), and expired leases and waiters reaped."""
+        self.store.ensure_consumer_group()
+        self.store.reap()
+
+    def join(self, had: int | None = None) -> int:
+        """This host's slots' base, claimed in Redis (the same index again when it is free)."""
+        return self.store.join(self.runtime.host, had) * SLOTS_PER_HOST
+
+    def forget_state(self, why: str) -> bool:
+        """A failover lost writes: drop the pool's state, as if Redis had lost it, so every token
+        dies and every container is recycled; False when Redis holds nothing of the pool (all of
+        it lost: the epoch check's to answer)."""
+        if not self.store.has_epoch():
+            return False
+        details = [
+            (Detail.ERROR, f"redis lost writes in a failover: {why}"),
+            (Detail.ACTION, "dropping the pool state and recycling every container"),
+        ]
+        self.journal.record(LogKind.ERRORS, "pool", LogAction.ERROR_OCCURRED, details, level="ERROR")
+        self.store.forget_state()
+        return True
 
     def change(self, change: StateChange) -> None:
         if self.store.set_state(change.name, change.state, change.reason, only_if_free=change.only_if_free) is None:
@@ -164,6 +198,41 @@ class Actuator:
         self.runtime.remove(action.container_id)
         details = [(Detail.CONTAINER, action.container_id[:12]), (Detail.REASON, action.reason)]
         self.journal.record(LogKind.POOL, "pool", LogAction.ORPHAN_REMOVED, details, level="WARN")
+
+    # -- one handler per chore -----------------------------------------------------------
+    def _publish_readings(self, chore: PublishReadings) -> None:
+        self.store.record_readings(chore.memory_mb, chore.cpu_percent)
+
+    def _drop_rejected(self, chore: DropRejected) -> None:
+        if chore.report:
+            self.journal.rejected(chore.value)
+        self.store.forget(chore.value)
+
+    def _recycle_all(self, chore: RecycleAll) -> None:
+        details = [(Detail.ERROR, "redis lost the pool state (epoch changed)"), (Detail.ACTION, "recycling every container")]
+        self.journal.record(LogKind.ERRORS, "pool", LogAction.ERROR_OCCURRED, details, level="ERROR")
+        self.restart_all(list(chore.container_ids))
+        self.state.epoch = chore.epoch
+
+    def _set_size(self, chore: SetSize) -> None:
+        self.store.set_size(self.runtime.host, chore.size, chore.reason, mode=chore.mode, cooldown_s=chore.cooldown_s)
+        if chore.scaled:
+            self.state.scaled_at = self.clock.monotonic()
+
+    def _answer_size_request(self, chore: AnswerSizeRequest) -> None:
+        if chore.unreadable is not None:
+            self.journal.rejected(chore.unreadable)
+        elif chore.refusal:
+            details = [(Detail.ERROR, chore.refusal), (Detail.CONTEXT, "scale")]
+            self.journal.record(LogKind.ERRORS, "pool", LogAction.ERROR_OCCURRED, details, level="ERROR")
+        elif chore.size is not None:
+            self._set_size(SetSize(chore.size, "operator: cinnamon-pool scale", scaled=True))
+        self.store.drop_size_request(self.runtime.host, chore.raw)
+
+    def _offer_cold(self, chore: OfferCold) -> None:
+        if self.store.prepared(chore.name, "", Preparation.TIMEOUT, f"not prepared within {chore.timeout_s:g}s") != "noop":
+            details = [(Detail.REASON, f"no prepared session within {chore.timeout_s:g}s; offered cold")]
+            self.journal.record(LogKind.POOL, chore.name, LogAction.PREPARE_TIMEOUT, details, level="WARN")
 
     def _retire(self, action: Retire) -> None:
         retired = action.name is None or self.store.deregister(action.name, action.reason, only_if_unleased=True)

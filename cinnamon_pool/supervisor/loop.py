@@ -1,14 +1,16 @@
-"""The supervisor: observe -> plan -> apply, every tick, and the log files from the event stream.
+"""The supervisor: observe -> decide -> apply, every tick, and the log files from the event stream.
 
 The only process that talks to Docker. It re-lists the truth every tick (``rules.tick_s``);
 Docker events only wake it early, and it ticks fast while a container is starting so a
 replacement is registered as soon as its readiness probe passes. With an election, it acts
 only while it leads its Docker host; a standby just waits.
 
-A tick: ``Observer.observe`` (read only) -> ``rules.judge`` and ``reconcile.plan`` / ``scale``
-(pure) -> ``Actuator`` (writes), with the pool's upkeep (readings, size, epoch, overdue offers:
-upkeep.py) at its places in between. This module keeps the loop and the order of a tick. What must survive a restart (the desired size, each container's
-state and the reason for it) is in Redis; :class:`SupervisorState` keeps only readings and timers.
+A tick: ``Observer.observe`` reads (writes nothing); ``Judge`` (the container rules),
+``reconcile.plan`` and ``Upkeep`` (the pool's chores: readings, rejected values, the epoch, the
+size, overdue offers, scaling) decide and write nothing; the ``Actuator`` carries out every action
+and chore, the only writer to Docker and to Redis. This module keeps the loop and the order of a
+tick. What must survive a restart (the desired size, each container's state and the reason for
+it) is in Redis; :class:`SupervisorState` keeps only readings and timers.
 """
 
 from __future__ import annotations
@@ -33,18 +35,16 @@ from cinnamon_pool.logs.writer import DailyLogWriter
 from cinnamon_pool.model import SLOTS_PER_HOST
 from cinnamon_pool.runtime.base import ContainerRuntime
 from cinnamon_pool.supervisor.actuator import Actuator
+from cinnamon_pool.supervisor.chores import Chore
 from cinnamon_pool.supervisor.election import LeaderElection
 from cinnamon_pool.supervisor.journal import Journal
+from cinnamon_pool.supervisor.judge import Judge
 from cinnamon_pool.supervisor.metrics import PoolMetrics
-from cinnamon_pool.supervisor.observe import Observer, Prober, World
+from cinnamon_pool.supervisor.observe import Observer, Prober
 from cinnamon_pool.supervisor.reconcile import Action, Create, Recycle, Replace, ScalePolicy, needs_probe, plan
 from cinnamon_pool.supervisor.rules import (
     HealthPolicy,
     StateChange,
-    find_inconsistent,
-    find_leftovers,
-    find_stranded,
-    judge,
 )
 from cinnamon_pool.supervisor.state import SupervisorState
 from cinnamon_pool.supervisor.upkeep import Upkeep
@@ -112,8 +112,11 @@ class Supervisor:
             clock=clock,
             watch_hosts=election is not None,
         )
-        self.actuator = Actuator(config, store, runtime, self.journal, self.state, clock, self.observer.endpoint, metrics, door)
-        self.upkeep = Upkeep(config, store, runtime, self.journal, self.state, clock, self.scale_policy, self._restart_all, metrics)
+        self.actuator = Actuator(
+            config, store, runtime, self.journal, self.state, clock, self.observer.endpoint, self._restart_all, metrics, door
+        )
+        self.upkeep = Upkeep(config, runtime.host, self.state, clock, self.scale_policy, metrics)
+        self.judge = Judge(config, runtime.host, self.state, self.health_policy)
         self._was_leading: bool | None = None  # None: not yet told
 
     @property
@@ -194,26 +197,28 @@ class Supervisor:
         return report
 
     def _tick(self, report: TickReport) -> None:
+        """Observe (read only), decide (pure rules and the upkeep), apply (the actuator writes)."""
         self.journal.archive()
-        if self.upkeep.lost_writes():
+        why = self.upkeep.lost_writes(self.observer.lineage())
+        if why is not None and self.actuator.forget_state(why):
             return  # the state is dropped: the next tick recycles every container (epoch gone)
-        self.store.ensure_consumer_group()
-        self.store.reap()
+        self.actuator.housekeep()
         self.journal.lease_events(self.state.memory_mb)
         if self.state.slot_base is None:  # the host's index is kept in Redis for good
-            self.state.slot_base = self.store.join(self.runtime.host) * SLOTS_PER_HOST
+            self.state.slot_base = self.actuator.join()
         world = self.observer.observe(self.state)
         if self.runtime.host not in world.snapshot.hosts:  # Redis lost it (amnesia): claim it again, the same if free
-            self.state.slot_base = self.store.join(self.runtime.host, self.state.slot_base // SLOTS_PER_HOST) * SLOTS_PER_HOST
+            self.state.slot_base = self.actuator.join(self.state.slot_base // SLOTS_PER_HOST)
             world = self.observer.observe(self.state)
-        self.upkeep.take_readings(world)
-        self.upkeep.drop_rejected(world.snapshot)
-        self.upkeep.check_epoch(world)
-        self.upkeep.keep_size(world)
+        upkeep = self.upkeep
+        chores: list[Chore] = [upkeep.readings(world), *upkeep.rejected(world.snapshot), *upkeep.epoch(world), *upkeep.kept_size(world)]
+        for chore in chores:
+            self.actuator.apply(chore)
         if self.metrics is not None:
             self.metrics.observe_pool(world.snapshot, self.state.memory_mb, self.state.cpu_percent)
-        self.upkeep.offer_overdue(world)
-        changes = self._judge(world)
+        for offer in upkeep.overdue(world):
+            self.actuator.apply(offer)
+        changes = self.judge.changes(world)
         for change in changes:
             self.actuator.change(change)
         actions = [a for a in plan(world.observation) if not isinstance(a, Create) or self.actuator.slot_due(a.slot)]
@@ -228,7 +233,8 @@ class Supervisor:
                 if isinstance(error, ImageMissing) or not isinstance(action, (Create, Replace)):
                     raise
                 self.actuator.slot_failed(action.slot, error)
-        self.upkeep.rescale(world)
+        for step in upkeep.rescale(world):
+            self.actuator.apply(step)
         report.actions = [*changes, *actions]
         report.pending = (
             any(isinstance(a, (Create, Replace, Recycle)) for a in actions) or bool(needs_probe(world.observation)) or bool(changes)
@@ -265,40 +271,6 @@ class Supervisor:
             )
             logger.log("INFO" if leading else "WARNING", "{} for host {}", "leading" if leading else "standing by", self.runtime.host)
         return leading
-
-    def _judge(self, world: World) -> list[StateChange]:
-        """The container rules on this tick's readings and probes."""
-        records, snapshot = world.observation.records, world.snapshot
-        changes, self.state.probe_failures = judge(records, world.memory_mb, world.probes, self.state.probe_failures, self.health_policy)
-        free_for_s = {name: (snapshot.now_ms - since) / 1000 for name, since in snapshot.free_since_ms.items()}
-        baselines = self._process_baselines(world, free_for_s)
-        leftovers = find_leftovers(records, world.processes, baselines, free_for_s, self.health_policy.residue_processes)
-        inconsistent = find_inconsistent(records, snapshot.free_since_ms, snapshot.leases, snapshot.epoch)
-        stranded = find_stranded(snapshot.containers, self.runtime.host, world.live_hosts, snapshot.free_since_ms)
-        for change in [*leftovers, *inconsistent, *stranded]:
-            if change.name not in {c.name for c in changes}:
-                changes.append(change)
-        return changes
-
-    def _process_baselines(self, world: World, free_for_s: dict[str, float]) -> dict[str, int]:
-        """What a free container runs when nothing was left behind: its count right after
-        registration, or, while its gateway holds a keeper and a prepared session on it (a
-        browser, a context and a blank page; without a gateway, the keeper ``supervise`` holds),
-        the lowest count seen that way. A container whose
-        sessions are still being made (prepared sessions on, free for less than the preparing
-        time-out) is not judged yet."""
-        baselines: dict[str, int] = {}
-        learned, gateway = self.state.prepared_processes, self.config.gateway
-        held = frozenset({"keeper", "prepared"}) if gateway.prepares else frozenset({"keeper"})
-        for name, count in world.processes.items():
-            if world.held.get(name) == held:
-                learned[name] = min(learned.get(name, count), count)
-                baselines[name] = learned[name]
-            elif gateway.prepare and free_for_s.get(name, 0.0) < gateway.prepare_timeout_s:
-                continue  # its sessions are still being made (their browser may already be up)
-            elif name in learned or name in self.state.idle_processes:
-                baselines[name] = learned.get(name, self.state.idle_processes.get(name, 0))
-        return baselines
 
     def _restart_all(self, container_ids: list[str]) -> None:
         """Restart these containers together: a pool of browsers restarts in the time of one."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from cinnamon_pool.clock import Clock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.health import ProbeResult
+from cinnamon_pool.lease.replication import Lineage
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.model import ContainerState, PoolSnapshot, local_slot
 from cinnamon_pool.runtime.base import ContainerRuntime, ObservedContainer
@@ -37,6 +38,8 @@ class World:
     probes: dict[str, Probe]  # health probes that were due this tick
     live_hosts: frozenset[str] = frozenset()  # the pool's other hosts whose supervisor is alive (all, unwatched)
     held: dict[str, frozenset[str]] = field(default_factory=dict)  # free container -> sessions its gateway holds (keeper, prepared)
+    size_request: bytes | str | None = None  # `cinnamon-pool scale N` for this host, as Redis keeps it
+    gateway_prepares: bool = True  # this host's gateway prepares sessions now (read while a container waits for it)
 
 
 class Observer:
@@ -101,7 +104,24 @@ class Observer:
             if processes
             else {}
         )
-        return World(observation, snapshot, memory, cpu, processes, self._health(state, serving), live, held)
+        preparing = any(record.state is ContainerState.PREPARING for record in records.values())
+        prepares = bool(self.store.preparing_hosts([host])) if preparing else True
+        return World(
+            observation,
+            snapshot,
+            memory,
+            cpu,
+            processes,
+            self._health(state, serving),
+            live,
+            held,
+            self.store.size_request(host),
+            prepares,
+        )
+
+    def lineage(self) -> Lineage | None:
+        """Redis's replication history now (None: INFO is not allowed, the check is off)."""
+        return self.store.lineage()
 
     def _health(self, state: SupervisorState, serving: dict[str, ObservedContainer]) -> dict[str, Probe]:
         """Probe the serving containers whose interval is due, in parallel, each waiting

@@ -41,6 +41,7 @@ LAYERS = {
         "mcpwire",
     ],
     2: [
+        "supervisor.chores",
         "lease.redis_errors",
         "endpoints",
         "door",
@@ -90,6 +91,7 @@ LAYERS = {
         "gateway.app",
         "supervisor.loop",
         "supervisor.upkeep",
+        "supervisor.judge",
         "supervisor.observe",
         "supervisor.actuator",
         "supervisor.election",
@@ -102,6 +104,7 @@ LAYERS = {
 }
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 PURE = {
+    "supervisor.chores",
     "decode",
     "events",
     "supervisor.state",

@@ -16,6 +16,7 @@ import pytest
 from cinnamon_pool.clock import ManualClock
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.health import ProbeResult
+from cinnamon_pool.lease.replication import Lineage
 from cinnamon_pool.lease.store import LeaseStore
 from cinnamon_pool.logs.format import parse
 from cinnamon_pool.logs.writer import DailyLogWriter
@@ -277,3 +278,27 @@ def test_uptime_counts_from_the_last_start_not_from_the_containers_creation(tmp_
     files = sorted((tmp_path / "containers").glob("container-pool-*.log"))
     restarts = [r for f in files for r in parse(f.read_text().splitlines(keepends=True)) if r.action == "CONTAINER_RESTART"]
     assert [r.detail("Uptime") for r in restarts][-1] == "10min", "the second restart counts from the first one's start"
+
+
+def test_a_failover_that_lost_writes_drops_the_pool_state_and_every_container_is_recycled(tmp_path: Path) -> None:
+    """Redis's replication history went back (lease/replication.py): the state the pool had is not
+    to be trusted, so it is dropped as if Redis had lost it, and every token dies with it."""
+    client, runtime, clock = fakeredis.FakeRedis(), FakeRuntime(), ManualClock()
+    boss = supervisor(tmp_path, client, runtime, clock)
+    seen, promoted = Lineage("a" * 40, 500, "0" * 40, -1), Lineage("b" * 40, 10, "a" * 40, 301)
+    histories = iter([seen, seen, promoted])
+    boss.observer.lineage = lambda: next(histories, promoted)  # type: ignore[method-assign]
+    boss.tick(), boss.tick()
+    store = LeaseStore(client, "qa")
+    grant = store.acquire(Holder("run-1"), timeout_s=0, wait=False)
+    assert not any("lost writes" in e for e in errors(tmp_path)), "the same history: nothing lost"
+    boss.tick()  # the new primary had 300 of the 500 bytes seen
+    assert any(
+        "redis lost writes in a failover: the promoted primary had the old history up to 300, 500 had been seen" in e
+        for e in errors(tmp_path)
+    )
+    assert not client.hexists(store.keys.meta, "epoch") and grant.name not in store.snapshot().leases, "the pool's state is dropped"
+    boss.tick(), boss.tick()
+    assert any("epoch changed" in e for e in errors(tmp_path)), "then every container is recycled"
+    restarted = [container_id for call, container_id in runtime.calls if call == "restart"]
+    assert sorted(restarted) == sorted(c.container_id for c in runtime.list("qa") if c.running)

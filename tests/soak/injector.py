@@ -81,6 +81,12 @@ class Injector:
     def start_gateway(self) -> None:
         raise NotImplementedError("made by Soak")
 
+    @staticmethod
+    def our_dockerd() -> int:
+        """The pid of the dockerd compose/scripts/services.sh started, if it lives (else 0)."""
+        pid = int(DOCKERD_PID.read_text()) if DOCKERD_PID.exists() else 0
+        return pid if pid and Path(f"/proc/{pid}").exists() else 0
+
     def horses(self) -> list[int]:
         return [pid for worker in self.workers if worker.poll() is None for pid in children(worker.pid)]
 
@@ -329,8 +335,8 @@ class Injector:
                 ended_mono=healed,
             )
         elif fault == "restart-dockerd":
-            pid = int(DOCKERD_PID.read_text()) if DOCKERD_PID.exists() else 0
-            if not pid or not Path(f"/proc/{pid}").exists():
+            pid = self.our_dockerd()
+            if not pid:
                 raise RuntimeError(f"restart-dockerd: no live dockerd in {DOCKERD_PID}: not restarting a daemon the project did not start")
             hit = self.jobs_in_flight()  # every container dies with the engine (restart policy "no")
             struck = monotonic_ms()

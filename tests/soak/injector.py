@@ -290,12 +290,15 @@ class Injector:
             self.restore_api_key()
             hit += [job for job in [*self.jobs_in_flight(), *self.jobs_in_history(began)] if job not in hit]
             record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began, killed_mono=struck)
-        elif fault == "kill-gateway":
+        elif fault in {"kill-gateway", "restart-gateway"}:
             hit = self.jobs_in_flight()  # every job reaches its container through the gateway
             victim = self.gateway
             struck = monotonic_ms()
-            victim.kill()
-            victim.wait()
+            if fault == "kill-gateway":
+                victim.kill()
+            else:  # a deploy: it stops listening, waits for open requests and streams (at most 10 s), exits
+                victim.terminate()
+            victim.wait(timeout=30)
             time.sleep(0.5)  # down a moment: its process manager starts it again
             self.start_gateway()
             hit += [job for job in [*self.jobs_in_flight(), *self.jobs_in_history(began)] if job not in hit]

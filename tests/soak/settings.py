@@ -16,7 +16,16 @@ PAUSE_S = 5.0  # past the health rule (2 failed probes, 1 s apart): the paused c
 CONVERGE_LIMIT_S = 10.0  # the pool is whole again this soon after each fault, or the soak fails naming it
 CONVERGE_WAIT_S = 60.0  # how long a slower convergence is still measured
 MIN_COMPLETED_SHARE = 0.99  # of the jobs no fault hit
-PROCESS_FAULTS = ("kill-worker", "kill-horse", "stop-horse", "kill-container", "pause-container", "kill-supervisor", "kill-gateway")
+PROCESS_FAULTS = (
+    "kill-worker",
+    "kill-horse",
+    "stop-horse",
+    "kill-container",
+    "pause-container",
+    "kill-supervisor",
+    "kill-gateway",
+    "restart-gateway",  # SIGTERM: the graceful stop of a deploy
+)
 # On one Redis the workers and the gateway reach it through fault proxies (tests/faults/proxy.py): a
 # partition refuses and drops their connections for PARTITION_S, a slow network delays each chunk
 NETWORK_FAULTS = ("partition-workers", "partition-gateway", "slow-redis")
@@ -43,7 +52,7 @@ FAMILIES = (
 OVERLAP_AFTER_S = (0.2, 2.0)  # the second fault of a pair begins this long after the first (uniform)
 # Faults that start a process again (its replacement): injected from the soak's main thread, as the
 # processes it starts die with the thread that started them (PR_SET_PDEATHSIG); a pair holds one at most
-SPAWNING = {"kill-supervisor", "kill-gateway", "restart-redis", "failover-redis", "restart-dockerd"}
+SPAWNING = {"kill-supervisor", "kill-gateway", "restart-gateway", "restart-redis", "failover-redis", "restart-dockerd"}
 CONNECT_IDLE_S = 2.0  # gateway.session_idle_s: a killed client's session ends this soon
 CONNECT_GRACE_S = 15.0  # a session that fails this long after a fault ended is still its doing
 

@@ -335,6 +335,12 @@ def _whole(key: str, raw: object, rejected: list[Rejected], expected: type | tup
     return raw
 
 
+def time_ms(reply: Any) -> int:
+    """Redis ``TIME`` (seconds, microseconds) in milliseconds: the clock leases are judged by."""
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def snapshot(replies: Mapping[str, Any]) -> PoolSnapshot:
     """The pool from the replies of one MULTI/EXEC (see ``LeaseStore.snapshot``); a reply may be
     an exception object when a key holds the wrong type."""
@@ -379,7 +385,7 @@ def snapshot(replies: Mapping[str, Any]) -> PoolSnapshot:
         draining=bool(draining),
         memory_mb=memory,
         cpu_percent=cpu,
-        now_ms=int(seconds) * 1000 + int(micros) // 1000,
+        now_ms=time_ms((seconds, micros)),
         desired=desired,
         hosts=hosts,
         rejected=tuple(rejected),

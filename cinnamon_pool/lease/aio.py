@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 from loguru import logger
@@ -25,7 +25,6 @@ from cinnamon_pool.lease.redis_errors import awaiting
 from cinnamon_pool.lease.scripts import Op, Status, source
 from cinnamon_pool.model import ContainerState, Grant, Holder, Outcome, validate_container_name, validate_ticket, validate_token
 
-T = TypeVar("T")
 WAITER_TTL_S = 10.0  # as the sync store's: a waiter that dies drops out of the queue by itself
 LEAVE_RETRY_S = 0.05  # the first pause before leaving the queue is tried again (doubling to 1 s)
 

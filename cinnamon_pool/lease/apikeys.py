@@ -56,8 +56,7 @@ class ApiKeys:
         if max_sessions < 1:
             raise ConfigError("--max-sessions", max_sessions, "must be at least 1")
         key = KEY_PREFIX + secrets.token_hex(KEY_RANDOM_HEX // 2)
-        seconds, micros = self.client.time()
-        created_ms = int(seconds) * 1000 + int(micros) // 1000
+        created_ms = decode.time_ms(self.client.time())
         record = json.dumps({"name": name, "max_sessions": max_sessions, "created_ms": created_ms, "unsafe_tools": unsafe_tools})
         if not self._create(keys=[self.keys.api_keys, self.keys.api_key_names], args=[name, digest(key), record]):
             raise ConfigError("NAME", name, "a key of that name exists: revoke it first, or pick another name")
@@ -86,9 +85,9 @@ class ApiKeys:
         pipe.hgetall(self.keys.connect_sessions)
         pipe.hgetall(self.keys.leases)
         pipe.time()
-        bindings, leases, (seconds, micros) = pipe.execute()
+        bindings, leases, now = pipe.execute()
         counts: dict[str, int] = {}
-        for binding in live_sessions(bindings, leases, int(seconds) * 1000 + int(micros) // 1000)[0]:
+        for binding in live_sessions(bindings, leases, decode.time_ms(now))[0]:
             counts[binding.key] = counts.get(binding.key, 0) + 1
         return counts
 

@@ -55,7 +55,7 @@ class GatewayStore:
         pipe.hget(self.keys.leases, name)
         pipe.time()
         record, lease, now = await awaiting(pipe.execute())
-        return record, lease, _ms(now)
+        return record, lease, decode.time_ms(now)
 
     async def last_release(self, name: str) -> tuple[bytes | None, bytes | None]:
         """The token the container's last release was made with, and its record (one transaction)."""
@@ -74,7 +74,7 @@ class GatewayStore:
         pipe.hmget(self.keys.leases, names)
         pipe.time()
         raw, now = await awaiting(pipe.execute())
-        now_ms, current = _ms(now), dict[str, str | None]()
+        now_ms, current = decode.time_ms(now), dict[str, str | None]()
         for name, value in zip(names, raw, strict=True):
             try:
                 lease = None if value is None else decode.lease(name, value)
@@ -126,7 +126,7 @@ class GatewayStore:
         pipe.hgetall(self.keys.leases)
         pipe.time()
         bindings, leases, now = await awaiting(pipe.execute())
-        live, ended = live_sessions(bindings, leases, _ms(now))
+        live, ended = live_sessions(bindings, leases, decode.time_ms(now))
         for field_name, value in ended:
             await awaiting(self._forget_field(keys=[self.keys.connect_sessions], args=[field_name, value]))
         return live
@@ -182,8 +182,3 @@ class GatewayStore:
         for container, value in figures.items():
             pipe.hset(self.keys.tool_calls, container, value)
         await awaiting(pipe.execute())
-
-
-def _ms(time_reply: tuple[int, int]) -> int:
-    seconds, micros = time_reply
-    return int(seconds) * 1000 + int(micros) // 1000

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from contextlib import suppress
+from typing import Any
 
 import redis
 from tenacity import Retrying, retry_if_exception_type
@@ -37,17 +38,8 @@ class JobSide(ScriptClient):
         deadline = started + timeout_s
         waiter_ttl_ms = int(self.waiter_ttl_s * 1000)
         counts: dict[str, int] = {}
-        # Redis restarting or cut off: keep trying with the same ticket (a grant made meanwhile
-        # comes back: acquire is idempotent per ticket) while the deadline allows the next pause.
-        unreachable = Retrying(
-            retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
-            wait=backoff.REDIS_UNREACHABLE,
-            stop=lambda state: self.clock.monotonic() + state.upcoming_sleep > deadline,
-            sleep=self.clock.sleep,
-            reraise=True,
-        )
         while True:
-            reply = unreachable(self._run, Op.ACQUIRE, ticket, request, waiter_ttl_ms, "wait" if wait else "try")
+            reply = self._acquire_call(deadline, ticket, request, waiter_ttl_ms, "wait" if wait else "try")
             status = Status(reply[0])
             if status is Status.GRANTED:
                 durable = self._durable(claimed(reply[1], secret), deadline)
@@ -86,6 +78,30 @@ class JobSide(ScriptClient):
                 if durable is not None:
                     return durable
                 ticket = secrets.token_hex(16)
+
+    def _acquire_call(self, deadline: float, *args: str | int) -> list[Any]:
+        """acquire.lua's reply. Redis restarting or cut off: keep trying with the same ticket (a
+        grant made meanwhile comes back: acquire is idempotent per ticket) while the deadline
+        allows the next pause. The retry policy is built only once a call has failed: it costs
+        15 µs, a tenth of what Redis spends on the call."""
+        try:
+            return self._run(Op.ACQUIRE, *args)
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            failed = [error]  # the policy's first attempt is the call that just failed
+
+            def attempt() -> list[Any]:
+                if failed:
+                    raise failed.pop()
+                return self._run(Op.ACQUIRE, *args)
+
+            unreachable = Retrying(
+                retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+                wait=backoff.REDIS_UNREACHABLE,
+                stop=lambda state: self.clock.monotonic() + state.upcoming_sleep > deadline,
+                sleep=self.clock.sleep,
+                reraise=True,
+            )
+            return unreachable(attempt)
 
     def _durable(self, grant: Grant, deadline: float) -> Grant | None:
         """``grant`` once ``wait_replicas`` replicas have it (Redis WAIT), so a failover cannot

@@ -12,7 +12,7 @@ import enum
 from functools import cache
 from importlib import resources
 
-from cinnamon_pool.keys import SCRIPT_KEYS
+from cinnamon_pool.keys import SCRIPT_KEYS, PoolKeys
 
 
 class Op(enum.StrEnum):
@@ -57,9 +57,17 @@ class Status(enum.StrEnum):
 
 
 def key_prelude() -> str:
-    """``local K_META = KEYS[1]`` ... in the order of :data:`cinnamon_pool.keys.SCRIPT_KEYS`."""
-    lines = [f"local {lua} = KEYS[{index}]  -- {attribute}" for index, (lua, attribute) in enumerate(SCRIPT_KEYS, start=1)]
-    return "-- generated from cinnamon_pool/keys.py SCRIPT_KEYS: the order of KEYS\n" + "\n".join(lines)
+    """``local K_META = KEYS[1] .. 'meta'`` ... for each name of :data:`cinnamon_pool.keys.SCRIPT_KEYS`:
+    KEYS[1] is the pool's prefix, KEYS[2] the leader key of the caller's host."""
+    sample = PoolKeys("pool")
+
+    def line(lua: str, attribute: str) -> str:
+        if attribute == "leader":
+            return f"local {lua} = KEYS[2]  -- the caller's host's leader key"
+        return f"local {lua} = KEYS[1] .. '{getattr(sample, attribute).removeprefix(sample.prefix)}'"
+
+    lines = [line(lua, attribute) for lua, attribute in SCRIPT_KEYS]
+    return "-- generated from cinnamon_pool/keys.py SCRIPT_KEYS: KEYS = {the pool's prefix, a leader key}\n" + "\n".join(lines)
 
 
 @cache

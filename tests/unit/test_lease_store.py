@@ -192,10 +192,12 @@ def test_every_script_gets_its_keys_in_the_one_generated_order() -> None:
     from cinnamon_pool.lease.scripts import source
 
     keys = PoolKeys("unit").script_keys("host-a")
-    assert len(keys) == len(SCRIPT_KEYS) and all("{unit}" in key for key in keys), "every key in the pool's hash slot"
+    assert keys == ["cinnamon:{unit}:", "cinnamon:{unit}:leader:host-a"], "two keys, both in the pool's hash slot"
+    names = {lua: getattr(PoolKeys("unit"), attribute) for lua, attribute in SCRIPT_KEYS if attribute != "leader"}
     for op in Op:
-        declared = re.findall(r"^local (K_[A-Z_]+) = KEYS\[(\d+)\]", source(op), flags=re.MULTILINE)
-        assert [(lua, int(i)) for lua, i in declared] == [(lua, i) for i, (lua, _attr) in enumerate(SCRIPT_KEYS, 1)], op
+        derived = re.findall(r"^local (K_[A-Z_]+) = KEYS\[1\] \.\. '([a-z_:]+)'$", source(op), flags=re.MULTILINE)
+        assert {lua: keys[0] + suffix for lua, suffix in derived} == names, op
+        assert re.findall(r"^local (K_[A-Z_]+) = KEYS\[2\]", source(op), flags=re.MULTILINE) == ["K_LEADER"], op
         assert "KEYS[" not in source(op).split("-- ===== ")[1], f"{op}.lua must use the generated names, not KEYS[i]"
 
 

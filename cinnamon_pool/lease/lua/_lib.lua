@@ -1,7 +1,7 @@
 -- _lib.lua: prepended to every script of this folder (see scripts.py).
--- Every script receives the same KEYS, in the order of SCRIPT_KEYS in cinnamon_pool/keys.py;
--- scripts.py puts the generated `local K_... = KEYS[i]` lines above this file. The key schema
--- (what each key holds) is documented in keys.py.
+-- Every script receives the same two KEYS, the pool's prefix and the caller's host's leader key;
+-- scripts.py puts the generated `local K_... = KEYS[1] .. 'name'` lines (from SCRIPT_KEYS in
+-- cinnamon_pool/keys.py) above this file. The key schema (what each key holds) is in keys.py.
 -- Time comes from the server (TIME), never from a client.
 
 local time = redis.call('TIME')

@@ -27,6 +27,7 @@ import secrets
 import stat
 from collections.abc import Generator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -96,12 +97,23 @@ class DoorAuth(httpx.Auth):
 
     def __init__(self, config: PoolConfig, key: bytes) -> None:
         self.pool, self.key, self.ports = config.pool.name, key, config.container.host_ports
+        self._secrets: dict[int, str] = {}
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        url = request.url
-        if url.host == "127.0.0.1" and url.port in self.ports:
-            request.headers[HEADER] = secret(self.key, self.pool, f"127.0.0.1:{url.port}")
+        request.headers.update(self.headers(request.url.host, request.url.port))
         yield request
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """What a request to ``url`` carries for the door (nothing when it is not a container's)."""
+        parts = urlsplit(url)
+        return self.headers(parts.hostname or "", parts.port)
+
+    def headers(self, host: str, port: int | None) -> dict[str, str]:
+        if host != "127.0.0.1" or port is None or port not in self.ports:
+            return {}
+        if port not in self._secrets:  # an HMAC per container, not per request
+            self._secrets[port] = secret(self.key, self.pool, f"127.0.0.1:{port}")
+        return {HEADER: self._secrets[port]}
 
 
 def door_for(config: PoolConfig) -> DoorAuth | None:

@@ -27,7 +27,6 @@ import secrets
 import stat
 from collections.abc import Generator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -103,12 +102,8 @@ class DoorAuth(httpx.Auth):
         request.headers.update(self.headers(request.url.host, request.url.port))
         yield request
 
-    def headers_for(self, url: str) -> dict[str, str]:
-        """What a request to ``url`` carries for the door (nothing when it is not a container's)."""
-        parts = urlsplit(url)
-        return self.headers(parts.hostname or "", parts.port)
-
     def headers(self, host: str, port: int | None) -> dict[str, str]:
+        """What a request to ``host``:``port`` carries for the door (nothing when it is not a container's)."""
         if host != "127.0.0.1" or port is None or port not in self.ports:
             return {}
         if port not in self._secrets:  # an HMAC per container, not per request

@@ -71,7 +71,6 @@ LAYERS = {
         "browser",
         "gateway.auth",
         "gateway.proxy",
-        "gateway.forward",
         "gateway.protocol",
         "gateway.upstream",
         "gateway.prepare",

@@ -38,7 +38,7 @@ scripts receive them in KEYS. The schema, in one place:
 Every lease script receives two KEYS: the pool's prefix ``cinnamon:{P}:`` and the caller's
 host's leader key. ``lease/scripts.py`` generates each script's prelude from :data:`SCRIPT_KEYS`
 (``local K_META = KEYS[1] .. 'meta'``), so each name is written once, here. Two keys instead of
-one per name halve what every call sends and parses (18 keys cost 35 µs a call, measured); both
+one per name cut what every call sends and parses (18 keys cost 35 µs a call, measured); both
 carry the hash tag, so a script still touches one Redis Cluster slot, the one its KEYS declare.
 
 The wake and preparer keys are the families a script derives further: release hands a container

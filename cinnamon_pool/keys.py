@@ -1,7 +1,7 @@
 """Every Redis key of a pool, built here and nowhere else.
 
-All keys carry the hash tag ``{pool}`` so a pool lives in one Redis Cluster slot, and Lua
-scripts receive them in KEYS. The schema, in one place:
+All keys carry the hash tag ``{pool}`` so a pool lives in one Redis Cluster slot (the lease
+scripts derive theirs from the prefix they receive in KEYS, below). The schema, in one place:
 
   cinnamon:{P}:meta          hash    epoch (random, written once), generation (INCR), ticket_seq
   cinnamon:{P}:containers    hash    name -> ContainerRecord JSON

@@ -266,20 +266,23 @@ def connect_session(field: object, raw: object) -> ConnectSession:
     )
 
 
-def grant(raw: object) -> Grant:
-    """A grant from a script's reply or a wake list; it names the endpoint a worker will call."""
+def grant(raw: object, claim: Callable[[str], str] | None = None) -> Grant:
+    """A grant from a script's reply or a wake list; it names the endpoint a worker will call.
+    ``claim`` turns the token's fingerprint into the token (see tokens.py); without it the grant
+    keeps the fingerprint."""
     data = json_object(raw, "grant")
+    token = _checked(validate_token, data.get("token"))
     return Grant(
         name=_checked(validate_container_name, data.get("name")),
         container_id=_checked(validate_docker_id, data.get("container_id")),
         endpoint=_checked(validate_endpoint, data.get("endpoint")),
         host=_checked(validate_host, data.get("host")),
         slot=integer(data.get("slot"), "slot", minimum=1),
-        token=_checked(validate_token, data.get("token")),
         test_run_id=text(data.get("test_run_id"), "test_run_id", 128),
         granted_ms=integer(data.get("granted_ms"), "granted_ms"),
         expires_ms=integer(data.get("expires_ms"), "expires_ms"),
         cap_ms=integer(data.get("cap_ms"), "cap_ms"),
+        token=claim(token) if claim else token,  # last: a grant that does not decode is BadValue first
     )
 
 

@@ -152,7 +152,12 @@ class OnConnect:
         held.binding = dataclasses.replace(binding, session=session)
         held.trace = upstream.headers.get("x-cinnamon-trace", "")
         self.held[session] = held
-        await self.store.bind(session, json.dumps({**held.binding.to_json(), "endpoint": held.endpoint}))
+        try:
+            await self.store.bind(session, json.dumps({**held.binding.to_json(), "endpoint": held.endpoint}))
+        except BaseException:  # Redis went away after the container answered: nothing is left open
+            await upstream.aclose()
+            await self._end(held, Outcome.INFRA_ERROR)
+            raise
         with contextlib.suppress(StoreError):
             await self.store.key_used(key.name, int(self.clock.now().timestamp() * 1000))
         return self._stream(held, upstream)

@@ -15,6 +15,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from loguru import logger
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from cinnamon_pool import tokens
 from cinnamon_pool.clock import SYSTEM_CLOCK, Clock
@@ -48,8 +50,17 @@ class AsyncLeaseClient:
         self._keys = self.keys.script_keys(host)
 
     async def _run(self, op: Op, *args: Any) -> list[Any]:
-        reply = await awaiting(self._scripts[op](keys=self._keys, args=list(args)))
+        reply = await awaiting(self._evalsha(self._scripts[op], args))
         return [text(item) for item in reply] if isinstance(reply, list) else [reply]
+
+    async def _evalsha(self, script: AsyncScript, args: tuple[Any, ...]) -> Any:
+        """As the sync client runs its scripts (client.py): EVALSHA through ``execute_command``,
+        the script loaded again when the server's cache lost it."""
+        try:
+            return await self.client.execute_command("EVALSHA", script.sha, len(self._keys), *self._keys, *args)
+        except NoScriptError:
+            script.sha = await self.client.script_load(script.script)
+            return await self.client.execute_command("EVALSHA", script.sha, len(self._keys), *self._keys, *args)
 
     async def acquire(
         self, holder: Holder, timeout_s: float, on_wait: Callable[[dict[str, int]], None] | None = None, *, secret: str = ""

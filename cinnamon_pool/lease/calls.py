@@ -3,7 +3,6 @@ by the sync store (store.py and its parts) and the asyncio client (aio.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -75,8 +74,7 @@ def figures_args(figures: JobFigures) -> list[str | int]:
 def claimed(raw: object, secret: str) -> Grant:
     """A grant from a script's reply or a wake list, with the token that ``secret`` makes of its
     fingerprint; :class:`InvalidIdentifier` when it was not made for that secret."""
-    grant = decode.grant(raw)
-    return dataclasses.replace(grant, token=tokens.claim(grant.token, secret))
+    return decode.grant(raw, lambda fingerprint: tokens.claim(fingerprint, secret))
 
 
 def text(value: Any) -> Any:

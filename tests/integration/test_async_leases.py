@@ -61,3 +61,24 @@ def test_waiters_cancelled_while_redis_refuses_connections_leave_the_queue_when_
     asyncio.run(scenario())
     assert store.snapshot().waiting == 0, "every waiter left the queue once Redis answered"
     assert not real_redis.exists(PoolKeys(POOL).tickets)
+
+
+def test_the_asyncio_client_loads_its_scripts_again_when_the_servers_cache_was_flushed(real_redis: redis.Redis, redis_server: str) -> None:
+    store = LeaseStore(real_redis, POOL)
+    store.register(ContainerRecord("container-001", "a" * 64, 1, HOST, "http://127.0.0.1:1/mcp", ContainerState.STARTING))
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_server, socket_timeout=5)
+        leases = AsyncLeaseClient(client, POOL, HOST, lease_ttl_s=60, max_lease_s=600, error_threshold=3)
+        for _ in range(3):
+            real_redis.script_flush()  # a Redis restart or an operator's SCRIPT FLUSH: EVALSHA gets NOSCRIPT
+            grant = await leases.acquire(Holder("flushed", "", "w"), 5)
+            real_redis.script_flush()
+            await leases.renew(grant.name, grant.token)
+            real_redis.script_flush()
+            assert await leases.release(grant.name, grant.token) == "available"
+        await client.aclose()
+
+    asyncio.run(scenario())
+    snapshot = store.snapshot()
+    assert (snapshot.free, snapshot.leases) == (["container-001"], {}), "each lease ended, the container free again"

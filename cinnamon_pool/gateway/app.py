@@ -82,7 +82,7 @@ class Gateway:
         self.authorizer = Authorizer(config, store)
         self.code_guard = CodeGuard(config, store)
         self.streams = Streams()
-        self.meters = GatewayMetrics(self.pool, self.streams.count)
+        self.meters = GatewayMetrics(self.pool, self.streams.count, lambda: self.on_connect.waiting if self.on_connect else 0)
         self.tool_calls = ToolCalls()
         self.on_connect: OnConnect | None = None
         self.said = Said(writer, clock)  # refusals and containers' errors, in the daily logs

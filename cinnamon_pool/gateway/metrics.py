@@ -10,7 +10,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class GatewayMetrics:
-    def __init__(self, pool: str, in_flight_count: Callable[[], float]) -> None:
+    def __init__(self, pool: str, in_flight_count: Callable[[], float], waiting_count: Callable[[], float]) -> None:
         self.registry = CollectorRegistry()
         self.refusals = Counter(
             "cinnamon_pool_gateway_refusals_total", "Requests refused, by reason", ["pool", "reason"], registry=self.registry
@@ -20,6 +20,13 @@ class GatewayMetrics:
             "cinnamon_pool_gateway_in_flight", "Requests and streams in flight to the containers", ["pool"], registry=self.registry
         )
         in_flight.labels(pool).set_function(in_flight_count)
+        waiting = Gauge(
+            "cinnamon_pool_gateway_sessions_waiting",
+            "Clients on connect waiting on this gateway for a container",
+            ["pool"],
+            registry=self.registry,
+        )
+        waiting.labels(pool).set_function(waiting_count)
         self.latency = Histogram(
             "cinnamon_pool_gateway_upstream_seconds",
             "Time from forwarding a request to the container's first response byte, per container",

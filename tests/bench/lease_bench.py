@@ -187,27 +187,16 @@ def run(url: str) -> list[Row]:
             f"  {label}: protocol p50 {percentile(ours, 50) * 1e3:.3f} ms, floor {percentile(floor, 50) * 1e3:.3f} ms, naive {percentile(naive, 50) * 1e3:.3f} ms",
             flush=True,
         )
-        for q in (50, 99):
-            rows.append(
-                Row(
-                    "lease",
-                    f"acquire+release pair, {label}, p{q} (vs Lua floor)",
-                    percentile(ours, q) * 1e3,
-                    percentile(floor, q) * 1e3,
-                    "ms",
-                    "ratio <= 1.5" if q == 50 else "ratio <= 2",
-                )
-            )
-        rows.append(
-            Row(
-                "lease",
-                f"acquire+release pair, {label}, p50 (vs Locks polled every 10 ms)",
-                percentile(ours, 50) * 1e3,
-                percentile(naive, 50) * 1e3,
-                "ms",
-                "ratio < 1",
-            )
-        )
+        # The targets: p50 within 1.5x the floor alone, 2.5x under contention; against the
+        # Locks, p50 no slower and p99 at most half.
+        for baseline, samples, q, target in (
+            ("Lua floor", floor, 50, "ratio <= 1.5" if clients == 1 else "ratio <= 2.5"),
+            ("Lua floor", floor, 99, "ratio <= 2"),
+            ("Locks polled every 10 ms", naive, 50, "ratio <= 1"),
+            ("Locks polled every 10 ms", naive, 99, "ratio <= 0.5"),
+        ):
+            value, base = percentile(ours, q) * 1e3, percentile(samples, q) * 1e3
+            rows.append(Row("lease", f"acquire+release pair, {label}, p{q} (vs {baseline})", value, base, "ms", target))
     store_with(client, 1, pool="handoff")
     handoff = _handoff(url, "handoff", "protocol", rounds=40)
     total_doubles += double_grants(client, "handoff")

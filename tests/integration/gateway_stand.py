@@ -88,3 +88,11 @@ def initialize(request_id: int = 1) -> dict[str, object]:
 def start_gateway(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as stderr:
         return subprocess.Popen([str(BIN / "cinnamon-pool"), "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def gateway_metric(stand: Stand, name: str) -> dict[str, float]:
+    """The gateway's samples of one metric, by their label text."""
+    text = httpx.get(f"{stand.base}/metrics", timeout=5).text
+    return {
+        line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
+    }

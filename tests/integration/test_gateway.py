@@ -27,6 +27,7 @@ from tests.integration.gateway_stand import (
     STREAMS_PER_LEASE,
     UPSTREAM_TIMEOUT_S,
     Stand,
+    gateway_metric,
     initialize,
 )
 
@@ -218,14 +219,6 @@ def test_a_lease_has_a_bounded_number_of_requests_in_flight_and_a_silent_contain
     assert f"within {UPSTREAM_TIMEOUT_S} s" in answers[0].json()["error"]
     httpx.post(f"{stand.fake}/_fake/mode", json={"mode": "ok"}, timeout=5).raise_for_status()
     assert stand.post(snapshot, grant.token, **{"mcp-session-id": session}).status_code == 200, "the lease is served again"
-
-
-def gateway_metric(stand: Stand, name: str) -> dict[str, float]:
-    """The gateway's samples of one metric, by their label text."""
-    text = httpx.get(f"{stand.base}/metrics", timeout=5).text
-    return {
-        line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
-    }
 
 
 def test_a_containers_own_error_answer_is_forwarded_and_written_to_the_errors_log(stand: Stand) -> None:

@@ -21,7 +21,7 @@ from cinnamon_pool.keys import PoolKeys
 from cinnamon_pool.logs.events import event_record
 from cinnamon_pool.model import ContainerRecord, ContainerState, Holder
 from cinnamon_pool.tokens import fingerprint
-from tests.integration.gateway_stand import BIN, HOST, MCP_HEADERS, Stand, initialize, start_gateway
+from tests.integration.gateway_stand import BIN, HOST, MCP_HEADERS, Stand, gateway_metric, initialize, start_gateway
 from tests.support import stream_entries, wait_for_http
 
 pytestmark = pytest.mark.redis
@@ -58,11 +58,21 @@ def eventually(condition: Callable[[], object], seconds: float, what: str, conte
 
 
 def gateway_said(stand: Stand) -> str:
-    """For a failure's message: Redis's clients and the gateway log's last lines."""
+    """For a failure's message: Redis's clients, what the gateway counts of its waiting clients
+    (waiting now, and those it saw hang up), and the gateway log's last lines."""
     clients = stand.store.redis.info("clients")
     limit = stand.store.redis.config_get("maxclients")
     tail = "\n".join(stand.gateway_log.read_text(errors="replace").splitlines()[-40:])
-    return f"\nRedis: {clients.get('connected_clients')} clients of at most {limit}; the gateway's log ends:\n{tail}"
+    try:
+        metrics = httpx.get(f"{stand.base}/metrics", timeout=5).text
+        counted = "\n".join(line for line in metrics.splitlines() if "sessions_waiting{" in line or "client_gone" in line)
+    except httpx.HTTPError as error:
+        counted = f"(its /metrics did not answer: {error!r})"
+    return f"\nRedis: {clients.get('connected_clients')} clients of at most {limit}; the gateway counts:\n{counted}\nits log ends:\n{tail}"
+
+
+def waiting_on_gateway(stand: Stand) -> float:
+    return gateway_metric(stand, "cinnamon_pool_gateway_sessions_waiting")['pool="gw"']
 
 
 def test_keys_are_made_listed_and_revoked_through_the_cli_and_redis_keeps_only_their_hash(stand: Stand) -> None:
@@ -178,10 +188,12 @@ def test_more_clients_wait_than_redis_pys_connection_cap_and_a_served_session_is
         while (waiting := stand.store.snapshot().waiting) < count and time.monotonic() < deadline:
             time.sleep(0.05)
         assert waiting == count, f"only {waiting} of {count} clients came to wait; answered: {[a.result() for a in answers if a.done()]}"
+        assert waiting_on_gateway(stand) == count, gateway_said(stand)
         served = post(stand, holder, CALL, **{"mcp-session-id": session})
         assert served.status_code == 200, served.text
     assert {answer.result() for answer in answers} == {httpx.ReadTimeout}, "every waiter waited until it hung up"
     eventually(lambda: stand.store.snapshot().waiting == 0, 5, "the waiters gone from the queue", lambda: gateway_said(stand))
+    eventually(lambda: waiting_on_gateway(stand) == 0, 5, "no client waiting on the gateway", lambda: gateway_said(stand))
 
 
 def test_sessions_a_killed_gateway_left_stop_counting_against_their_key_once_their_leases_end(stand: Stand) -> None:

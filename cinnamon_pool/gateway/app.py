@@ -304,9 +304,16 @@ class Gateway:
     async def end_sessions(self, name: str, token: str) -> None:
         """End (DELETE) every session the lease ``token`` opened or was handed on ``name``; a job
         that crashed, or forgot, leaves nothing open for the next one. Its trace is kept first
-        (by its policy), and the container's output folder emptied after (gateway/traces.py)."""
-        async with self._ending.setdefault(name, asyncio.Lock()):  # the watcher and the preparer may both end it
+        (by its policy), and the container's output folder emptied after (gateway/traces.py).
+
+        The watcher and the preparer may both end a lease; whichever comes second finds nothing
+        and empties nothing. By then the preparer may have started the next lease's trace in that
+        folder: emptying it again wiped that trace, and the fake server failed the next tool call
+        of the session (found by the soak: a 502 that no fault explained)."""
+        async with self._ending.setdefault(name, asyncio.Lock()):
             opened, trace = await self.sessions.pop(name, token)
+            if not opened and trace is None:
+                return
             upstream = self._upstream(name)
             if trace is not None and self.traces is not None:
                 await self.traces.finish(name, trace, await self.authorizer.last_outcome(name, token), upstream.call_tool)

@@ -285,6 +285,46 @@ def test_a_session_opened_while_the_watcher_reads_the_leases_is_not_ended_as_sta
     assert asyncio.run(scenario()) == {"new-session"}
 
 
+def test_a_lease_ended_twice_empties_the_output_folder_once_so_the_next_leases_trace_survives(tmp_path: Path) -> None:
+    """Found by the soak (a 502 no fault explained): the preparer ended the released lease and
+    started the next one's trace; the watcher then ended the same lease again, found nothing, and
+    emptied the container's output folder all the same, taking the new trace with it."""
+    import asyncio
+
+    import fakeredis.aioredis
+    import httpx
+
+    from cinnamon_pool.config import PoolConfig
+    from cinnamon_pool.gateway.app import Gateway
+    from cinnamon_pool.gateway.traces import OUTPUT, Traces
+    from cinnamon_pool.logs.writer import DailyLogWriter
+
+    old = "0123456789abcdef:1:0123456789abcdef"
+
+    async def scenario() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        config = PoolConfig.from_tables({"pool": {"name": "qa", "max_size": 2}, "container": {"host_port_range": "3990-3991"}})
+        gateway = Gateway(config, GatewayStore(fakeredis.aioredis.FakeRedis(), "qa", "h"), DailyLogWriter(tmp_path))
+        sent: list[tuple[str, str]] = []
+
+        def container(request: httpx.Request) -> httpx.Response:
+            sent.append((request.method, request.url.path))
+            return httpx.Response(200)
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(container)) as http:
+            gateway._http = http
+            gateway.traces = Traces(http, gateway.authorizer.upstream, tmp_path, 1 << 20, lambda *_: None)
+            await gateway.sessions.add("container-001", old, "old-session")
+            await gateway.end_sessions("container-001", old)  # the preparer, before it prepares the next session
+            first = list(sent)
+            sent.clear()
+            await gateway.end_sessions("container-001", old)  # the watcher, later: the next trace records by now
+            return first, sent
+
+    first, late = asyncio.run(scenario())
+    assert sorted(first) == [("DELETE", OUTPUT), ("DELETE", "/mcp")], "the lease's session ended and its output emptied"
+    assert late == [], "the second end of the same lease sends nothing to the container"
+
+
 def test_an_offer_that_redis_did_not_answer_is_sent_again_and_the_container_does_not_wait_for_the_time_out(tmp_path: Path) -> None:
     """Found by the --redis-ha soak: the gateway finished preparing while Sentinel was promoting the
     replica, its offer failed, and the container stayed 'preparing' until the supervisor's 20 s

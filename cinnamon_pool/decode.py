@@ -267,11 +267,9 @@ def connect_session(field: object, raw: object) -> ConnectSession:
 
 
 def grant(raw: object, claim: Callable[[str], str] | None = None) -> Grant:
-    """A grant from a script's reply or a wake list; it names the endpoint a worker will call.
-    ``claim`` turns the token's fingerprint into the token (see tokens.py); without it the grant
-    keeps the fingerprint."""
+    """A grant from a script's reply or a wake list; it names the endpoint a worker will call, and
+    the token that ``claim`` makes of the fingerprint (tokens.py), or the fingerprint without it."""
     data = json_object(raw, "grant")
-    token = _checked(validate_token, data.get("token"))
     return Grant(
         name=_checked(validate_container_name, data.get("name")),
         container_id=_checked(validate_docker_id, data.get("container_id")),
@@ -282,7 +280,7 @@ def grant(raw: object, claim: Callable[[str], str] | None = None) -> Grant:
         granted_ms=integer(data.get("granted_ms"), "granted_ms"),
         expires_ms=integer(data.get("expires_ms"), "expires_ms"),
         cap_ms=integer(data.get("cap_ms"), "cap_ms"),
-        token=claim(token) if claim else token,  # last: a grant that does not decode is BadValue first
+        token=(claim or str)(_checked(validate_token, data.get("token"))),  # last: a grant that does not decode is BadValue first
     )
 
 

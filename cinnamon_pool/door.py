@@ -27,6 +27,7 @@ import secrets
 import stat
 from collections.abc import Generator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -101,6 +102,11 @@ class DoorAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers.update(self.headers(request.url.host, request.url.port))
         yield request
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """What a request to ``url`` carries for the door (nothing when it is not a container's)."""
+        parts = urlsplit(url)
+        return self.headers(parts.hostname or "", parts.port)
 
     def headers(self, host: str, port: int | None) -> dict[str, str]:
         """What a request to ``host``:``port`` carries for the door (nothing when it is not a container's)."""

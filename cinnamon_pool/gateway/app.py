@@ -30,6 +30,7 @@ from cinnamon_pool.errors import StoreError
 from cinnamon_pool.gateway.auth import Authorizer, Refusal, Target, bearer_token
 from cinnamon_pool.gateway.codeguard import CodeGuard
 from cinnamon_pool.gateway.connect import OnConnect
+from cinnamon_pool.gateway.forward import Answer, Forwarder
 from cinnamon_pool.gateway.inprocess import InProcess
 from cinnamon_pool.gateway.metrics import GatewayMetrics
 from cinnamon_pool.gateway.prepare import Preparer
@@ -37,9 +38,7 @@ from cinnamon_pool.gateway.proxy import (
     LEASE_HEADER,
     forwarded_headers,
     initialize_request,
-    open_upstream,
     read_body,
-    relay,
     request_headers,
 )
 from cinnamon_pool.gateway.said import Said
@@ -86,7 +85,8 @@ class Gateway:
         self.tool_calls = ToolCalls()
         self.on_connect: OnConnect | None = None
         self.said = Said(writer, clock)  # refusals and containers' errors, in the daily logs
-        self._http: httpx.AsyncClient | None = None
+        self._http: httpx.AsyncClient | None = None  # the few calls of its own to containers
+        self._forward: Forwarder | None = None  # the holders' requests to their containers
         self.preparer: Preparer | None = None
         self.traces: Traces | None = None  # the pool records a trace per lease (gateway/traces.py)
         self._ending: dict[str, asyncio.Lock] = {}  # per container: one lease end at a time
@@ -112,6 +112,7 @@ class Gateway:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False, auth=self.door) as http:
             self._http = http
+            self._forward = Forwarder(self.door, gateway.connect_timeout_s)
             # Sessions on connect whose container is on this host reach its route in this process.
             connect_http = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False, mounts=self._own_url(app))
             # The door key makes each session's token secret again after a restart; a gateway
@@ -150,6 +151,7 @@ class Gateway:
             finally:
                 await stop(tasks, STOP_WITHIN_S)
                 await connect_http.aclose()
+                await self._forward.close()
                 if self.preparer is not None:
                     await self.preparer.close()
                     await self.preparer.http.aclose()
@@ -209,7 +211,7 @@ class Gateway:
                 if "mcp-session-id" in upstream.headers and initialize is not None:
                     await self._opened(target, upstream.headers["mcp-session-id"])
             except BaseException:
-                await upstream.aclose()  # (Redis went away while the container answered: not left open)
+                await upstream.close()  # (Redis went away while the container answered: not left open)
                 raise
         except StoreError:
             return self._refuse(Refusal(503, "store_unreachable", "the lease store does not answer: try again", name), request)
@@ -221,12 +223,12 @@ class Gateway:
                 return await self.code_guard.tool_list(upstream)
             except Refusal as refusal:
                 return self._refuse(refusal, request)
-        self.streams.add(target.name, target.token, upstream, upstream.aclose)
+        self.streams.add(target.name, target.token, upstream, upstream.close)
 
         async def body_then_forget() -> AsyncIterator[bytes]:
             failed, ended = upstream.status_code >= 400, False
             try:
-                async for chunk in relay(upstream):
+                async for chunk in upstream.chunks():
                     failed = failed or (timed and reports_error(chunk))
                     yield chunk
                 ended = True
@@ -254,12 +256,12 @@ class Gateway:
             self.meters.session_waits.labels(self.pool).observe(self.clock.monotonic() - started)
         return response
 
-    async def _send(self, target: Target, method: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+    async def _send(self, target: Target, method: str, headers: dict[str, str], body: bytes) -> Answer:
         """Forward and wait for the answer's head; cut short (403) if the lease ends meanwhile."""
-        assert self._http is not None, "the lifespan opened the client"
+        assert self._forward is not None, "the lifespan opened the client"
         started = self.clock.monotonic()
         sending = asyncio.ensure_future(
-            open_upstream(self._http, method, target.upstream, headers, body, target.name, self.config.gateway.upstream_timeout_s)
+            self._forward.send(method, target.upstream, headers, body, target.name, self.config.gateway.upstream_timeout_s)
         )
 
         async def cancel() -> None:

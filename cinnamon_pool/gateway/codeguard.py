@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
+import aiohttp
 from starlette.responses import Response
 
 from cinnamon_pool.config import PoolConfig
 from cinnamon_pool.gateway.auth import Refusal, Target
+from cinnamon_pool.gateway.forward import Answer
 from cinnamon_pool.gateway.proxy import forwarded_headers
 from cinnamon_pool.gateway.unsafe import lists_tools, unsafe_calls, without_unsafe_tools
 from cinnamon_pool.lease.gatewayside import GatewayStore
@@ -44,13 +45,12 @@ class CodeGuard:
             raise Refusal(403, "lease_ended", "the lease ended before the call was forwarded", target.name)
         return listing and not allowed
 
-    async def tool_list(self, upstream: httpx.Response) -> Response:
+    async def tool_list(self, upstream: Answer) -> Response:
         """The container's ``tools/list`` answer, read whole (it is small), without unsafe tools."""
         try:
-            answer = await asyncio.wait_for(upstream.aread(), self.config.gateway.upstream_timeout_s)
-        except (TimeoutError, httpx.HTTPError):
+            async with asyncio.timeout(self.config.gateway.upstream_timeout_s):
+                answer = await upstream.read()
+        except (TimeoutError, aiohttp.ClientError, OSError):
             raise Refusal(502, "container_unreachable", "the container's tool list did not arrive whole") from None
-        finally:
-            await upstream.aclose()
         headers = {k: v for k, v in forwarded_headers(upstream.headers).items() if k.lower() != "content-length"}
         return Response(without_unsafe_tools(answer), status_code=upstream.status_code, headers=headers)

@@ -81,6 +81,9 @@ class Injector:
     def start_gateway(self) -> None:
         raise NotImplementedError("made by Soak")
 
+    def wait_gateway_answers(self) -> None:
+        raise NotImplementedError("made by Soak")
+
     @staticmethod
     def our_dockerd() -> int:
         """The pid of the dockerd compose/scripts/services.sh started, if it lives (else 0)."""
@@ -301,6 +304,10 @@ class Injector:
             victim.wait(timeout=30)
             time.sleep(0.5)  # down a moment: its process manager starts it again
             self.start_gateway()
+            # The fault lasts until the new gateway listens (1-3 s of start-up): a job that began
+            # meanwhile could not connect, and its retry is the fault's doing too (a soak counted
+            # three such jobs as retried with no fault to explain them).
+            self.wait_gateway_answers()
             hit += [job for job in [*self.jobs_in_flight(), *self.jobs_in_history(began)] if job not in hit]
             record_fault(self.history, client, fault, [victim.pid], jobs=hit, began_mono=began, killed_mono=struck)
         elif fault == "kill-client":

@@ -195,6 +195,17 @@ class Soak(Injector, Summary):
     def start_gateway(self) -> None:
         self.gateway = self._spawn([str(Path(sys.executable).parent / "cinnamon-pool"), "gateway"], "gateway.log", "gateway")
 
+    def wait_gateway_answers(self, within_s: float = 30.0) -> None:
+        """Until the gateway answers its metrics page (it listens once its start-up is done)."""
+        deadline = time.monotonic() + within_s
+        while not self.gateway_answers() and time.monotonic() < deadline and self.gateway.poll() is None:
+            time.sleep(0.05)
+
+    def gateway_answers(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{self.config.gateway.base_url}/metrics", timeout=2).status_code == 200
+        return False
+
     def start_worker(self) -> None:
         self.workers.append(self._spawn(rq_worker_command(self.queue_url, "soak", burst=False, root=ROOT), "workers.log", "workers"))
 
@@ -229,19 +240,16 @@ class Soak(Injector, Summary):
         return self.docker.api.containers(all=True, filters={"label": f"cinnamon.pool={self.pool_name}"})  # type: ignore[no-any-return]
 
     def whole(self) -> bool:
-        """Every registered container running and serving (or leased), Docker and the registry
-        agreeing, at least the minimum size, and the gateway answering (its metrics page)."""
+        """Containers serving (or leased) as Docker runs them, the minimum size, the gateway answering."""
         try:
             status = self.pool.status()
-            answered = httpx.get(f"{self.config.gateway.base_url}/metrics", timeout=2).status_code == 200
-        except (StoreError, httpx.HTTPError):
-            return False
-        if not answered:
+        except StoreError:
             return False
         registered = {c["container_id"]: c["state"] for c in status["containers"]}
         running = {c["Id"] for c in self.pool_containers() if c["State"] == "running"}
         return (
-            len(registered) >= self.config.pool.min_size
+            self.gateway_answers()
+            and len(registered) >= self.config.pool.min_size
             and all(state in {"available", "allocated"} for state in registered.values())
             and set(registered) == running
         )

@@ -71,6 +71,7 @@ LAYERS = {
         "browser",
         "gateway.auth",
         "gateway.proxy",
+        "gateway.forward",
         "gateway.protocol",
         "gateway.upstream",
         "gateway.prepare",

@@ -3,11 +3,26 @@
 -- scripts.py puts the generated `local K_... = KEYS[1] .. 'name'` lines (from SCRIPT_KEYS in
 -- cinnamon_pool/keys.py) above this file. The key schema (what each key holds) is in keys.py.
 -- Time comes from the server (TIME), never from a client.
+--
+-- Cost (`python -m tests.bench.lua_cost`): a lease pair runs ~770k instructions in Redis, the
+-- minimal Lua pair 94k.
+-- Numbers sent to redis.call or written to the stream go as text made without tostring (Lua's
+-- number-to-text is a printf, ~5k instructions); the values read from Redis are checked by
+-- functions, not by tables built on every call.
 
 local time = redis.call('TIME')
 local NOW = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local EVENTS_MAXLEN = 100000
-local WAKE_TTL_MS = 60000
+local NOW_TEXT = time[1] .. string.sub(string.rep('0', 6 - #time[2]) .. time[2], 1, 3)  -- NOW, from TIME's text
+local EVENTS_MAXLEN = '100000'
+local WAKE_TTL_MS = '60000'
+
+-- A whole number as text (%d), anything else as tostring makes it.
+local function as_text(value)
+  local kind = type(value)
+  if kind == 'string' then return value end
+  if kind == 'number' and value % 1 == 0 then return string.format('%d', value) end
+  return tostring(value)
+end
 
 -- Supervisor scripts take the caller's leader id; '' means no election (tests, one supervisor).
 -- A deposed leader's writes are refused, so a paused supervisor that wakes up changes nothing.
@@ -15,10 +30,23 @@ local function is_leader(id)
   return id == '' or redis.call('GET', K_LEADER) == id
 end
 
-local function emit(kind, name, fields)
-  local entry = {'kind', kind, 'name', name, 'at_ms', tostring(NOW)}
-  for _, value in ipairs(fields or {}) do entry[#entry + 1] = tostring(value) end
-  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', unpack(entry))
+local function emit(kind, name, fields)  -- `fields`: a table of its own, made text in place
+  fields = fields or {}
+  for i = 1, #fields do fields[i] = as_text(fields[i]) end
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'kind', kind, 'name', name, 'at_ms', NOW_TEXT, unpack(fields))
+end
+
+-- `fields` with each optional (field, value) pair after it whose value is neither '' nor nil: an
+-- optional field not written reads as '' or 0 (events.py), and each one written costs XADD.
+local function optional(fields, ...)
+  for i = 1, select('#', ...), 2 do
+    local field, value = select(i, ...)
+    if value ~= '' and value ~= nil then
+      fields[#fields + 1] = field
+      fields[#fields + 1] = value
+    end
+  end
+  return fields
 end
 
 local function counts()
@@ -31,32 +59,37 @@ local function counts()
 end
 
 -- Values in Redis may have been written by anyone with access to the pool's keys: a value
--- that is not a JSON object with the fields a script needs counts as absent, never as an error
--- that would stop every script (the supervisor reports and drops such values).
-local function decode(raw, required)
+-- that is not a JSON object with the fields a script needs (`complete` says) counts as absent,
+-- never as an error that would stop every script (the supervisor reports and drops such values).
+local function decode(raw, complete)
   if type(raw) ~= 'string' then return nil end
   local ok, value = pcall(cjson.decode, raw)
-  if not ok or type(value) ~= 'table' then return nil end
-  for field, kind in pairs(required) do
-    if type(value[field]) ~= kind then return nil end
-  end
+  if not ok or type(value) ~= 'table' or not complete(value) then return nil end
   return value
 end
 
-local RECORD_FIELDS = {name = 'string', container_id = 'string', endpoint = 'string', host = 'string', slot = 'number'}
-local LEASE_FIELDS = {token = 'string', granted_ms = 'number', expires_ms = 'number', cap_ms = 'number'}
-local HOLDER_FIELDS = {test_run_id = 'string', job_id = 'string', worker = 'string', ttl_ms = 'number', cap_ms = 'number',
-                       random = 'string'}
-local GRANT_FIELDS = {name = 'string', token = 'string'}
+local function has(value, kind, ...)  -- every named field of `value` is of type `kind`
+  for i = 1, select('#', ...) do
+    if type(value[select(i, ...)]) ~= kind then return false end
+  end
+  return true
+end
+
+local function RECORD(v) return has(v, 'string', 'name', 'container_id', 'endpoint', 'host') and has(v, 'number', 'slot') end
+local function LEASE(v) return has(v, 'string', 'token') and has(v, 'number', 'granted_ms', 'expires_ms', 'cap_ms') end
+local function HOLDER(v)
+  return has(v, 'string', 'test_run_id', 'job_id', 'worker', 'random') and has(v, 'number', 'ttl_ms', 'cap_ms')
+end
+local function GRANT(v) return has(v, 'string', 'name', 'token') end
 
 local function get_record(name)
-  local rec = decode(redis.call('HGET', K_CONTAINERS, name), RECORD_FIELDS)
+  local rec = decode(redis.call('HGET', K_CONTAINERS, name), RECORD)
   if rec and rec.name ~= name then return nil end
   return rec
 end
 
 local function get_lease(name)
-  local lease = decode(redis.call('HGET', K_LEASES, name), LEASE_FIELDS)
+  local lease = decode(redis.call('HGET', K_LEASES, name), LEASE)
   if lease then
     lease.test_run_id = tostring(lease.test_run_id or '')
     lease.ticket = type(lease.ticket) == 'string' and lease.ticket or ''
@@ -71,20 +104,22 @@ end
 -- The routine moves (available <-> allocated) are told by the granted/released events
 -- themselves; every other change of state gets a 'state' event of its own.
 -- (preparing: released, while the gateway prepares the next job's session; see prepared.lua)
-local ROUTINE = {['available>allocated'] = true, ['allocated>available'] = true, ['allocated>preparing'] = true,
-                 ['preparing>available'] = true, ['preparing>allocated'] = true}
+local function routine(old, new)
+  if old == 'allocated' then return new == 'available' or new == 'preparing' end
+  return (old == 'available' and new == 'allocated') or (old == 'preparing' and (new == 'available' or new == 'allocated'))
+end
 
 local function set_state(rec, state, reason)
   local old = rec.state
-  local routine = ROUTINE[tostring(old) .. '>' .. state]
+  local is_routine = routine(old, state)
   rec.state = state
   -- why it is draining or restarting, kept in the record so a new supervisor knows too; a
   -- drained container keeps the reason it was drained for when it goes on to restart
-  if not routine and not (old == 'draining' and state == 'restarting') then
+  if not is_routine and not (old == 'draining' and state == 'restarting') then
     rec.reason = reason or ''
   end
   put_record(rec)
-  if old ~= state and not routine then
+  if old ~= state and not is_routine then
     emit('state', rec.name, {'from', old, 'to', state, 'reason', reason or ''})
   end
 end
@@ -120,9 +155,10 @@ end
 
 -- Grant `rec` to `holder` (a table with test_run_id, job_id, worker, ttl_ms, cap_ms, random,
 -- and optionally artifacts: the holder's trace policy, read by the gateway at the lease's end).
-local function grant(rec, holder)
-  local generation = redis.call('HINCRBY', K_META, 'generation', 1)
-  local token = redis.call('HGET', K_META, 'epoch') .. ':' .. generation .. ':' .. holder.random
+-- `epoch`: the pool's, when the caller has read it already.
+local function grant(rec, holder, epoch)
+  local generation = redis.call('HINCRBY', K_META, 'generation', '1')
+  local token = (epoch or redis.call('HGET', K_META, 'epoch')) .. ':' .. as_text(generation) .. ':' .. holder.random
   local cap = NOW + holder.cap_ms
   local lease = {
     token = token, test_run_id = holder.test_run_id, job_id = holder.job_id, worker = holder.worker,
@@ -130,15 +166,14 @@ local function grant(rec, holder)
     ticket = holder.ticket or '', artifacts = type(holder.artifacts) == 'string' and holder.artifacts or '',
   }
   redis.call('HSET', K_LEASES, rec.name, cjson.encode(lease))
-  redis.call('ZADD', K_EXPIRIES, lease.expires_ms, rec.name)
-  redis.call('ZREM', K_FREE, rec.name)
+  redis.call('ZADD', K_EXPIRIES, as_text(lease.expires_ms), rec.name)
   set_state(rec, 'allocated', 'granted')
   local waited = 0
   if holder.queued_ms then waited = NOW - holder.queued_ms end
   -- 'ticket' names the queue entry this grant served ('' when the acquirer never queued).
-  emit('granted', rec.name, {'token', token, 'test_run_id', holder.test_run_id, 'job_id', holder.job_id,
-                             'worker', holder.worker, 'available', redis.call('ZCARD', K_FREE), 'wait_ms', waited,
-                             'ticket', holder.queued_ticket or ''})
+  emit('granted', rec.name, optional({'token', token, 'test_run_id', holder.test_run_id,
+                                      'available', redis.call('ZCARD', K_FREE), 'wait_ms', waited},
+                                     'job_id', holder.job_id, 'worker', holder.worker, 'ticket', holder.queued_ticket))
   return cjson.encode({
     name = rec.name, container_id = rec.container_id, endpoint = rec.endpoint, host = rec.host,
     slot = rec.slot, token = token, test_run_id = holder.test_run_id, granted_ms = NOW,
@@ -154,17 +189,20 @@ local function offer(rec, reason)
     redis.call('ZREM', K_FREE, rec.name)
     return false
   end
-  purge_dead_waiters()
   local head, holder
-  repeat  -- a ticket whose holder is not readable is dropped, not served
-    head = redis.call('ZRANGE', K_WAITERS, 0, 0)[1]
-    holder = head and decode(redis.call('HGET', K_TICKETS, head), HOLDER_FIELDS)
-    if head and not holder then
-      drop_ticket(head)
-      emit('waiter_gone', '', {'ticket', head, 'reason', 'unreadable ticket'})
-    end
-  until holder or not head
+  if redis.call('ZCARD', K_WAITERS) > 0 then  -- waiters' bookkeeping only when there are some
+    purge_dead_waiters()
+    repeat  -- a ticket whose holder is not readable is dropped, not served
+      head = redis.call('ZRANGE', K_WAITERS, 0, 0)[1]
+      holder = head and decode(redis.call('HGET', K_TICKETS, head), HOLDER)
+      if head and not holder then
+        drop_ticket(head)
+        emit('waiter_gone', '', {'ticket', head, 'reason', 'unreadable ticket'})
+      end
+    until holder or not head
+  end
   if head then
+    redis.call('ZREM', K_FREE, rec.name)  -- in the free set when it registered again while free
     holder.queued_ticket = head
     local granted = grant(rec, holder)
     -- The grant rides on the wake list, so the woken waiter has it without another round
@@ -176,7 +214,7 @@ local function offer(rec, reason)
     redis.call('PEXPIRE', wake, WAKE_TTL_MS)
     return head
   end
-  redis.call('ZADD', K_FREE, NOW, rec.name)
+  redis.call('ZADD', K_FREE, NOW_TEXT, rec.name)
   set_state(rec, 'available', reason)
   return false
 end

@@ -12,29 +12,33 @@ local handed = redis.call('HGET', K_HANDOFFS, ticket)
 if handed then
   return {'GRANTED', handed}  -- the entry goes when the lease ends (release, expiry, revoke)
 end
-if redis.call('HEXISTS', K_META, 'epoch') == 0 then
+local epoch = redis.call('HGET', K_META, 'epoch')
+if not epoch then
   return {'NOT_READY'}
 end
-purge_dead_waiters()
-local rank = redis.call('ZRANK', K_WAITERS, ticket)
+local rank = false
+if redis.call('ZCARD', K_WAITERS) > 0 then  -- waiters' bookkeeping only when there are some
+  purge_dead_waiters()
+  rank = redis.call('ZRANK', K_WAITERS, ticket)
+end
 if (rank == false or rank == 0) and redis.call('EXISTS', K_DRAINING) == 0 then
   local name, rec
-  repeat  -- a free name without a readable record is dropped from the free set
-    name = redis.call('ZRANGE', K_FREE, 0, 0)[1]
+  repeat  -- taken from the free set; a name without a readable record is dropped with it
+    name = redis.call('ZRANGE', K_FREE, 0, 0)[1]  -- (not ZPOPMIN: the documented ACLs allow ZRANGE and ZREM)
+    if name then redis.call('ZREM', K_FREE, name) end
     rec = name and get_record(name)
-    if name and not rec then redis.call('ZREM', K_FREE, name) end
   until rec or not name
   if rec then
     local holder = cjson.decode(ARGV[2])
     if rank ~= false then
-      holder = decode(redis.call('HGET', K_TICKETS, ticket), HOLDER_FIELDS) or holder  -- keeps when it queued
+      holder = decode(redis.call('HGET', K_TICKETS, ticket), HOLDER) or holder  -- keeps when it queued
       drop_ticket(ticket)
       holder.queued_ticket = ticket
     end
     -- Kept under the ticket until the lease ends, so a retry of this acquire whose reply was
     -- lost gets this same grant instead of a second container.
     holder.ticket = ticket
-    local granted = grant(rec, holder)
+    local granted = grant(rec, holder, epoch)
     redis.call('HSET', K_HANDOFFS, ticket, granted)
     return {'GRANTED', granted}
   end
@@ -43,7 +47,7 @@ if mode ~= 'wait' then
   return {'EXHAUSTED', cjson.encode(counts())}
 end
 if rank == false then
-  local seq = redis.call('HINCRBY', K_META, 'ticket_seq', 1)
+  local seq = redis.call('HINCRBY', K_META, 'ticket_seq', '1')
   redis.call('ZADD', K_WAITERS, seq, ticket)
   local holder = cjson.decode(ARGV[2])
   holder.ticket = ticket

@@ -40,12 +40,11 @@ elseif outcome == 'ok' then
   rec.error_count = 0
 end
 local threshold = tonumber(ARGV[4])
-emit('released', name, {'token', token, 'test_run_id', lease.test_run_id, 'outcome', outcome,
-                        'duration_ms', NOW - lease.granted_ms, 'error_count', rec.error_count,
-                        'threshold', threshold, 'cleanup_ms', ARGV[6] or '', 'cleanup_note', ARGV[7] or '',
-                        'artifacts', ARGV[8] or '', 'error', ARGV[9] or '', 'context', ARGV[10] or '',
-                        'tool_calls', ARGV[11] or '', 'tool_p50_ms', ARGV[12] or '', 'tool_max_ms', ARGV[13] or '',
-                        'console_errors', ARGV[14] or '', 'trace', ARGV[15] or ''})
+emit('released', name, optional({'token', token, 'test_run_id', lease.test_run_id, 'outcome', outcome,
+                                 'duration_ms', NOW - lease.granted_ms, 'error_count', rec.error_count, 'threshold', ARGV[4]},
+                                'cleanup_ms', ARGV[6], 'cleanup_note', ARGV[7], 'artifacts', ARGV[8], 'error', ARGV[9],
+                                'context', ARGV[10], 'tool_calls', ARGV[11], 'tool_p50_ms', ARGV[12], 'tool_max_ms', ARGV[13],
+                                'console_errors', ARGV[14], 'trace', ARGV[15]))
 if rec.state == 'draining' or rec.error_count >= threshold or ARGV[5] == 'recycle' then
   local reason = 'drained'  -- set_state keeps the reason it was drained for (memory, operator)
   if rec.error_count >= threshold then reason = 'error_threshold' elseif ARGV[5] == 'recycle' then reason = 'cleanup' end

@@ -41,6 +41,7 @@ POLL_S = 0.01
 
 
 WARM_UP = 20  # pairs each client runs before it starts timing (connections, script cache)
+ROUNDS = 4  # each way runs its pairs in this many turns, alternating with the others
 
 
 def _pairs_protocol(url: str, pool: str, count: int) -> list[float]:
@@ -103,27 +104,33 @@ def _run_clients(target: Callable[..., list[float]], clients: int, args: tuple[o
 def _handoff(url: str, pool: str, way: str, rounds: int) -> list[float]:
     """A waiter blocks for the only container; the holder releases; time until the waiter has it.
     ``way``: the lease protocol; Locks polled every 10 ms; or a blocking free list (BLMOVE from
-    ``free`` to ``held``, LMOVE back to release), the way users build one by hand."""
-    ctx = mp.get_context("fork")
+    ``free`` to ``held``, LMOVE back to release), the way users build one by hand.
+
+    The waiter comes from a fork server, not a fork of this process: a fork just before the timed
+    release would make this process copy every memory page it touches first (copy on write), and
+    the hand-off would time that (~1.5 ms here) rather than the way it is made. The release waits
+    until Redis reports the waiter blocked (or, polling, three polls after it began)."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
     samples = []
     free, held = f"freelist:{pool}:free", f"freelist:{pool}:held"
+    client = redis.Redis.from_url(url)
     if way == "freelist":
-        client = redis.Redis.from_url(url)
         client.delete(free, held)
         client.rpush(free, "container-001")
+    store = LeaseStore(client, pool)
     for _ in range(rounds):
-        client = redis.Redis.from_url(url)
         if way == "polling":
             lock = _naive_acquire(client, pool, 1)
         elif way == "freelist":
             client.blmove(free, held, 5, "LEFT", "RIGHT")
         else:
-            store = LeaseStore(client, pool)
             grant = store.acquire(Holder("holder"), timeout_s=5)
         got = ctx.Queue()
         waiter = ctx.Process(target=_handoff_waiter, args=(url, pool, way, got))
         waiter.start()
-        time.sleep(0.12)  # let the waiter queue up (and, polling, settle into its loop)
+        assert got.get(timeout=30) == "ready"
+        _wait_until_waiting(client, way)
         released_at = time.monotonic()  # CLOCK_MONOTONIC is one clock for every process here
         if way == "polling":
             lock.release()
@@ -136,8 +143,21 @@ def _handoff(url: str, pool: str, way: str, rounds: int) -> list[float]:
     return samples
 
 
+def _wait_until_waiting(client: redis.Redis, way: str) -> None:
+    if way == "polling":
+        time.sleep(3 * POLL_S)
+        return
+    deadline = time.monotonic() + 10
+    while int(client.info("clients")["blocked_clients"]) < 1:
+        assert time.monotonic() < deadline, "the waiter did not block within 10 s"
+        time.sleep(0.001)
+
+
 def _handoff_waiter(url: str, pool: str, way: str, got: mp.Queue) -> None:  # type: ignore[type-arg]
     client = redis.Redis.from_url(url)
+    store = LeaseStore(client, pool)
+    client.ping()  # connected before it says so
+    got.put("ready")
     if way == "polling":
         lock = _naive_acquire(client, pool, 1)
         got.put(time.monotonic())
@@ -148,7 +168,6 @@ def _handoff_waiter(url: str, pool: str, way: str, got: mp.Queue) -> None:  # ty
         got.put(time.monotonic())
         client.lmove(held, free, "RIGHT", "RIGHT")
     else:
-        store = LeaseStore(client, pool)
         grant = store.acquire(Holder("waiter"), timeout_s=10)
         got.put(time.monotonic())
         store.release(grant.name, grant.token)
@@ -177,11 +196,19 @@ def run(url: str) -> list[Row]:
     for clients, containers, per_client in ((1, 1, 2000), (8, 8, 300), (32, 32, 80), (32, 4, 20)):
         pool = f"bench{clients}on{containers}"
         store_with(client, containers, pool=pool)
-        ours = _run_clients(_pairs_protocol, clients, (url, pool, per_client))
-        total_doubles += double_grants(client, pool)
         client.zadd(f"floor:{{{pool}}}:free", {f"c{i}": 0 for i in range(containers)})
-        floor = _run_clients(_pairs_floor, clients, (url, pool, per_client))
-        naive = _run_clients(_pairs_naive, clients, (url, pool, per_client, containers))
+        ways: dict[str, tuple[Callable[..., list[float]], tuple[object, ...]]] = {
+            "ours": (_pairs_protocol, (url, pool, per_client // ROUNDS)),
+            "floor": (_pairs_floor, (url, pool, per_client // ROUNDS)),
+            "naive": (_pairs_naive, (url, pool, per_client // ROUNDS, containers)),
+        }
+        timed: dict[str, list[float]] = defaultdict(list)
+        for round_ in range(ROUNDS):  # in turns, the order reversed every other round: drift hits all three alike
+            for way in list(ways)[:: 1 if round_ % 2 == 0 else -1]:
+                pairs, args = ways[way]
+                timed[way] += _run_clients(pairs, clients, args)
+        ours, floor, naive = timed["ours"], timed["floor"], timed["naive"]
+        total_doubles += double_grants(client, pool)
         label = f"{clients} client(s)" if clients == containers else f"{clients} clients on {containers} containers"
         print(
             f"  {label}: protocol p50 {percentile(ours, 50) * 1e3:.3f} ms, floor {percentile(floor, 50) * 1e3:.3f} ms, naive {percentile(naive, 50) * 1e3:.3f} ms",

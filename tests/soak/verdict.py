@@ -184,9 +184,14 @@ def clock_steps(history: Path, lease_ttl_ms: float) -> list[dict[str, Any]]:
 
 
 def _reason(job: Job) -> str:
-    """The failure's exception type and message head (ids and numbers kept out, so reasons group)."""
-    lines = [line for line in failure_of(job).splitlines() if line.strip()]
-    last = lines[-1] if lines else "unknown"
+    return failure_reason(failure_of(job))
+
+
+def failure_reason(traceback: str) -> str:
+    """A failure's exception type and message head (ids and numbers kept out, so reasons group).
+    An exception group's traceback is drawn in a box: its border and margin are not the reason."""
+    lines = [line.strip(" +-|") for line in traceback.splitlines()]
+    last = next((line for line in reversed(lines) if line), "unknown")
     return "".join("#" if ch.isdigit() else ch for ch in last)[:120]
 
 

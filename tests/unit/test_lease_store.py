@@ -9,6 +9,7 @@ import pytest
 import redis
 
 import cinnamon_pool
+from cinnamon_pool import decode
 from cinnamon_pool.clock import ManualClock
 from cinnamon_pool.errors import LeaseLost, LeaseNotOwned, PoolExhausted, PoolNotReady
 from cinnamon_pool.keys import PoolKeys
@@ -16,6 +17,7 @@ from cinnamon_pool.lease.scripts import Op, Own
 from cinnamon_pool.lease.store import NOT_READY_GRACE_S, LeaseStore
 from cinnamon_pool.model import ContainerState, Holder, Outcome
 from tests.lease_helpers import dump_state, record, store_with
+from tests.support import stream_entries
 
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis-server", marks=pytest.mark.redis)])
@@ -146,6 +148,19 @@ def test_re_registering_a_name_keeps_its_state_until_offered(client: redis.Redis
     assert store.snapshot().free == []
     store.register(record(1))
     assert store.snapshot().free == ["container-001"]
+
+
+def test_a_record_written_without_a_state_still_moves_and_its_event_says_from_nothing(client: redis.Redis) -> None:
+    """A record not written by the scripts may lack "state": moving it writes a state event whose
+    'from' is empty (a nil there made XADD fail and took the whole script with it)."""
+    store = store_with(client, 1)
+    keys = PoolKeys("unit")
+    written = json.loads(client.hget(keys.containers, "container-001"))  # type: ignore[arg-type]
+    del written["state"]
+    client.hset(keys.containers, "container-001", json.dumps(written))
+    assert store.set_state("container-001", ContainerState.RESTARTING, "operator") == "restarting"
+    moved = decode.event("-", stream_entries(client, keys.events, b"state")[-1])
+    assert (moved.text("from"), moved.text("to"), moved.text("reason")) == ("", "restarting", "operator")
 
 
 def store_op(name: str) -> Op:

@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from tests.soak import verdict
+from tests.soak.verdict import failure_reason
 
 PASSING: dict[str, Any] = {
     "jobs": {"lost": 0, "failed_unexplained": 0, "not_hit": 200, "not_hit_completed_share": 1.0},
@@ -62,3 +63,17 @@ def test_clients_on_connect_fail_the_run_when_none_completed_or_one_failed_unexp
         "sessions on connect failed with no fault to explain them: 3"
     ]
     assert verdict(changed("connect", {"clients": 0})) == [], "a soak without clients on connect asks nothing of them"
+
+
+def test_a_failure_reason_is_the_exception_not_the_box_an_exception_group_is_drawn_in() -> None:
+    group = """Traceback (most recent call last):
+  | ExceptionGroup: unhandled errors in a TaskGroup (1 sub-exception)
+  +-+---------------- 1 ----------------
+    | Traceback (most recent call last):
+    |   File "browser.py", line 87, in call_tool_raw
+    | mcp.shared.exceptions.MCPError: Server returned an error response for call 42
+    +------------------------------------
+"""
+    assert failure_reason(group) == "mcp.shared.exceptions.MCPError: Server returned an error response for call ##"
+    assert failure_reason("Traceback:\nValueError: bad 7\n") == "ValueError: bad #"
+    assert failure_reason("") == "unknown"

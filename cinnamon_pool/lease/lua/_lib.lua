@@ -75,21 +75,21 @@ local function has(value, kind, ...)  -- every named field of `value` is of type
   return true
 end
 
-local function RECORD(v) return has(v, 'string', 'name', 'container_id', 'endpoint', 'host') and has(v, 'number', 'slot') end
-local function LEASE(v) return has(v, 'string', 'token') and has(v, 'number', 'granted_ms', 'expires_ms', 'cap_ms') end
-local function HOLDER(v)
+local function is_record(v) return has(v, 'string', 'name', 'container_id', 'endpoint', 'host') and has(v, 'number', 'slot') end
+local function is_lease(v) return has(v, 'string', 'token') and has(v, 'number', 'granted_ms', 'expires_ms', 'cap_ms') end
+local function is_holder(v)
   return has(v, 'string', 'test_run_id', 'job_id', 'worker', 'random') and has(v, 'number', 'ttl_ms', 'cap_ms')
 end
-local function GRANT(v) return has(v, 'string', 'name', 'token') end
+local function is_grant(v) return has(v, 'string', 'name', 'token') end
 
 local function get_record(name)
-  local rec = decode(redis.call('HGET', K_CONTAINERS, name), RECORD)
+  local rec = decode(redis.call('HGET', K_CONTAINERS, name), is_record)
   if rec and rec.name ~= name then return nil end
   return rec
 end
 
 local function get_lease(name)
-  local lease = decode(redis.call('HGET', K_LEASES, name), LEASE)
+  local lease = decode(redis.call('HGET', K_LEASES, name), is_lease)
   if lease then
     lease.test_run_id = tostring(lease.test_run_id or '')
     lease.ticket = type(lease.ticket) == 'string' and lease.ticket or ''
@@ -120,7 +120,7 @@ local function set_state(rec, state, reason)
   end
   put_record(rec)
   if old ~= state and not is_routine then
-    emit('state', rec.name, {'from', old, 'to', state, 'reason', reason or ''})
+    emit('state', rec.name, {'from', old or '', 'to', state, 'reason', reason or ''})
   end
 end
 
@@ -194,7 +194,7 @@ local function offer(rec, reason)
     purge_dead_waiters()
     repeat  -- a ticket whose holder is not readable is dropped, not served
       head = redis.call('ZRANGE', K_WAITERS, 0, 0)[1]
-      holder = head and decode(redis.call('HGET', K_TICKETS, head), HOLDER)
+      holder = head and decode(redis.call('HGET', K_TICKETS, head), is_holder)
       if head and not holder then
         drop_ticket(head)
         emit('waiter_gone', '', {'ticket', head, 'reason', 'unreadable ticket'})

@@ -31,7 +31,7 @@ if (rank == false or rank == 0) and redis.call('EXISTS', K_DRAINING) == 0 then
   if rec then
     local holder = cjson.decode(ARGV[2])
     if rank ~= false then
-      holder = decode(redis.call('HGET', K_TICKETS, ticket), HOLDER) or holder  -- keeps when it queued
+      holder = decode(redis.call('HGET', K_TICKETS, ticket), is_holder) or holder  -- keeps when it queued
       drop_ticket(ticket)
       holder.queued_ticket = ticket
     end

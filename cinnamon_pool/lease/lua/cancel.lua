@@ -9,7 +9,7 @@ drop_ticket(ticket)
 local handed = redis.call('HGET', K_HANDOFFS, ticket)
 if not handed then return {'OK', 'cancelled'} end
 redis.call('HDEL', K_HANDOFFS, ticket)
-local grant = decode(handed, GRANT)
+local grant = decode(handed, is_grant)
 local lease = grant and get_lease(grant.name)
 if lease and lease.token == grant.token then
   revoke_lease(grant.name, 'waiter gave up')

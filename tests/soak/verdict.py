@@ -66,7 +66,7 @@ class Summary:
                 completed.add(job_id)
             elif status == JobStatus.FAILED:
                 failed.append(job_id)
-                reasons[_reason(job)] += 1
+                reasons[failure_reason(failure_of(job))] += 1
             else:
                 lost.append(job_id)
         # Leaked: a container of the pool the registry does not know once the pool is whole again
@@ -181,10 +181,6 @@ def clock_steps(history: Path, lease_ttl_ms: float) -> list[dict[str, Any]]:
         }
         for at, size in steps(lines)
     ]
-
-
-def _reason(job: Job) -> str:
-    return failure_reason(failure_of(job))
 
 
 def failure_reason(traceback: str) -> str:

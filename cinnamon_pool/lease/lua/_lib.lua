@@ -4,7 +4,7 @@
 -- cinnamon_pool/keys.py) above this file. The key schema (what each key holds) is in keys.py.
 -- Time comes from the server (TIME), never from a client.
 --
--- Cost (`python -m tests.bench.lua_cost`): a lease pair runs ~770k instructions in Redis, the
+-- Cost (`python -m tests.bench.lua_cost`): a lease pair runs 775k instructions in Redis, the
 -- minimal Lua pair 94k.
 -- Numbers sent to redis.call or written to the stream go as text made without tostring (Lua's
 -- number-to-text is a printf, ~5k instructions); the values read from Redis are checked by
